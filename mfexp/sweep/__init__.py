@@ -1,0 +1,1 @@
+"""Hyperparameter sweeps: search spaces (`mfexp.sweep.space`) and the Optuna study around them."""
