@@ -1,0 +1,220 @@
+"""The sweep report: report.md (table, overall best, replay commands) plus PNG plots per model.
+
+Selection is by validation RMSE only; the test RMSE is shown, never used to choose.
+"""
+from __future__ import annotations
+
+import logging
+import numbers
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import optuna
+
+from mfexp.sweep.results import TUTORIAL_RMSE, ModelOutcome
+
+log = logging.getLogger(__name__)
+
+DASH = "—"
+HEADER = ["model", "best val RMSE", "test RMSE", "tutorial RMSE", "Δ vs tutorial",
+          "trials (complete/pruned/failed)", "wall time", "best params"]
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
+            optuna.trial.TrialState.FAIL)
+
+
+# --- formatting -------------------------------------------------------------------------------
+def _rmse(v: Optional[float]) -> str:
+    return DASH if v is None else f"{v:.4f}"
+
+
+def _delta(test: Optional[float], tutorial: Optional[float]) -> str:
+    """Test RMSE minus the tutorial's (both are test-set figures); negative is better."""
+    return DASH if test is None or tutorial is None else f"{test - tutorial:+.4f}"
+
+
+def _duration(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return DASH
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, numbers.Real) and not isinstance(v, (numbers.Integral, bool)):
+        return f"{float(v):.4g}"
+    return str(v)
+
+
+def _params(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={_value(v)}" for k, v in params.items()) or DASH
+
+
+def _row(o: ModelOutcome) -> list[str]:
+    return [o.model, _rmse(o.best_val_rmse), _rmse(o.test_rmse), _rmse(o.tutorial_rmse),
+            _delta(o.test_rmse, o.tutorial_rmse), f"{o.n_complete}/{o.n_pruned}/{o.n_failed}",
+            _duration(o.wall_time_s), _params(o.best_params)]
+
+
+def summary_table(outcomes: list[ModelOutcome]) -> str:
+    """The report's table as aligned plain text: a header line, then one line per model."""
+    rows = [HEADER] + [_row(o) for o in outcomes]
+    widths = [max(len(r[c]) for r in rows) for c in range(len(HEADER))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def _markdown_table(outcomes: list[ModelOutcome]) -> list[str]:
+    esc = lambda cells: "| " + " | ".join(c.replace("|", r"\|") for c in cells) + " |"  # noqa: E731
+    return [esc(HEADER), "|" + "---|" * len(HEADER)] + [esc(_row(o)) for o in outcomes]
+
+
+def overall_best(outcomes: list[ModelOutcome]) -> Optional[ModelOutcome]:
+    """The model with the lowest validation RMSE (never chosen by test RMSE)."""
+    done = [o for o in outcomes if o.best_val_rmse is not None]
+    return min(done, key=lambda o: o.best_val_rmse) if done else None
+
+
+def _replay_lines(outcomes: list[ModelOutcome]) -> list[str]:
+    lines = []
+    for o in outcomes:
+        if o.best_config_path:
+            p = Path(o.best_config_path)
+            lines.append(f"- `{o.model}`: `python -m mfexp.run --config-dir {p.parent.as_posix()} "
+                         f"--config-name {p.stem}`")
+    return lines or ["(no best configs were written)"]
+
+
+def _render(sweep_name: str, outcomes: list[ModelOutcome], wall_time_s: float, command: str,
+            plots: list[Path]) -> str:
+    best = overall_best(outcomes)
+    best_line = (f"**Best overall (by validation RMSE): `{best.model}`**: val RMSE "
+                 f"{_rmse(best.best_val_rmse)}, test RMSE {_rmse(best.test_rmse)}."
+                 if best else "**Best overall:** none (no model completed a trial).")
+    return "\n".join([
+        f"# Sweep report: {sweep_name}", "", f"Command: `{command}`", "",
+        f"Total wall time: {_duration(wall_time_s)}", "", *_markdown_table(outcomes), "",
+        "Val RMSE is the objective (validation holdout); test RMSE is the best config retrained on "
+        "the whole training part and evaluated once on the test part. Δ = test − tutorial.", "",
+        best_line, "", "## How to replay", "", *_replay_lines(outcomes), "", "## Plots", "",
+        *[f"![{p.stem}]({p.name})" for p in plots], ""])
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --- plots ------------------------------------------------------------------------------------
+def _save_plot(path: Path, draw: Callable[[], Any]) -> Optional[Path]:
+    """Run `draw` (makes pyplot figures; may return its Axes), save to `path`, close all it made.
+    Any exception is logged and the plot skipped: a plot never fails the report."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    before = set(plt.get_fignums())
+    try:  # rc_context undoes optuna's global plt.style.use("ggplot") afterwards
+        with warnings.catch_warnings(), plt.rc_context():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            drawn = draw()
+            fig = getattr(drawn, "figure", None) or plt.gcf()
+            fig.savefig(path, format="png", dpi=100, bbox_inches="tight")
+        return path
+    except Exception as e:  # noqa: BLE001 -- optuna/matplotlib raise various types
+        log.warning("skipping plot %s: %s: %s", path.name, type(e).__name__, e)
+        return None
+    finally:
+        for num in set(plt.get_fignums()) - before:
+            plt.close(num)
+
+
+def _complete(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+
+
+def _has_spread(study: optuna.Study) -> bool:
+    """>= 2 complete trials and >= 1 param they all searched that takes more than one value."""
+    trials = _complete(study)
+    if len(trials) < 2:
+        return False
+    common = set.intersection(*(set(t.params) for t in trials))
+    return any(len({repr(t.params[p]) for t in trials}) > 1 for p in common)
+
+
+def _model_plots(folder: Path, model: str, study: optuna.Study) -> list[Path]:
+    vis = optuna.visualization.matplotlib
+    if not _complete(study):
+        return []
+    out = [_save_plot(folder / f"history-{model}.png", lambda: vis.plot_optimization_history(study))]
+    for name, fn in (("importance", vis.plot_param_importances),
+                     ("parallel", vis.plot_parallel_coordinate)):
+        if _has_spread(study):
+            out.append(_save_plot(folder / f"{name}-{model}.png", lambda fn=fn: fn(study)))
+        else:
+            log.warning("skipping %s plot for %s: needs >= 2 complete trials and a searched "
+                        "parameter that varies", name, model)
+    return [p for p in out if p is not None]
+
+
+def best_so_far(study: optuna.Study) -> tuple[list[int], list[float]]:
+    """(trial numbers, best value so far) over finished trials; only COMPLETE ones improve it."""
+    xs, ys, best = [], [], None
+    for t in sorted(study.get_trials(deepcopy=False, states=FINISHED), key=lambda t: t.number):
+        if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None:
+            best = t.value if best is None else min(best, t.value)
+        if best is not None:
+            xs.append(t.number)
+            ys.append(best)
+    return xs, ys
+
+
+def _draw_best_so_far(studies: dict[str, optuna.Study]) -> Any:
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for i, (model, study) in enumerate(studies.items()):
+        color = f"C{i % 10}"
+        xs, ys = best_so_far(study)
+        if xs:
+            ax.step(xs, ys, where="post", color=color, marker=".", label=model)
+        if model in TUTORIAL_RMSE:
+            ax.axhline(TUTORIAL_RMSE[model], color=color, linestyle="--", linewidth=1,
+                       label=f"tutorial {model} ({TUTORIAL_RMSE[model]})")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="trial number", ylabel="best val RMSE so far", title="Best validation RMSE so far")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="best")
+    ax.grid(alpha=0.3)
+    return ax
+
+
+# --- entry point ------------------------------------------------------------------------------
+def write_report(folder: Path, sweep_name: str, outcomes: list[ModelOutcome],
+                 studies: dict[str, optuna.Study], wall_time_s: float, command: str) -> list[Path]:
+    """Write report.md and the PNGs into `folder`; return their paths, report.md first."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    order = [o.model for o in outcomes if o.model in studies]
+    order += [m for m in studies if m not in order]
+    ordered = {m: studies[m] for m in order}
+    plots: list[Path] = []
+    for model, study in ordered.items():
+        plots += _model_plots(folder, model, study)
+    combined = _save_plot(folder / "best-so-far.png", lambda: _draw_best_so_far(ordered))
+    plots += [combined] if combined else []
+    report = folder / "report.md"
+    _write_atomic(report, _render(sweep_name, outcomes, wall_time_s, command, plots))
+    return [report, *plots]

@@ -1,0 +1,120 @@
+"""mfexp.sweep.report: report.md and PNGs from small in-memory Optuna studies."""
+from __future__ import annotations
+
+import logging
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution, IntDistribution
+from optuna.trial import TrialState, create_trial
+
+from mfexp.sweep.report import best_so_far, overall_best, summary_table, write_report
+from mfexp.sweep.results import ModelOutcome
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+DISTS = {"k": IntDistribution(8, 128, log=True), "lr": FloatDistribution(1e-4, 1e-1, log=True)}
+
+
+def _study(trials: list[tuple[TrialState, dict, float | None]]) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="minimize")
+    for state, params, value in trials:
+        study.add_trial(create_trial(
+            params=params, distributions={k: DISTS[k] for k in params}, state=state,
+            value=value if state == TrialState.COMPLETE else None,
+            intermediate_values={0: 1.2} if state == TrialState.PRUNED else {}))
+    return study
+
+
+@pytest.fixture
+def studies() -> dict[str, optuna.Study]:
+    C, P, F = TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL
+    plain = _study([(C, {"k": 16, "lr": 0.01}, 0.98), (P, {"k": 32, "lr": 0.05}, None),
+                    (C, {"k": 64, "lr": 0.0021234}, 0.95), (F, {"k": 8, "lr": 0.001}, None),
+                    (C, {"k": 32, "lr": 0.003}, 0.96)])
+    mlp = _study([(C, {"k": 64, "lr": 0.001}, 0.93)])  # a single complete trial
+    return {"plain": plain, "mlp": mlp}
+
+
+@pytest.fixture
+def outcomes() -> list[ModelOutcome]:
+    # plain has the better TEST RMSE, mlp the better VAL RMSE: selection must pick mlp.
+    return [
+        ModelOutcome(model="plain", study_name="s-plain", best_val_rmse=0.95, best_trial=2,
+                     best_params={"k": 64, "lr": 0.0021234}, test_rmse=0.9123, n_complete=3,
+                     n_pruned=1, n_failed=1, wall_time_s=125.0,
+                     best_config_path="sweeps/demo/best-plain.yaml"),
+        ModelOutcome(model="mlp", study_name="s-mlp", best_val_rmse=0.93, best_trial=0,
+                     best_params={"k": 64, "lr": 0.001}, test_rmse=0.9501, n_complete=1,
+                     wall_time_s=12.34, best_config_path="sweeps/demo/best-mlp.yaml"),
+        ModelOutcome(model="custom", study_name="s-custom"),  # nothing ran, no tutorial figure
+    ]
+
+
+def test_write_report(tmp_path, studies, outcomes, caplog):
+    import matplotlib.pyplot as plt
+
+    folder = tmp_path / "out"
+    facecolor = plt.rcParams["axes.facecolor"]
+    with caplog.at_level(logging.WARNING, logger="mfexp.sweep.report"):
+        paths = write_report(folder, "demo", outcomes, studies, 3725.0, "mfexp-sweep --name demo")
+    assert plt.get_fignums() == []  # every figure closed
+    assert plt.rcParams["axes.facecolor"] == facecolor  # optuna's ggplot style did not leak
+    assert paths[0] == folder / "report.md"
+    names = {p.name for p in paths[1:]}
+    assert names == {"history-plain.png", "importance-plain.png", "parallel-plain.png",
+                     "history-mlp.png", "best-so-far.png"}  # mlp: one complete trial
+    assert "importance" in caplog.text and "mlp" in caplog.text
+    for p in paths[1:]:
+        data = p.read_bytes()
+        assert data[:8] == PNG_MAGIC and len(data) > 5000, p
+    assert not list(folder.glob("*.tmp")) and not list(folder.glob(".*"))
+
+    md = (folder / "report.md").read_text()
+    assert "# Sweep report: demo" in md and "`mfexp-sweep --name demo`" in md
+    assert "1h02m05s" in md
+    rows = {line.split("|")[1].strip(): line for line in md.splitlines()
+            if line.startswith("| ") and "---" not in line}
+    assert set(rows) == {"model", "plain", "mlp", "custom"}
+    assert "| 0.9500 | 0.9123 | 1.0170 | -0.1047 | 3/1/1 | 2m05s | k=64, lr=0.002123 |" in rows["plain"]
+    assert "| 0.9300 | 0.9501 | 0.9630 | -0.0129 | 1/0/0 | 12.3s | k=64, lr=0.001 |" in rows["mlp"]
+    assert rows["custom"] == "| custom | — | — | — | — | 0/0/0 | 0.0s | — |"
+    assert "Best overall (by validation RMSE): `mlp`**: val RMSE 0.9300, test RMSE 0.9501" in md
+    assert "python -m mfexp.run --config-dir sweeps/demo --config-name best-plain" in md
+    assert "python -m mfexp.run --config-dir sweeps/demo --config-name best-mlp" in md
+    assert "best-custom" not in md
+    for name in names:
+        assert f"({name})" in md
+
+
+def test_best_so_far_pruned_counts_but_does_not_improve(studies):
+    xs, ys = best_so_far(studies["plain"])
+    assert xs == [0, 1, 2, 3, 4] and ys == [0.98, 0.98, 0.95, 0.95, 0.95]
+
+
+def test_overall_best_ignores_test_rmse(outcomes):
+    assert overall_best(outcomes).model == "mlp"
+    assert overall_best([ModelOutcome(model="x", study_name="x")]) is None
+
+
+def test_summary_table(outcomes):
+    lines = summary_table(outcomes).splitlines()
+    assert len(lines) == 1 + len(outcomes)
+    assert lines[0].startswith("model") and "|" not in "".join(lines)
+    assert [line.split()[0] for line in lines[1:]] == ["plain", "mlp", "custom"]
+    assert lines[1].index("0.9123") == lines[2].index("0.9501")  # columns aligned
+
+
+def test_failing_plot_is_skipped_and_closed(tmp_path, caplog):
+    import matplotlib.pyplot as plt
+
+    from mfexp.sweep.report import _save_plot
+
+    def boom():
+        plt.figure()
+        raise ValueError("no variance")
+
+    with caplog.at_level(logging.WARNING, logger="mfexp.sweep.report"):
+        assert _save_plot(tmp_path / "x.png", boom) is None
+    assert "no variance" in caplog.text and not (tmp_path / "x.png").exists()
+    assert plt.get_fignums() == []
