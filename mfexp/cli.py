@@ -28,4 +28,11 @@ def quiet_libraries() -> None:
     """Keep MLflow's and Alembic's start-up chatter out of the console."""
     for name in ("alembic", "mlflow", "urllib3", "git"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
+    logging.getLogger("mlflow.models").setLevel(logging.ERROR)
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*Integer columns in Python cannot represent missing.*")
+    warnings.filterwarnings("ignore", category=FutureWarning)

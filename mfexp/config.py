@@ -70,6 +70,33 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
+SAMPLERS = ("tpe", "random", "gp", "cmaes", "qmc", "grid")
+PRUNERS = ("median", "hyperband", "successive-halving", "none")
+
+
+@dataclass
+class SweepConfig:
+    name: str = "default"
+    models: list[str] = field(default_factory=lambda: ["plain", "mlp", "dropout", "biased"])
+    n_trials: int = 12  # per model; COMPLETE and PRUNED trials already in storage count
+    storage: Optional[str] = None  # None: Optuna journal file sweeps/<name>/optuna.journal
+    n_workers: int = 1  # worker processes on this machine, sharing the storage
+    timeout: Optional[float] = None  # seconds of wall time after which no new trial starts
+    sampler: str = "tpe"
+    pruner: str = "median"
+    seed: int = 0
+    max_failures: int = 10  # stop the sweep after this many FAIL trials in this invocation
+    enqueue_tutorial: bool = True  # seed each study with the tutorial's own configuration
+    root: str = "sweeps"
+    # model -> {dotted config key: Hydra override expression}; 'common' applies to every model
+    space: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class SweepAppConfig(Config):
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+
+
 def _check(ok: bool, key: str, rule: str, value: Any) -> None:
     if not ok:
         raise ConfigError(f"{key} {rule}, got {value!r}. Fix it in conf/ or on the command line ({key}=...).")
@@ -113,6 +140,21 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("train.patience needs a validation holdout: set data.val_fraction > 0 "
                           "or train.patience=null.")
     return cfg
+
+
+def validate_sweep(sweep: SweepConfig) -> SweepConfig:
+    _check(bool(sweep.name) and "/" not in sweep.name and not sweep.name.startswith("."),
+           "sweep.name", "must be a plain folder name", sweep.name)
+    _check(len(sweep.models) > 0, "sweep.models", "must list at least one model", sweep.models)
+    for name in sweep.models:
+        _check(name in MODELS, "sweep.models", f"may hold only {', '.join(MODELS)}", name)
+    _check(sweep.n_trials >= 1, "sweep.n_trials", "must be >= 1", sweep.n_trials)
+    _check(sweep.n_workers >= 1, "sweep.n_workers", "must be >= 1", sweep.n_workers)
+    _check(sweep.timeout is None or sweep.timeout > 0, "sweep.timeout", "must be > 0 or null", sweep.timeout)
+    _check(sweep.sampler in SAMPLERS, "sweep.sampler", f"must be one of {', '.join(SAMPLERS)}", sweep.sampler)
+    _check(sweep.pruner in PRUNERS, "sweep.pruner", f"must be one of {', '.join(PRUNERS)}", sweep.pruner)
+    _check(sweep.max_failures >= 1, "sweep.max_failures", "must be >= 1", sweep.max_failures)
+    return sweep
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:

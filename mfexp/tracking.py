@@ -60,18 +60,22 @@ class Tracker:
 
     @contextlib.contextmanager
     def run(self, *, run_name: Optional[str], params: dict[str, Any], tags: dict[str, str],
-            experiment: Optional[str] = None, nested: bool = False) -> Iterator["Tracker"]:
+            experiment: Optional[str] = None, nested: bool = False,
+            killed_on: tuple[type[BaseException], ...] = ()) -> Iterator["Tracker"]:
+        """An MLflow run around the block: FINISHED, FAILED on an error, KILLED on Ctrl-C or on
+        one of `killed_on` (a pruned trial)."""
         if not self.cfg.enabled:
             yield self
             return
         configure(self.cfg)
         mlflow.set_experiment(experiment or self.cfg.experiment)
+        nested = nested or mlflow.active_run() is not None  # a trial inside the sweep's own process
         active = mlflow.start_run(run_name=run_name, nested=nested, tags=tags)
         self.run_id = active.info.run_id
         try:
             mlflow.log_params(params_of(params))
             yield self
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, *killed_on):
             mlflow.end_run("KILLED")
             raise
         except BaseException as err:
@@ -107,7 +111,7 @@ class Tracker:
             model.load_context(type("Ctx", (), {"artifacts": {"mfexp_model": str(folder)}})())
             signature = infer_signature(example, model.predict(None, example))
             mlflow.pyfunc.log_model(
-                name="model", python_model=MFModel(), artifacts={"mfexp_model": str(folder)},
+                name="model", python_model=str(Path(__file__).with_name("pyfunc_entry.py")), artifacts={"mfexp_model": str(folder)},
                 signature=signature, input_example=example,
                 code_paths=[str(Path(__file__).resolve().parent)],
                 pip_requirements=_requirements())

@@ -128,6 +128,7 @@ def _save_plot(path: Path, draw: Callable[[], Any]) -> Optional[Path]:
     try:  # rc_context undoes optuna's global plt.style.use("ggplot") afterwards
         with warnings.catch_warnings(), plt.rc_context():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            warnings.simplefilter("ignore", UserWarning)  # matplotlib: flat axes of a fixed param
             drawn = draw()
             fig = getattr(drawn, "figure", None) or plt.gcf()
             fig.savefig(path, format="png", dpi=100, bbox_inches="tight")

@@ -1,0 +1,63 @@
+"""After the search: each model's best configuration, chosen on the validation holdout, is
+retrained on the whole training part for the number of epochs its best trial needed, then
+evaluated once on the test part, in an MLflow run tagged mfexp.best=true. Its full config is
+written to sweeps/<name>/best-<model>.yaml, which `python -m mfexp.run` replays exactly."""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import optuna
+import yaml
+
+from mfexp.config import Config, flatten
+from mfexp.sweep.objective import apply_params
+from mfexp.sweep.results import ModelOutcome
+
+
+def best_config(plan, model: str, study: optuna.Study) -> Config:
+    best = study.best_trial
+    overrides = {**plan.spaces[model].fixed, **best.params, "data.val_fraction": 0.0,
+                 "train.epochs": int(best.user_attrs.get("best_epoch") or plan.bases[model].train.epochs),
+                 "train.patience": None}
+    cfg = apply_params(plan.bases[model], overrides)
+    cfg.tracking = replace(plan.tracking, log_model=True, experiment=plan.experiment,
+                           run_name=f"{model}-best")
+    return cfg
+
+
+def write_replay_yaml(cfg: Config, path: Path, header: str) -> Path:
+    """A primary Hydra config holding every value: --config-dir <folder> --config-name <stem>."""
+    doc = {"defaults": ["mfexp_schema", "_self_", {"override hydra/job_logging": "stdout"}],
+           "hydra": {"run": {"dir": "."}, "output_subdir": None, "job": {"chdir": False}},
+           **asdict(replace(cfg, tracking=replace(cfg.tracking, experiment="mfexp", run_name=None)))}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(f"# {header}\n" + yaml.safe_dump(doc, sort_keys=False))
+    os.replace(tmp, path)
+    return path
+
+
+def evaluate_best(plan, model: str, study: optuna.Study, data_full, parent_run_id, out: ModelOutcome,
+                  yaml_path: Path) -> ModelOutcome:
+    from mfexp.run import run_tags, train_and_track
+    from mfexp.tracking import Tracker
+
+    cfg = best_config(plan, model, study)
+    tags = {**run_tags(cfg, data_full), "mfexp.best": "true", "optuna.study_name": study.study_name,
+            "optuna.trial_number": str(study.best_trial.number)}
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    tracker = Tracker(cfg.tracking)
+    with tracker.run(run_name=cfg.tracking.run_name, params=flatten(cfg), tags=tags, experiment=plan.experiment):
+        result = train_and_track(cfg, data_full, tracker, eval_test=False)
+        tracker.log_metrics({"test_rmse": result.final_test_rmse, "best_val_rmse_search": study.best_value},
+                            step=len(result.history))
+    out.test_rmse, out.best_run_id = result.final_test_rmse, tracker.run_id
+    header = (f"best {model} of sweep {plan.sweep.name} (trial {study.best_trial.number}, val RMSE "
+              f"{study.best_value:.4f}), retrained on the whole training part: test RMSE "
+              f"{result.final_test_rmse:.4f}. Replay: python -m mfexp.run --config-dir {yaml_path.parent} "
+              f"--config-name {yaml_path.stem}")
+    out.best_config_path = str(write_replay_yaml(cfg, yaml_path, header))
+    return out

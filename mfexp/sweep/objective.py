@@ -1,0 +1,92 @@
+"""One Optuna trial = one MXNet training run = one nested MLflow run.
+
+The Gluon epoch hook reports each epoch's validation RMSE to Optuna and stops a pruned trial
+at once; the same hook logs the epoch to MLflow as it happens (the Optuna -> MLflow link:
+tags optuna.study_name, optuna.trial_number, optuna.trial_state, and a matching status).
+Data is loaded once per worker and handed to the Objective.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import socket
+import time
+from typing import Any, Optional
+
+import optuna
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from mfexp.config import Config, flatten, validate
+from mfexp.errors import ConfigError
+from mfexp.sweep.space import SearchSpace
+
+
+def apply_params(base: DictConfig, params: dict[str, Any]) -> Config:
+    """The base config with a trial's sampled values, type-checked by the schema and validated."""
+    cfg = copy.deepcopy(base)
+    for key, value in params.items():
+        try:
+            OmegaConf.update(cfg, key, value, merge=True)
+        except OmegaConfBaseException as err:
+            raise ConfigError(f"search space key {key}={value!r} does not fit the config: "
+                              f"{str(err).splitlines()[0]}. Fix the key or its range in the sweep's space.") from err
+    return validate(OmegaConf.to_object(cfg))
+
+
+class Objective:
+    def __init__(self, model: str, base: DictConfig, space: SearchSpace, data, *, study_name: str,
+                 experiment: str, parent_run_id: Optional[str], tracking_cfg):
+        self.model, self.base, self.space, self.data = model, base, space, data
+        self.study_name, self.experiment, self.parent_run_id = study_name, experiment, parent_run_id
+        self.tracking_cfg = tracking_cfg
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # orphan detection
+        try:
+            return self._run(trial)
+        except optuna.TrialPruned:
+            raise
+        except BaseException as err:
+            reason = "interrupted" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {err}"
+            trial.set_user_attr("fail_reason", reason[:1000])
+            raise
+
+    def _run(self, trial: optuna.Trial) -> float:
+        from mfexp.run import run_tags, train_and_track
+        from mfexp.tracking import Tracker
+
+        started = time.perf_counter()
+        cfg = apply_params(self.base, self.space.suggest(trial))
+        cfg.tracking = self.tracking_cfg
+        tags = {**run_tags(cfg, self.data), "optuna.study_name": self.study_name,
+                "optuna.trial_number": str(trial.number), "optuna.trial_state": "RUNNING"}
+        if self.parent_run_id:
+            tags["mlflow.parentRunId"] = self.parent_run_id
+        tracker = Tracker(cfg.tracking)
+        with tracker.run(run_name=f"{self.model}-trial-{trial.number}", params=flatten(cfg), tags=tags,
+                         experiment=self.experiment, killed_on=(optuna.TrialPruned,)):
+            if tracker.run_id:
+                trial.set_user_attr("mlflow_run_id", tracker.run_id)
+            try:
+                result = train_and_track(cfg, self.data, tracker, eval_test=False,
+                                         on_epoch=lambda report: self._report(trial, tracker, report))
+            except optuna.TrialPruned:
+                raise
+            except BaseException as err:
+                reason = "interrupted" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {err}"
+                tracker.set_tags({"optuna.trial_state": "FAIL", "mfexp.fail_reason": reason[:1000]})
+                raise
+            trial.set_user_attr("best_epoch", result.best_epoch)
+            trial.set_user_attr("epochs_run", len(result.history))
+            trial.set_user_attr("duration_s", round(time.perf_counter() - started, 3))
+            tracker.set_tags({"optuna.trial_state": "COMPLETE"})
+        return result.best_val_rmse
+
+    @staticmethod
+    def _report(trial: optuna.Trial, tracker, report) -> None:
+        trial.report(report.val_rmse, report.epoch)
+        if trial.should_prune():
+            trial.set_user_attr("pruned_at_epoch", report.epoch)
+            tracker.set_tags({"optuna.trial_state": "PRUNED", "mfexp.pruned_at_epoch": str(report.epoch)})
+            raise optuna.TrialPruned(f"pruned at epoch {report.epoch}")

@@ -1,0 +1,248 @@
+"""Run a sweep: studies created once, workers sharing them, then one honest test evaluation
+per model, the report, and the console summary.
+
+Workers take turns over the models (the one with the fewest trials goes next), so every model
+gets the same budget even when `sweep.timeout` cuts the sweep short.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Optional
+
+import optuna
+from omegaconf import DictConfig
+from optuna.trial import FrozenTrial, TrialState
+
+from mfexp.config import SweepConfig, TrackingConfig, flatten
+from mfexp.errors import MfexpError
+from mfexp.sweep import storage as st
+from mfexp.sweep.objective import Objective, apply_params
+from mfexp.sweep.results import ModelOutcome
+from mfexp.sweep.space import SearchSpace
+
+log = logging.getLogger("mfexp.sweep")
+
+# The tutorial's own hyperparameters, enqueued first in every study (keys outside a model's
+# space are left to its base config).
+TUTORIAL_PARAMS = {"train.optimizer": "sgd", "train.lr": 0.05, "train.momentum": 0.9, "train.wd": 1e-4,
+                   "train.reg": 0.0, "train.batch_size": 64, "model.k": 64, "model.hidden": 64,
+                   "model.dropout": 0.5}
+
+
+@dataclass
+class SweepPlan:
+    sweep: SweepConfig
+    bases: dict[str, DictConfig]  # model -> composed base config (trial values go on top)
+    spaces: dict[str, SearchSpace]
+    tracking: TrackingConfig
+    command: str
+
+    @property
+    def experiment(self) -> str:
+        return f"mfexp-sweep-{self.sweep.name}"
+
+
+class SweepStopped(MfexpError):
+    exit_code = 1
+
+
+def _open_studies(plan: SweepPlan, worker: int) -> dict[str, optuna.Study]:
+    storage = st.open_storage(plan.sweep)
+    studies = {}
+    for model in plan.sweep.models:
+        epochs = int(plan.bases[model].train.epochs)
+        grid = plan.spaces[model].grid() if plan.sweep.sampler == "grid" else None
+        studies[model] = optuna.create_study(
+            study_name=st.study_name(plan.sweep, model), storage=storage, direction="minimize",
+            load_if_exists=True, sampler=st.make_sampler(plan.sweep, worker, grid),
+            pruner=st.make_pruner(plan.sweep, epochs))
+    return studies
+
+
+def prepare(plan: SweepPlan) -> dict[str, optuna.Study]:
+    """Create (or reopen) the storage and every study once, before any worker starts; enqueue the
+    tutorial's configuration in new studies; fail the RUNNING trials of dead workers."""
+    studies = _open_studies(plan, worker=0)
+    for model, study in studies.items():
+        _fail_orphans(study)
+        if plan.sweep.enqueue_tutorial and not study.get_trials(deepcopy=False):
+            params = tutorial_params(plan.spaces[model])
+            if params:
+                study.enqueue_trial(params, user_attrs={"enqueued": "tutorial"}, skip_if_exists=True)
+    return studies
+
+
+def tutorial_params(space: SearchSpace) -> dict:
+    """The tutorial's values for the searched keys, each brought inside its distribution (e.g. the
+    tutorial's reg 0 becomes the lowest reg a log-scaled space allows); keys whose choices exclude
+    the tutorial's value are left to the sampler."""
+    from optuna.distributions import CategoricalDistribution
+
+    params = {}
+    for key, value in TUTORIAL_PARAMS.items():
+        dist = space.distributions.get(key)
+        if dist is None:
+            continue
+        if isinstance(dist, CategoricalDistribution):
+            if value in dist.choices:
+                params[key] = value
+        else:
+            params[key] = type(dist.low)(min(max(value, dist.low), dist.high))
+    return params
+
+
+def _fail_orphans(study: optuna.Study) -> None:
+    """RUNNING trials whose worker process on this host is gone (kill -9) become FAIL."""
+    host = socket.gethostname()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = str(trial.user_attrs.get("worker", ""))
+        if ":" not in owner:
+            continue
+        owner_host, pid = owner.rsplit(":", 1)
+        if owner_host == host and not _alive(int(pid)):
+            study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", "worker died (orphaned trial)")
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            log.warning("trial %d of %s was left RUNNING by a dead worker: marked FAIL",
+                        trial.number, study.study_name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _next_model(plan: SweepPlan, studies: dict[str, optuna.Study]) -> Optional[str]:
+    states = (*st.COUNTED, TrialState.RUNNING)
+    counts = {m: len(s.get_trials(deepcopy=False, states=states)) for m, s in studies.items()}
+    open_models = [m for m in plan.sweep.models if counts[m] < plan.sweep.n_trials]
+    return min(open_models, key=lambda m: counts[m]) if open_models else None
+
+
+def announce(model: str):
+    def callback(study: optuna.Study, trial: FrozenTrial) -> None:
+        params = "  ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in trial.params.items())
+        if trial.state == TrialState.COMPLETE:
+            outcome = f"val_rmse {trial.value:.4f}"
+        elif trial.state == TrialState.PRUNED:
+            outcome = f"pruned at epoch {trial.user_attrs.get('pruned_at_epoch', '?')}"
+        else:
+            outcome = f"FAILED: {trial.user_attrs.get('fail_reason', 'see the log')}"
+        secs = trial.duration.total_seconds() if trial.duration else 0.0
+        print(f"[{model:>7}] trial {trial.number:3d}  {outcome:<24} {secs:5.1f}s  {params}", flush=True)
+    return callback
+
+
+def _short(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def work(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: Optional[float]) -> None:
+    """One worker: load data once, then run trials until every model has its budget."""
+    from mfexp.data import load_dataset
+
+    _sigterm_as_interrupt()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line per trial says it
+    studies = _open_studies(plan, worker)
+    data = load_dataset(_base_config(plan).data)
+    failures = 0
+    while deadline is None or time.time() < deadline:
+        model = _next_model(plan, studies)
+        if model is None:
+            return
+        study = studies[model]
+        objective = Objective(model, plan.bases[model], plan.spaces[model], data,
+                              study_name=study.study_name, experiment=plan.experiment,
+                              parent_run_id=parent_run_id, tracking_cfg=replace(plan.tracking, log_model=False))
+        finished: list[FrozenTrial] = []
+        study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=False,
+                       callbacks=[announce(model), lambda _s, t: finished.append(t)])
+        if finished and finished[-1].state == TrialState.FAIL:
+            failures += 1
+            if failures >= plan.sweep.max_failures:
+                raise SweepStopped(f"sweep stopped: {failures} trials failed in this worker (sweep.max_failures="
+                                   f"{plan.sweep.max_failures}); the last: {finished[-1].user_attrs.get('fail_reason')}. "
+                                   "Fix the cause (often train.lr too high in the space), then run the sweep "
+                                   "again: it resumes.")
+
+
+def _base_config(plan: SweepPlan):
+    return apply_params(plan.bases[plan.sweep.models[0]], {})
+
+
+def _sigterm_as_interrupt() -> None:
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def run_workers(plan: SweepPlan, parent_run_id: Optional[str]) -> None:
+    deadline = time.time() + plan.sweep.timeout if plan.sweep.timeout else None
+    if plan.sweep.n_workers == 1:
+        work(plan, 0, parent_run_id, deadline)
+        return
+    ctx = multiprocessing.get_context("spawn")
+    # One MXNet process already keeps two cores busy: one engine thread per worker.
+    os.environ.setdefault("MXNET_CPU_WORKER_NTHREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    procs = [ctx.Process(target=_work_entry, args=(plan, w, parent_run_id, deadline), name=f"worker-{w}")
+             for w in range(plan.sweep.n_workers)]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:
+        for p in procs:
+            p.join(timeout=30)
+        raise
+    bad = [p for p in procs if p.exitcode not in (0, None)]
+    if any(p.exitcode == 130 for p in bad):
+        raise KeyboardInterrupt("a worker was interrupted")
+    if bad:
+        raise SweepStopped(f"{len(bad)} worker(s) exited with an error (exit codes "
+                           f"{[p.exitcode for p in bad]}); see their messages above. Run the sweep again to resume.")
+
+
+def _work_entry(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: Optional[float]) -> None:
+    import sys
+
+    logging.basicConfig(level=logging.WARNING, format=f"[worker {worker}] %(message)s")
+    try:
+        work(plan, worker, parent_run_id, deadline)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except MfexpError as err:
+        print(f"mfexp: error: [worker {worker}] {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+
+
+def best_config_path(plan: SweepPlan, model: str) -> Path:
+    return st.sweep_dir(plan.sweep) / f"best-{model}.yaml"
+
+
+def outcome_of(plan: SweepPlan, model: str, study: optuna.Study) -> ModelOutcome:
+    trials = study.get_trials(deepcopy=False)
+    by_state = lambda s: sum(t.state == s for t in trials)  # noqa: E731
+    out = ModelOutcome(model=model, study_name=study.study_name, n_complete=by_state(TrialState.COMPLETE),
+                       n_pruned=by_state(TrialState.PRUNED), n_failed=by_state(TrialState.FAIL),
+                       wall_time_s=sum(t.duration.total_seconds() for t in trials if t.duration))
+    if out.n_complete:
+        best = study.best_trial
+        out.best_val_rmse, out.best_trial, out.best_params = best.value, best.number, dict(best.params)
+    return out
+
+
+__all__ = ["SweepPlan", "prepare", "run_workers", "outcome_of", "best_config_path", "flatten"]

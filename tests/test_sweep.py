@@ -1,0 +1,156 @@
+"""Sweeps end to end on a tiny ratings file: pruning, resume, nesting in MLflow, workers."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from mfexp.sweep.__main__ import build_plan, split_overrides
+from mfexp.sweep.orchestrate import run_sweep
+from mfexp.sweep.runner import tutorial_params
+from mfexp.sweep.space import parse_space
+from mfexp.sweep.storage import open_storage, study_name
+
+
+@pytest.fixture
+def ratings_file(tmp_path):
+    from conftest import synthetic_dataset
+
+    data = synthetic_dataset(n_ratings=2000)
+    parts = [data.train, data.val, data.test]
+    u = np.concatenate([p.users for p in parts]) + 1
+    i = np.concatenate([p.items for p in parts]) + 1
+    r = np.concatenate([p.ratings for p in parts]).astype(int)
+    path = tmp_path / "ratings.tsv"
+    path.write_text("".join(f"{a}\t{b}\t{c}\t0\n" for a, b, c in zip(u, i, r)))
+    return path
+
+
+def _args(ratings_file, tmp_path, *extra):
+    return ["data=file", f"data.path={ratings_file}", "sweep=smoke", f"sweep.root={tmp_path / 'sweeps'}",
+            "sweep.models=[biased]", "train.epochs=3", "train.batch_size=256", *extra]
+
+
+def _trials(plan, model="biased"):
+    study = optuna.load_study(study_name=study_name(plan.sweep, model), storage=open_storage(plan.sweep))
+    return study.get_trials(deepcopy=False)
+
+
+def test_space_expressions_on_the_command_line_edit_the_space(ratings_file, tmp_path):
+    plain, space = split_overrides(["train.epochs=3", "model.k=choice(8,12)", "train.momentum=interval(0.5,0.9)"])
+    assert plain == ["train.epochs=3"] and len(space) == 2
+    plan = build_plan(_args(ratings_file, tmp_path, "model.k=choice(8,12)", "train.momentum=interval(0.5,0.9)"))
+    dists = plan.spaces["biased"].distributions
+    assert dists["model.k"].choices == (8, 12)
+    assert (dists["train.momentum"].low, dists["train.momentum"].high) == (0.5, 0.9)
+
+
+def test_unknown_space_key_is_refused_before_training(ratings_file, tmp_path):
+    from mfexp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.kk is not a config key"):
+        build_plan(_args(ratings_file, tmp_path, "model.kk=choice(1,2)"))
+
+
+def test_tutorial_trial_is_brought_inside_the_space():
+    space = parse_space({"train.lr": "tag(log, interval(1e-3, 1e-1))", "train.reg": "tag(log, interval(1e-3, 1))",
+                         "model.k": "choice(16,64)", "train.batch_size": "choice(128,256)"})
+    assert tutorial_params(space) == {"train.lr": 0.05, "train.reg": 1e-3, "model.k": 64}
+
+
+def test_sweep_trials_are_nested_runs_with_optuna_tags_and_best_is_tested_once(ratings_file, tmp_path, mlflow_uri):
+    plan = build_plan(_args(ratings_file, tmp_path))
+    outcomes = run_sweep(plan)
+    trials = _trials(plan)
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 2
+    exp = mlflow.get_experiment_by_name("mfexp-sweep-smoke")
+    runs = mlflow.search_runs([exp.experiment_id], output_format="list")
+    parent = [r for r in runs if r.data.tags.get("mfexp.sweep") == "smoke"]
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+    children = [r for r in runs if "optuna.trial_number" in r.data.tags and "mfexp.best" not in r.data.tags]
+    assert sorted(int(r.data.tags["optuna.trial_number"]) for r in children) == [t.number for t in trials]
+    for run in children:
+        assert run.data.tags["mlflow.parentRunId"] == parent[0].info.run_id
+        assert run.data.tags["optuna.study_name"] == "smoke-biased"
+        state = run.data.tags["optuna.trial_state"]
+        assert (state, run.info.status) in {("COMPLETE", "FINISHED"), ("PRUNED", "KILLED")}
+        assert run.data.params["model.name"] == "biased"
+        assert "test_rmse" not in run.data.metrics  # the test part is never looked at during search
+    best = [r for r in runs if r.data.tags.get("mfexp.best") == "true"]
+    assert len(best) == 1 and best[0].data.metrics["test_rmse"] == pytest.approx(outcomes[0].test_rmse)
+    assert best[0].data.params["data.val_fraction"] == "0.0"
+    report = (tmp_path / "sweeps" / "smoke" / "report.md").read_text()
+    assert "biased" in report
+
+
+def test_pruning_stops_a_trial_early(ratings_file, tmp_path, mlflow_uri):
+    plan = build_plan(_args(ratings_file, tmp_path, "sweep.n_trials=5", "train.epochs=6", "sweep.pruner=median",
+                            "sweep.enqueue_tutorial=false", "train.lr=0.001", "train.patience=null",
+                            "model.k=choice(2,4,8,16,32,64)", "train.lr=tag(log, interval(1e-4, 3e-2))"))
+    from mfexp.sweep import runner
+
+    # A pruner that prunes every trial once its warm-up (2 epochs) is over makes the behaviour certain.
+    original = runner.st.make_pruner
+    runner.st.make_pruner = lambda sweep, epochs: optuna.pruners.ThresholdPruner(upper=0.0, n_warmup_steps=2)
+    try:
+        run_sweep(plan)
+    finally:
+        runner.st.make_pruner = original
+    trials = _trials(plan)
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert len(pruned) == 5
+    assert all(max(t.intermediate_values) == 2 for t in pruned)  # stopped at epoch 2 of 6
+    assert all(t.user_attrs["pruned_at_epoch"] == 2 for t in pruned)
+
+
+def test_resume_counts_complete_and_pruned_but_not_failed(ratings_file, tmp_path, mlflow_uri):
+    plan = build_plan(_args(ratings_file, tmp_path, "sweep.n_trials=2"))
+    run_sweep(plan)
+    assert len(_trials(plan)) == 2
+    study = optuna.load_study(study_name="smoke-biased", storage=open_storage(plan.sweep))
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL))
+    plan = build_plan(_args(ratings_file, tmp_path, "sweep.n_trials=3"))
+    run_sweep(plan)
+    states = [t.state for t in _trials(plan)]
+    assert states.count(TrialState.FAIL) == 1
+    assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == 3
+    assert len(states) == 4  # exactly one new trial: the FAIL one did not count
+
+
+@pytest.mark.slow
+def test_two_workers_share_a_study_without_losing_or_repeating_a_trial(ratings_file, tmp_path, mlflow_uri):
+    plan = build_plan(_args(ratings_file, tmp_path, "sweep.n_trials=6", "sweep.n_workers=2"))
+    run_sweep(plan)
+    trials = _trials(plan)
+    numbers = [t.number for t in trials]
+    assert numbers == list(range(len(numbers)))
+    counted = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert 6 <= len(counted) <= 7  # one in-flight trial may overshoot
+    assert len({t.user_attrs["worker"] for t in trials}) == 2
+    exp = mlflow.get_experiment_by_name("mfexp-sweep-smoke")
+    runs = mlflow.search_runs([exp.experiment_id], output_format="list")
+    logged = sorted(int(r.data.tags["optuna.trial_number"]) for r in runs
+                    if "optuna.trial_number" in r.data.tags and "mfexp.best" not in r.data.tags)
+    assert logged == numbers  # each trial in MLflow exactly once
+
+
+@pytest.mark.slow
+def test_smoke_sweep_through_the_cli(ratings_file, tmp_path, mlflow_uri):
+    out = subprocess.run([sys.executable, "-m", "mfexp.sweep", *_args(ratings_file, tmp_path)],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "trial" in out.stdout and "report:" in out.stdout
+    assert (tmp_path / "sweeps" / "smoke" / "best-biased.yaml").exists()
+    replay = subprocess.run([sys.executable, "-m", "mfexp.run", "--config-dir", str(tmp_path / "sweeps" / "smoke"),
+                             "--config-name", "best-biased", "train.progress=false"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert replay.returncode == 0, replay.stderr
+    header = (tmp_path / "sweeps" / "smoke" / "best-biased.yaml").read_text().splitlines()[0]
+    tested = re.search(r"test RMSE (\d\.\d{4})", header).group(1)
+    assert f"test_rmse={tested}" in replay.stdout
