@@ -1,0 +1,96 @@
+"""mfexp.run end to end: the config round-trips into MLflow params, metrics per epoch, artifacts,
+truthful statuses, and the CLI's exit codes and messages."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import mlflow
+import pytest
+import yaml
+
+from mfexp.config import flatten
+from mfexp.run import run
+
+
+def _finished_run(run_id):
+    return mlflow.get_run(run_id)
+
+
+def test_config_round_trips_into_mlflow_params_and_metrics(cfg, tiny_data, mlflow_uri):
+    cfg.train.epochs = 3
+    summary = run(cfg, data=tiny_data)
+    logged = _finished_run(summary["run_id"])
+    assert logged.info.status == "FINISHED"
+    expected = {k: str(v) for k, v in flatten(cfg).items()}
+    assert logged.data.params == expected
+    client = mlflow.tracking.MlflowClient()
+    for name in ("train_rmse", "val_rmse", "test_rmse", "samples_per_sec", "epoch_time_s"):
+        steps = [m.step for m in client.get_metric_history(summary["run_id"], name)]
+        assert steps == [1, 2, 3], name
+    assert logged.data.metrics["final_test_rmse"] == pytest.approx(summary["test_rmse"])
+    assert logged.data.tags["dataset"] == "synthetic" and logged.data.tags["split"] == "random"
+    assert len(logged.data.tags["git_commit"]) in (7, 40) or logged.data.tags["git_commit"] == "unknown"
+    artifacts = {a.path for a in client.list_artifacts(summary["run_id"])}
+    assert "config.yaml" in artifacts
+    config = yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{summary['run_id']}/config.yaml"))
+    assert config["model"]["k"] == cfg.model.k and config["train"]["lr"] == cfg.train.lr
+    model_files = {a.path for a in client.list_artifacts(summary["run_id"], "model")}
+    assert "model/MLmodel" in model_files
+
+
+def test_a_diverging_run_ends_failed_never_finished_with_nan(cfg, tiny_data, mlflow_uri):
+    from mfexp.errors import TrainingDiverged
+
+    cfg.train.lr, cfg.train.epochs = 1e6, 2
+    with pytest.raises(TrainingDiverged):
+        run(cfg, data=tiny_data)
+    runs = mlflow.search_runs(experiment_names=["mfexp"], output_format="list")
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert "diverged" in runs[0].data.tags["mfexp.error"]
+
+
+def test_password_in_a_url_is_never_logged():
+    from mfexp.tracking import params_of, redact
+
+    url = "postgresql://alice:s3cret@db.example/optuna"
+    assert "s3cret" not in redact(url) and "alice" in redact(url)
+    assert "s3cret" not in params_of({"sweep.storage": url})["sweep.storage"]
+
+
+@pytest.fixture
+def ratings_path(tmp_path, tiny_data):
+    parts = [tiny_data.train, tiny_data.val, tiny_data.test]
+    lines = [f"{u + 1},{i + 1},{r:g}\n" for p in parts for u, i, r in zip(p.users, p.items, p.ratings)]
+    path = tmp_path / "ratings.csv"
+    path.write_text("user,item,rating\n" + "".join(lines))
+    return path
+
+
+def _cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "mfexp.run", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def test_cli_trains_a_ratings_file_and_records_the_run(ratings_path, tmp_path, mlflow_uri):
+    out = _cli("data=file", f"data.path={ratings_path}", "model=mlp", "model.k=8", "model.hidden=8",
+               "train.epochs=2", "train.batch_size=256", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "done: model=mlp" in out.stdout and "epoch 2/2" in out.stdout
+    runs = mlflow.search_runs(experiment_names=["mfexp"], output_format="list")
+    assert len(runs) == 1 and runs[0].data.params["model.name"] == "mlp"
+
+
+@pytest.mark.parametrize("override,key", [("model.k=0", "model.k"), ("model.dropout=1.5", "model.dropout"),
+                                          ("train.lr=-1", "train.lr"), ("train.device=tpu", "train.device")])
+def test_cli_bad_config_is_one_clear_line_and_exit_2(override, key, ratings_path, tmp_path, mlflow_uri):
+    out = _cli("data=file", f"data.path={ratings_path}", override, cwd=tmp_path)
+    assert out.returncode == 2
+    assert key in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "mlflow.db").exists() or not mlflow.search_runs(experiment_names=["mfexp"],
+                                                                          output_format="list")
+
+
+def test_cli_missing_ratings_file_names_the_file(tmp_path, mlflow_uri):
+    out = _cli("data=file", f"data.path={tmp_path / 'nope.csv'}", cwd=tmp_path)
+    assert out.returncode == 2 and "nope.csv" in out.stderr and "Traceback" not in out.stderr
