@@ -78,7 +78,7 @@ PRUNERS = ("median", "hyperband", "successive-halving", "none")
 class SweepConfig:
     name: str = "default"
     models: list[str] = field(default_factory=lambda: ["plain", "mlp", "dropout", "biased"])
-    n_trials: int = 12  # per model; COMPLETE and PRUNED trials already in storage count
+    n_trials: int = 10  # per model; COMPLETE and PRUNED trials already in storage count
     storage: Optional[str] = None  # None: Optuna journal file sweeps/<name>/optuna.journal
     n_workers: int = 1  # worker processes on this machine, sharing the storage
     timeout: Optional[float] = None  # seconds of wall time after which no new trial starts

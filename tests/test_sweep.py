@@ -13,7 +13,6 @@ from optuna.trial import TrialState
 
 from mfexp.sweep.__main__ import build_plan, split_overrides
 from mfexp.sweep.orchestrate import run_sweep
-from mfexp.sweep.runner import tutorial_params
 from mfexp.sweep.space import parse_space
 from mfexp.sweep.storage import open_storage, study_name
 
@@ -58,12 +57,6 @@ def test_unknown_space_key_is_refused_before_training(ratings_file, tmp_path):
         build_plan(_args(ratings_file, tmp_path, "model.kk=choice(1,2)"))
 
 
-def test_tutorial_trial_is_brought_inside_the_space():
-    space = parse_space({"train.lr": "tag(log, interval(1e-3, 1e-1))", "train.reg": "tag(log, interval(1e-3, 1))",
-                         "model.k": "choice(16,64)", "train.batch_size": "choice(128,256)"})
-    assert tutorial_params(space) == {"train.lr": 0.05, "train.reg": 1e-3, "model.k": 64}
-
-
 def test_sweep_trials_are_nested_runs_with_optuna_tags_and_best_is_tested_once(ratings_file, tmp_path, mlflow_uri):
     plan = build_plan(_args(ratings_file, tmp_path))
     outcomes = run_sweep(plan)
@@ -82,6 +75,10 @@ def test_sweep_trials_are_nested_runs_with_optuna_tags_and_best_is_tested_once(r
         assert (state, run.info.status) in {("COMPLETE", "FINISHED"), ("PRUNED", "KILLED")}
         assert run.data.params["model.name"] == "biased"
         assert "test_rmse" not in run.data.metrics  # the test part is never looked at during search
+    reference = [r for r in children if r.data.tags["optuna.trial_number"] == "0"][0]
+    assert trials[0].user_attrs["mfexp.reference"] == "tutorial" and trials[0].params == {}
+    assert (reference.data.params["train.optimizer"], reference.data.params["train.batch_size"],
+            reference.data.params["train.lr"], reference.data.params["train.wd"]) == ("sgd", "64", "0.05", "0.0001")
     best = [r for r in runs if r.data.tags.get("mfexp.best") == "true"]
     assert len(best) == 1 and best[0].data.metrics["test_rmse"] == pytest.approx(outcomes[0].test_rmse)
     assert best[0].data.params["data.val_fraction"] == "0.0"

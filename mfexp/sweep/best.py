@@ -18,7 +18,8 @@ from mfexp.sweep.results import ModelOutcome
 
 def best_config(plan, model: str, study: optuna.Study) -> Config:
     best = study.best_trial
-    overrides = {**plan.spaces[model].fixed, **best.params, "data.val_fraction": 0.0,
+    overrides = {**plan.spaces[model].fixed, **best.user_attrs.get("overrides", {}), **best.params,
+                 "data.val_fraction": 0.0,
                  "train.epochs": int(best.user_attrs.get("best_epoch") or plan.bases[model].train.epochs),
                  "train.patience": None}
     cfg = apply_params(plan.bases[model], overrides)

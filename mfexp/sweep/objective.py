@@ -57,7 +57,8 @@ class Objective:
         from mfexp.tracking import Tracker
 
         started = time.perf_counter()
-        cfg = apply_params(self.base, self.space.suggest(trial))
+        fixed = trial.user_attrs.get("overrides")  # a reference trial: values given, not sampled
+        cfg = apply_params(self.base, {**self.space.fixed, **fixed} if fixed else self.space.suggest(trial))
         cfg.tracking = self.tracking_cfg
         tags = {**run_tags(cfg, self.data), "optuna.study_name": self.study_name,
                 "optuna.trial_number": str(trial.number), "optuna.trial_state": "RUNNING"}

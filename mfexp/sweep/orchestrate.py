@@ -10,6 +10,7 @@ import mlflow
 import optuna
 
 from mfexp.config import flatten
+from mfexp.registry import register_sweep_best
 from mfexp.sweep import storage as st
 from mfexp.sweep.best import evaluate_best
 from mfexp.sweep.runner import SweepPlan, best_config_path, outcome_of, prepare, run_workers
@@ -37,6 +38,8 @@ def run_sweep(plan: SweepPlan) -> list[ModelOutcome]:
                                   "fixed": s.fixed} for m, s in plan.spaces.items()}, "search_space.yaml")
         run_workers(plan, tracker.run_id)
         outcomes = _evaluate(plan, studies, tracker.run_id)
+        if tracker.run_id:  # each model's best in the MLflow model registry, the val winner aliased champion
+            register_sweep_best(plan.sweep.name, outcomes)
         wall = time.time() - started
         paths = _report(plan, outcomes, studies, wall)
         if tracker.run_id:

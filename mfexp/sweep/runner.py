@@ -29,11 +29,14 @@ from mfexp.sweep.space import SearchSpace
 
 log = logging.getLogger("mfexp.sweep")
 
-# The tutorial's own hyperparameters, enqueued first in every study (keys outside a model's
-# space are left to its base config).
-TUTORIAL_PARAMS = {"train.optimizer": "sgd", "train.lr": 0.05, "train.momentum": 0.9, "train.wd": 1e-4,
-                   "train.reg": 0.0, "train.batch_size": 64, "model.k": 64, "model.hidden": 64,
-                   "model.dropout": 0.5}
+# The tutorial's own hyperparameters. Every study starts with them as a reference trial: enqueued
+# with these values fixed (not sampled, so they need not lie inside the space, and the sampler's
+# model of the space is not skewed by them), trained on the same holdout and epoch budget as
+# every other trial. The search can then never report worse than the tutorial.
+TUTORIAL_CONFIG = {"train.optimizer": "sgd", "train.lr": 0.05, "train.momentum": 0.9, "train.wd": 1e-4,
+                   "train.reg": 0.0, "train.batch_size": 64, "train.init_scale": 0.01, "model.k": 64,
+                   "model.hidden": 64, "model.dropout": 0.5}
+REFERENCE_ATTR = "mfexp.reference"
 
 
 @dataclass
@@ -73,33 +76,13 @@ def prepare(plan: SweepPlan) -> dict[str, optuna.Study]:
     for model, study in studies.items():
         _fail_orphans(study)
         if plan.sweep.enqueue_tutorial and not study.get_trials(deepcopy=False):
-            params = tutorial_params(plan.spaces[model])
-            if params:
-                study.enqueue_trial(params, user_attrs={"enqueued": "tutorial"}, skip_if_exists=True)
+            study.enqueue_trial({}, user_attrs={REFERENCE_ATTR: "tutorial", "overrides": TUTORIAL_CONFIG})
     return studies
 
 
-def tutorial_params(space: SearchSpace) -> dict:
-    """The tutorial's values for the searched keys, each brought inside its distribution (e.g. the
-    tutorial's reg 0 becomes the lowest reg a log-scaled space allows); keys whose choices exclude
-    the tutorial's value are left to the sampler."""
-    from optuna.distributions import CategoricalDistribution
-
-    params = {}
-    for key, value in TUTORIAL_PARAMS.items():
-        dist = space.distributions.get(key)
-        if dist is None:
-            continue
-        if isinstance(dist, CategoricalDistribution):
-            if value in dist.choices:
-                params[key] = value
-        else:
-            params[key] = type(dist.low)(min(max(value, dist.low), dist.high))
-    return params
-
-
 def _fail_orphans(study: optuna.Study) -> None:
-    """RUNNING trials whose worker process on this host is gone (kill -9) become FAIL."""
+    """RUNNING trials whose worker process on this host is gone (kill -9) become FAIL, and their
+    MLflow runs KILLED. (On RDB storage, heartbeats also catch dead workers on other hosts.)"""
     host = socket.gethostname()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = str(trial.user_attrs.get("worker", ""))
@@ -107,8 +90,12 @@ def _fail_orphans(study: optuna.Study) -> None:
             continue
         owner_host, pid = owner.rsplit(":", 1)
         if owner_host == host and not _alive(int(pid)):
-            study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", "worker died (orphaned trial)")
-            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            try:
+                study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", "worker died (orphaned trial)")
+                study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # another worker (or Optuna's heartbeat check) got there first
+            st.kill_mlflow_run(trial, "worker died (orphaned trial)")
             log.warning("trial %d of %s was left RUNNING by a dead worker: marked FAIL",
                         trial.number, study.study_name)
 
@@ -133,6 +120,8 @@ def _next_model(plan: SweepPlan, studies: dict[str, optuna.Study]) -> Optional[s
 def announce(model: str):
     def callback(study: optuna.Study, trial: FrozenTrial) -> None:
         params = "  ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in trial.params.items())
+        if REFERENCE_ATTR in trial.user_attrs:
+            params = f"the {trial.user_attrs[REFERENCE_ATTR]}'s own configuration (reference)"
         if trial.state == TrialState.COMPLETE:
             outcome = f"val_rmse {trial.value:.4f}"
         elif trial.state == TrialState.PRUNED:

@@ -2,11 +2,25 @@
 
 Default storage: Optuna's journal file `sweeps/<name>/optuna.journal`, safe for several
 processes on one machine. `sweep.storage=<URL>` takes any Optuna RDB URL (sqlite:///...,
-postgresql://...), with heartbeats so a killed worker's trial does not stay RUNNING.
-Stores are created once, in the main process, before any worker starts.
+postgresql://...), with heartbeats so a killed worker's trial does not stay RUNNING: after
+the grace period (2 heartbeats) the next worker to start a trial marks it FAIL, enqueues a retry
+of it and marks its MLflow run KILLED. MFEXP_HEARTBEAT_S sets the heartbeat (default 30 s).
+Stores are created once, in the main process, before its workers start; separate invocations
+(other machines) that create the same fresh database at the same moment are serialised by
+retrying (Optuna's table creation is not safe against concurrent creators). With sweep.storage
+set, each process also seeds its sampler with its host:pid, so that processes joining the same
+study from elsewhere (all with worker index 0) do not propose the same points.
 """
 from __future__ import annotations
 
+import logging
+import os
+import random
+import socket
+import time
+import warnings
+import zlib
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -18,7 +32,10 @@ from mfexp.errors import ConfigError
 from mfexp.tracking import redact
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)  # toward sweep.n_trials; FAIL does not count
-HEARTBEAT_S = 30
+HEARTBEAT_S = 30  # default; MFEXP_HEARTBEAT_S=<seconds> overrides it (tests use 1-2 s)
+CREATE_ATTEMPTS = 6
+
+log = logging.getLogger("mfexp.sweep")
 
 
 def sweep_dir(sweep: SweepConfig) -> Path:
@@ -47,9 +64,9 @@ def open_storage(sweep: SweepConfig) -> optuna.storages.BaseStorage:
         raise ConfigError(f"sweep.storage must be an Optuna RDB URL such as sqlite:///sweep.db or "
                           f"postgresql://user@host/db, got {redact(sweep.storage)!r}.")
     try:
-        return optuna.storages.RDBStorage(
-            sweep.storage, heartbeat_interval=HEARTBEAT_S,
-            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))
+        return _create_rdb_storage(sweep.storage, heartbeat_seconds())
+    except ConfigError:
+        raise
     except Exception as err:  # SQLAlchemy/driver errors: say which URL and what to do
         raise ConfigError(f"cannot open sweep.storage={redact(sweep.storage)}: {type(err).__name__}: "
                           f"{redact(str(err)).splitlines()[0]}. Check the URL, that the database server "
@@ -57,11 +74,87 @@ def open_storage(sweep: SweepConfig) -> optuna.storages.BaseStorage:
                           "(postgresql:// needs psycopg, part of make install).") from err
 
 
+def heartbeat_seconds() -> int:
+    raw = os.environ.get("MFEXP_HEARTBEAT_S", "").strip()
+    if not raw:
+        return HEARTBEAT_S
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"MFEXP_HEARTBEAT_S must be a whole number of seconds >= 1, got {raw!r}.")
+    return value
+
+
+def _create_rdb_storage(url: str, heartbeat: int) -> optuna.storages.RDBStorage:
+    """RDBStorage, tolerating other workers that create the same fresh database at the same time:
+    Optuna's create_all / version row / alembic stamp then collide (UniqueViolation on pg_type,
+    DuplicateTable, duplicate version row); once the winner has committed, a retry finds the
+    tables and goes through."""
+    import sqlalchemy.exc
+
+    for attempt in range(1, CREATE_ATTEMPTS + 1):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
+                return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat,
+                                                  heartbeat_stale_trial_callback=StaleTrialCallback())
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as err:
+            if attempt == CREATE_ATTEMPTS:
+                raise
+            log.debug("storage creation collided with another worker (%s); retrying", type(err).__name__)
+            time.sleep(random.uniform(0.2, 0.5) * attempt)
+    raise AssertionError("unreachable")
+
+
+class StaleTrialCallback:
+    """Run by Optuna for each trial it fails for a stale heartbeat (its worker died): enqueue one
+    retry of it (Optuna's RetryHeartbeatStaleTrialCallback: system attrs failed_trial and
+    retry_history on the copy), then mark the dead trial's MLflow run KILLED."""
+
+    def __init__(self, max_retry: int = 1):
+        self.max_retry = max_retry
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        log.warning("trial %d of %s lost its worker (no heartbeat): marked FAIL and retried",
+                    trial.number, study.study_name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=self.max_retry)(study, trial)
+        kill_mlflow_run(trial, "worker lost (no heartbeat)")
+
+
+def kill_mlflow_run(trial: optuna.trial.FrozenTrial, reason: str) -> None:
+    """Mark the MLflow run of a trial whose worker died KILLED (tags: optuna.trial_state FAIL, the
+    reason), if it is still RUNNING. MLflow errors are logged, never raised: the sweep goes on."""
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    if not run_id:
+        return
+    try:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient()
+        if client.get_run(run_id).info.status != "RUNNING":
+            return
+        client.set_tag(run_id, "optuna.trial_state", "FAIL")
+        client.set_tag(run_id, "mfexp.fail_reason", reason)
+        client.set_terminated(run_id, "KILLED")
+    except Exception as err:  # noqa: BLE001 - an unreachable tracking server must not stop the sweep
+        log.warning("could not mark the MLflow run %s of trial %d KILLED: %s: %s", run_id, trial.number,
+                    type(err).__name__, redact(str(err)).splitlines()[0] if str(err) else "")
+
+
 def make_sampler(sweep: SweepConfig, worker: int = 0, grid: Optional[dict] = None) -> optuna.samplers.BaseSampler:
     seed = sweep.seed + 1000 * worker  # workers must not propose the same points
+    if sweep.storage:  # shared storage: processes on other machines join with the same worker index
+        seed = (seed + 10_000 * zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())) % 2**32
     name = sweep.sampler
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=5)
+        # group=True: the reference trial (no sampled params) must not empty the joint space
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=5)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "qmc":

@@ -1,0 +1,312 @@
+"""`python -m mfexp.recommend [key=value ...]`: top-N recommendations from a tracked model.
+
+    python -m mfexp.recommend sweep.name=default user=1 n=10      # the sweep's champion
+    python -m mfexp.recommend sweep.name=default model=mlp user=1 # that model's best run
+    python -m mfexp.recommend run_id=<id> user=1 n=20             # any run with a logged model
+    python -m mfexp.recommend sweep.name=default similar=50 n=10  # items nearest item 50
+
+Keys: sweep.name (default: default), model, run_id, user, n (default 10), similar,
+tracking.uri (default: $MLFLOW_TRACKING_URI, else MLflow's default store).
+
+The champion is `models:/mfexp-<sweep>-champion@champion` (see mfexp.registry); for a sweep
+recorded before the registry, the best run (tag mfexp.best=true) with the lowest validation RMSE.
+The user's rated items are those of the training data the run used (its train part and
+validation holdout), re-loaded from the run's logged config.yaml; the model scores every item
+for the user in one vectorised call and rated items are left out. Ids are original ids
+(MovieLens user and movie ids). similar= ranks items by the cosine of their learned item
+vectors (the embedding; for mlp/dropout the item tower's output, which meets the user's).
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+from mfexp.errors import ConfigError, MfexpError, friendly_errors
+
+KEYS = ("sweep.name", "model", "run_id", "user", "n", "similar", "tracking.uri")
+
+
+class UnknownSweep(MfexpError):
+    """No MLflow experiment mfexp-sweep-<name>."""
+
+
+class NoBestRun(MfexpError):
+    """The sweep has no finished best run (for the model asked), or the run has no model."""
+
+
+class UnknownUser(MfexpError):
+    """The user id is not in the data the model was trained on."""
+
+
+class UnknownItem(MfexpError):
+    """The item id is not in the data the model was trained on."""
+
+
+@dataclass
+class Recommendation:
+    rank: int
+    item_id: int
+    title: Optional[str]
+    score: float  # predicted rating (recommend) or cosine similarity (similar)
+
+
+@dataclass
+class Loaded:
+    """A run's trained model together with the data it was trained on."""
+
+    run_id: str
+    trained: object  # mfexp.model_io.TrainedModel
+    data: object  # mfexp.data.Dataset
+
+    def title(self, item_id: int) -> Optional[str]:
+        titles = self.data.item_titles
+        return titles.get(int(item_id)) if titles else None
+
+
+# --- which run ---------------------------------------------------------------------------------
+def _best_runs(sweep_name: str, model: Optional[str] = None) -> list:
+    import mlflow
+
+    exp = mlflow.get_experiment_by_name(f"mfexp-sweep-{sweep_name}")
+    if exp is None:
+        raise UnknownSweep(f"no sweep named {sweep_name!r} in {_uri()} (no MLflow experiment "
+                           f"mfexp-sweep-{sweep_name}). Run it first (python -m mfexp.sweep sweep.name="
+                           f"{sweep_name}), or point MLFLOW_TRACKING_URI at the store that holds it.")
+    query = "tags.`mfexp.best` = 'true' and attributes.status = 'FINISHED'"
+    if model:
+        query += f" and tags.`mfexp.model` = '{model}'"
+    return mlflow.search_runs([exp.experiment_id], filter_string=query, order_by=["attributes.start_time DESC"],
+                              output_format="list")
+
+
+def resolve_run(sweep_name: str = "default", model: Optional[str] = None) -> str:
+    """The run id of a sweep's champion, or of `model`'s best run in that sweep (the newest)."""
+    from mfexp.config import MODELS
+
+    if model is not None and model not in MODELS:
+        raise ConfigError(f"model must be one of {', '.join(MODELS)}, got {model!r}.")
+    if model is None:
+        run_id = _champion_run(sweep_name)
+        if run_id:
+            return run_id
+    runs = _best_runs(sweep_name, model)  # raises UnknownSweep
+    if not runs:
+        what = f"for model {model} " if model else ""
+        raise NoBestRun(f"sweep {sweep_name!r} has no finished best run {what}(tag mfexp.best=true) in "
+                        f"{_uri()}: no trial of it completed yet. Run or resume the sweep.")
+    if model:
+        return runs[0].info.run_id
+    newest: dict[str, object] = {}
+    for run in runs:  # newest first: keep each model's latest best run
+        newest.setdefault(run.data.tags.get("mfexp.model"), run)
+    scored = [r for r in newest.values() if "best_val_rmse_search" in r.data.metrics]
+    if not scored:
+        return runs[0].info.run_id
+    return min(scored, key=lambda r: r.data.metrics["best_val_rmse_search"]).info.run_id
+
+
+def _champion_run(sweep_name: str) -> Optional[str]:
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from mfexp.registry import CHAMPION, registered_name
+
+    try:
+        return MlflowClient().get_model_version_by_alias(registered_name(sweep_name, CHAMPION), CHAMPION).run_id
+    except MlflowException:
+        return None
+
+
+def _uri() -> str:
+    from mfexp.tracking import tracking_uri
+
+    return tracking_uri()
+
+
+# --- the model and its data ----------------------------------------------------------------------
+def load_run(run_id: str) -> Loaded:
+    """The run's model (artifact model/artifacts/mfexp_model) and the data its config names."""
+    import tempfile
+
+    import mlflow
+    import yaml
+    from mlflow.exceptions import MlflowException
+
+    from mfexp import model_io
+    from mfexp.config import DataConfig
+    from mfexp.data import load_dataset
+
+    try:
+        run = mlflow.get_run(run_id)
+    except MlflowException as err:
+        raise NoBestRun(f"no MLflow run {run_id!r} in {_uri()}: {str(err).splitlines()[0]}") from err
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            folder = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model/artifacts/mfexp_model", dst_path=tmp)
+            trained = model_io.load(folder)
+        except (MlflowException, OSError) as err:
+            raise NoBestRun(f"run {run_id} ({run.info.run_name}) has no logged model (artifact model/): "
+                            "was it trained with tracking.log_model=false?") from err
+        try:
+            cfg_path = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/config.yaml", dst_path=tmp)
+            with open(cfg_path) as fh:
+                doc = yaml.safe_load(fh)
+        except (MlflowException, OSError) as err:
+            raise NoBestRun(f"run {run_id} has no config.yaml artifact: its training data is unknown.") from err
+    data = load_dataset(DataConfig(**doc["data"]))
+    if not (np.array_equal(data.user_ids, trained.user_ids) and np.array_equal(data.item_ids, trained.item_ids)):
+        raise ConfigError(f"the data of run {run_id} (data.name={doc['data'].get('name')}, "
+                          f"data.path={doc['data'].get('path')}) no longer matches its model's id tables: "
+                          "the ratings changed since it was trained.")
+    return Loaded(run_id=run_id, trained=trained, data=data)
+
+
+def rated_items(data, user_index: int) -> np.ndarray:
+    """Item indices the user rated in the training data (train part and validation holdout)."""
+    parts = [p for p in (data.train, data.val) if p is not None and len(p)]
+    return np.unique(np.concatenate([p.items[p.users == user_index] for p in parts]))
+
+
+def score_all(trained, user_index: int) -> np.ndarray:
+    """Predicted rating of every item for one user index: one vectorised call, clipped to the scale."""
+    import mxnet as mx
+
+    from mfexp.train import predict
+
+    n_items = len(trained.item_ids)
+    users = np.full(n_items, user_index, dtype=np.int32)
+    items = np.arange(n_items, dtype=np.int32)
+    return np.clip(predict(trained.net, users, items, mx.cpu()), trained.rating_min, trained.rating_max)
+
+
+def _index(ids: np.ndarray, original: int) -> int:
+    pos = int(np.searchsorted(ids, original))
+    return pos if pos < len(ids) and ids[pos] == original else -1
+
+
+def _top(scores: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the n highest finite scores, best first (ties: lower index first)."""
+    n = min(n, int(np.isfinite(scores).sum()))
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64)
+    cand = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
+    return cand[np.lexsort((cand, -scores[cand]))]
+
+
+def recommend(loaded: Loaded, user: int, n: int = 10) -> list[Recommendation]:
+    """The n items `user` (an original id) has not rated, by predicted rating."""
+    u = _index(loaded.trained.user_ids, user)
+    if u < 0:
+        raise UnknownUser(f"user {user} is not in the data of run {loaded.run_id} ({loaded.data.name}, "
+                          f"{len(loaded.trained.user_ids)} users, ids {loaded.trained.user_ids[0]}.."
+                          f"{loaded.trained.user_ids[-1]}).")
+    scores = score_all(loaded.trained, u).astype(np.float64)
+    scores[rated_items(loaded.data, u)] = -np.inf
+    ids = loaded.trained.item_ids
+    return [Recommendation(rank, int(ids[i]), loaded.title(ids[i]), float(scores[i]))
+            for rank, i in enumerate(_top(scores, n), start=1)]
+
+
+def item_vectors(trained) -> np.ndarray:
+    """The learned vector of every item: its embedding, or for mlp/dropout the item tower's output."""
+    net = trained.net
+    emb = net.item_embedding.weight.data().asnumpy()
+    if hasattr(net, "item_dense"):
+        w = net.item_dense.weight.data().asnumpy()
+        b = net.item_dense.bias.data().asnumpy()
+        return np.maximum(emb, 0.0) @ w.T + b
+    return emb
+
+
+def similar(loaded: Loaded, item: int, n: int = 10) -> list[Recommendation]:
+    """The n items whose vectors have the highest cosine with `item`'s (itself left out)."""
+    i = _index(loaded.trained.item_ids, item)
+    if i < 0:
+        raise UnknownItem(f"item {item} is not in the data of run {loaded.run_id} ({loaded.data.name}).")
+    vec = item_vectors(loaded.trained).astype(np.float64)
+    norms = np.linalg.norm(vec, axis=1)
+    cos = vec @ vec[i] / np.maximum(norms * norms[i], 1e-12)
+    cos[i] = -np.inf
+    ids = loaded.trained.item_ids
+    return [Recommendation(rank, int(ids[j]), loaded.title(ids[j]), float(cos[j]))
+            for rank, j in enumerate(_top(cos, n), start=1)]
+
+
+# --- the command line ----------------------------------------------------------------------------
+def parse_args(argv: Sequence[str]) -> dict[str, str]:
+    args: dict[str, str] = {}
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        key = key.lstrip("+")
+        if not eq or key not in KEYS:
+            raise ConfigError(f"cannot read {arg!r}: give key=value with key one of {', '.join(KEYS)} "
+                              "(python -m mfexp.recommend --help).")
+        args[key] = value
+    if "run_id" in args and ("model" in args or "sweep.name" in args):
+        raise ConfigError("give run_id= alone, or sweep.name= (with model=), not both.")
+    if "user" not in args and "similar" not in args:
+        raise ConfigError("say whom to recommend for (user=<id>) or which item to compare (similar=<item id>).")
+    return args
+
+
+def _int(args: dict[str, str], key: str, minimum: int | None = None) -> int:
+    try:
+        value = int(args[key])
+    except ValueError:
+        raise ConfigError(f"{key} must be an integer, got {args[key]!r}.") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{key} must be >= {minimum}, got {value}.")
+    return value
+
+
+def format_lines(recs: list[Recommendation], value: str) -> list[str]:
+    width = max((len(r.title) for r in recs if r.title), default=0)
+    width = min(width, 60)
+    lines = []
+    for r in recs:
+        title = f"  {(r.title or '')[:60]:<{width}}" if width else ""
+        lines.append(f"{r.rank:>3}  {r.item_id:>7}{title}  {value} {r.score:.3f}")
+    return lines
+
+
+@friendly_errors
+def main(argv: Sequence[str] | None = None) -> int:
+    from mfexp import cli
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    cli.quiet_libraries()
+    opts = parse_args(args)
+    if opts.get("tracking.uri"):
+        import mlflow
+
+        mlflow.set_tracking_uri(opts["tracking.uri"])
+    n = _int(opts, "n", 1) if "n" in opts else 10
+    sweep = opts.get("sweep.name", "default")
+    run_id = opts.get("run_id") or resolve_run(sweep, opts.get("model"))
+    loaded = load_run(run_id)
+    model = loaded.trained.model.name
+    source = f"run {run_id}" if "run_id" in opts else f"sweep {sweep}, run {run_id}"
+    if "user" in opts:
+        user = _int(opts, "user")
+        recs = recommend(loaded, user, n)
+        n_rated = len(rated_items(loaded.data, _index(loaded.trained.user_ids, user)))
+        print(f"top {len(recs)} for user {user} ({model}, {source}; {n_rated} rated items left out):")
+        print("\n".join(format_lines(recs, "predicted")))
+    if "similar" in opts:
+        item = _int(opts, "similar")
+        recs = similar(loaded, item, n)
+        title = loaded.title(item)
+        print(f"{len(recs)} items most similar to item {item}{f' ({title})' if title else ''} "
+              f"by cosine of item vectors ({model}, {source}):")
+        print("\n".join(format_lines(recs, "cosine")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
