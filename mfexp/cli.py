@@ -32,6 +32,10 @@ def quiet_libraries() -> None:
     logging.getLogger("mlflow.models").setLevel(logging.ERROR)
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # A tracking server that went away must not stall training for minutes of retries.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     import warnings
 
     warnings.filterwarnings("ignore", message=".*Integer columns in Python cannot represent missing.*")

@@ -75,9 +75,10 @@ def train_and_track(cfg: Config, data, tracker, *, eval_test: bool = True, on_ep
 def run(cfg: Config, data=None) -> dict:
     """Validate, load data, train, track. Returns the run's summary (RMSEs, run id)."""
     from mfexp.data import load_dataset
-    from mfexp.tracking import Tracker
+    from mfexp.tracking import Tracker, check_reachable
 
     validate(cfg)
+    check_reachable(cfg.tracking)
     data = data if data is not None else load_dataset(cfg.data)
     log.info("data: %s %s  train %d  val %d  test %d  users %d  items %d", data.name, data.split,
              len(data.train), len(data.val), len(data.test), data.n_users, data.n_items)

@@ -17,6 +17,7 @@ import mlflow
 import yaml
 
 from mfexp.config import TrackingConfig
+from mfexp.errors import ConfigError
 
 log = logging.getLogger("mfexp.tracking")
 
@@ -51,12 +52,44 @@ def params_of(flat: dict[str, Any]) -> dict[str, str]:
     return {k: redact(str(v))[:MAX_PARAM_LEN] for k, v in flat.items()}
 
 
+def check_reachable(cfg: TrackingConfig) -> None:
+    """Fail before any training when the tracking store cannot be used, naming what to fix."""
+    if not cfg.enabled:
+        return
+    configure(cfg)
+    try:
+        mlflow.tracking.MlflowClient().search_experiments(max_results=1)
+    except Exception as err:
+        raise ConfigError(f"cannot use the MLflow tracking store {tracking_uri()}: {type(err).__name__}: "
+                          f"{redact(str(err)).splitlines()[0][:300]}. Start the tracking server, fix "
+                          "MLFLOW_TRACKING_URI or tracking.uri, or run with tracking.enabled=false.") from err
+
+
 class Tracker:
-    """One MLflow run, or nothing at all when tracking is disabled."""
+    """One MLflow run, or nothing at all when tracking is disabled.
+
+    Tracking never stops training: when the store fails mid-run (a tracking server going away),
+    the failure is logged once, later calls for this run are skipped, and `gaps` records what
+    was lost; Optuna's storage stays the source of truth for sweeps."""
 
     def __init__(self, cfg: TrackingConfig):
         self.cfg = cfg
         self.run_id: Optional[str] = None
+        self.gaps: list[str] = []
+
+    def _safe(self, what: str, call, *args, **kwargs):
+        if not self.cfg.enabled or (self.gaps and what != "end_run"):
+            if self.gaps:
+                self.gaps.append(what)
+            return None
+        try:
+            return call(*args, **kwargs)
+        except Exception as err:  # the store, not the training, failed
+            if not self.gaps:
+                log.warning("MLflow tracking failed at %s (%s: %s); training goes on, the run's record "
+                            "has a gap", what, type(err).__name__, redact(str(err)).splitlines()[0][:200])
+            self.gaps.append(what)
+            return None
 
     @contextlib.contextmanager
     def run(self, *, run_name: Optional[str], params: dict[str, Any], tags: dict[str, str],
@@ -68,39 +101,56 @@ class Tracker:
             yield self
             return
         configure(self.cfg)
-        mlflow.set_experiment(experiment or self.cfg.experiment)
-        nested = nested or mlflow.active_run() is not None  # a trial inside the sweep's own process
-        active = mlflow.start_run(run_name=run_name, nested=nested, tags=tags)
-        self.run_id = active.info.run_id
+        active = self._safe("start_run", self._start, run_name, tags, experiment or self.cfg.experiment, nested)
+        self.run_id = active.info.run_id if active is not None else None
+        if self.run_id is None:
+            self.gaps.append("the whole run")
         try:
-            mlflow.log_params(params_of(params))
+            self._safe("log_params", mlflow.log_params, params_of(params))
             yield self
         except (KeyboardInterrupt, *killed_on):
-            mlflow.end_run("KILLED")
+            self._end("KILLED")
             raise
         except BaseException as err:
-            mlflow.set_tag("mfexp.error", redact(str(err))[:5000])
-            mlflow.end_run("FAILED")
+            self._safe("set_tag", mlflow.set_tag, "mfexp.error", redact(str(err))[:5000])
+            self._end("FAILED")
             raise
         else:
-            mlflow.end_run("FINISHED")
+            self._end("FINISHED")
+
+    @staticmethod
+    def _start(run_name, tags, experiment, nested):
+        mlflow.set_experiment(experiment)
+        nested = nested or mlflow.active_run() is not None  # a trial inside the sweep's own process
+        return mlflow.start_run(run_name=run_name, nested=nested, tags=tags)
+
+    def _end(self, status: str) -> None:
+        if self.run_id is not None:
+            if self._safe("end_run", mlflow.end_run, status) is None and self.gaps:
+                # the store is gone: still leave the process with no active run
+                active = mlflow.active_run()
+                if active is not None and active.info.run_id == self.run_id:
+                    mlflow.tracking.fluent._active_run_stack.get().pop()
 
     def log_metrics(self, metrics: dict[str, float], step: Optional[int] = None) -> None:
-        if self.cfg.enabled:
-            mlflow.log_metrics(metrics, step=step)
+        if self.run_id is not None:
+            self._safe("log_metrics", mlflow.log_metrics, metrics, step=step)
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        if self.cfg.enabled:
-            mlflow.set_tags(tags)
+        if self.run_id is not None:
+            self._safe("set_tags", mlflow.set_tags, tags)
 
     def log_yaml(self, data: dict, name: str) -> None:
-        if self.cfg.enabled:
-            mlflow.log_text(yaml.safe_dump(data, sort_keys=False), name)
+        if self.run_id is not None:
+            self._safe("log_text", mlflow.log_text, yaml.safe_dump(data, sort_keys=False), name)
 
     def log_model(self, save_to_folder, example) -> None:
         """Log a model as MLflow pyfunc at artifact path `model`; `save_to_folder(path)` writes it."""
-        if not (self.cfg.enabled and self.cfg.log_model):
-            return
+        if self.run_id is not None and self.cfg.log_model:
+            self._safe("log_model", self._log_model, save_to_folder, example)
+
+    @staticmethod
+    def _log_model(save_to_folder, example) -> None:
         from mlflow.models import infer_signature
 
         from mfexp.pyfunc import MFModel

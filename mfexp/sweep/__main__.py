@@ -39,7 +39,11 @@ def split_overrides(args: Sequence[str]) -> tuple[list[str], list[str]]:
         try:
             parsed = parser.parse_overrides([arg])[0]
         except HydraException as err:
-            raise ConfigError(f"cannot parse the override {arg!r}: {str(err).splitlines()[0]}") from err
+            from mfexp.sweep.space import GRAMMAR_HINT
+
+            raise ConfigError(f"cannot parse the override {arg!r}: {str(err).splitlines()[0]}. "
+                              f"Write key=value; for the search space: {GRAMMAR_HINT} Quote the whole "
+                              "override for the shell.") from err
         (space if parsed.is_sweep_override() else plain).append(arg)
     return plain, space
 

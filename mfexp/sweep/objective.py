@@ -82,6 +82,8 @@ class Objective:
             trial.set_user_attr("epochs_run", len(result.history))
             trial.set_user_attr("duration_s", round(time.perf_counter() - started, 3))
             tracker.set_tags({"optuna.trial_state": "COMPLETE"})
+        if tracker.gaps:
+            trial.set_user_attr("mlflow_gap", ", ".join(dict.fromkeys(tracker.gaps)))
         return result.best_val_rmse
 
     @staticmethod

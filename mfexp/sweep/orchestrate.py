@@ -20,10 +20,11 @@ log = logging.getLogger("mfexp.sweep")
 
 
 def run_sweep(plan: SweepPlan) -> list[ModelOutcome]:
-    from mfexp.tracking import Tracker, git_commit, tracking_uri
+    from mfexp.tracking import Tracker, check_reachable, git_commit, tracking_uri
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     started = time.time()
+    check_reachable(plan.tracking)  # before any storage is written or trial trained
     studies = prepare(plan)
     done = {m: st.counted_trials(s) for m, s in studies.items()}
     print(f"sweep {plan.sweep.name}: models {', '.join(plan.sweep.models)}, {plan.sweep.n_trials} trials each "

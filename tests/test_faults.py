@@ -1,0 +1,162 @@
+"""The fault-and-input matrix: bad input gets one clear message and a non-zero exit before any
+training; faults during runs and sweeps lose nothing and leave nothing RUNNING."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mlflow
+import optuna
+import pytest
+from optuna.trial import TrialState
+from test_sweep import _args, ratings_file  # noqa: F401  (fixture)
+
+from mfexp.errors import ConfigError
+from mfexp.sweep.__main__ import build_plan
+from mfexp.sweep.orchestrate import run_sweep
+from mfexp.sweep.runner import SweepStopped
+from mfexp.sweep.storage import open_storage, study_name
+
+
+def _sweep_cli(args, cwd, **kw):
+    return subprocess.Popen([sys.executable, "-m", "mfexp.sweep", *args], cwd=cwd, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def _study(plan, model="biased"):
+    return optuna.load_study(study_name=study_name(plan.sweep, model), storage=open_storage(plan.sweep))
+
+
+def test_unreachable_tracking_server_is_refused_before_training(ratings_file, tmp_path):  # noqa: F811
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
+    out = subprocess.run([sys.executable, "-m", "mfexp.run", "data=file", f"data.path={ratings_file}"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2
+    assert "cannot use the MLflow tracking store http://127.0.0.1:9" in out.stderr
+    assert "Traceback" not in out.stderr and "epoch" not in out.stdout
+
+
+def test_unreachable_storage_url_is_refused_and_its_password_never_shown(ratings_file, tmp_path, mlflow_uri):  # noqa: F811
+    plan = build_plan(_args(ratings_file, tmp_path, "sweep.storage=postgresql://bob:hunter2@127.0.0.1:9/optuna"))
+    with pytest.raises(ConfigError) as err:
+        run_sweep(plan)
+    assert "sweep.storage" in str(err.value) and "hunter2" not in str(err.value)
+
+
+def test_unwritable_sweeps_folder_is_a_clear_error(ratings_file, tmp_path, mlflow_uri):  # noqa: F811
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    plan = build_plan(_args(ratings_file, tmp_path, f"sweep.root={blocker}"))
+    with pytest.raises(ConfigError, match="cannot write the sweep's storage"):
+        run_sweep(plan)
+
+
+def test_malformed_space_expression_shows_the_grammar(ratings_file, tmp_path):  # noqa: F811
+    with pytest.raises(ConfigError, match="interval"):
+        build_plan(_args(ratings_file, tmp_path, "model.k=choice(1,2"))
+
+
+def test_diverging_trials_fail_with_a_reason_and_max_failures_stops_the_sweep(ratings_file, tmp_path, mlflow_uri):  # noqa: F811
+    plan = build_plan(_args(ratings_file, tmp_path, "sweep.enqueue_tutorial=false", "sweep.max_failures=2",
+                            "train.optimizer=choice(sgd)", "train.lr=tag(log, interval(1e5, 1e6))",
+                            "sweep.n_trials=5"))
+    with pytest.raises(SweepStopped, match="sweep.max_failures=2"):
+        run_sweep(plan)
+    trials = _study(plan).get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert all("diverged" in t.user_attrs["fail_reason"] for t in trials)
+    runs = mlflow.search_runs(experiment_names=["mfexp-sweep-smoke"], output_format="list")
+    trial_runs = [r for r in runs if "optuna.trial_number" in r.data.tags]
+    assert {(r.info.status, r.data.tags["optuna.trial_state"]) for r in trial_runs} == {("FAILED", "FAIL")}
+    assert all("diverged" in r.data.tags["mfexp.fail_reason"] for r in trial_runs)
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+
+
+def test_tracking_failure_mid_run_does_not_stop_training(cfg, tiny_data, mlflow_uri, monkeypatch, caplog):
+    from mfexp.run import run
+
+    calls = {"n": 0}
+    real = mlflow.log_metrics
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] >= 2:
+            raise mlflow.exceptions.MlflowException("tracking server went away")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow, "log_metrics", flaky)
+    summary = run(cfg, data=tiny_data)
+    assert summary["test_rmse"] is not None and summary["epochs"] == cfg.train.epochs
+    assert "has a gap" in caplog.text
+    assert mlflow.active_run() is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_fails_the_trial_kills_its_runs_exits_130_and_resumes(sig, ratings_file, tmp_path, mlflow_uri):  # noqa: F811
+    args = _args(ratings_file, tmp_path, "sweep.n_trials=2", "train.epochs=400", "train.patience=null",
+                 "train.batch_size=16", "sweep.pruner=none")
+    proc = _sweep_cli(args, tmp_path)
+    plan = build_plan(args)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until the first trial is training
+        time.sleep(1)
+        try:
+            if [t for t in _study(plan).get_trials(deepcopy=False) if t.state == TrialState.RUNNING
+                    and "mlflow_run_id" in t.user_attrs]:
+                break
+        except KeyError:
+            continue
+    time.sleep(2)
+    started = time.time()
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert time.time() - started < 30
+    assert "run the same command again" in err.lower()
+    trials = _study(plan).get_trials(deepcopy=False)
+    assert trials[-1].state == TrialState.FAIL and trials[-1].user_attrs["fail_reason"] == "interrupted"
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    runs = mlflow.search_runs(experiment_names=["mfexp-sweep-smoke"], output_format="list")
+    assert runs and {r.info.status for r in runs} == {"KILLED"}
+    # Resume with a short budget: the FAIL trial does not count.
+    resumed = subprocess.run([sys.executable, "-m", "mfexp.sweep", *args[:-4], "train.epochs=2"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    states = [t.state for t in _study(plan).get_trials(deepcopy=False)]
+    assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == 2
+
+
+@pytest.mark.slow
+def test_a_killed_workers_trial_does_not_stay_running(ratings_file, tmp_path, mlflow_uri):  # noqa: F811
+    args = _args(ratings_file, tmp_path, "sweep.n_trials=2", "train.epochs=400", "train.patience=null",
+                 "train.batch_size=16", "sweep.pruner=none")
+    proc = _sweep_cli(args, tmp_path)
+    plan = build_plan(args)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        time.sleep(1)
+        try:
+            running = [t for t in _study(plan).get_trials(deepcopy=False)
+                       if t.state == TrialState.RUNNING and "mlflow_run_id" in t.user_attrs]
+        except KeyError:
+            continue
+        if running:
+            break
+    proc.kill()
+    proc.communicate(timeout=30)
+    orphan = running[0]
+    assert _study(plan).trials[orphan.number].state == TrialState.RUNNING  # left behind by kill -9
+    resumed = subprocess.run([sys.executable, "-m", "mfexp.sweep", *args[:-4], "train.epochs=2"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    trials = _study(plan).get_trials(deepcopy=False)
+    assert trials[orphan.number].state == TrialState.FAIL
+    assert "worker died" in trials[orphan.number].user_attrs["fail_reason"]
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 2
+    run = mlflow.get_run(orphan.user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED"
