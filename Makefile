@@ -14,14 +14,22 @@ endif
 STAMP := $(VENV)/.installed-$(if $(filter 1,$(GPU)),gpu,cpu)
 HOST ?= 127.0.0.1
 PORT ?= 5000
+PORT_SERVE ?= 5001
+PORT_SERVER ?= 5002
+# make server: for several machines pass MLFLOW_BACKEND=postgresql://user@dbhost/mlflow (a database of
+# its own, not the Optuna one) and HOST=0.0.0.0; SERVER_ARGS="--allowed-hosts mlflow.example" for DNS names.
+MLFLOW_BACKEND ?= sqlite:///mlflow-server.db
+ARTIFACTS ?= ./mlartifacts
+SERVER_ARGS ?=
+SWEEP ?= default
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install sweep run test test-fast ui data bench clean
+.PHONY: help install sweep run test test-fast ui serve server data bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  options: GPU=1 (mxnet-cu112), HOST=, PORT= (make ui)"
+	@echo "  options: GPU=1 (mxnet-cu112), HOST=, PORT= (make ui), SWEEP=, PORT_SERVE= (make serve), MLFLOW_BACKEND=, ARTIFACTS=, PORT_SERVER= (make server)"
 
 install: $(STAMP) ## create .venv and install mfexp (editable) with mxnet 1.9.1 (GPU=1: mxnet-cu112)
 
@@ -45,6 +53,7 @@ data: $(STAMP) ## fetch ML-100K into the cache and print its summary
 	$(PY) -m mfexp.data info
 
 test: $(STAMP) ## the whole test suite (slow tests included), as CI runs it
+	@bash tests/ensure_postgres.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## the fast tests only
@@ -53,6 +62,17 @@ test-fast: $(STAMP) ## the fast tests only
 ui: $(STAMP) ## the MLflow UI on http://127.0.0.1:5000 (HOST=, PORT= to change)
 	@echo "MLflow UI: http://$(HOST):$(PORT)  (store: $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db})"
 	$(VENV)/bin/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" --host $(HOST) --port $(PORT)
+
+serve: $(STAMP) ## serve a sweep's champion: POST http://127.0.0.1:5001/invocations (SWEEP=, HOST=, PORT_SERVE=)
+	@echo "serving models:/mfexp-$(SWEEP)-champion@champion on http://$(HOST):$(PORT_SERVE)/invocations  (store: $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db})"
+	PATH="$(abspath $(VENV))/bin:$$PATH" MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" \
+	  $(VENV)/bin/mlflow models serve -m "models:/mfexp-$(SWEEP)-champion@champion" --env-manager local \
+	  --host $(HOST) --port $(PORT_SERVE)
+
+server: $(STAMP) ## MLflow tracking server for workers on several machines, on http://127.0.0.1:5002 (MLFLOW_BACKEND=postgresql://..., ARTIFACTS=, HOST=, PORT_SERVER=)
+	@echo "MLflow tracking server: workers set MLFLOW_TRACKING_URI=http://$(if $(filter 0.0.0.0,$(HOST)),<this machine>,$(HOST)):$(PORT_SERVER)  (backend: $(MLFLOW_BACKEND), artifacts: $(ARTIFACTS))"
+	$(VENV)/bin/mlflow server --backend-store-uri "$(MLFLOW_BACKEND)" --artifacts-destination "$(ARTIFACTS)" \
+	  --host $(HOST) --port $(PORT_SERVER) $(SERVER_ARGS)
 
 bench: $(STAMP) ## speed benchmarks -> bench/results/, BENCHMARKS.md
 	$(PY) -m bench $(ARGS)

@@ -19,7 +19,7 @@ vectors (the embedding; for mlp/dropout the item tower's output, which meets the
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import numpy as np
@@ -60,10 +60,17 @@ class Loaded:
     run_id: str
     trained: object  # mfexp.model_io.TrainedModel
     data: object  # mfexp.data.Dataset
+    _towers: Optional["Towers"] = field(default=None, repr=False)
 
     def title(self, item_id: int) -> Optional[str]:
         titles = self.data.item_titles
         return titles.get(int(item_id)) if titles else None
+
+    @property
+    def towers(self) -> Optional["Towers"]:
+        if self._towers is None:
+            self._towers = towers(self.trained)
+        return self._towers
 
 
 # --- which run ---------------------------------------------------------------------------------
@@ -170,16 +177,58 @@ def rated_items(data, user_index: int) -> np.ndarray:
     return np.unique(np.concatenate([p.items[p.users == user_index] for p in parts]))
 
 
-def score_all(trained, user_index: int) -> np.ndarray:
-    """Predicted rating of every item for one user index: one vectorised call, clipped to the scale."""
-    import mxnet as mx
+TOWER_MODELS = ("plain", "biased", "mlp", "dropout")
 
-    from mfexp.train import predict
 
-    n_items = len(trained.item_ids)
-    users = np.full(n_items, user_index, dtype=np.int32)
-    items = np.arange(n_items, dtype=np.int32)
-    return np.clip(predict(trained.net, users, items, mx.cpu()), trained.rating_min, trained.rating_max)
+@dataclass
+class Towers:
+    """Each mfexp network is a two-tower dot product: prediction(u, i) = <users[u], items[i]> +
+    user_bias[u] + item_bias[i]. plain: the embeddings, no bias; biased: the embeddings, the biases,
+    the global mean folded into user_bias; mlp/dropout: Dense(relu(embedding)) per side (dropout is
+    off at inference). Read once from the network's weights, they score every item for a user as one
+    matrix-vector product: ~0.05-0.2 ms for ML-100K, where the MXNet graph takes 4-10 ms (its CPU
+    sum(axis=1) reductions dominate). tests/test_serving.py checks they equal the network's output."""
+
+    users: np.ndarray
+    items: np.ndarray
+    user_bias: np.ndarray
+    item_bias: np.ndarray
+
+
+def towers(trained) -> Optional[Towers]:
+    """The towers of a trained model, or None for a network that is not one of TOWER_MODELS."""
+    if trained.model.name not in TOWER_MODELS:
+        return None
+    net = trained.net
+    users = net.user_embedding.weight.data().asnumpy()
+    items = net.item_embedding.weight.data().asnumpy()
+    if trained.model.name in ("mlp", "dropout"):
+        users = np.maximum(users, 0.0) @ net.user_dense.weight.data().asnumpy().T + net.user_dense.bias.data().asnumpy()
+        items = np.maximum(items, 0.0) @ net.item_dense.weight.data().asnumpy().T + net.item_dense.bias.data().asnumpy()
+    user_bias = np.zeros(len(users), dtype=np.float32)
+    item_bias = np.zeros(len(items), dtype=np.float32)
+    if trained.model.name == "biased":
+        user_bias = net.user_bias.weight.data().asnumpy()[:, 0] + net.global_mean.data().asnumpy()[0]
+        item_bias = net.item_bias.weight.data().asnumpy()[:, 0]
+    return Towers(users, items, user_bias, item_bias)
+
+
+def score_all(trained, user_index: int, tw: Optional[Towers] = None) -> np.ndarray:
+    """Predicted rating of every item for one user index, clipped to the rating scale: one
+    matrix-vector product over the towers (`tw`, else read from the model), or one call of the
+    network for a model without towers."""
+    tw = tw if tw is not None else towers(trained)
+    if tw is not None:
+        scores = tw.items @ tw.users[user_index] + tw.item_bias + tw.user_bias[user_index]
+    else:
+        import mxnet as mx
+
+        from mfexp.train import predict
+
+        n_items = len(trained.item_ids)
+        scores = predict(trained.net, np.full(n_items, user_index, dtype=np.int32),
+                         np.arange(n_items, dtype=np.int32), mx.cpu())
+    return np.clip(scores, trained.rating_min, trained.rating_max)
 
 
 def _index(ids: np.ndarray, original: int) -> int:
@@ -203,22 +252,11 @@ def recommend(loaded: Loaded, user: int, n: int = 10) -> list[Recommendation]:
         raise UnknownUser(f"user {user} is not in the data of run {loaded.run_id} ({loaded.data.name}, "
                           f"{len(loaded.trained.user_ids)} users, ids {loaded.trained.user_ids[0]}.."
                           f"{loaded.trained.user_ids[-1]}).")
-    scores = score_all(loaded.trained, u).astype(np.float64)
+    scores = score_all(loaded.trained, u, loaded.towers).astype(np.float64)
     scores[rated_items(loaded.data, u)] = -np.inf
     ids = loaded.trained.item_ids
     return [Recommendation(rank, int(ids[i]), loaded.title(ids[i]), float(scores[i]))
             for rank, i in enumerate(_top(scores, n), start=1)]
-
-
-def item_vectors(trained) -> np.ndarray:
-    """The learned vector of every item: its embedding, or for mlp/dropout the item tower's output."""
-    net = trained.net
-    emb = net.item_embedding.weight.data().asnumpy()
-    if hasattr(net, "item_dense"):
-        w = net.item_dense.weight.data().asnumpy()
-        b = net.item_dense.bias.data().asnumpy()
-        return np.maximum(emb, 0.0) @ w.T + b
-    return emb
 
 
 def similar(loaded: Loaded, item: int, n: int = 10) -> list[Recommendation]:
@@ -226,7 +264,10 @@ def similar(loaded: Loaded, item: int, n: int = 10) -> list[Recommendation]:
     i = _index(loaded.trained.item_ids, item)
     if i < 0:
         raise UnknownItem(f"item {item} is not in the data of run {loaded.run_id} ({loaded.data.name}).")
-    vec = item_vectors(loaded.trained).astype(np.float64)
+    tw = loaded.towers
+    if tw is None:
+        raise ConfigError(f"similar= needs item vectors; model {loaded.trained.model.name} has none.")
+    vec = tw.items.astype(np.float64)
     norms = np.linalg.norm(vec, axis=1)
     cos = vec @ vec[i] / np.maximum(norms * norms[i], 1e-12)
     cos[i] = -np.inf

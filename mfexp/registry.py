@@ -24,6 +24,8 @@ summary are already recorded and are not lost over it.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from typing import Optional
 
@@ -96,8 +98,9 @@ def _register(mlflow, client, sweep_name: str, out: ModelOutcome, as_model: str)
             "test_rmse": f"{out.test_rmse}"}
     registry_log = logging.getLogger("mlflow.tracking._model_registry.fluent")
     registry_log.addFilter(_quiet_logged_model_note)
-    try:
-        version = mlflow.register_model(f"runs:/{out.best_run_id}/model", name, tags=tags)
+    try:  # MLflow prints "Successfully registered..." to stderr; one summary line says it instead
+        with contextlib.redirect_stderr(io.StringIO()):
+            version = mlflow.register_model(f"runs:/{out.best_run_id}/model", name, tags=tags)
     finally:
         registry_log.removeFilter(_quiet_logged_model_note)
     if as_model == CHAMPION:

@@ -1,0 +1,275 @@
+"""Using the winner: the logged pyfunc model in a fresh process, the model registry's champion,
+top-N recommendations, and `mlflow models serve` answering a real HTTP request."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from mfexp.registry import CHAMPION, champion_uri, register_sweep_best, registered_name
+from mfexp.sweep.results import ModelOutcome
+
+VENV_BIN = Path(sys.executable).parent
+
+# Runs in a fresh interpreter: nothing of mfexp is imported first, MLflow's own client loads the model.
+LOAD_AND_SCORE = r"""
+import json, sys
+import numpy as np, pandas as pd
+import mlflow
+
+run_id, pairs = sys.argv[1], np.load(sys.argv[2])
+model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+pred = np.asarray(model.predict(pd.DataFrame({"user_id": pairs["users"], "movie_id": pairs["items"]})), dtype=np.float64)
+unknown = model.predict(pd.DataFrame({"user_id": [10**9, 1, 10**9], "movie_id": [1, 10**9, 10**9]}))
+sig = model.metadata.signature
+print(json.dumps({"rmse": float(np.sqrt(np.mean((pred - pairs["ratings"]) ** 2))),
+                  "unknown": [float(x) for x in np.asarray(unknown)],
+                  "inputs": sig.inputs.input_names() if sig else None,
+                  "has_outputs": bool(sig is not None and sig.outputs is not None)}))
+"""
+
+
+def _compose(overrides):
+    from hydra import compose, initialize_config_dir
+
+    from mfexp import cli
+
+    cli.register_schema()
+    with initialize_config_dir(config_dir=cli.CONF_DIR, version_base="1.3"):
+        return cli.to_object(compose(config_name="config", overrides=overrides))
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One MLflow store (and working directory, for its ./mlruns artifacts) for the module's run."""
+    folder = tmp_path_factory.mktemp("serving")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.chdir(folder)
+        mlflow.set_tracking_uri(uri)
+        yield {"uri": uri, "folder": folder}
+        while mlflow.active_run():
+            mlflow.end_run()
+
+
+@pytest.fixture(scope="module")
+def trained(store):
+    """A tiny tracked run through mfexp.run.run. The biased model with Adam keeps every test
+    prediction inside 1..5, so the served (clipped) predictions are exactly the logged ones."""
+    from conftest import synthetic_dataset
+
+    from mfexp.run import run
+
+    data = synthetic_dataset()
+    cfg = _compose(["model=biased", "train.optimizer=adam", "train.lr=0.01", "train.epochs=2",
+                    "train.progress=false", "train.batch_size=256"])
+    summary = run(cfg, data=data)
+    return {"run_id": summary["run_id"], "data": data}
+
+
+@pytest.fixture
+def in_store(store):
+    """Point MLflow back at the module's store (another test's fixture may have moved it)."""
+    os.environ["MLFLOW_TRACKING_URI"] = store["uri"]
+    mlflow.set_tracking_uri(store["uri"])
+    return store
+
+
+def test_logged_model_loads_in_a_fresh_process_and_scores_the_logged_test_rmse(in_store, trained, tmp_path):
+    data, run_id = trained["data"], trained["run_id"]
+    pairs = tmp_path / "test_pairs.npz"
+    np.savez(pairs, users=data.user_ids[data.test.users], items=data.item_ids[data.test.items],
+             ratings=data.test.ratings.astype(np.float64))
+    out = subprocess.run([sys.executable, "-c", LOAD_AND_SCORE, run_id, str(pairs)], capture_output=True,
+                         text=True, cwd=in_store["folder"], timeout=180,
+                         env={**os.environ, "MLFLOW_TRACKING_URI": in_store["uri"]})
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    logged = mlflow.get_run(run_id).data.metrics["final_test_rmse"]
+    assert got["rmse"] == pytest.approx(logged, abs=1e-5)
+    assert all(np.isfinite(x) and 1.0 <= x <= 5.0 for x in got["unknown"])  # a best guess, not an error
+    assert got["inputs"] == ["user_id", "movie_id"] and got["has_outputs"]
+    # The trap: nothing of the MXNet network is pickled into the model (models from code).
+    local = Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model", dst_path=str(tmp_path)))
+    assert not [p for p in local.rglob("*") if p.suffix in (".pkl", ".pickle", ".cloudpickle")]
+    assert (local / "artifacts" / "mfexp_model" / "params.params").exists()
+
+
+def test_champion_is_chosen_on_validation_rmse_never_on_test(in_store, trained):
+    rid = trained["run_id"]
+    outcomes = [ModelOutcome("plain", "pick-plain", best_val_rmse=1.0, test_rmse=0.5, best_run_id=rid),
+                ModelOutcome("biased", "pick-biased", best_val_rmse=0.9, test_rmse=2.0, best_run_id=rid),
+                ModelOutcome("mlp", "pick-mlp")]  # no complete trial: nothing to register
+    assert register_sweep_best("pick", outcomes) == {"plain": 1, "biased": 1, CHAMPION: 1}
+    client = MlflowClient()
+    aliases = lambda m: client.get_registered_model(registered_name("pick", m)).aliases  # noqa: E731
+    assert CHAMPION in aliases("biased") and CHAMPION not in aliases("plain")
+    champ = client.get_model_version_by_alias(registered_name("pick", CHAMPION), CHAMPION)
+    assert champ.tags["mfexp.model"] == "biased" and champ.run_id == rid
+    # a resumed sweep that elects another model moves the alias
+    outcomes[0].best_val_rmse = 0.8
+    assert register_sweep_best("pick", outcomes) == {"plain": 2, "biased": 2, CHAMPION: 2}
+    assert CHAMPION in aliases("plain") and CHAMPION not in aliases("biased")
+    assert client.get_model_version_by_alias(registered_name("pick", CHAMPION), CHAMPION).tags["mfexp.model"] == "plain"
+
+
+@pytest.mark.parametrize("name", ["plain", "biased", "mlp", "dropout"])
+def test_recommend_scores_every_item_exactly_as_the_network_does(name):
+    import mxnet as mx
+
+    from mfexp import model_io
+    from mfexp.config import ModelConfig
+    from mfexp.models import build_model
+    from mfexp.recommend import score_all, towers
+
+    cfg = ModelConfig(name=name, k=8, hidden=6, dropout=0.5)
+    net = build_model(cfg, 7, 11, 3.0)
+    net.initialize(mx.init.Uniform(0.5))
+    net.hybridize(static_alloc=True)
+    ids = np.arange(1, 12, dtype=np.int64)
+    trained = model_io.TrainedModel(net=net, model=cfg, user_ids=np.arange(1, 8, dtype=np.int64), item_ids=ids,
+                                    user_mean=np.full(7, 3.0, np.float32), item_mean=np.full(11, 3.0, np.float32),
+                                    global_mean=3.0, rating_min=-10.0, rating_max=10.0, dataset="x")
+    assert towers(trained) is not None
+    for user in (0, 6):
+        want = model_io.predict_ids(trained, np.full(11, user + 1), ids)
+        assert score_all(trained, user) == pytest.approx(want, abs=1e-5)
+        assert np.ptp(want) > 0.01  # a network that says something
+
+
+# --- a tiny sweep -> registry -> recommend ------------------------------------------------------
+@pytest.fixture
+def ratings_file(tmp_path):
+    from conftest import synthetic_dataset
+
+    data = synthetic_dataset(n_ratings=2000)
+    parts = [data.train, data.val, data.test]
+    u = np.concatenate([p.users for p in parts]) + 1
+    i = np.concatenate([p.items for p in parts]) + 1
+    r = np.concatenate([p.ratings for p in parts]).astype(int)
+    path = tmp_path / "ratings.tsv"
+    path.write_text("".join(f"{a}\t{b}\t{c}\t0\n" for a, b, c in zip(u, i, r)))
+    return path
+
+
+def test_sweep_registers_its_best_and_recommend_skips_rated_items(ratings_file, tmp_path, mlflow_uri, capsys):
+    from mfexp import model_io
+    from mfexp.config import DataConfig
+    from mfexp.data import load_dataset
+    from mfexp.recommend import load_run, main, recommend, resolve_run
+    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.orchestrate import run_sweep
+
+    plan = build_plan(["data=file", f"data.path={ratings_file}", "sweep=smoke", f"sweep.root={tmp_path / 'sweeps'}",
+                       "sweep.models=[biased]", "train.epochs=3", "train.batch_size=256"])
+    (outcome,) = run_sweep(plan)
+    client = MlflowClient()
+    assert CHAMPION in client.get_registered_model("mfexp-smoke-biased").aliases
+    assert client.get_model_version_by_alias("mfexp-smoke-champion", CHAMPION).run_id == outcome.best_run_id
+    assert resolve_run("smoke") == resolve_run("smoke", "biased") == outcome.best_run_id
+
+    # the user with the most training ratings; "rated" from the data, independently of mfexp.recommend
+    train = load_dataset(DataConfig(name="file", path=str(ratings_file), val_fraction=0.0))
+    assert mlflow.get_run(outcome.best_run_id).data.params["data.val_fraction"] == "0.0"
+    u = int(np.bincount(train.train.users).argmax())
+    user = int(train.user_ids[u])
+    rated = set(train.item_ids[train.train.items[train.train.users == u]].tolist())
+    assert len(rated) > 10
+
+    loaded = load_run(outcome.best_run_id)
+    recs = recommend(loaded, user, n=8)
+    items = [r.item_id for r in recs]
+    scores = np.array([r.score for r in recs])
+    assert len(recs) == 8 and len(set(items)) == 8 and [r.rank for r in recs] == list(range(1, 9))
+    assert not rated & set(items)
+    assert np.all(np.diff(scores) <= 0)  # best first
+    assert scores == pytest.approx(model_io.predict_ids(loaded.trained, np.full(8, user), np.array(items)), abs=1e-5)
+    everything = recommend(loaded, user, n=10_000)  # every unrated item, none rated
+    assert len(everything) == train.n_items - len(rated) and not rated & {r.item_id for r in everything}
+    assert everything[0].score >= max(r.score for r in everything)
+
+    capsys.readouterr()
+    assert main(["sweep.name=smoke", f"user={user}", "n=5"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith(f"top 5 for user {user} (biased, sweep smoke")
+    assert [int(line.split()[1]) for line in lines[1:]] == items[:5]
+    assert main(["sweep.name=smoke", f"similar={items[0]}", "n=3"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 4 and str(items[0]) not in [line.split()[1] for line in lines[1:]]
+
+    for argv, message in ((["sweep.name=nope", "user=1"], "no sweep named 'nope'"),
+                          (["sweep.name=smoke", "user=999999"], "user 999999 is not in"),
+                          (["sweep.name=smoke", "model=mlp", "user=1"], "no finished best run for model mlp"),
+                          (["sweep.name=smoke", "users=1"], "cannot read 'users=1'")):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2 and message in capsys.readouterr().err, argv
+
+
+# --- serving -------------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _http(url: str, body: dict | None = None, timeout: float = 10.0):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return resp.status, resp.read().decode()
+
+
+@pytest.mark.slow
+def test_served_champion_answers_a_real_http_request(in_store, trained, tmp_path):
+    rid = trained["run_id"]
+    register_sweep_best("serve", [ModelOutcome("biased", "serve-biased", best_val_rmse=1.0, best_run_id=rid)])
+    port = _free_port()
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+           "MLFLOW_TRACKING_URI": in_store["uri"]}
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "w") as log:
+        server = subprocess.Popen([str(VENV_BIN / "mlflow"), "models", "serve", "-m", champion_uri("serve"),
+                                   "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
+                                  stdout=log, stderr=subprocess.STDOUT, env=env, cwd=in_store["folder"],
+                                  start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, f"mlflow models serve exited: {log_path.read_text()[-3000:]}"
+            try:
+                if _http(f"{base}/ping", timeout=2)[0] == 200:
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            assert time.monotonic() < deadline, f"no /ping answer in 120 s: {log_path.read_text()[-3000:]}"
+            time.sleep(1)
+        status, body = _http(f"{base}/invocations",
+                             {"dataframe_split": {"columns": ["user_id", "movie_id"], "data": [[1, 1], [1, 2]]}})
+        assert status == 200
+        predictions = json.loads(body)["predictions"]
+        assert len(predictions) == 2 and all(1.0 <= p <= 5.0 for p in predictions)
+    finally:
+        try:
+            os.killpg(server.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)
