@@ -62,6 +62,7 @@ def train_and_track(cfg: Config, data, tracker, *, eval_test: bool = True, on_ep
     summary = {"best_epoch": result.best_epoch}
     if result.best_val_rmse is not None:
         summary["best_val_rmse"] = result.best_val_rmse
+        summary["final_val_rmse"] = result.final_val_rmse
     if result.final_test_rmse is not None and eval_test:
         summary["final_test_rmse"] = result.final_test_rmse
     tracker.log_metrics(summary)
@@ -86,8 +87,8 @@ def run(cfg: Config, data=None) -> dict:
     with tracker.run(run_name=cfg.tracking.run_name, params=flatten(cfg), tags=run_tags(cfg, data)):
         result = train_and_track(cfg, data, tracker)
     summary = {"run_id": tracker.run_id, "best_epoch": result.best_epoch,
-               "best_val_rmse": result.best_val_rmse, "test_rmse": result.final_test_rmse,
-               "epochs": len(result.history)}
+               "best_val_rmse": result.best_val_rmse, "val_rmse": result.final_val_rmse,
+               "test_rmse": result.final_test_rmse, "epochs": len(result.history)}
     _print_summary(cfg, summary)
     return summary
 
@@ -95,9 +96,11 @@ def run(cfg: Config, data=None) -> dict:
 def _print_summary(cfg: Config, summary: dict) -> None:
     from mfexp.tracking import tracking_uri
 
-    parts = [f"model={cfg.model.name}", f"test_rmse={summary['test_rmse']:.4f}"]
-    if summary["best_val_rmse"] is not None:
-        parts.append(f"best_val_rmse={summary['best_val_rmse']:.4f} (epoch {summary['best_epoch']})")
+    parts = [f"model={cfg.model.name}", f"epochs={summary['epochs']}", f"test_rmse={summary['test_rmse']:.4f}"]
+    if summary["val_rmse"] is not None:
+        parts.append(f"val_rmse={summary['val_rmse']:.4f}")
+        if summary["best_epoch"] != summary["epochs"]:
+            parts.append(f"(lowest val_rmse {summary['best_val_rmse']:.4f} at epoch {summary['best_epoch']})")
     print("done: " + "  ".join(parts))
     if cfg.tracking.enabled:
         print(f"MLflow run {summary['run_id']} in {tracking_uri()} (browse it: make ui)")

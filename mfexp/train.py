@@ -54,8 +54,9 @@ class EpochReport:
 @dataclass
 class FitResult:
     history: list[EpochReport] = field(default_factory=list)
-    best_epoch: int = 0  # the epoch whose weights the net holds now
-    best_val_rmse: Optional[float] = None
+    best_epoch: int = 0  # the epoch with the lowest val RMSE (the last epoch without a holdout)
+    best_val_rmse: Optional[float] = None  # the lowest val RMSE of any epoch (the sweep objective)
+    final_val_rmse: Optional[float] = None  # of the returned weights
     final_test_rmse: Optional[float] = None  # of the returned weights
     stopped_early: bool = False
 
@@ -99,11 +100,16 @@ def predict(net: gluon.Block, users: np.ndarray, items: np.ndarray, ctx: mx.Cont
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
 
-def evaluate(net: gluon.Block, part, ctx: mx.Context) -> Optional[float]:
-    """Exact RMSE over every rating of a data part; None for an empty part."""
+def evaluate(net: gluon.Block, part, ctx: mx.Context, scale: Optional[tuple[float, float]] = None
+             ) -> Optional[float]:
+    """Exact RMSE over every rating of a data part, predictions clipped to the rating `scale`
+    (as the logged MLflow model serves them); None for an empty part."""
     if part is None or len(part) == 0:
         return None
-    return rmse(part.ratings, predict(net, part.users, part.items, ctx))
+    pred = predict(net, part.users, part.items, ctx)
+    if scale is not None:
+        pred = np.clip(pred, *scale)
+    return rmse(part.ratings, pred)
 
 
 def _snapshot(net: gluon.Block) -> dict[str, mx.nd.NDArray]:
@@ -149,6 +155,7 @@ def fit(net: gluon.Block, data, cfg: TrainConfig, ctx: mx.Context, *, eval_test:
     has not improved for that many epochs and keeps the best epoch's weights."""
     train = data.train
     n = len(train)
+    scale = (float(data.rating_min), float(data.rating_max))
     rows = mx.nd.array(np.stack([train.users, train.items, train.ratings], axis=1), ctx=ctx)
     step = _TrainStep(net, cfg.reg)
     step.hybridize(static_alloc=True, static_shape=True)
@@ -177,8 +184,8 @@ def fit(net: gluon.Block, data, cfg: TrainConfig, ctx: mx.Context, *, eval_test:
         train_rmse = math.sqrt(sq_err.asscalar() / n)
         _check_finite(train_rmse, epoch, cfg)
         elapsed = time.perf_counter() - start
-        report = EpochReport(epoch, train_rmse, evaluate(net, data.val, ctx),
-                             evaluate(net, data.test, ctx) if eval_test else None,
+        report = EpochReport(epoch, train_rmse, evaluate(net, data.val, ctx, scale),
+                             evaluate(net, data.test, ctx, scale) if eval_test else None,
                              n / elapsed, elapsed)
         result.history.append(report)
         log.info(report.line(cfg.epochs))
@@ -199,7 +206,10 @@ def fit(net: gluon.Block, data, cfg: TrainConfig, ctx: mx.Context, *, eval_test:
             break
     if best is not None and result.best_epoch != result.history[-1].epoch:
         _restore(net, best)
-    result.final_test_rmse = evaluate(net, data.test, ctx)
+        result.final_val_rmse = result.best_val_rmse
+    else:
+        result.final_val_rmse = result.history[-1].val_rmse
+    result.final_test_rmse = evaluate(net, data.test, ctx, scale)
     return result
 
 

@@ -55,7 +55,8 @@ def test_early_stopping_keeps_the_best_epochs_weights(tiny_data):
     assert len(result.history) == result.best_epoch + 2
     best = min(r.val_rmse for r in result.history)
     assert result.best_val_rmse == best
-    assert evaluate(net, tiny_data.val, mx.cpu()) == pytest.approx(best, rel=1e-6)
+    assert evaluate(net, tiny_data.val, mx.cpu(), (1.0, 5.0)) == pytest.approx(best, rel=1e-6)
+    assert result.final_val_rmse == best
 
 
 def test_exact_rmse_counts_the_last_partial_batch(tiny_data):
