@@ -120,9 +120,11 @@ class Tracker:
 
     @staticmethod
     def _start(run_name, tags, experiment, nested):
-        mlflow.set_experiment(experiment)
+        # experiment_id explicitly: when two processes create the experiment at once, MLflow 3.17's
+        # set_experiment can return it without making it active (the run would land in Default)
+        exp = mlflow.set_experiment(experiment)
         nested = nested or mlflow.active_run() is not None  # a trial inside the sweep's own process
-        return mlflow.start_run(run_name=run_name, nested=nested, tags=tags)
+        return mlflow.start_run(run_name=run_name, experiment_id=exp.experiment_id, nested=nested, tags=tags)
 
     def _end(self, status: str) -> None:
         if self.run_id is not None:

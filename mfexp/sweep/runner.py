@@ -73,16 +73,23 @@ def prepare(plan: SweepPlan) -> dict[str, optuna.Study]:
     """Create (or reopen) the storage and every study once, before any worker starts; enqueue the
     tutorial's configuration in new studies; fail the RUNNING trials of dead workers."""
     studies = _open_studies(plan, worker=0)
-    for model, study in studies.items():
-        _fail_orphans(study)
-        if plan.sweep.enqueue_tutorial and not study.get_trials(deepcopy=False):
-            study.enqueue_trial({}, user_attrs={REFERENCE_ATTR: "tutorial", "overrides": TUTORIAL_CONFIG})
+    with st.exclusive(plan.sweep, next(iter(studies.values()))._storage):  # one enqueue, however many start
+        for model, study in studies.items():
+            _fail_orphans(study)
+            if plan.sweep.enqueue_tutorial and not study.get_trials(deepcopy=False):
+                study.enqueue_trial({}, user_attrs={REFERENCE_ATTR: "tutorial", "overrides": TUTORIAL_CONFIG})
     return studies
 
 
 def _fail_orphans(study: optuna.Study) -> None:
     """RUNNING trials whose worker process on this host is gone (kill -9) become FAIL, and their
-    MLflow runs KILLED. (On RDB storage, heartbeats also catch dead workers on other hosts.)"""
+    MLflow runs KILLED. On RDB storage, trials whose heartbeat is stale (dead workers on any host)
+    are failed first, each retried once (storage.StaleTrialCallback)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # no-op without heartbeats (journal storage)
     host = socket.gethostname()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = str(trial.user_attrs.get("worker", ""))

@@ -7,12 +7,14 @@ the grace period (2 heartbeats) the next worker to start a trial marks it FAIL, 
 of it and marks its MLflow run KILLED. MFEXP_HEARTBEAT_S sets the heartbeat (default 30 s).
 Stores are created once, in the main process, before its workers start; separate invocations
 (other machines) that create the same fresh database at the same moment are serialised by
-retrying (Optuna's table creation is not safe against concurrent creators). With sweep.storage
+retrying (Optuna's table creation is not safe against concurrent creators); `exclusive()` is a
+lock shared by all of a sweep's processes for the check-then-act steps after that. With sweep.storage
 set, each process also seeds its sampler with its host:pid, so that processes joining the same
 study from elsewhere (all with worker index 0) do not propose the same points.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -20,9 +22,8 @@ import socket
 import time
 import warnings
 import zlib
-import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import optuna
 from optuna.trial import TrialState
@@ -145,9 +146,48 @@ def kill_mlflow_run(trial: optuna.trial.FrozenTrial, reason: str) -> None:
                     type(err).__name__, redact(str(err)).splitlines()[0] if str(err) else "")
 
 
+@contextlib.contextmanager
+def exclusive(sweep: SweepConfig, storage: optuna.storages.BaseStorage) -> Iterator[None]:
+    """Held by one process of this sweep at a time, on every machine that shares its storage: for
+    the check-then-act steps of starting a sweep (enqueue the reference trial into an empty study
+    once, when several workers start at the same moment). PostgreSQL: an advisory lock (released
+    if the holder dies); MySQL: GET_LOCK; SQLite and the journal file: a file lock beside them."""
+    backend = getattr(storage, "_backend", storage)  # create_study wraps an RDBStorage in a cache
+    engine = getattr(backend, "engine", None)
+    name = f"mfexp.sweep:{sweep.name}"
+    if engine is not None and engine.dialect.name in ("postgresql", "mysql", "mariadb"):
+        from sqlalchemy import text
+
+        pg = engine.dialect.name == "postgresql"
+        key = {"k": zlib.crc32(name.encode()) if pg else name[:64]}
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)" if pg else "SELECT GET_LOCK(:k, -1)"), key)
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)" if pg else "SELECT RELEASE_LOCK(:k)"), key)
+        return
+    if engine is not None and engine.dialect.name == "sqlite" and engine.url.database:
+        path = Path(f"{engine.url.database}.lock")
+    elif engine is None and not sweep.storage:
+        path = sweep_dir(sweep) / ".prepare.lock"
+    else:
+        yield  # another kind of storage: no lock
+        return
+    import fcntl
+
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def make_sampler(sweep: SweepConfig, worker: int = 0, grid: Optional[dict] = None) -> optuna.samplers.BaseSampler:
     seed = sweep.seed + 1000 * worker  # workers must not propose the same points
-    if sweep.storage:  # shared storage: processes on other machines join with the same worker index
+    if sweep.storage and not sweep.storage.startswith("sqlite"):
+        # a server-backed storage: processes on other machines join with the same worker index
         seed = (seed + 10_000 * zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())) % 2**32
     name = sweep.sampler
     if name == "tpe":

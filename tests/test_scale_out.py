@@ -1,0 +1,351 @@
+"""Scaling out for real: separate `python -m mfexp.sweep` processes joining one sweep by name on a
+PostgreSQL storage (a throwaway cluster, tests/pg.py), tracked by a real `mlflow server` whose
+backend store is a second PostgreSQL database.
+
+- two workers started at once on a budget of 8: 8 counted trials (9 if one was in flight when
+  the budget filled), numbers unique, none lost, each trial exactly once in MLflow;
+- one of them SIGKILLed mid-trial: its trial does not stay RUNNING (the heartbeat fails it, a
+  retry is enqueued and run, its MLflow run is KILLED) and the budget is still met;
+- several workers creating the same fresh database at the same moment do not collide;
+- a trial left RUNNING by a dead worker on another host is failed and retried when a sweep starts;
+- workers starting at once enqueue the reference trial once (prepare() holds storage.exclusive()).
+
+Heartbeats are shortened with MFEXP_HEARTBEAT_S=1 (grace period 2 s) to keep the kill test short.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from optuna.trial import TrialState
+
+from pg import free_port, pg_database, postgres_server, wait_until  # noqa: F401 - fixtures
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+N_TRIALS = 8
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
+WORKER_TIMEOUT_S = 420
+SERVER_START_TIMEOUT_S = 180
+LOCAL = "127.0.0.1,localhost"
+NO_PROXY_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@pytest.fixture(scope="module")
+def ratings_path(tmp_path_factory):
+    from conftest import synthetic_dataset
+
+    data = synthetic_dataset(n_ratings=2000)
+    parts = [data.train, data.val, data.test]
+    u = np.concatenate([p.users for p in parts]) + 1
+    i = np.concatenate([p.items for p in parts]) + 1
+    r = np.concatenate([p.ratings for p in parts]).astype(int)
+    path = tmp_path_factory.mktemp("scale-out-data") / "ratings.tsv"
+    path.write_text("".join(f"{a}\t{b}\t{c}\t0\n" for a, b, c in zip(u, i, r)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(postgres_server, tmp_path_factory):  # noqa: F811
+    """`mlflow server` on 127.0.0.1:<free port>, PostgreSQL backend store, artifacts in tmp."""
+    backend = postgres_server.create_database("mlflow_server")
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    log = open(folder / "server.log", "w")
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "server",
+                             "--backend-store-uri", backend, "--artifacts-destination", str(folder / "artifacts"),
+                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=folder, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+
+    def healthy():
+        if proc.poll() is not None:
+            pytest.fail(f"mlflow server exited ({proc.returncode}):\n{(folder / 'server.log').read_text()[-3000:]}")
+        try:
+            with NO_PROXY_OPENER.open(f"{uri}/health", timeout=2) as resp:
+                return resp.status == 200
+        except OSError:
+            return False
+
+    try:
+        started = time.monotonic()
+        wait_until(healthy, SERVER_START_TIMEOUT_S, every=0.5, what="mlflow server /health")
+        print(f"mlflow server healthy after {time.monotonic() - started:.1f}s")
+        yield uri
+    finally:
+        _stop_group(proc)
+        log.close()
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the server's process group (uvicorn and its workers), SIGKILL what is left after 5 s:
+    a throwaway server needs no graceful end."""
+    for sig, wait_s in ((signal.SIGTERM, 5), (signal.SIGKILL, 30)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            continue
+
+
+class Worker:
+    """One `python -m mfexp.sweep` process, as started on its own machine (own folder)."""
+
+    def __init__(self, index: int, folder: Path, args: list[str], env: dict[str, str]):
+        self.folder = folder / f"worker-{index}"
+        self.folder.mkdir(parents=True)
+        self.out = open(self.folder / "out.log", "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "mfexp.sweep", *args, f"sweep.root={self.folder / 'sweeps'}"],
+                                     stdout=self.out, stderr=subprocess.STDOUT, cwd=self.folder, env=env)
+        self.pid = self.proc.pid
+
+    def wait(self) -> int:
+        try:
+            return self.proc.wait(timeout=WORKER_TIMEOUT_S)
+        finally:
+            self.out.close()
+
+    def log(self) -> str:
+        return (self.folder / "out.log").read_text()[-4000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        self.out.close()
+
+
+def _start_workers(n, tmp_path, ratings_path, name, storage, tracking_uri, heartbeat_s=None):
+    args = ["data=file", f"data.path={ratings_path}", "sweep=smoke", f"sweep.name={name}",
+            f"sweep.storage={storage}", "sweep.models=[biased]", f"sweep.n_trials={N_TRIALS}",
+            "train.epochs=3", "train.batch_size=256"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "MXNET_CPU_WORKER_NTHREADS": "1",
+           "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    for key in ("NO_PROXY", "no_proxy"):  # the tracking server is local, whatever proxy CI sets
+        env[key] = ",".join(filter(None, [os.environ.get(key), LOCAL]))
+    if heartbeat_s:
+        env["MFEXP_HEARTBEAT_S"] = str(heartbeat_s)
+    return [Worker(i, tmp_path, args, env) for i in range(n)]
+
+
+def _study(url, name):
+    import optuna
+
+    return optuna.load_study(study_name=f"{name}-biased", storage=optuna.storages.RDBStorage(url))
+
+
+def _mlflow_trial_runs(tracking_uri, name):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(f"mfexp-sweep-{name}")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    trials = [r for r in runs if "optuna.trial_number" in r.data.tags and "mfexp.best" not in r.data.tags]
+    parents = [r for r in runs if r.info.run_name == f"sweep-{name}"]
+    return trials, parents
+
+
+def _assert_no_point_proposed_twice(trials) -> None:
+    """Processes joining one study each seed their sampler differently: no configuration is trained
+    twice, except a retry of a killed trial. The tutorial's reference trial is enqueued once."""
+    from mfexp.sweep.runner import REFERENCE_ATTR
+
+    first_tries = [t for t in trials if "failed_trial" not in t.system_attrs]
+    reference = [t.number for t in first_tries if REFERENCE_ATTR in t.user_attrs]
+    assert reference, "no reference trial"
+    assert len(reference) == 1, f"the reference trial was enqueued {len(reference)} times ({reference})"
+    points = [tuple(sorted(t.params.items())) for t in first_tries if REFERENCE_ATTR not in t.user_attrs]
+    assert len(points) == len(set(points)), [t.params for t in trials]
+
+
+def _by_worker(trials) -> dict[str, int]:
+    pids = [t.user_attrs.get("worker", "?:?").rsplit(":", 1)[1] for t in trials]
+    return {pid: pids.count(pid) for pid in sorted(set(pids))}
+
+
+def _check_each_trial_once_in_mlflow(trials, tracking_uri, name):
+    runs, _ = _mlflow_trial_runs(tracking_uri, name)
+    logged = sorted(int(r.data.tags["optuna.trial_number"]) for r in runs)
+    assert logged == sorted(t.number for t in trials)  # each trial exactly once, none missing
+    by_number = {int(r.data.tags["optuna.trial_number"]): r for r in runs}
+    for t in trials:
+        run = by_number[t.number]
+        assert run.info.run_id == t.user_attrs["mlflow_run_id"]
+        assert run.data.tags["optuna.study_name"] == f"{name}-biased"
+        assert run.info.status == {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED",
+                                   TrialState.FAIL: "KILLED"}[t.state], (t.number, t.state, run.info.status)
+    return by_number
+
+
+def test_two_workers_started_at_once_share_the_budget(pg_database, mlflow_server, ratings_path, tmp_path):  # noqa: F811
+    storage = pg_database("optuna")  # fresh: both workers create its tables at the same moment
+    workers = _start_workers(2, tmp_path, ratings_path, "duo", storage, mlflow_server)
+    try:
+        codes = [w.wait() for w in workers]
+    finally:
+        for w in workers:
+            w.stop()
+    for w, code in zip(workers, codes):
+        assert code == 0, f"worker {w.pid} exited {code}:\n{w.log()}"
+
+    trials = _study(storage, "duo").get_trials(deepcopy=False)
+    numbers = [t.number for t in trials]
+    assert numbers == list(range(len(numbers)))  # unique, no gaps
+    assert all(t.state in COUNTED for t in trials), [(t.number, t.state) for t in trials]  # none lost
+    assert len(trials) in (N_TRIALS, N_TRIALS + 1)  # +1: a trial in flight when the budget filled
+    assert {t.user_attrs["worker"].rsplit(":", 1)[1] for t in trials} == {str(w.pid) for w in workers}
+    _assert_no_point_proposed_twice(trials)
+    print(f"duo: {len(trials)} trials, by worker {_by_worker(trials)}")
+    _check_each_trial_once_in_mlflow(trials, mlflow_server, "duo")
+    # One sweep run per worker, in the sweep's experiment. The worker that loses MLflow's race to
+    # create the experiment gets it back from mlflow.set_experiment without it being made active
+    # (mlflow 3.17, fluent.set_experiment returns early): its next start_run lands in "Default"
+    # unless Tracker passes experiment_id to start_run.
+    runs, parents = _mlflow_trial_runs(mlflow_server, "duo")
+    assert sorted(p.info.status for p in parents) == ["FINISHED", "FINISHED"], [
+        (p.info.run_name, p.info.status, p.data.tags.get("mfexp.command")) for p in parents]
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} <= {p.info.run_id for p in parents}
+
+
+def test_a_worker_killed_mid_trial_has_its_trial_failed_and_retried(pg_database, mlflow_server, ratings_path,  # noqa: F811
+                                                                    tmp_path):
+    storage = pg_database("optuna")
+    # Heartbeat 1 s: a dead worker's trial is stale after the 2 s grace period.
+    workers = _start_workers(2, tmp_path, ratings_path, "killed", storage, mlflow_server, heartbeat_s=1)
+    victim, survivor = workers
+    try:
+        def victim_running():
+            try:
+                study = _study(storage, "killed")
+            except Exception:  # tables or study not created yet
+                return None
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if t.user_attrs.get("worker", "").endswith(f":{victim.pid}") and "mlflow_run_id" in t.user_attrs:
+                    return t
+            if victim.proc.poll() is not None or survivor.proc.poll() is not None:
+                pytest.fail(f"a worker ended before the victim ran a trial:\n{victim.log()}\n{survivor.log()}")
+            return None
+
+        running = wait_until(victim_running, 240, every=0.05, what="a RUNNING trial of the victim worker")
+        victim.proc.send_signal(signal.SIGKILL)
+        victim.proc.wait(timeout=30)
+        killed = _study(storage, "killed").trials[running.number]
+        assert killed.state == TrialState.RUNNING, "the kill did not land mid-trial"
+        code = survivor.wait()
+    finally:
+        for w in workers:
+            w.stop()
+    assert code == 0, f"the surviving worker exited {code}:\n{survivor.log()}"
+
+    trials = _study(storage, "killed").get_trials(deepcopy=False)
+    killed = trials[running.number]
+    assert killed.state == TrialState.FAIL  # not left RUNNING: failed by the heartbeat check
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
+    assert len(retries) == 1 and retries[0].system_attrs["retry_history"] == [killed.number]
+    assert retries[0].state in COUNTED and retries[0].params == killed.params
+    assert retries[0].user_attrs["worker"].endswith(f":{survivor.pid}")
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert [t.number for t in trials] == list(range(len(trials)))
+    counted = [t for t in trials if t.state in COUNTED]
+    assert len(counted) in (N_TRIALS, N_TRIALS + 1)
+    _assert_no_point_proposed_twice(trials)
+    assert [t.number for t in trials if t.state == TrialState.FAIL] == [killed.number]
+    print(f"killed: trial {killed.number} killed, retried as {retries[0].number}; {len(counted)} counted of "
+          f"{len(trials)} trials, by worker {_by_worker(trials)}")
+    runs = _check_each_trial_once_in_mlflow(trials, mlflow_server, "killed")
+    assert runs[killed.number].data.tags["optuna.trial_state"] == "FAIL"
+    assert "no heartbeat" in runs[killed.number].data.tags["mfexp.fail_reason"]
+    assert "lost its worker" in survivor.log()
+
+
+def test_workers_creating_a_fresh_storage_at_once_do_not_collide(pg_database):  # noqa: F811
+    """Optuna's table creation races (UniqueViolation on pg_type, duplicate version row) when several
+    processes open a fresh database at the same moment; open_storage retries until one has won."""
+    from mfexp.config import SweepConfig
+    from mfexp.sweep.storage import open_storage
+
+    url = pg_database("race")
+    barrier, errors = threading.Barrier(4), []
+
+    def open_it():
+        barrier.wait()
+        try:
+            open_storage(SweepConfig(name="race", storage=url))
+        except Exception as err:  # noqa: BLE001
+            errors.append(f"{type(err).__name__}: {err}")
+
+    threads = [threading.Thread(target=open_it) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+
+
+def test_a_trial_left_running_by_a_dead_worker_elsewhere_is_failed_and_retried_on_start(pg_database,  # noqa: F811
+                                                                                         monkeypatch):
+    """A worker on another host died (its pid cannot be checked from here): when a sweep starts,
+    the stale heartbeat alone fails its trial and enqueues one retry."""
+    import optuna
+
+    from mfexp.config import SweepConfig
+    from mfexp.sweep import runner
+    from mfexp.sweep.storage import open_storage
+
+    monkeypatch.setenv("MFEXP_HEARTBEAT_S", "1")
+    storage = open_storage(SweepConfig(name="stale", storage=pg_database("stale")))
+    study = optuna.create_study(study_name="stale-biased", storage=storage)
+    trial_id = storage.create_new_trial(study._study_id)
+    storage.set_trial_param(trial_id, "x", 0.5, optuna.distributions.FloatDistribution(0, 1))
+    storage.set_trial_user_attr(trial_id, "worker", "elsewhere.example:4242")
+    storage.record_heartbeat(trial_id)
+    time.sleep(3.2)  # grace period: 2 heartbeats
+    runner._fail_orphans(study)
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert trials[1].system_attrs["failed_trial"] == 0 and trials[1].params == {"x": 0.5}
+
+
+def test_workers_preparing_a_sweep_at_once_enqueue_the_reference_trial_once(pg_database, tmp_path):  # noqa: F811
+    import optuna
+
+    from mfexp.sweep import runner
+    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.storage import open_storage
+
+    ratings = tmp_path / "ratings.tsv"
+    ratings.write_text("".join(f"{u}\t{i}\t{1 + (u * i) % 5}\t0\n" for u in range(1, 30) for i in range(1, 30)))
+    url = pg_database("prepare")
+    args = ["data=file", f"data.path={ratings}", "sweep=smoke", f"sweep.storage={url}", f"sweep.root={tmp_path}"]
+    open_storage(build_plan(args).sweep)  # tables exist: the workers race on the studies only
+    duplicated = []
+    for rep in range(4):
+        plan = build_plan([*args, f"sweep.name=prep{rep}", "sweep.models=[biased,plain]"])
+        barrier = threading.Barrier(3)
+
+        def prepare():
+            barrier.wait()
+            runner.prepare(plan)
+
+        threads = [threading.Thread(target=prepare) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        for model in plan.sweep.models:
+            trials = optuna.load_study(study_name=f"prep{rep}-{model}", storage=url).trials
+            n = sum(runner.REFERENCE_ATTR in t.user_attrs for t in trials)
+            if n != 1:
+                duplicated.append((rep, model, n))
+    assert duplicated == []
