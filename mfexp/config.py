@@ -81,6 +81,7 @@ class SweepConfig:
     n_trials: int = 10  # per model; COMPLETE and PRUNED trials already in storage count
     storage: Optional[str] = None  # None: Optuna journal file sweeps/<name>/optuna.journal
     n_workers: int = 1  # worker processes on this machine, sharing the storage
+    devices: list[int] = field(default_factory=list)  # GPUs: one worker per listed GPU, on gpu:N
     timeout: Optional[float] = None  # seconds of wall time after which no new trial starts
     sampler: str = "tpe"
     pruner: str = "median"
@@ -150,6 +151,10 @@ def validate_sweep(sweep: SweepConfig) -> SweepConfig:
         _check(name in MODELS, "sweep.models", f"may hold only {', '.join(MODELS)}", name)
     _check(sweep.n_trials >= 1, "sweep.n_trials", "must be >= 1", sweep.n_trials)
     _check(sweep.n_workers >= 1, "sweep.n_workers", "must be >= 1", sweep.n_workers)
+    _check(len(set(sweep.devices)) == len(sweep.devices) and all(d >= 0 for d in sweep.devices),
+           "sweep.devices", "must list distinct GPU indices >= 0", sweep.devices)
+    if sweep.devices:
+        sweep.n_workers = len(sweep.devices)  # one worker per GPU
     _check(sweep.timeout is None or sweep.timeout > 0, "sweep.timeout", "must be > 0 or null", sweep.timeout)
     _check(sweep.sampler in SAMPLERS, "sweep.sampler", f"must be one of {', '.join(SAMPLERS)}", sweep.sampler)
     _check(sweep.pruner in PRUNERS, "sweep.pruner", f"must be one of {', '.join(PRUNERS)}", sweep.pruner)

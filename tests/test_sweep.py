@@ -151,3 +151,20 @@ def test_smoke_sweep_through_the_cli(ratings_file, tmp_path, mlflow_uri):
     header = (tmp_path / "sweeps" / "smoke" / "best-biased.yaml").read_text().splitlines()[0]
     tested = re.search(r"test RMSE (\d\.\d{4})", header).group(1)
     assert f"test_rmse={tested}" in replay.stdout
+
+
+def test_one_worker_per_gpu_each_on_its_device(ratings_file, tmp_path, monkeypatch):
+    import mxnet as mx
+
+    from mfexp.errors import ConfigError
+    from mfexp.sweep.runner import _on_device, worker_device
+
+    monkeypatch.setattr(mx.context, "num_gpus", lambda: 4)
+    plan = build_plan(_args(ratings_file, tmp_path, "sweep.devices=[1,3]"))
+    assert plan.sweep.n_workers == 2
+    assert [worker_device(plan.sweep, w) for w in range(2)] == ["gpu:1", "gpu:3"]
+    moved = _on_device(plan.bases, "gpu:3")
+    assert moved["biased"].train.device == "gpu:3" and plan.bases["biased"].train.device == "cpu"
+    monkeypatch.setattr(mx.context, "num_gpus", lambda: 0)
+    with pytest.raises(ConfigError, match="MXNet sees 0 GPU"):
+        build_plan(_args(ratings_file, tmp_path, "sweep.devices=[0]"))

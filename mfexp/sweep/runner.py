@@ -152,13 +152,14 @@ def work(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: O
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line per trial says it
     studies = _open_studies(plan, worker)
     data = load_dataset(_base_config(plan).data)
+    bases = _on_device(plan.bases, worker_device(plan.sweep, worker))
     failures = 0
     while deadline is None or time.time() < deadline:
         model = _next_model(plan, studies)
         if model is None:
             return
         study = studies[model]
-        objective = Objective(model, plan.bases[model], plan.spaces[model], data,
+        objective = Objective(model, bases[model], plan.spaces[model], data,
                               study_name=study.study_name, experiment=plan.experiment,
                               parent_run_id=parent_run_id, tracking_cfg=replace(plan.tracking, log_model=False))
         finished: list[FrozenTrial] = []
@@ -171,6 +172,21 @@ def work(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: O
                                    f"{plan.sweep.max_failures}); the last: {finished[-1].user_attrs.get('fail_reason')}. "
                                    "Fix the cause (often train.lr too high in the space), then run the sweep "
                                    "again: it resumes.")
+
+
+def worker_device(sweep: SweepConfig, worker: int) -> Optional[str]:
+    """sweep.devices=[0,1,...]: worker w trains on gpu:devices[w]; otherwise the config's device."""
+    return f"gpu:{sweep.devices[worker]}" if sweep.devices else None
+
+
+def _on_device(bases: dict[str, DictConfig], device: Optional[str]) -> dict[str, DictConfig]:
+    if device is None:
+        return bases
+    moved = {}
+    for model, base in bases.items():
+        moved[model] = base.copy()
+        moved[model].train.device = device
+    return moved
 
 
 def _base_config(plan: SweepPlan):

@@ -64,6 +64,8 @@ def open_storage(sweep: SweepConfig) -> optuna.storages.BaseStorage:
     if "://" not in sweep.storage:
         raise ConfigError(f"sweep.storage must be an Optuna RDB URL such as sqlite:///sweep.db or "
                           f"postgresql://user@host/db, got {redact(sweep.storage)!r}.")
+    if sweep.storage.startswith(("grpc://", "redis://", "rediss://")):
+        return _open_tier(sweep.storage)
     try:
         return _create_rdb_storage(sweep.storage, heartbeat_seconds())
     except ConfigError:
@@ -182,6 +184,21 @@ def exclusive(sweep: SweepConfig, storage: optuna.storages.BaseStorage) -> Itera
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _open_tier(url: str) -> optuna.storages.BaseStorage:
+    """grpc://host:port: Optuna's gRPC storage proxy (run_grpc_proxy_server in front of an RDB);
+    redis://...: Optuna's journal on Redis. Neither has heartbeats (see docs/scaling.md)."""
+    if url.startswith("grpc://"):
+        _needs("grpc", "sweep.storage=grpc://...", "pip install grpcio (into .venv)")
+        host, _, port = url[len("grpc://"):].rstrip("/").rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"sweep.storage must look like grpc://host:port, got {url!r}.")
+        return optuna.storages.GrpcStorageProxy(host=host, port=int(port))
+    _needs("redis", "sweep.storage=redis://...", "pip install redis (into .venv)")
+    from optuna.storages.journal import JournalRedisBackend
+
+    return optuna.storages.JournalStorage(JournalRedisBackend(url))
 
 
 def make_sampler(sweep: SweepConfig, worker: int = 0, grid: Optional[dict] = None) -> optuna.samplers.BaseSampler:
