@@ -44,6 +44,7 @@ class TrainConfig:
     momentum: float = 0.9
     wd: float = 1e-4  # MXNet's dense weight decay: every embedding row, every step
     reg: float = 0.0  # classic MF L2 on the rows each rating touches, in the per-rating loss
+    sparse_grad: bool = False  # row-sparse embedding grads: momentum/wd/Adam touch only the batch's rows
     batch_size: int = 64
     epochs: int = 10
     patience: Optional[int] = None  # early stopping on val RMSE; None trains every epoch

@@ -38,13 +38,14 @@ def build_net(cfg: Config, data, ctx):
     from mfexp.train import seed_everything
 
     seed_everything(cfg.train.seed)
-    net = build_model(cfg.model, data.n_users, data.n_items, data.global_mean)
+    net = build_model(cfg.model, data.n_users, data.n_items, data.global_mean, cfg.train.sparse_grad)
     net.initialize(mx.init.Uniform(cfg.train.init_scale), ctx=ctx)
     net.hybridize(static_alloc=True, static_shape=True)
     return net
 
 
-def train_and_track(cfg: Config, data, tracker, *, eval_test: bool = True, on_epoch=None):
+def train_and_track(cfg: Config, data, tracker, *, eval_test: bool = True, final_test: bool = True,
+                    on_epoch=None):
     """Train inside an active tracker run: per-epoch metrics, summary, config and model."""
     from mfexp import model_io
     from mfexp.train import fit, resolve_context
@@ -58,7 +59,7 @@ def train_and_track(cfg: Config, data, tracker, *, eval_test: bool = True, on_ep
         if on_epoch is not None:
             on_epoch(report)
 
-    result = fit(net, data, cfg.train, ctx, eval_test=eval_test, on_epoch=hook)
+    result = fit(net, data, cfg.train, ctx, eval_test=eval_test, final_test=final_test, on_epoch=hook)
     summary = {"best_epoch": result.best_epoch}
     if result.best_val_rmse is not None:
         summary["best_val_rmse"] = result.best_val_rmse

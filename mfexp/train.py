@@ -149,14 +149,18 @@ def _progress(total: int, desc: str, enabled: bool):
 
 
 def fit(net: gluon.Block, data, cfg: TrainConfig, ctx: mx.Context, *, eval_test: bool = True,
-        on_epoch: Optional[EpochHook] = None) -> FitResult:
+        final_test: bool = True, on_epoch: Optional[EpochHook] = None) -> FitResult:
     """Train an initialized, hybridized `net` on `data.train`; evaluate on `data.val` (and
-    `data.test` when `eval_test`) after each epoch. With `cfg.patience`, stops when val RMSE
+    `data.test` when `eval_test`) after each epoch, and the returned weights on `data.test` when
+    `final_test` (sweep trials never look at the test part). With `cfg.patience`, stops when val RMSE
     has not improved for that many epochs and keeps the best epoch's weights."""
     train = data.train
     n = len(train)
     scale = (float(data.rating_min), float(data.rating_max))
-    rows = mx.nd.array(np.stack([train.users, train.items, train.ratings], axis=1), ctx=ctx)
+    host = np.empty((n, 3), dtype=np.float32)  # (user, item, rating) rows; ids < 2**24 are exact
+    host[:, 0], host[:, 1], host[:, 2] = train.users, train.items, train.ratings
+    rows = mx.nd.array(host, ctx=ctx)
+    del host
     step = _TrainStep(net, cfg.reg)
     step.hybridize(static_alloc=True, static_shape=True)
     trainer = make_trainer(net, cfg)
@@ -165,7 +169,7 @@ def fit(net: gluon.Block, data, cfg: TrainConfig, ctx: mx.Context, *, eval_test:
     since_best = 0
     for epoch in range(1, cfg.epochs + 1):
         start = time.perf_counter()
-        shuffled = rows.take(mx.nd.array(rng.permutation(n), ctx=ctx, dtype="int64"))
+        shuffled = rows.take(mx.nd.array(rng.permutation(n).astype(np.int32), ctx=ctx, dtype="int32"))
         sq_err = mx.nd.zeros((1,), ctx=ctx)
         bar = _progress(n, f"epoch {epoch}/{cfg.epochs}", cfg.progress)
         for b, lo in enumerate(range(0, n, cfg.batch_size)):
@@ -209,7 +213,7 @@ def fit(net: gluon.Block, data, cfg: TrainConfig, ctx: mx.Context, *, eval_test:
         result.final_val_rmse = result.best_val_rmse
     else:
         result.final_val_rmse = result.history[-1].val_rmse
-    result.final_test_rmse = evaluate(net, data.test, ctx, scale)
+    result.final_test_rmse = evaluate(net, data.test, ctx, scale) if final_test else None
     return result
 
 

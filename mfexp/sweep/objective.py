@@ -70,7 +70,7 @@ class Objective:
             if tracker.run_id:
                 trial.set_user_attr("mlflow_run_id", tracker.run_id)
             try:
-                result = train_and_track(cfg, self.data, tracker, eval_test=False,
+                result = train_and_track(cfg, self.data, tracker, eval_test=False, final_test=False,
                                          on_epoch=lambda report: self._report(trial, tracker, report))
             except optuna.TrialPruned:
                 raise

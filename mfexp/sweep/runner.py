@@ -34,7 +34,8 @@ log = logging.getLogger("mfexp.sweep")
 # model of the space is not skewed by them), trained on the same holdout and epoch budget as
 # every other trial. The search can then never report worse than the tutorial.
 TUTORIAL_CONFIG = {"train.optimizer": "sgd", "train.lr": 0.05, "train.momentum": 0.9, "train.wd": 1e-4,
-                   "train.reg": 0.0, "train.batch_size": 64, "train.init_scale": 0.01, "model.k": 64,
+                   "train.reg": 0.0, "train.sparse_grad": False, "train.batch_size": 64,
+                   "train.init_scale": 0.01, "model.k": 64,
                    "model.hidden": 64, "model.dropout": 0.5}
 REFERENCE_ATTR = "mfexp.reference"
 
