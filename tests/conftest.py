@@ -32,6 +32,22 @@ def synthetic_dataset(n_users=60, n_items=80, n_ratings=3000, seed=0, val_fracti
                    item_titles=None)
 
 
+def write_ratings_file(path, n_ratings=2000):
+    """A synthetic data set as a tab-separated ratings file (user, item, rating, timestamp)."""
+    data = synthetic_dataset(n_ratings=n_ratings)
+    parts = [data.train, data.val, data.test]
+    u = np.concatenate([p.users for p in parts]) + 1
+    i = np.concatenate([p.items for p in parts]) + 1
+    r = np.concatenate([p.ratings for p in parts]).astype(int)
+    path.write_text("".join(f"{a}\t{b}\t{c}\t0\n" for a, b, c in zip(u, i, r)))
+    return path
+
+
+@pytest.fixture
+def ratings_file(tmp_path):
+    return write_ratings_file(tmp_path / "ratings.tsv")
+
+
 @pytest.fixture(scope="session")
 def tiny_data():
     return synthetic_dataset()

@@ -12,7 +12,7 @@ import mlflow
 import optuna
 import pytest
 from optuna.trial import TrialState
-from test_sweep import _args, ratings_file  # noqa: F401  (fixture)
+from test_sweep import _args
 
 from mfexp.errors import ConfigError
 from mfexp.sweep.__main__ import build_plan
@@ -30,7 +30,7 @@ def _study(plan, model="biased"):
     return optuna.load_study(study_name=study_name(plan.sweep, model), storage=open_storage(plan.sweep))
 
 
-def test_unreachable_tracking_server_is_refused_before_training(ratings_file, tmp_path):  # noqa: F811
+def test_unreachable_tracking_server_is_refused_before_training(ratings_file, tmp_path):
     env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
     out = subprocess.run([sys.executable, "-m", "mfexp.run", "data=file", f"data.path={ratings_file}"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
@@ -39,14 +39,14 @@ def test_unreachable_tracking_server_is_refused_before_training(ratings_file, tm
     assert "Traceback" not in out.stderr and "epoch" not in out.stdout
 
 
-def test_unreachable_storage_url_is_refused_and_its_password_never_shown(ratings_file, tmp_path, mlflow_uri):  # noqa: F811
+def test_unreachable_storage_url_is_refused_and_its_password_never_shown(ratings_file, tmp_path, mlflow_uri):
     plan = build_plan(_args(ratings_file, tmp_path, "sweep.storage=postgresql://bob:hunter2@127.0.0.1:9/optuna"))
     with pytest.raises(ConfigError) as err:
         run_sweep(plan)
     assert "sweep.storage" in str(err.value) and "hunter2" not in str(err.value)
 
 
-def test_unwritable_sweeps_folder_is_a_clear_error(ratings_file, tmp_path, mlflow_uri):  # noqa: F811
+def test_unwritable_sweeps_folder_is_a_clear_error(ratings_file, tmp_path, mlflow_uri):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
     plan = build_plan(_args(ratings_file, tmp_path, f"sweep.root={blocker}"))
@@ -54,12 +54,12 @@ def test_unwritable_sweeps_folder_is_a_clear_error(ratings_file, tmp_path, mlflo
         run_sweep(plan)
 
 
-def test_malformed_space_expression_shows_the_grammar(ratings_file, tmp_path):  # noqa: F811
+def test_malformed_space_expression_shows_the_grammar(ratings_file, tmp_path):
     with pytest.raises(ConfigError, match="interval"):
         build_plan(_args(ratings_file, tmp_path, "model.k=choice(1,2"))
 
 
-def test_diverging_trials_fail_with_a_reason_and_max_failures_stops_the_sweep(ratings_file, tmp_path, mlflow_uri):  # noqa: F811
+def test_diverging_trials_fail_with_a_reason_and_max_failures_stops_the_sweep(ratings_file, tmp_path, mlflow_uri):
     plan = build_plan(_args(ratings_file, tmp_path, "sweep.enqueue_tutorial=false", "sweep.max_failures=2",
                             "train.optimizer=choice(sgd)", "train.lr=tag(log, interval(1e5, 1e6))",
                             "sweep.n_trials=5"))
@@ -96,7 +96,7 @@ def test_tracking_failure_mid_run_does_not_stop_training(cfg, tiny_data, mlflow_
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupt_fails_the_trial_kills_its_runs_exits_130_and_resumes(sig, ratings_file, tmp_path, mlflow_uri):  # noqa: F811
+def test_interrupt_fails_the_trial_kills_its_runs_exits_130_and_resumes(sig, ratings_file, tmp_path, mlflow_uri):
     args = _args(ratings_file, tmp_path, "sweep.n_trials=2", "train.epochs=400", "train.patience=null",
                  "train.batch_size=16", "sweep.pruner=none")
     proc = _sweep_cli(args, tmp_path)
@@ -131,7 +131,7 @@ def test_interrupt_fails_the_trial_kills_its_runs_exits_130_and_resumes(sig, rat
 
 
 @pytest.mark.slow
-def test_a_killed_workers_trial_does_not_stay_running(ratings_file, tmp_path, mlflow_uri):  # noqa: F811
+def test_a_killed_workers_trial_does_not_stay_running(ratings_file, tmp_path, mlflow_uri):
     args = _args(ratings_file, tmp_path, "sweep.n_trials=2", "train.epochs=400", "train.patience=null",
                  "train.batch_size=16", "sweep.pruner=none")
     proc = _sweep_cli(args, tmp_path)

@@ -23,7 +23,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
 from optuna.trial import TrialState
 
@@ -41,16 +40,9 @@ NO_PROXY_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 @pytest.fixture(scope="module")
 def ratings_path(tmp_path_factory):
-    from conftest import synthetic_dataset
+    from conftest import write_ratings_file
 
-    data = synthetic_dataset(n_ratings=2000)
-    parts = [data.train, data.val, data.test]
-    u = np.concatenate([p.users for p in parts]) + 1
-    i = np.concatenate([p.items for p in parts]) + 1
-    r = np.concatenate([p.ratings for p in parts]).astype(int)
-    path = tmp_path_factory.mktemp("scale-out-data") / "ratings.tsv"
-    path.write_text("".join(f"{a}\t{b}\t{c}\t0\n" for a, b, c in zip(u, i, r)))
-    return path
+    return write_ratings_file(tmp_path_factory.mktemp("scale-out-data") / "ratings.tsv")
 
 
 @pytest.fixture(scope="module")

@@ -151,20 +151,6 @@ def test_recommend_scores_every_item_exactly_as_the_network_does(name):
 
 
 # --- a tiny sweep -> registry -> recommend ------------------------------------------------------
-@pytest.fixture
-def ratings_file(tmp_path):
-    from conftest import synthetic_dataset
-
-    data = synthetic_dataset(n_ratings=2000)
-    parts = [data.train, data.val, data.test]
-    u = np.concatenate([p.users for p in parts]) + 1
-    i = np.concatenate([p.items for p in parts]) + 1
-    r = np.concatenate([p.ratings for p in parts]).astype(int)
-    path = tmp_path / "ratings.tsv"
-    path.write_text("".join(f"{a}\t{b}\t{c}\t0\n" for a, b, c in zip(u, i, r)))
-    return path
-
-
 def test_sweep_registers_its_best_and_recommend_skips_rated_items(ratings_file, tmp_path, mlflow_uri, capsys):
     from mfexp import model_io
     from mfexp.config import DataConfig

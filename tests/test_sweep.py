@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import mlflow
-import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -15,20 +14,6 @@ from mfexp.sweep.__main__ import build_plan, split_overrides
 from mfexp.sweep.orchestrate import run_sweep
 from mfexp.sweep.space import parse_space
 from mfexp.sweep.storage import open_storage, study_name
-
-
-@pytest.fixture
-def ratings_file(tmp_path):
-    from conftest import synthetic_dataset
-
-    data = synthetic_dataset(n_ratings=2000)
-    parts = [data.train, data.val, data.test]
-    u = np.concatenate([p.users for p in parts]) + 1
-    i = np.concatenate([p.items for p in parts]) + 1
-    r = np.concatenate([p.ratings for p in parts]).astype(int)
-    path = tmp_path / "ratings.tsv"
-    path.write_text("".join(f"{a}\t{b}\t{c}\t0\n" for a, b, c in zip(u, i, r)))
-    return path
 
 
 def _args(ratings_file, tmp_path, *extra):
