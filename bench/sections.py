@@ -1,0 +1,16 @@
+"""The benchmark sections, in the order `python -m bench` runs them (longest last)."""
+from __future__ import annotations
+
+SECTIONS = {
+    "throughput": "bench.throughput",  # 1. samples/s per model and batch size
+    "tutorial": "bench.tutorial_compare",  # 2. the tutorial's own code, side by side
+    "overhead": "bench.overhead",  # 3. per-trial fixed overhead in a sweep
+    "scaling": "bench.scaling",  # 5. 1M / 10M / 25M ML-25M-shaped ratings
+    "workers": "bench.workers",  # 6. trials/h for 1 and 2 workers
+    "sweep_efficiency": "bench.sweep_efficiency",  # 4. TPE + pruning vs random search
+}
+ORDER = tuple(SECTIONS)
+
+
+def module_of(section: str) -> str:
+    return SECTIONS[section]
