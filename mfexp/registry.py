@@ -108,7 +108,7 @@ def _register(mlflow, client, sweep_name: str, out: ModelOutcome, as_model: str)
                                                           f"{sweep_name}: alias @{CHAMPION}.")
     else:
         client.update_registered_model(name, description=f"The best {out.model} of sweep {sweep_name}, "
-                                                          "retrained on the whole training part.")
+                                                          "at its best epoch (selected on the validation holdout).")
     return int(version.version)
 
 

@@ -66,7 +66,8 @@ def test_sweep_trials_are_nested_runs_with_optuna_tags_and_best_is_tested_once(r
             reference.data.params["train.lr"], reference.data.params["train.wd"]) == ("sgd", "64", "0.05", "0.0001")
     best = [r for r in runs if r.data.tags.get("mfexp.best") == "true"]
     assert len(best) == 1 and best[0].data.metrics["test_rmse"] == pytest.approx(outcomes[0].test_rmse)
-    assert best[0].data.params["data.val_fraction"] == "0.0"
+    assert best[0].data.params["data.val_fraction"] == "0.1"  # the trial's own data: its best checkpoint
+    assert best[0].data.metrics["final_val_rmse"] == pytest.approx(outcomes[0].best_val_rmse, abs=1e-5)
     report = (tmp_path / "sweeps" / "smoke" / "report.md").read_text()
     assert "biased" in report
 

@@ -60,14 +60,14 @@ def _evaluate(plan: SweepPlan, studies: dict[str, optuna.Study], parent_run_id) 
     from mfexp.data import load_dataset
     from mfexp.sweep.objective import apply_params
 
-    full = load_dataset(replace(apply_params(plan.bases[plan.sweep.models[0]], {}).data, val_fraction=0.0))
+    data = load_dataset(apply_params(plan.bases[plan.sweep.models[0]], {}).data)
     outcomes = []
     for model, study in studies.items():
         out = outcome_of(plan, model, study)
         if out.n_complete:
-            print(f"[{model:>7}] best trial {out.best_trial} (val_rmse {out.best_val_rmse:.4f}): retraining on "
-                  "the whole training part, then one evaluation on the test part", flush=True)
-            evaluate_best(plan, model, study, full, parent_run_id, out, best_config_path(plan, model))
+            print(f"[{model:>7}] best trial {out.best_trial} (val_rmse {out.best_val_rmse:.4f}): replayed to its "
+                  "best epoch, then one evaluation on the test part", flush=True)
+            evaluate_best(plan, model, study, data, parent_run_id, out, best_config_path(plan, model))
         outcomes.append(out)
     return outcomes
 

@@ -98,8 +98,8 @@ def _render(sweep_name: str, outcomes: list[ModelOutcome], wall_time_s: float, c
     return "\n".join([
         f"# Sweep report: {sweep_name}", "", f"Command: `{command}`", "",
         f"Total wall time: {_duration(wall_time_s)}", "", *_markdown_table(outcomes), "",
-        "Val RMSE is the objective (validation holdout); test RMSE is the best config retrained on "
-        "the whole training part and evaluated once on the test part. Δ = test − tutorial.", "",
+        "Val RMSE is the objective (validation holdout); test RMSE is the best trial's network at its "
+        "best epoch, evaluated once on the test part. Δ = test − tutorial.", "",
         best_line, "", "## How to replay", "", *_replay_lines(outcomes), "", "## Plots", "",
         *[f"![{p.stem}]({p.name})" for p in plots], ""])
 

@@ -16,7 +16,7 @@ class ModelOutcome:
     best_val_rmse: Optional[float] = None  # the objective: validation-holdout RMSE
     best_trial: Optional[int] = None
     best_params: dict[str, Any] = field(default_factory=dict)
-    test_rmse: Optional[float] = None  # best config retrained on the whole training part, once
+    test_rmse: Optional[float] = None  # the best trial's network at its best epoch, on the test part, once
     best_run_id: Optional[str] = None  # the MLflow run tagged mfexp.best=true
     best_config_path: Optional[str] = None  # sweeps/<name>/best-<model>.yaml
     n_complete: int = 0

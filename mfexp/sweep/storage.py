@@ -230,7 +230,7 @@ def make_sampler(sweep: SweepConfig, worker: int = 0, grid: Optional[dict] = Non
 def make_pruner(sweep: SweepConfig, max_epochs: int) -> optuna.pruners.BasePruner:
     name = sweep.pruner
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=3)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=2, max_resource=max_epochs, reduction_factor=3)
     if name == "successive-halving":
