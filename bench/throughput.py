@@ -31,12 +31,13 @@ def u1_train_only(quick: bool):
     return data
 
 
-def train_config(model: str, batch_size: int, epochs: int, k: int = 64):
-    """The tutorial's training settings (conf/train/tutorial.yaml) at another batch size."""
+def train_config(model: str, batch_size: int, epochs: int, k: int = 64, sparse_grad: bool = False):
+    """The tutorial's training settings (conf/train/tutorial.yaml) at another batch size;
+    `sparse_grad`: row-sparse embedding gradients (train.sparse_grad, the sweeps' default)."""
     from mfexp.config import Config, ModelConfig, TrainConfig
 
     return Config(model=ModelConfig(name=model, k=k), train=TrainConfig(batch_size=batch_size, epochs=epochs,
-                                                                          progress=False))
+                                                                          progress=False, sparse_grad=sparse_grad))
 
 
 def measure(data, models: Sequence[str] = MODELS, batch_sizes: Sequence[int] = BATCH_SIZES,
@@ -50,17 +51,18 @@ def measure(data, models: Sequence[str] = MODELS, batch_sizes: Sequence[int] = B
     from mfexp.train import fit
 
     rows = []
-    for model in models:
-        for batch in batch_sizes:
-            cfg = train_config(model, batch, epochs + (2 if batch >= 1024 else 0))
-            net = build_net(cfg, data, mx.cpu())
-            history = fit(net, data, cfg.train, mx.cpu(), eval_test=False).history
-            per_epoch = [h.samples_per_sec for h in history]
-            steady = common.median(per_epoch[1:]) if len(per_epoch) > 1 else per_epoch[0]
-            rows.append({"model": model, "batch_size": batch, "k": 64, "samples_per_sec": round(steady),
-                         "per_epoch": [round(s) for s in per_epoch],
-                         "epoch_time_s": round(history[-1].epoch_time_s, 4)})
-            common.say(SECTION, f"{model:>7} batch {batch:>4}: {steady:>10,.0f} samples/s")
+    for model, batch, sparse in [(m, b, sp) for sp in (False, True) for m in models for b in batch_sizes]:
+        cfg = train_config(model, batch, epochs + (2 if batch >= 1024 else 0), sparse_grad=sparse)
+        net = build_net(cfg, data, mx.cpu())
+        history = fit(net, data, cfg.train, mx.cpu(), eval_test=False).history
+        per_epoch = [h.samples_per_sec for h in history]
+        steady = common.median(per_epoch[1:]) if len(per_epoch) > 1 else per_epoch[0]
+        rows.append({"model": model, "batch_size": batch, "k": 64, "sparse_grad": sparse,
+                     "samples_per_sec": round(steady),
+                     "per_epoch": [round(s) for s in per_epoch],
+                     "epoch_time_s": round(history[-1].epoch_time_s, 4)})
+        common.say(SECTION, f"{model:>7} batch {batch:>4} {'sparse' if sparse else 'dense '}: "
+                            f"{steady:>10,.0f} samples/s")
     return rows
 
 
@@ -124,7 +126,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                "batch64_breakdown_us": breakdown}
     notes = ["samples/s: the median of the epochs after the first (the first builds the graph); "
              "training only (fit's own per-epoch figure, evaluation excluded); tutorial settings "
-             "(sgd, lr 0.05, momentum 0.9, wd 1e-4) at each batch size."]
+             "(sgd, lr 0.05, momentum 0.9, wd 1e-4) at each batch size; 'sparse grads' rows use "
+             "train.sparse_grad=true (row-sparse embedding gradients, lazy updates: the sweeps' default)."]
     common.write_result(args.out or common.RESULTS / f"{SECTION}.json", SECTION, args.quick, started,
                         figures, targets, notes)
     return 0
@@ -134,14 +137,16 @@ def render(result: dict) -> list[str]:
     fig = result["figures"]
     rows = fig["rows"]
     batches = sorted({r["batch_size"] for r in rows})
-    models = list(dict.fromkeys(r["model"] for r in rows))
+    variants = list(dict.fromkeys((r["model"], r.get("sparse_grad", False)) for r in rows))
     lines = [f"Training samples/s (k=64, {fig['train_ratings']:,} ratings of u1.base, {fig['epochs']} epochs "
              f"({fig['epochs'] + 2} at batch >= 1024), median of the epochs after the first):", "",
              "| model | " + " | ".join(f"batch {b}" for b in batches) + " |",
              "|---|" + "---:|" * len(batches)]
-    for m in models:
-        cells = {r["batch_size"]: r["samples_per_sec"] for r in rows if r["model"] == m}
-        lines.append(f"| {m} | " + " | ".join(f"{cells.get(b, 0):,}" for b in batches) + " |")
+    for m, sparse in variants:
+        cells = {r["batch_size"]: r["samples_per_sec"] for r in rows
+                 if r["model"] == m and r.get("sparse_grad", False) == sparse}
+        label = f"{m}, sparse grads" if sparse else m
+        lines.append(f"| {label} | " + " | ".join(f"{cells.get(b, 0):,}" for b in batches) + " |")
     bd = fig.get("batch64_breakdown_us")
     if bd:
         lines += ["", "Where one batch of 64 goes (plain k=64, microseconds per batch, cumulative, best of 3):", "",
