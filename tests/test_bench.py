@@ -19,12 +19,12 @@ def test_throughput_result_is_well_formed_json_and_renders(tiny_data, tmp_path):
     result = json.loads(path.read_text())
     assert result["section"] == "throughput" and result["quick"] is True
     assert {"cpu", "cores", "ram_gb", "mxnet", "numpy"} <= set(result["machine"])
-    assert [(r["model"], r["batch_size"]) for r in result["figures"]["rows"]] == [
-        ("plain", 64), ("plain", 256), ("biased", 64), ("biased", 256)]
+    assert [(r["model"], r["batch_size"], r["sparse_grad"]) for r in result["figures"]["rows"]] == [
+        (m, b, sparse) for sparse in (False, True) for m in ("plain", "biased") for b in (64, 256)]
     assert all(r["samples_per_sec"] > 0 and len(r["per_epoch"]) >= 2 for r in result["figures"]["rows"])
 
     md = report.write_markdown(path.parent, tmp_path / "BENCHMARKS.md").read_text()
-    assert "Quick figures" in md and "## throughput (quick)" in md and "| biased |" in md
+    assert "Quick figures" in md and "## throughput (quick)" in md and "| biased |" in md and "| biased, sparse grads |" in md
 
 
 def test_synthetic_ml25m_shape_is_seeded_and_long_tailed():
