@@ -7,6 +7,7 @@ SECTIONS = {
     "overhead": "bench.overhead",  # 3. per-trial fixed overhead in a sweep
     "scaling": "bench.scaling",  # 5. 1M / 10M / 25M ML-25M-shaped ratings
     "workers": "bench.workers",  # 6. trials/h for 1 and 2 workers
+    "serving": "bench.serving",  # issue 7: one user's scores, 20k predictions via pyfunc
     "sweep_efficiency": "bench.sweep_efficiency",  # 4. TPE + pruning vs random search
 }
 ORDER = tuple(SECTIONS)
