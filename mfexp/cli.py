@@ -24,6 +24,17 @@ def to_object(dcfg: DictConfig) -> Any:
     return OmegaConf.to_object(dcfg)
 
 
+def args_or_help(argv, doc: str):
+    """The command line's arguments, or None after printing `doc` for -h/--help."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in ("-h", "--help"):
+        print(doc)
+        return None
+    return args
+
+
 def quiet_libraries() -> None:
     """Keep MLflow's and Alembic's start-up chatter out of the console."""
     for name in ("alembic", "mlflow", "urllib3", "git"):

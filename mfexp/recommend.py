@@ -317,9 +317,8 @@ def format_lines(recs: list[Recommendation], value: str) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     from mfexp import cli
 
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in ("-h", "--help"):
-        print(__doc__)
+    args = cli.args_or_help(argv, __doc__)
+    if args is None:
         return 0
     cli.quiet_libraries()
     opts = parse_args(args)

@@ -108,9 +108,8 @@ def _as_plus(override: str, space: dict) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     from mfexp.sweep.orchestrate import run_sweep
 
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in ("-h", "--help"):
-        print(__doc__)
+    args = cli.args_or_help(argv, __doc__)
+    if args is None:
         return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("mfexp.train").setLevel(logging.WARNING)  # one line per trial, not per epoch
