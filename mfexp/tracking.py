@@ -170,14 +170,15 @@ class Tracker:
 
 
 def _requirements() -> list[str]:
+    """The logged model's pip requirements: the installed MXNet build (mxnet or mxnet-cu112, the
+    same module, never both), numpy, pandas and mlflow at their installed versions."""
     from importlib.metadata import PackageNotFoundError, version
 
-    reqs = []
-    for dist, fallback in (("mxnet", "mxnet==1.9.1"), ("mxnet-cu112", None), ("numpy", "numpy<1.24"),
-                           ("pandas", "pandas"), ("mlflow", "mlflow")):
+    def pinned(dist: str):
         try:
-            reqs.append(f"{dist}=={version(dist)}")
+            return f"{dist}=={version(dist)}"
         except PackageNotFoundError:
-            if fallback:
-                reqs.append(fallback)
-    return reqs
+            return None
+
+    mxnet = pinned("mxnet-cu112") or pinned("mxnet") or "mxnet==1.9.1"
+    return [mxnet, pinned("numpy") or "numpy<1.24", pinned("pandas") or "pandas", pinned("mlflow") or "mlflow"]

@@ -12,7 +12,6 @@ from optuna.trial import TrialState
 
 from mfexp.sweep.__main__ import build_plan, split_overrides
 from mfexp.sweep.orchestrate import run_sweep
-from mfexp.sweep.space import parse_space
 from mfexp.sweep.storage import open_storage, study_name
 
 

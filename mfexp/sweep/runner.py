@@ -20,7 +20,7 @@ import optuna
 from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
-from mfexp.config import SweepConfig, TrackingConfig, flatten
+from mfexp.config import SweepConfig, TrackingConfig
 from mfexp.errors import MfexpError
 from mfexp.sweep import storage as st
 from mfexp.sweep.objective import Objective, apply_params
@@ -257,5 +257,3 @@ def outcome_of(plan: SweepPlan, model: str, study: optuna.Study) -> ModelOutcome
         out.best_val_rmse, out.best_trial, out.best_params = best.value, best.number, dict(best.params)
     return out
 
-
-__all__ = ["SweepPlan", "prepare", "run_workers", "outcome_of", "best_config_path", "flatten"]
