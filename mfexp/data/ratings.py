@@ -10,6 +10,8 @@ from typing import Optional
 
 import numpy as np
 
+from mfexp.data.features import SideFeatures
+
 _DTYPES = {"users": np.int32, "items": np.int32, "ratings": np.float32, "timestamps": np.int64}
 
 
@@ -67,6 +69,8 @@ class Dataset:
     rating_min: float
     rating_max: float
     item_titles: Optional[dict[int, str]]  # original item id -> title (ML-100K), else None
+    user_side: Optional[SideFeatures] = None  # rows by user index (mfexp.data.features)
+    item_side: Optional[SideFeatures] = None  # rows by item index
 
     @property
     def global_mean(self) -> float:
