@@ -1,10 +1,11 @@
 """User-facing errors: one clear paragraph, a non-zero exit, no traceback."""
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
-from typing import Callable, TypeVar
+from typing import Callable, Optional, TypeVar
 
 F = TypeVar("F", bound=Callable)
 
@@ -29,8 +30,30 @@ class TrainingDiverged(MfexpError):
     exit_code = 1
 
 
+class DiskFull(MfexpError):
+    """A write failed for lack of space (ENOSPC, or EDQUOT: over quota); the message names the path.
+    What was written before is intact: free space and run the same command again."""
+
+    exit_code = 1
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(err: OSError, path: Optional[object] = None) -> Optional[DiskFull]:
+    """A DiskFull naming `path` (else the error's own file name) when `err` is ENOSPC/EDQUOT, else None."""
+    if err.errno not in NO_SPACE:
+        return None
+    where = path or err.filename or "a file (the system did not say which)"
+    kind = "disk full (ENOSPC)" if err.errno == errno.ENOSPC else "disk quota exceeded (EDQUOT)"
+    return DiskFull(f"{kind} while writing {where}. Nothing already written was lost. Free space on that "
+                    "file system, then run the same command again: it resumes (a trial cut short is "
+                    "marked FAIL and made up).")
+
+
 def friendly_errors(main: F) -> F:
-    """Turn MfexpError into `mfexp: error: ...` on stderr and its exit code.
+    """Turn MfexpError (and a full disk, wherever it is met) into `mfexp: error: ...` on stderr
+    and its exit code.
 
     HYDRA_FULL_ERROR=1 (or MFEXP_TRACEBACK=1) re-raises, for debugging.
     """
@@ -39,8 +62,9 @@ def friendly_errors(main: F) -> F:
     def wrapper(*args, **kwargs):
         try:
             return main(*args, **kwargs)
-        except MfexpError as err:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1" or os.environ.get("MFEXP_TRACEBACK") == "1":
+        except (MfexpError, OSError) as caught:
+            err = caught if isinstance(caught, MfexpError) else disk_full(caught)
+            if err is None or os.environ.get("HYDRA_FULL_ERROR") == "1" or os.environ.get("MFEXP_TRACEBACK") == "1":
                 raise
             print(f"mfexp: error: {err}", file=sys.stderr)
             sys.exit(err.exit_code)

@@ -58,9 +58,10 @@ def open_storage(sweep: SweepConfig) -> optuna.storages.BaseStorage:
         except OSError as err:
             raise ConfigError(f"cannot write the sweep's storage in {folder}/ ({err.strerror}). Make the "
                               "folder writable, or set sweep.root=<folder> or sweep.storage=<URL>.") from err
-        from optuna.storages.journal import JournalFileBackend
+        from mfexp.sweep import journal
 
-        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        journal.repair(path)  # a torn last record (a worker killed mid-write) would stop every start
+        return optuna.storages.JournalStorage(journal.SafeJournalFileBackend(str(path)))
     if "://" not in sweep.storage:
         raise ConfigError(f"sweep.storage must be an Optuna RDB URL such as sqlite:///sweep.db or "
                           f"postgresql://user@host/db, got {redact(sweep.storage)!r}.")
