@@ -51,6 +51,22 @@ def disk_full(err: OSError, path: Optional[object] = None) -> Optional[DiskFull]
                     "marked FAIL and made up).")
 
 
+def full_disk_behind(err: BaseException) -> Optional[MfexpError]:
+    """The full disk behind an error, if one is in its chain: a failed write often breaks what runs
+    next (Optuna 5 turns a storage write that fails while it ends a trial into "AssertionError:
+    Should not reach."), and the disk, not that, is what the user must fix."""
+    seen: set[int] = set()
+    cause: Optional[BaseException] = err
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, DiskFull):
+            return cause
+        if isinstance(cause, OSError) and disk_full(cause) is not None:
+            return disk_full(cause)
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 def friendly_errors(main: F) -> F:
     """Turn MfexpError (and a full disk, wherever it is met) into `mfexp: error: ...` on stderr
     and its exit code.
@@ -62,8 +78,8 @@ def friendly_errors(main: F) -> F:
     def wrapper(*args, **kwargs):
         try:
             return main(*args, **kwargs)
-        except (MfexpError, OSError) as caught:
-            err = caught if isinstance(caught, MfexpError) else disk_full(caught)
+        except Exception as caught:  # noqa: BLE001 - anything else is re-raised as it was
+            err = caught if isinstance(caught, MfexpError) else full_disk_behind(caught)
             if err is None or os.environ.get("HYDRA_FULL_ERROR") == "1" or os.environ.get("MFEXP_TRACEBACK") == "1":
                 raise
             print(f"mfexp: error: {err}", file=sys.stderr)

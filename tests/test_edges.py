@@ -6,11 +6,13 @@ Each case runs against the real component, started by the test: a tmpfs mounted 
 PostgreSQL (tests/pg.py). A case whose component cannot be had here skips and says why."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -23,6 +25,7 @@ from mfexp.sweep import journal
 from mfexp.sweep.storage import open_storage, sweep_dir
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
+REPO = Path(__file__).resolve().parent.parent  # the tree under test, also in the processes it starts
 
 
 # --- 1. a torn journal ---------------------------------------------------------------------------
@@ -116,3 +119,161 @@ def test_a_disk_full_error_reaches_the_user_as_one_line_naming_the_path(tmp_path
     assert out.returncode == 1
     assert out.stderr.startswith("mfexp: error: disk full (ENOSPC) while writing /mnt/x/report.md")
     assert "Traceback" not in out.stderr
+
+
+def test_a_tracker_records_again_once_the_store_answers_and_says_exactly_what_it_missed(
+        cfg, tiny_data, mlflow_uri, monkeypatch):
+    import mlflow
+
+    from mfexp.run import train_and_track
+    from mfexp.tracking import Tracker
+
+    monkeypatch.setenv("MFEXP_TRACKING_RETRY_S", "0")  # try again at the next call
+    real = mlflow.log_metrics
+
+    def down_at_epochs_2_and_3(metrics, step=None, **kw):
+        if step in (2, 3):
+            raise mlflow.exceptions.MlflowException("Connection refused")
+        return real(metrics, step=step, **kw)
+
+    monkeypatch.setattr(mlflow, "log_metrics", down_at_epochs_2_and_3)
+    cfg.train.epochs, cfg.train.patience = 5, None
+    tracker = Tracker(cfg.tracking)
+    with tracker.run(run_name="gap", params={}, tags={}):
+        train_and_track(cfg, tiny_data, tracker, eval_test=False, final_test=False)
+    assert tracker.gap_summary() == "log_metrics at epochs 2-3"
+    history = mlflow.tracking.MlflowClient().get_metric_history(tracker.run_id, "val_rmse")
+    assert sorted(m.step for m in history) == [1, 4, 5]  # recorded again after the gap
+    assert mlflow.get_run(tracker.run_id).info.status == "FINISHED"
+
+
+# --- 2. a full disk --------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def small_tmpfs(where: Path, size: str):
+    """A tmpfs of `size` mounted at `where` (root only), always unmounted after."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs the tests as root)")
+    where.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"mount -t tmpfs failed here: {mounted.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def fill(folder: Path) -> Path:
+    """Write zeros to folder/filler until the file system has no free page left."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        block = bytes(1 << 16)
+        while True:
+            os.write(fd, block)
+    except OSError as err:
+        assert err.errno == errno.ENOSPC, err
+    finally:
+        os.close(fd)
+    return filler
+
+
+def _sweep_args(ratings, root, name, *extra):
+    return ["data=file", f"data.path={ratings}", "sweep=smoke", f"sweep.name={name}", f"sweep.root={root}",
+            "sweep.models=[biased]", "sweep.pruner=none", "train.patience=null", "train.epochs=40",
+            "train.batch_size=choice(64)", *extra]
+
+
+def _sweep_env(tracking_uri, **extra):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "MXNET_CPU_WORKER_NTHREADS": "1",
+           "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **extra,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    for key in ("NO_PROXY", "no_proxy"):  # every server here is local, whatever proxy CI sets
+        env[key] = ",".join(filter(None, [os.environ.get(key), "127.0.0.1,localhost"]))
+    return env
+
+
+def _read_study(root, name):
+    """The study as Optuna itself reads the journal, without mfexp's repair."""
+    from optuna.storages.journal import JournalFileBackend
+
+    path = Path(root) / name / "optuna.journal"
+    if not path.exists():
+        return None
+    try:
+        return optuna.load_study(study_name=f"{name}-biased",
+                                 storage=optuna.storages.JournalStorage(JournalFileBackend(str(path))))
+    except KeyError:
+        return None
+
+
+def _wait_for(predicate, timeout, what, proc=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"the sweep ended before {what}:\n{proc.stdout.read()}\n{proc.stderr.read()}")
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+def _complete(root, name, n=1):
+    study = _read_study(root, name)
+    return study is not None and sum(t.state in COUNTED for t in study.get_trials(deepcopy=False)) >= n
+
+
+def _trial_runs(tracking_uri, name):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(f"mfexp-sweep-{name}")
+    runs = client.search_runs([exp.experiment_id], max_results=1000) if exp else []
+    return client, [r for r in runs if "optuna.trial_number" in r.data.tags and "mfexp.best" not in r.data.tags]
+
+
+@pytest.mark.slow
+def test_a_sweep_folder_that_fills_stops_cleanly_and_the_same_command_resumes(tmp_path, ratings_file):
+    n_trials = 5
+    with small_tmpfs(tmp_path / "mnt", "4m") as mnt:
+        root = mnt / "sweeps"
+        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        cmd = [sys.executable, "-m", "mfexp.sweep", *_sweep_args(ratings_file, root, "full", f"sweep.n_trials={n_trials}")]
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=_sweep_env(uri), text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            _wait_for(lambda: _complete(root, "full"), 300, "a complete trial", proc)
+            filler = fill(mnt)
+            out, err = proc.communicate(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        journal_path = root / "full" / "optuna.journal"
+        assert proc.returncode == 1, f"{out}\n{err}"
+        assert "mfexp: error: disk full (ENOSPC) while writing " + str(journal_path) in err, err
+        assert "Traceback" not in err and "Should not reach" not in err
+
+        # Both stores still open, nothing half-written in the journal.
+        assert journal.find_damage(journal_path) is None
+        study = _read_study(root, "full")
+        before = study.get_trials(deepcopy=False)
+        assert sum(t.state in COUNTED for t in before) < n_trials
+        client, runs = _trial_runs(uri, "full")
+        assert len(runs) >= 1
+
+        filler.unlink()  # space freed: the same command resumes and finishes the budget
+        resumed = subprocess.run(cmd, cwd=tmp_path, env=_sweep_env(uri), capture_output=True, text=True,
+                                 timeout=600)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        trials = _read_study(root, "full").get_trials(deepcopy=False)
+        assert [t.number for t in trials] == list(range(len(trials)))
+        assert [t.params for t in trials[:len(before)]] == [t.params for t in before]  # nothing lost
+        assert sum(t.state in COUNTED for t in trials) == n_trials  # none counted twice
+        cut = [t for t in trials if t.state == TrialState.FAIL]
+        assert len(cut) <= 1 and not [t for t in trials if t.state == TrialState.RUNNING]
+        _, runs = _trial_runs(uri, "full")
+        assert sorted(int(r.data.tags["optuna.trial_number"]) for r in runs) == [t.number for t in trials]
+        assert (root / "full" / "report.md").exists() and not list((root / "full").glob("*.torn-*"))

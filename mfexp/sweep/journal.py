@@ -44,7 +44,10 @@ class SafeJournalFileBackend(JournalFileBackend):
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
         data = ("\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n").encode("utf-8")
-        self._append_lock.acquire()
+        try:
+            self._append_lock.acquire()  # a symlink: on a full disk its creation can fail too
+        except OSError as err:
+            raise disk_full(err, f"{self._path}.lock") or err
         try:
             fd = os.open(self._path, os.O_WRONLY | os.O_APPEND)
             try:

@@ -83,7 +83,7 @@ class Objective:
             trial.set_user_attr("duration_s", round(time.perf_counter() - started, 3))
             tracker.set_tags({"optuna.trial_state": "COMPLETE"})
         if tracker.gaps:
-            trial.set_user_attr("mlflow_gap", ", ".join(dict.fromkeys(tracker.gaps)))
+            trial.set_user_attr("mlflow_gap", tracker.gap_summary())
         return result.best_val_rmse
 
     @staticmethod
