@@ -43,6 +43,9 @@ def git_commit() -> str:
 
 
 def configure(cfg: TrackingConfig) -> None:
+    # MLflow's database store logs each error with its traceback before raising it; the Tracker
+    # (or check_reachable) says it in one line instead.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     if cfg.uri:
         mlflow.set_tracking_uri(cfg.uri)
 
@@ -98,8 +101,7 @@ class Tracker:
         except Exception as err:  # the store, not the training, failed
             if self._down_since is None:
                 log.warning("MLflow tracking failed at %s (%s: %s); training goes on, the run's record "
-                            "has a gap until the store answers again", what, type(err).__name__,
-                            redact(str(err)).splitlines()[0][:200] if str(err) else "")
+                            "has a gap until the store answers again", what, type(err).__name__, _reason(err))
             self._down_since = time.monotonic()
             self._miss(what, step)
             return None
@@ -140,10 +142,12 @@ class Tracker:
         configure(self.cfg)
         active = self._safe("start_run", self._start, run_name, tags, experiment or self.cfg.experiment, nested)
         self.run_id = active.info.run_id if active is not None else None
-        if self.run_id is None:
+        if self.run_id is None:  # no run to record anything in: one entry says it all
+            self._missed, self.gaps = [], []
             self._miss("the whole run", None)
         try:
-            self._safe("log_params", mlflow.log_params, params_of(params))
+            if self.run_id is not None:
+                self._safe("log_params", mlflow.log_params, params_of(params))
             yield self
         except (KeyboardInterrupt, *killed_on):
             self._end("KILLED")
@@ -205,6 +209,13 @@ class Tracker:
                 signature=signature, input_example=example,
                 code_paths=[str(Path(__file__).resolve().parent)],
                 pip_requirements=_requirements())
+
+
+def _reason(err: Exception) -> str:
+    """The telling line of a store error (SQLAlchemy puts its autoflush note before the cause)."""
+    lines = [line for line in redact(str(err)).splitlines() if line.strip()]
+    telling = [line for line in lines if not line.startswith("(raised as a result of")]
+    return (telling or lines or [""])[0][:300]
 
 
 def retry_seconds() -> float:

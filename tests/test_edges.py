@@ -277,3 +277,65 @@ def test_a_sweep_folder_that_fills_stops_cleanly_and_the_same_command_resumes(tm
         _, runs = _trial_runs(uri, "full")
         assert sorted(int(r.data.tags["optuna.trial_number"]) for r in runs) == [t.number for t in trials]
         assert (root / "full" / "report.md").exists() and not list((root / "full").glob("*.torn-*"))
+
+
+def _check_gaps_are_exact(trials, client, runs):
+    """Every trial's MLflow record plus what its mlflow_gap names is exactly what it ran."""
+    from mfexp.tracking import _ranges
+
+    by_number = {int(r.data.tags["optuna.trial_number"]): r for r in runs}
+    for t in trials:
+        gap = t.user_attrs.get("mlflow_gap", "")
+        if t.number not in by_number:
+            assert gap.startswith("the whole run"), (t.number, gap)
+            continue
+        epochs = list(range(1, t.user_attrs["epochs_run"] + 1))
+        logged = sorted(m.step for m in client.get_metric_history(by_number[t.number].info.run_id, "val_rmse"))
+        missed = [e for e in epochs if e not in logged]
+        if missed:
+            assert f"log_metrics at epochs {_ranges(missed)}" in gap, (t.number, gap, logged)
+        else:
+            assert "log_metrics at epochs" not in gap, (t.number, gap, logged)
+
+
+@pytest.mark.slow
+def test_an_mlflow_store_that_fills_leaves_gaps_on_record_and_training_goes_on(tmp_path, ratings_file):
+    """The decision: a full tracking store never stops a sweep (Optuna's storage is the source of
+    truth); each trial says in mlflow_gap what MLflow missed, and once space is freed the next
+    runs are recorded again."""
+    import sqlite3
+
+    n_trials = 4
+    with small_tmpfs(tmp_path / "mnt", "8m") as mnt:
+        uri = f"sqlite:///{mnt / 'mlflow.db'}"
+        root = tmp_path / "sweeps"
+        args = _sweep_args(ratings_file, root, "trackfull")
+        env = _sweep_env(uri, MFEXP_TRACKING_RETRY_S="0")
+        proc = subprocess.Popen([sys.executable, "-m", "mfexp.sweep", *args, f"sweep.n_trials={n_trials}"],
+                                cwd=tmp_path, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            _wait_for(lambda: _complete(root, "trackfull"), 300, "a complete trial", proc)
+            filler = fill(mnt)
+            out, err = proc.communicate(timeout=400)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 0, f"{out}\n{err}"
+        assert "MLflow tracking failed" in err and "Traceback" not in err
+        trials = _read_study(root, "trackfull").get_trials(deepcopy=False)
+        assert sum(t.state in COUNTED for t in trials) == n_trials and len(trials) == n_trials
+        assert any("mlflow_gap" in t.user_attrs for t in trials)
+        client, runs = _trial_runs(uri, "trackfull")  # the store still opens, and reads
+        _check_gaps_are_exact(trials, client, runs)
+        with sqlite3.connect(mnt / "mlflow.db") as db:
+            assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+        filler.unlink()  # space freed: the next trial is recorded whole
+        more = subprocess.run([sys.executable, "-m", "mfexp.sweep", *args, f"sweep.n_trials={n_trials + 1}"],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+        assert more.returncode == 0, more.stderr[-3000:]
+        last = _read_study(root, "trackfull").get_trials(deepcopy=False)[-1]
+        assert "mlflow_gap" not in last.user_attrs
+        client, runs = _trial_runs(uri, "trackfull")
+        run = {int(r.data.tags["optuna.trial_number"]): r for r in runs}[last.number]
+        assert len(client.get_metric_history(run.info.run_id, "val_rmse")) == last.user_attrs["epochs_run"]
