@@ -38,7 +38,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip uninstall --quiet --yes $(OTHER_MXNET) >/dev/null 2>&1 || true
-	$(PY) -m pip install --quiet "$(MXNET)" -e ".[dev,postgres]"
+	$(PY) -m pip install --quiet "$(MXNET)" -e ".[dev,postgres,redis]"
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -53,7 +53,7 @@ data: $(STAMP) ## fetch ML-100K into the cache and print its summary
 	$(PY) -m mfexp.data info
 
 test: $(STAMP) ## the whole test suite (slow tests included), as CI runs it
-	@bash tests/ensure_postgres.sh
+	@bash tests/ensure_servers.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## the fast tests only

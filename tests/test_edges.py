@@ -226,6 +226,14 @@ def _complete(root, name, n=1):
     return study is not None and sum(t.state in COUNTED for t in study.get_trials(deepcopy=False)) >= n
 
 
+def _create_mlflow_store(uri):
+    """Create a SQLite MLflow store once, before two processes open it (MLflow's own table
+    creation races; across machines the workers share a tracking server instead)."""
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(uri).search_experiments(max_results=1)
+
+
 def _trial_runs(tracking_uri, name):
     from mlflow.tracking import MlflowClient
 
@@ -339,3 +347,79 @@ def test_an_mlflow_store_that_fills_leaves_gaps_on_record_and_training_goes_on(t
         client, runs = _trial_runs(uri, "trackfull")
         run = {int(r.data.tags["optuna.trial_number"]): r for r in runs}[last.number]
         assert len(client.get_metric_history(run.info.run_id, "val_rmse")) == last.user_attrs["epochs_run"]
+
+
+# --- 3. Redis ----------------------------------------------------------------------------------------
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    """A real redis-server on 127.0.0.1:<free port>, no persistence, stopped after the test."""
+    import shutil
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed: run tests/ensure_servers.sh (apt-get install redis-server)")
+    redis = pytest.importorskip("redis", reason="the redis client is not installed: make install (redis extra)")
+    port = free_port()
+    log = open(tmp_path / "redis.log", "w")
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--dir", str(tmp_path)], stdout=log, stderr=subprocess.STDOUT)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        def up():
+            if proc.poll() is not None:
+                pytest.fail(f"redis-server exited ({proc.returncode}): {(tmp_path / 'redis.log').read_text()[-2000:]}")
+            try:
+                return redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+            except redis.RedisError:
+                return False
+
+        _wait_for(up, 30, "redis-server to answer PING")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_an_unreachable_redis_storage_is_refused_naming_the_url(tmp_path):
+    pytest.importorskip("redis", reason="the redis client is not installed: make install (redis extra)")
+    from mfexp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"cannot open sweep.storage=redis://u:\*\*\*@127.0.0.1:9/0"):
+        open_storage(SweepConfig(name="r", storage="redis://u:secret@127.0.0.1:9/0"))
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_study_on_redis(redis_url, tmp_path, ratings_file):
+    n_trials = 6
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = _sweep_args(ratings_file, tmp_path / "sweeps", "redis", f"sweep.n_trials={n_trials}", "train.epochs=5",
+                       f"sweep.storage={redis_url}")
+    _create_mlflow_store(uri)
+    procs = [subprocess.Popen([sys.executable, "-m", "mfexp.sweep", *args], cwd=tmp_path, env=_sweep_env(uri),
+                              text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, f"{out}\n{err[-3000:]}"
+
+    study = optuna.load_study(study_name="redis-biased", storage=open_storage(SweepConfig(name="redis", storage=redis_url)))
+    trials = study.get_trials(deepcopy=False)
+    assert [t.number for t in trials] == list(range(len(trials)))  # unique, none lost
+    assert all(t.state in COUNTED for t in trials), [(t.number, t.state) for t in trials]
+    assert len(trials) in (n_trials, n_trials + 1)  # +1: both took the last slot at once (docs/scaling.md)
+    assert {t.user_attrs["worker"].rsplit(":", 1)[1] for t in trials} == {str(p.pid) for p in procs}
+    assert sum("mfexp.reference" in t.user_attrs for t in trials) == 1  # enqueued once, under the Redis lock
+    _, runs = _trial_runs(uri, "redis")
+    assert sorted(int(r.data.tags["optuna.trial_number"]) for r in runs) == [t.number for t in trials]
