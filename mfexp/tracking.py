@@ -188,6 +188,10 @@ class Tracker:
         if self.run_id is not None:
             self._safe("log_text", mlflow.log_text, yaml.safe_dump(data, sort_keys=False), name)
 
+    def log_artifact(self, path, artifact_path: Optional[str] = None) -> None:
+        if self.run_id is not None:
+            self._safe("log_artifact", mlflow.log_artifact, str(path), artifact_path=artifact_path)
+
     def log_model(self, save_to_folder, example) -> None:
         """Log a model as MLflow pyfunc at artifact path `model`; `save_to_folder(path)` writes it."""
         if self.run_id is not None and self.cfg.log_model:

@@ -304,6 +304,8 @@ def _check_gaps_are_exact(trials, client, runs):
             assert f"log_metrics at epochs {_ranges(missed)}" in gap, (t.number, gap, logged)
         else:
             assert "log_metrics at epochs" not in gap, (t.number, gap, logged)
+        status = client.get_run(by_number[t.number].info.run_id).info.status
+        assert (status == "RUNNING") == ("end_run" in gap), (t.number, gap, status)  # its end missed, or not
 
 
 @pytest.mark.slow
@@ -423,3 +425,183 @@ def test_two_workers_share_one_study_on_redis(redis_url, tmp_path, ratings_file)
     assert sum("mfexp.reference" in t.user_attrs for t in trials) == 1  # enqueued once, under the Redis lock
     _, runs = _trial_runs(uri, "redis")
     assert sorted(int(r.data.tags["optuna.trial_number"]) for r in runs) == [t.number for t in trials]
+
+
+# --- 4. a tracking server that restarts ---------------------------------------------------------------
+
+class MlflowServer:
+    """`mlflow server` on 127.0.0.1:<port> over a SQLite store in `folder`; stop() and start() again
+    on the same port and store, as an operator restarting it would."""
+
+    def __init__(self, folder: Path, extra: tuple[str, ...] = (), env: dict | None = None):
+        self.folder, self.extra, self.env = folder, extra, env
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc = None
+        self.log = None
+
+    def start(self, timeout: float = 180) -> "MlflowServer":
+        import urllib.request
+
+        self.log = open(self.folder / "server.log", "a")
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("mlflow")), "server", *self.extra,
+             "--backend-store-uri", f"sqlite:///{self.folder / 'mlflow.db'}",
+             "--artifacts-destination", str(self.folder / "artifacts"),
+             "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
+            stdout=self.log, stderr=subprocess.STDOUT, cwd=self.folder, start_new_session=True,
+            env=self.env or os.environ.copy())
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+        def healthy():
+            if self.proc.poll() is not None:
+                pytest.fail(f"mlflow server exited:\n{(self.folder / 'server.log').read_text()[-3000:]}")
+            try:
+                with opener.open(f"{self.uri}/health", timeout=2) as resp:
+                    return resp.status == 200
+            except OSError:
+                return False
+
+        _wait_for(healthy, timeout, "mlflow server /health")
+        return self
+
+    def stop(self) -> None:
+        import signal
+
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # gone at once, as a crashed server
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=30)
+        self.proc = None
+        self.log.close()
+
+
+class Forwarder:
+    """127.0.0.1:<port> forwarded to a backend port. down() closes it (clients get "connection
+    refused") and drops the open connections; up(backend) serves again, maybe for another backend.
+    A cold start of `mlflow server` takes 1-2 minutes on a busy 2-core machine, so the test brings
+    the server back as a second server over the same store, started ahead, behind the same address."""
+
+    def __init__(self, backend: int):
+        self.backend, self.port = backend, free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self._listener = None
+        self._open: list = []
+
+    def up(self, backend: int | None = None) -> "Forwarder":
+        import socket
+        import threading
+
+        self.backend = backend or self.backend
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._serve, args=(listener, self.backend), daemon=True).start()
+        return self
+
+    def down(self) -> None:
+        import socket
+
+        for sock in [self._listener, *self._open]:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        self._open = []
+
+    def _serve(self, listener, backend: int) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # down()
+            try:
+                server = socket.create_connection(("127.0.0.1", backend), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            server.settimeout(None)
+            self._open += [client, server]
+            for src, dst in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst) -> None:
+        try:
+            while data := src.recv(1 << 16):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.shutdown(2)
+                except OSError:
+                    pass
+
+
+def _intermediate(root, name, number):
+    study = _read_study(root, name)
+    trials = study.get_trials(deepcopy=False) if study else []
+    return len(trials[number].intermediate_values) if len(trials) > number else 0
+
+
+@pytest.mark.slow
+def test_a_tracking_server_that_goes_away_and_comes_back_is_recorded_again_with_exact_gaps(tmp_path, ratings_file):
+    import threading
+
+    folder = tmp_path / "server"
+    folder.mkdir()
+    _create_mlflow_store(f"sqlite:///{folder / 'mlflow.db'}")  # once, before two servers open it
+    first, second = MlflowServer(folder), MlflowServer(folder)
+    starting = threading.Thread(target=second.start)  # the comeback, warmed up meanwhile
+    starting.start()
+    first.start()
+    starting.join()
+    try:
+        _sweep_through_an_outage(first, second, tmp_path, ratings_file)
+    finally:
+        first.stop()
+        second.stop()
+
+
+def _sweep_through_an_outage(first, second, tmp_path, ratings_file):
+    proxy = Forwarder(first.port).up()
+    root, n_trials = tmp_path / "sweeps", 3
+    env = _sweep_env(proxy.uri, MFEXP_TRACKING_RETRY_S="0.5", MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
+                     MLFLOW_HTTP_REQUEST_TIMEOUT="5")
+    cmd = [sys.executable, "-m", "mfexp.sweep",
+           *_sweep_args(ratings_file, root, "restart", f"sweep.n_trials={n_trials}", "train.epochs=40")]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_for(lambda: _intermediate(root, "restart", 0) >= 3, 300, "trial 0 to train 3 epochs", proc)
+        first.stop()  # the server goes away (SIGKILL) and its address refuses connections
+        proxy.down()
+        seen = _intermediate(root, "restart", 0)
+        _wait_for(lambda: _intermediate(root, "restart", 0) >= seen + 3, 120, "3 epochs with the server down", proc)
+        proxy.up(second.port)  # and comes back, same address, same store
+        out, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proxy.down()
+    assert proc.returncode == 0, f"{out}\n{err[-3000:]}"
+    assert "MLflow tracking failed" in err and "MLflow tracking is back" in err
+    trials = _read_study(root, "restart").get_trials(deepcopy=False)
+    assert sum(t.state in COUNTED for t in trials) == n_trials
+    client, runs = _trial_runs(second.uri, "restart")
+    _check_gaps_are_exact(trials, client, runs)
+    gap = trials[0].user_attrs.get("mlflow_gap", "")
+    assert "log_metrics at epochs" in gap  # the outage began in trial 0, mid-training
+    history = sorted(m.step for m in client.get_metric_history(trials[0].user_attrs["mlflow_run_id"], "val_rmse"))
+    assert history[-1] == trials[0].user_attrs["epochs_run"]  # its later epochs recorded again
+    assert "mlflow_gap" not in trials[-1].user_attrs  # a trial after the comeback: recorded whole

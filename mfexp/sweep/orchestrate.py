@@ -6,7 +6,6 @@ import logging
 import time
 from dataclasses import replace
 
-import mlflow
 import optuna
 
 from mfexp.config import flatten
@@ -45,7 +44,7 @@ def run_sweep(plan: SweepPlan) -> list[ModelOutcome]:
         paths = _report(plan, outcomes, studies, wall)
         if tracker.run_id:
             for path in paths:
-                mlflow.log_artifact(str(path), artifact_path="report")
+                tracker.log_artifact(path, artifact_path="report")
             best = [o for o in outcomes if o.best_val_rmse is not None]
             if best:
                 top = min(best, key=lambda o: o.best_val_rmse)
