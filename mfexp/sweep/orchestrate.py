@@ -10,6 +10,7 @@ import optuna
 
 from mfexp.config import flatten
 from mfexp.registry import register_sweep_best
+from mfexp.sweep import once
 from mfexp.sweep import storage as st
 from mfexp.sweep.best import evaluate_best
 from mfexp.sweep.runner import SweepPlan, best_config_path, outcome_of, prepare, run_workers
@@ -37,9 +38,11 @@ def run_sweep(plan: SweepPlan) -> list[ModelOutcome]:
             tracker.log_yaml({m: {"distributions": {k: repr(d) for k, d in s.distributions.items()},
                                   "fixed": s.fixed} for m, s in plan.spaces.items()}, "search_space.yaml")
         run_workers(plan, tracker.run_id)
-        outcomes = _evaluate(plan, studies, tracker.run_id)
-        if tracker.run_id:  # each model's best in the MLflow model registry, the val winner aliased champion
-            register_sweep_best(plan.sweep.name, outcomes)
+        # one test evaluation and registry version per best trial, across all worker commands (once.py)
+        with st.exclusive(plan.sweep, next(iter(studies.values()))._storage):
+            outcomes = _evaluate(plan, studies, tracker.run_id)
+            if tracker.run_id:  # each model's best in the MLflow model registry, the val winner aliased champion
+                register_sweep_best(plan.sweep.name, outcomes)
         wall = time.time() - started
         paths = _report(plan, outcomes, studies, wall)
         if tracker.run_id:
@@ -63,10 +66,11 @@ def _evaluate(plan: SweepPlan, studies: dict[str, optuna.Study], parent_run_id) 
     outcomes = []
     for model, study in studies.items():
         out = outcome_of(plan, model, study)
-        if out.n_complete:
+        if out.n_complete and not once.settled(plan, model, study, out, best_config_path(plan, model)):
             print(f"[{model:>7}] best trial {out.best_trial} (val_rmse {out.best_val_rmse:.4f}): replayed to its "
                   "best epoch, then one evaluation on the test part", flush=True)
             evaluate_best(plan, model, study, data, parent_run_id, out, best_config_path(plan, model))
+            once.record(study, out)
         outcomes.append(out)
     return outcomes
 
