@@ -21,6 +21,8 @@ PORT_SERVER ?= 5002
 MLFLOW_BACKEND ?= sqlite:///mlflow-server.db
 ARTIFACTS ?= ./mlartifacts
 SERVER_ARGS ?=
+AUTH ?= 0
+AUTH_DB ?= sqlite:///basic_auth.db
 SWEEP ?= default
 PYTEST_ARGS ?=
 
@@ -29,7 +31,7 @@ PYTEST_ARGS ?=
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  options: GPU=1 (mxnet-cu112), HOST=, PORT= (make ui), SWEEP=, PORT_SERVE= (make serve), MLFLOW_BACKEND=, ARTIFACTS=, PORT_SERVER= (make server)"
+	@echo "  options: GPU=1 (mxnet-cu112), HOST=, PORT= (make ui), SWEEP=, PORT_SERVE= (make serve), MLFLOW_BACKEND=, ARTIFACTS=, PORT_SERVER=, AUTH=1 (make server)"
 
 install: $(STAMP) ## create .venv and install mfexp (editable) with mxnet 1.9.1 (GPU=1: mxnet-cu112)
 
@@ -38,7 +40,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip uninstall --quiet --yes $(OTHER_MXNET) >/dev/null 2>&1 || true
-	$(PY) -m pip install --quiet "$(MXNET)" -e ".[dev,postgres,redis]"
+	$(PY) -m pip install --quiet "$(MXNET)" -e ".[dev,postgres,redis,auth]"
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -69,9 +71,35 @@ serve: $(STAMP) ## serve a sweep's champion: POST http://127.0.0.1:5001/invocati
 	  $(VENV)/bin/mlflow models serve -m "models:/mfexp-$(SWEEP)-champion@champion" --env-manager local \
 	  --host $(HOST) --port $(PORT_SERVE)
 
-server: $(STAMP) ## MLflow tracking server for workers on several machines, on http://127.0.0.1:5002 (MLFLOW_BACKEND=postgresql://..., ARTIFACTS=, HOST=, PORT_SERVER=)
-	@echo "MLflow tracking server: workers set MLFLOW_TRACKING_URI=http://$(if $(filter 0.0.0.0,$(HOST)),<this machine>,$(HOST)):$(PORT_SERVER)  (backend: $(MLFLOW_BACKEND), artifacts: $(ARTIFACTS))"
-	$(VENV)/bin/mlflow server --backend-store-uri "$(MLFLOW_BACKEND)" --artifacts-destination "$(ARTIFACTS)" \
+server: $(STAMP) ## MLflow tracking server for workers on several machines, on http://127.0.0.1:5002 (MLFLOW_BACKEND=postgresql://..., ARTIFACTS=, HOST=, PORT_SERVER=, AUTH=1)
+	+@case "$(HOST)" in 127.*|localhost|::1) ;; *) [ "$(AUTH)" = 1 ] || echo "make server: warning: HOST=$(HOST)" \
+	  "without AUTH=1 lets anyone who can reach this machine read and change every run and model. Use AUTH=1" \
+	  "(MLflow's basic-auth app, docs/scaling.md), or a firewall." >&2 ;; esac
+	@echo "MLflow tracking server: workers set MLFLOW_TRACKING_URI=http://$(if $(filter 0.0.0.0,$(HOST)),<this machine>,$(HOST)):$(PORT_SERVER)$(if $(filter 1,$(AUTH)), and MLFLOW_TRACKING_USERNAME/PASSWORD,)  (backend: $(MLFLOW_BACKEND), artifacts: $(ARTIFACTS))"
+	@# AUTH=1: the admin's credentials come from the environment only (never this command line nor
+	@# the repo): MLFLOW_AUTH_ADMIN_USERNAME/PASSWORD, else MLFLOW_TRACKING_USERNAME/PASSWORD, or an
+	@# ini of your own in MLFLOW_AUTH_CONFIG_PATH. MLflow creates the admin on the first start (users
+	@# in AUTH_DB) and ignores them afterwards. Without an ini of yours, one without secrets is
+	@# written into the venv: it caches a checked password for a minute, since MLflow hashes it
+	@# (PBKDF2, ~0.5 s of CPU) on every request otherwise.
+	@app=; if [ "$(AUTH)" = 1 ]; then \
+	  user="$${MLFLOW_AUTH_ADMIN_USERNAME:-$${MLFLOW_TRACKING_USERNAME:-}}"; \
+	  pass="$${MLFLOW_AUTH_ADMIN_PASSWORD:-$${MLFLOW_TRACKING_PASSWORD:-}}"; \
+	  if [ -z "$$pass" ] && [ -z "$${MLFLOW_AUTH_CONFIG_PATH:-}" ]; then \
+	    echo "make server AUTH=1: set the admin's credentials in the environment, e.g. export" \
+	      "MLFLOW_TRACKING_USERNAME=admin MLFLOW_TRACKING_PASSWORD=... (or MLFLOW_AUTH_CONFIG_PATH=<an ini" \
+	      "outside the repo>); never on the command line." >&2; exit 2; fi; \
+	  if [ -n "$$user" ]; then export MLFLOW_AUTH_ADMIN_USERNAME="$$user"; fi; \
+	  if [ -n "$$pass" ]; then export MLFLOW_AUTH_ADMIN_PASSWORD="$$pass"; fi; \
+	  if [ -z "$${MLFLOW_AUTH_CONFIG_PATH:-}" ]; then \
+	    export MLFLOW_AUTH_CONFIG_PATH="$(abspath $(VENV))/mfexp-auth.ini"; \
+	    printf '%s\n' "[mlflow]" "default_permission = READ" "database_uri = $(AUTH_DB)" "admin_username = admin" \
+	      "authorization_function = mlflow.server.auth:authenticate_request_basic_auth" \
+	      "auth_cache_ttl_seconds = 60" > "$$MLFLOW_AUTH_CONFIG_PATH"; fi; \
+	  export MLFLOW_FLASK_SERVER_SECRET_KEY="$${MLFLOW_FLASK_SERVER_SECRET_KEY:-$$($(PY) -c 'import secrets; print(secrets.token_hex(32))')}"; \
+	  app="--app-name basic-auth"; \
+	fi; \
+	exec $(VENV)/bin/mlflow server $$app --backend-store-uri "$(MLFLOW_BACKEND)" --artifacts-destination "$(ARTIFACTS)" \
 	  --host $(HOST) --port $(PORT_SERVER) $(SERVER_ARGS)
 
 bench: $(STAMP) ## speed benchmarks -> bench/results/, BENCHMARKS.md

@@ -649,3 +649,126 @@ def test_two_worker_commands_evaluate_and_register_each_best_trial_once(pg_datab
         assert (folder / "sweeps" / "once" / "best-biased.yaml").exists()
     said = [out for out, _ in outputs]
     assert sum("not again" in out or "the last one to finish evaluates" in out for out in said) >= 1
+
+
+# --- 6. a tracking server that is not open to everyone -----------------------------------------------
+
+def _make_server(tmp_path, port, env, *extra, dry_run=False):
+    """`make server` from this repo, run in tmp_path (its stores land there), with this venv.
+    (It writes the venv's mfexp-auth.ini, with no secret in it.)"""
+    venv = Path(sys.executable).parent.parent
+    cmd = ["make", "-s", "-f", str(REPO / "Makefile"), *(["-n"] if dry_run else []),
+           "-o", str(venv / ".installed-cpu"), "-o", str(venv / ".installed-gpu"), "server", f"VENV={venv}",
+           f"PORT_SERVER={port}", f"MLFLOW_BACKEND=sqlite:///{tmp_path / 'mlflow-server.db'}",
+           f"ARTIFACTS={tmp_path / 'artifacts'}", *extra]
+    return [*cmd, f"AUTH_DB=sqlite:///{tmp_path / 'basic_auth.db'}"]
+
+
+def test_make_server_warns_when_it_serves_beyond_this_machine_without_auth(tmp_path):
+    import shutil
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    said = {}
+    for host, auth in (("0.0.0.0", "0"), ("0.0.0.0", "1"), ("127.0.0.1", "0")):
+        out = subprocess.run(_make_server(tmp_path, 5002, None, f"HOST={host}", f"AUTH={auth}", dry_run=True),
+                             cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        said[host, auth] = out.stderr
+    assert "make server: warning: HOST=0.0.0.0 without AUTH=1" in said["0.0.0.0", "0"]
+    assert said["0.0.0.0", "1"] == "" and said["127.0.0.1", "0"] == ""
+
+
+@pytest.mark.slow
+def test_make_server_auth_refuses_strangers_and_records_an_authenticated_worker(tmp_path, ratings_file):
+    import secrets
+    import shutil
+    import signal
+    import urllib.error
+    import urllib.request
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    password = secrets.token_urlsafe(16)
+    creds = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": password}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_AUTH_", "MLFLOW_TRACKING_"))}
+    no_creds = subprocess.run(_make_server(tmp_path, free_port(), None, "AUTH=1"), cwd=tmp_path, env=clean,
+                              capture_output=True, text=True, timeout=60)
+    assert no_creds.returncode != 0 and "set the admin's credentials in the environment" in no_creds.stderr
+
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    log = open(tmp_path / "server.log", "w")
+    server = subprocess.Popen(_make_server(tmp_path, port, None, "AUTH=1", "HOST=127.0.0.1"), cwd=tmp_path,
+                              env={**clean, **creds}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def status(path, auth=None):
+        request = urllib.request.Request(f"{uri}{path}")
+        if auth:
+            import base64
+
+            request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+        try:
+            with opener.open(request, timeout=60) as resp:
+                return resp.status
+        except urllib.error.HTTPError as err:
+            return err.code
+        except OSError as err:
+            return f"{type(err).__name__}: {err}"
+
+    try:
+        _wait_for(lambda: server.poll() is None and status("/health") == 200 or server.poll() is not None, 240,
+                  "make server AUTH=1 to answer /health")
+        assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+        search = "/api/2.0/mlflow/experiments/search?max_results=1"
+        assert status(search) == 401  # a stranger is refused
+        assert status(search, f"admin:{password}x") == 401
+        assert status(search, f"admin:{password}") == 200
+        for pid in _group_pids(server.pid):  # the password is on no command line
+            assert password not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+
+        root = tmp_path / "sweeps"
+        worker = subprocess.run([sys.executable, "-m", "mfexp.sweep",
+                                 *_sweep_args(ratings_file, root, "auth", "sweep.n_trials=2", "train.epochs=2")],
+                                cwd=tmp_path, env=_sweep_env(uri, MLFLOW_HTTP_REQUEST_TIMEOUT="120", **creds),
+                                capture_output=True, text=True, timeout=600)
+        assert worker.returncode == 0, worker.stderr[-3000:]
+        assert "MLflow tracking failed" not in worker.stderr
+        os.environ.update(creds)  # MlflowClient reads them from the environment, as the worker did
+        try:
+            _, runs = _trial_runs(uri, "auth")
+        finally:
+            for key in creds:
+                os.environ.pop(key, None)
+        trials = _read_study(root, "auth").get_trials(deepcopy=False)
+        assert sorted(int(r.data.tags["optuna.trial_number"]) for r in runs) == [t.number for t in trials]
+        stranger = subprocess.run([sys.executable, "-m", "mfexp.sweep",
+                                   *_sweep_args(ratings_file, root, "auth2", "sweep.n_trials=1")],
+                                  cwd=tmp_path, env=_sweep_env(uri), capture_output=True, text=True, timeout=300)
+        assert stranger.returncode == 2 and "cannot use the MLflow tracking store" in stranger.stderr
+        assert (tmp_path / "basic_auth.db").exists() and not list(REPO.glob("basic_auth.db"))
+        assert password not in (Path(sys.executable).parent.parent / "mfexp-auth.ini").read_text()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):  # make, mlflow and uvicorn: the whole group
+            try:
+                os.killpg(server.pid, sig)
+                server.wait(timeout=30)
+                break
+            except ProcessLookupError:
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        log.close()
+
+
+def _group_pids(pgid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getpgid(int(entry.name)) == pgid:
+                    pids.append(int(entry.name))
+            except (ProcessLookupError, PermissionError):
+                continue
+    return pids
