@@ -172,10 +172,7 @@ def exclusive(sweep: SweepConfig, storage: optuna.storages.BaseStorage) -> Itera
                 conn.execute(text("SELECT pg_advisory_unlock(:k)" if pg else "SELECT RELEASE_LOCK(:k)"), key)
         return
     if sweep.storage and sweep.storage.startswith(("redis://", "rediss://")):
-        import redis
-
-        # a Redis lock (SET NX with an expiry, so a dead holder frees it after a minute)
-        with redis.Redis.from_url(sweep.storage).lock(name, timeout=60, blocking_timeout=120):
+        with _redis_lock(sweep.storage, name):
             yield
         return
     if engine is not None and engine.dialect.name == "sqlite" and engine.url.database:
@@ -193,6 +190,38 @@ def exclusive(sweep: SweepConfig, storage: optuna.storages.BaseStorage) -> Itera
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _redis_lock(url: str, name: str, expiry_s: int = 60) -> Iterator[None]:
+    """A Redis lock (SET NX with an expiry, so a dead holder frees it after a minute), renewed
+    while held: the end-of-sweep evaluation it guards can take longer than the expiry."""
+    import threading
+
+    import redis
+
+    lock = redis.Redis.from_url(url).lock(name, timeout=expiry_s)
+    lock.acquire()
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(expiry_s / 3):
+            try:
+                lock.reacquire()
+            except redis.RedisError:
+                return
+
+    renewer = threading.Thread(target=renew, daemon=True, name="mfexp-redis-lock")
+    renewer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        renewer.join()
+        try:
+            lock.release()
+        except redis.exceptions.LockError:
+            log.warning("the sweep's Redis lock %s had expired before it was released", name)
 
 
 def _open_tier(url: str) -> optuna.storages.BaseStorage:
