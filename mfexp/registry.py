@@ -97,10 +97,11 @@ def register_sweep_best(sweep_name: str, outcomes: list[ModelOutcome]) -> dict[s
 
 
 def _register(mlflow, client, sweep_name: str, out: ModelOutcome, as_model: str) -> int:
-    """The version of `name` holding this run's model: the existing one, or a new one. One version
-    per best run, however many worker commands of the sweep register it."""
+    """The version of `name` holding this model's best run: the existing one, or a new one. One
+    version per best run, however many worker commands of the sweep register it."""
     name = registered_name(sweep_name, as_model)
-    existing = client.search_model_versions(f"name = '{name}' and run_id = '{out.best_run_id}'")
+    existing = [v for v in client.search_model_versions(f"name = '{name}' and run_id = '{out.best_run_id}'")
+                if v.tags.get("mfexp.model") == out.model]
     if existing:
         return min(int(v.version) for v in existing)
     tags = {"mfexp.sweep": sweep_name, "mfexp.model": out.model, "val_rmse": f"{out.best_val_rmse}",
