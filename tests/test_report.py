@@ -15,9 +15,14 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DISTS = {"k": IntDistribution(8, 128, log=True), "lr": FloatDistribution(1e-4, 1e-1, log=True)}
 
 
-def _study(trials: list[tuple[TrialState, dict, float | None]]) -> optuna.Study:
+def _study(trials: list[tuple[TrialState, dict, float | None]], reference: float | None = None) -> optuna.Study:
+    """A study shaped like a default sweep's: trial 0 the tutorial's reference (enqueued with fixed
+    values, so no params, user attr mfexp.reference) when `reference` is its value, then sampled trials."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="minimize")
+    if reference is not None:
+        study.add_trial(create_trial(params={}, distributions={}, value=reference,
+                                     user_attrs={"mfexp.reference": "tutorial"}))
     for state, params, value in trials:
         study.add_trial(create_trial(
             params=params, distributions={k: DISTS[k] for k in params}, state=state,
@@ -31,8 +36,8 @@ def studies() -> dict[str, optuna.Study]:
     C, P, F = TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL
     plain = _study([(C, {"k": 16, "lr": 0.01}, 0.98), (P, {"k": 32, "lr": 0.05}, None),
                     (C, {"k": 64, "lr": 0.0021234}, 0.95), (F, {"k": 8, "lr": 0.001}, None),
-                    (C, {"k": 32, "lr": 0.003}, 0.96)])
-    mlp = _study([(C, {"k": 64, "lr": 0.001}, 0.93)])  # a single complete trial
+                    (C, {"k": 32, "lr": 0.003}, 0.96)], reference=1.02)
+    mlp = _study([(C, {"k": 64, "lr": 0.001}, 0.93)], reference=0.97)  # a single sampled trial
     return {"plain": plain, "mlp": mlp}
 
 
@@ -63,7 +68,9 @@ def test_write_report(tmp_path, studies, outcomes, caplog):
     assert paths[0] == folder / "report.md"
     names = {p.name for p in paths[1:]}
     assert names == {"history-plain.png", "importance-plain.png", "parallel-plain.png",
-                     "history-mlp.png", "best-so-far.png"}  # mlp: one complete trial
+                     "history-mlp.png", "best-so-far.png"}  # mlp: one sampled trial
+    for name in ("importance-plain.png", "parallel-plain.png"):
+        assert (folder / name).is_file()  # the reference trial (no params) did not hide them
     assert "importance" in caplog.text and "mlp" in caplog.text
     for p in paths[1:]:
         data = p.read_bytes()
@@ -89,7 +96,7 @@ def test_write_report(tmp_path, studies, outcomes, caplog):
 
 def test_best_so_far_pruned_counts_but_does_not_improve(studies):
     xs, ys = best_so_far(studies["plain"])
-    assert xs == [0, 1, 2, 3, 4] and ys == [0.98, 0.98, 0.95, 0.95, 0.95]
+    assert xs == [0, 1, 2, 3, 4, 5] and ys == [1.02, 0.98, 0.98, 0.95, 0.95, 0.95]
 
 
 def test_overall_best_ignores_test_rmse(outcomes):

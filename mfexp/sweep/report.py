@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 
 import optuna
 
-from mfexp.sweep.results import TUTORIAL_RMSE, ModelOutcome
+from mfexp.sweep.results import REFERENCE_ATTR, TUTORIAL_RMSE, ModelOutcome
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,15 @@ def _complete(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
 
 
+def _searched(study: optuna.Study) -> optuna.Study:
+    """The study's complete trials that were sampled, in an in-memory copy: reference trials
+    (enqueued with fixed values and no params, user attr mfexp.reference) would otherwise empty
+    the intersection of params that importance and parallel-coordinate plots are drawn over."""
+    view = optuna.create_study(directions=study.directions)
+    view.add_trials([t for t in _complete(study) if REFERENCE_ATTR not in t.user_attrs and t.params])
+    return view
+
+
 def _has_spread(study: optuna.Study) -> bool:
     """>= 2 complete trials and >= 1 param they all searched that takes more than one value."""
     trials = _complete(study)
@@ -159,13 +168,14 @@ def _model_plots(folder: Path, model: str, study: optuna.Study) -> list[Path]:
     if not _complete(study):
         return []
     out = [_save_plot(folder / f"history-{model}.png", lambda: vis.plot_optimization_history(study))]
+    searched = _searched(study)
     for name, fn in (("importance", vis.plot_param_importances),
                      ("parallel", vis.plot_parallel_coordinate)):
-        if _has_spread(study):
-            out.append(_save_plot(folder / f"{name}-{model}.png", lambda fn=fn: fn(study)))
+        if _has_spread(searched):
+            out.append(_save_plot(folder / f"{name}-{model}.png", lambda fn=fn: fn(searched)))
         else:
-            log.warning("skipping %s plot for %s: needs >= 2 complete trials and a searched "
-                        "parameter that varies", name, model)
+            log.warning("skipping %s plot for %s: needs >= 2 complete sampled trials (besides the "
+                        "reference) and a searched parameter that varies", name, model)
     return [p for p in out if p is not None]
 
 

@@ -7,6 +7,8 @@ from typing import Any, Optional
 # The tutorial's published u1.test RMSEs after 10 epochs (its dropout network was never trained;
 # ~0.95 is the figure its text gives for the last cell).
 TUTORIAL_RMSE = {"plain": 1.017, "mlp": 0.963, "dropout": 0.95}
+# user attr of a study's reference trial (the tutorial's configuration, enqueued with no params)
+REFERENCE_ATTR = "mfexp.reference"
 
 
 @dataclass
