@@ -59,8 +59,9 @@ test: $(STAMP) ## the whole test suite (slow tests included), as CI runs it
 test-fast: $(STAMP) ## the fast tests only
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-ui: $(STAMP) ## the MLflow UI on http://127.0.0.1:5000 (HOST=, PORT= to change)
-	@echo "MLflow UI: http://$(HOST):$(PORT)  (store: $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db})"
+ui: $(STAMP) ## the MLflow UI on http://127.0.0.1:5000, with a direct link to each experiment's runs (HOST=, PORT=)
+	@MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" $(PY) -m mfexp.tracking links http://$(HOST):$(PORT) \
+	  || echo "MLflow UI: http://$(HOST):$(PORT)  (store: $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db})"
 	$(VENV)/bin/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" --host $(HOST) --port $(PORT)
 
 serve: $(STAMP) ## serve a sweep's champion: POST http://127.0.0.1:5001/invocations (SWEEP=, HOST=, PORT_SERVE=)

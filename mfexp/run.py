@@ -104,7 +104,9 @@ def _print_summary(cfg: Config, summary: dict) -> None:
             parts.append(f"(lowest val_rmse {summary['best_val_rmse']:.4f} at epoch {summary['best_epoch']})")
     print("done: " + "  ".join(parts))
     if cfg.tracking.enabled:
-        print(f"MLflow run {summary['run_id']} in {tracking_uri()} (browse it: make ui)")
+        from mfexp.tracking import run_link
+
+        print(f"MLflow run {summary['run_id']} in {tracking_uri()} (make ui): {run_link(summary['run_id'])}")
 
 
 cli.register_schema()

@@ -85,7 +85,11 @@ def _print_summary(plan, outcomes, paths, wall, uri) -> None:
     print(summary_table(outcomes))
     print(f"\nreport: {paths[0]}" if paths else "")
     if uri:
-        print(f"MLflow experiment mfexp-sweep-{plan.sweep.name} in {uri}: browse it with make ui")
+        from mfexp.tracking import experiment_link
+
+        exp = mlflow.get_experiment_by_name(plan.experiment)
+        where = f": {experiment_link(exp.experiment_id)}" if exp else ""
+        print(f"MLflow experiment {plan.experiment} in {uri} (make ui){where}")
     for o in outcomes:
         if o.best_config_path:
             print(f"replay {o.model}: python -m mfexp.run --config-dir {st.sweep_dir(plan.sweep)} "
