@@ -52,6 +52,7 @@ def train_and_track(cfg: Config, data, tracker, *, eval_test: bool = True, final
 
     ctx = resolve_context(cfg.train.device)
     tracker.log_yaml(asdict(cfg), "config.yaml")
+    tracker.log_datasets(data, cfg.data, test=eval_test or final_test)
     net = build_net(cfg, data, ctx)
 
     def hook(report):

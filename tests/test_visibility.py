@@ -3,6 +3,7 @@ system metrics, descriptions, the optuna-dashboard, the sweep console."""
 from __future__ import annotations
 
 import mlflow
+import numpy as np
 import pytest
 
 from mfexp.config import TrackingConfig
@@ -42,3 +43,66 @@ def test_make_ui_links_tag_older_experiments_and_name_each(mlflow_uri, capsys):
     assert "someone-else" not in out
     assert mlflow.get_experiment(old).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
     assert ui_links("http://x") == [f"  mfexp-sweep-old: http://x/#/experiments/{old}?workflowType=machine_learning"]
+
+
+def test_a_run_prints_the_link_to_its_experiment(cfg, tiny_data, mlflow_uri, capsys):
+    from mfexp.run import run
+
+    cfg.tracking.log_model = False
+    summary = run(cfg, data=tiny_data)
+    exp_id = mlflow.get_run(summary["run_id"]).info.experiment_id
+    assert f"/#/experiments/{exp_id}?workflowType=machine_learning" in capsys.readouterr().out
+
+
+# --- 3. datasets ---------------------------------------------------------------------------------
+def _inputs(run_id: str) -> dict[str, object]:
+    inputs = mlflow.get_run(run_id).inputs.dataset_inputs
+    return {next(t.value for t in d.tags if t.key == "mlflow.data.context"): d.dataset for d in inputs}
+
+
+def test_every_run_logs_its_train_validation_and_test_parts(cfg, tiny_data, mlflow_uri):
+    import json
+    from dataclasses import replace
+
+    from mfexp.run import train_and_track
+
+    cfg.tracking.log_model = False
+    tracker = Tracker(cfg.tracking)
+    with tracker.run(run_name="single", params={}, tags={}):
+        train_and_track(cfg, tiny_data, tracker)
+    logged = _inputs(tracker.run_id)
+    assert set(logged) == {"train", "validation", "test"}
+    for context, part in (("train", tiny_data.train), ("validation", tiny_data.val), ("test", tiny_data.test)):
+        assert json.loads(logged[context].profile)["num_rows"] == len(part)
+        assert json.loads(logged[context].source)["uri"]  # where the part comes from
+    assert len({d.digest for d in logged.values()}) == 3
+
+    trial = Tracker(cfg.tracking)  # a sweep trial never looks at the test part
+    with trial.run(run_name="trial", params={}, tags={}):
+        train_and_track(cfg, tiny_data, trial, eval_test=False, final_test=False)
+    assert set(_inputs(trial.run_id)) == {"train", "validation"}
+    assert _inputs(trial.run_id)["train"].digest == logged["train"].digest  # same rows, same digest
+
+    changed = replace(tiny_data, train=replace(tiny_data.train, ratings=tiny_data.train.ratings[::-1].copy()))
+    other = Tracker(cfg.tracking)
+    with other.run(run_name="changed", params={}, tags={}):
+        other.log_datasets(changed, cfg.data, test=False)
+    assert _inputs(other.run_id)["train"].digest != logged["train"].digest
+
+
+def test_dataset_sources_name_the_grouplens_fold_or_the_file(tiny_data):
+    from dataclasses import replace
+
+    from mfexp.config import DataConfig
+    from mfexp.tracking import dataset_parts
+
+    ml = replace(tiny_data, name="ml100k", split="u3")
+    parts = {c: (name, source) for c, name, source, _ in dataset_parts(ml, DataConfig(split="u3"), test=True)}
+    assert parts == {"train": ("ml-100k u3.base (train)", "ml-100k u3.base minus the 10% holdout, seed 0"),
+                     "validation": ("ml-100k u3.base (holdout)", "ml-100k u3.base (10% holdout, seed 0)"),
+                     "test": ("ml-100k u3.test", "ml-100k u3.test (GroupLens)")}
+    f = dataset_parts(replace(tiny_data, name="file"), DataConfig(name="file", path="/d/r.csv"), test=False)
+    assert [(c, n) for c, n, _, _ in f] == [("train", "r.csv (train)"), ("validation", "r.csv (holdout)")]
+    assert f[0][2].startswith("/d/r.csv (80%/20% split")
+    no_holdout = replace(tiny_data, val=tiny_data.val.take(np.zeros(0, dtype=np.int64)))
+    assert [c for c, *_ in dataset_parts(no_holdout, DataConfig(), test=True)] == ["train", "test"]
