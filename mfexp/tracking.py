@@ -28,6 +28,7 @@ MAX_PARAM_LEN = 6000
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 UI_QUERY = "workflowType=machine_learning"
 DEFAULT_UI = "http://127.0.0.1:5000"  # where `make ui` serves a local store
+_warned_psutil: list[bool] = []
 
 
 def redact(text: str) -> str:
@@ -211,7 +212,8 @@ class Tracker:
             yield self
             return
         configure(self.cfg)
-        active = self._safe("start_run", self._start, run_name, tags, experiment or self.cfg.experiment, nested)
+        active = self._safe("start_run", self._start, run_name, tags, experiment or self.cfg.experiment, nested,
+                            self._system_metrics())
         self.run_id = active.info.run_id if active is not None else None
         if self.run_id is None:
             self.gaps.append("the whole run")
@@ -228,13 +230,29 @@ class Tracker:
         else:
             self._end("FINISHED")
 
+    def _system_metrics(self) -> bool:
+        """Whether this run records MLflow's system metrics; sets their sampling interval."""
+        if not self.cfg.system_metrics:
+            return False
+        import importlib.util
+
+        if importlib.util.find_spec("psutil") is None:
+            if not _warned_psutil:
+                _warned_psutil.append(True)
+                log.warning("tracking.system_metrics needs the psutil package (pip install psutil, part of "
+                            "make install); runs go on without system metrics")
+            return False
+        mlflow.set_system_metrics_sampling_interval(self.cfg.system_metrics_interval)
+        return True
+
     @staticmethod
-    def _start(run_name, tags, experiment, nested):
+    def _start(run_name, tags, experiment, nested, system_metrics=False):
         # experiment_id explicitly: when two processes create the experiment at once, MLflow 3.17's
         # set_experiment can return it without making it active (the run would land in Default)
         exp = set_experiment(experiment)
         nested = nested or mlflow.active_run() is not None  # a trial inside the sweep's own process
-        return mlflow.start_run(run_name=run_name, experiment_id=exp.experiment_id, nested=nested, tags=tags)
+        return mlflow.start_run(run_name=run_name, experiment_id=exp.experiment_id, nested=nested, tags=tags,
+                                log_system_metrics=system_metrics)
 
     def _end(self, status: str) -> None:
         if self.run_id is not None:

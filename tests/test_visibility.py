@@ -106,3 +106,28 @@ def test_dataset_sources_name_the_grouplens_fold_or_the_file(tiny_data):
     assert f[0][2].startswith("/d/r.csv (80%/20% split")
     no_holdout = replace(tiny_data, val=tiny_data.val.take(np.zeros(0, dtype=np.int64)))
     assert [c for c, *_ in dataset_parts(no_holdout, DataConfig(), test=True)] == ["train", "test"]
+
+
+# --- 4. system metrics ---------------------------------------------------------------------------
+def test_runs_record_system_metrics_by_default(mlflow_uri):
+    import time
+
+    assert TrackingConfig().system_metrics  # on by default
+    runs = {}
+    for on in (True, False):
+        tracker = Tracker(TrackingConfig(experiment="mfexp-sys", log_model=False, system_metrics=on,
+                                         system_metrics_interval=0.2))
+        with tracker.run(run_name=f"sys-{on}", params={}, tags={}):
+            time.sleep(1.0)
+        runs[on] = mlflow.get_run(tracker.run_id).data.metrics
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(runs[True])
+    assert not [k for k in runs[False] if k.startswith("system/")]
+
+
+def test_system_metrics_interval_is_validated(cfg):
+    from mfexp.config import validate
+    from mfexp.errors import ConfigError
+
+    cfg.tracking.system_metrics_interval = 0
+    with pytest.raises(ConfigError, match="tracking.system_metrics_interval"):
+        validate(cfg)

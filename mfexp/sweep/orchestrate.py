@@ -30,7 +30,8 @@ def run_sweep(plan: SweepPlan) -> list[ModelOutcome]:
     print(f"sweep {plan.sweep.name}: models {', '.join(plan.sweep.models)}, {plan.sweep.n_trials} trials each "
           f"({', '.join(f'{m} {n} done' for m, n in done.items())}), sampler {plan.sweep.sampler}, "
           f"pruner {plan.sweep.pruner}, {plan.sweep.n_workers} worker(s)", flush=True)
-    tracker = Tracker(replace(plan.tracking, log_model=False))
+    # the parent is a container: its trials and best runs carry the system metrics
+    tracker = Tracker(replace(plan.tracking, log_model=False, system_metrics=False))
     params = flatten({"sweep": {k: v for k, v in vars(plan.sweep).items() if k != "space"}})
     tags = {"mfexp.sweep": plan.sweep.name, "git_commit": git_commit(), "mfexp.command": plan.command}
     with tracker.run(run_name=f"sweep-{plan.sweep.name}", params=params, tags=tags, experiment=plan.experiment):
