@@ -125,3 +125,15 @@ def test_failing_plot_is_skipped_and_closed(tmp_path, caplog):
         assert _save_plot(tmp_path / "x.png", boom) is None
     assert "no variance" in caplog.text and not (tmp_path / "x.png").exists()
     assert plt.get_fignums() == []
+
+
+def test_run_description_holds_the_comparison_table(outcomes):
+    from mfexp.sweep.report import MAX_DESCRIPTION, run_description
+
+    text = run_description("demo", outcomes, 65.0, "python -m mfexp.sweep")
+    assert "| 0.9500 | 0.9123 | 1.0170 | -0.1047 | 3/1/1 | 2m05s | k=64, lr=0.002123 |" in text
+    assert "Best overall (by validation RMSE): `mlp`" in text and "1m05s" in text
+    many = [ModelOutcome(model=f"m{i}", study_name="s", best_params={f"p{j}": j for j in range(40)})
+            for i in range(40)]
+    long = run_description("demo", many, 1.0, "x")
+    assert len(long) <= MAX_DESCRIPTION and long.endswith("(cut: see report/report.md)")

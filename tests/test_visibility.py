@@ -131,3 +131,47 @@ def test_system_metrics_interval_is_validated(cfg):
     cfg.tracking.system_metrics_interval = 0
     with pytest.raises(ConfigError, match="tracking.system_metrics_interval"):
         validate(cfg)
+
+
+# --- one small sweep, looked at from every side (5, 7, 8) -----------------------------------------
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """A two-trial smoke sweep of biased on a synthetic ratings file (reference trial included),
+    in its own MLflow store; yields (plan, outcomes, console output)."""
+    import contextlib
+    import io
+
+    from conftest import write_ratings_file
+    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.orchestrate import run_sweep
+
+    tmp = tmp_path_factory.mktemp("swept")
+    ratings = write_ratings_file(tmp / "ratings.tsv")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.chdir(tmp)
+        mlflow.set_tracking_uri(uri)
+        plan = build_plan(["data=file", f"data.path={ratings}", "sweep=smoke", f"sweep.root={tmp / 'sweeps'}",
+                           "sweep.models=[biased]", "train.epochs=3", "train.batch_size=256"])
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            outcomes = run_sweep(plan)
+        runs = mlflow.search_runs([mlflow.get_experiment_by_name(plan.experiment).experiment_id],
+                                  output_format="list")
+        yield plan, outcomes, out.getvalue(), runs
+
+
+def test_the_parent_run_describes_the_comparison_and_best_runs_say_what_they_are(swept):
+    plan, outcomes, console, runs = swept
+    parent = next(r for r in runs if r.data.tags.get("mfexp.sweep") == "smoke")
+    note = parent.data.tags["mlflow.note.content"]
+    assert "| model | best val RMSE | test RMSE |" in note
+    row = next(line for line in note.splitlines() if line.startswith("| biased |"))
+    assert f"| {outcomes[0].best_val_rmse:.4f} | {outcomes[0].test_rmse:.4f} |" in row
+    assert "Best overall (by validation RMSE): `biased`" in note
+    best = next(r for r in runs if r.data.tags.get("mfexp.best") == "true")
+    text = best.data.tags["mlflow.note.content"]
+    assert f"trial {outcomes[0].best_trial} of study `smoke-biased`" in text
+    assert "evaluated **once** on the test part" in text and f"{outcomes[0].test_rmse:.4f}" in text
+    assert f"/#/experiments/{parent.info.experiment_id}?workflowType=machine_learning" in console

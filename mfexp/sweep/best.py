@@ -47,6 +47,16 @@ def write_replay_yaml(cfg: Config, path: Path, header: str) -> Path:
     return path
 
 
+def best_description(plan, model: str, study: optuna.Study, result, yaml_path: Path) -> str:
+    """The best run's MLflow description: which trial it is, and that the test part judged it once."""
+    best = study.best_trial
+    return (f"**The best `{model}` of sweep `{plan.sweep.name}`**: trial {best.number} of study "
+            f"`{study.study_name}`, chosen on the validation holdout (val RMSE {study.best_value:.4f}). Its "
+            f"configuration was replayed to its best epoch ({result.best_epoch}) and evaluated **once** on the "
+            f"test part: test RMSE {result.final_test_rmse:.4f}. The test part chose nothing.\n\n"
+            f"Replay: `python -m mfexp.run --config-dir {yaml_path.parent} --config-name {yaml_path.stem}`")
+
+
 def evaluate_best(plan, model: str, study: optuna.Study, data, parent_run_id, out: ModelOutcome,
                   yaml_path: Path) -> ModelOutcome:
     from mfexp.run import run_tags, train_and_track
@@ -62,6 +72,7 @@ def evaluate_best(plan, model: str, study: optuna.Study, data, parent_run_id, ou
         result = train_and_track(cfg, data, tracker, eval_test=False)
         tracker.log_metrics({"test_rmse": result.final_test_rmse, "best_val_rmse_search": study.best_value},
                             step=len(result.history))
+        tracker.set_tags({"mlflow.note.content": best_description(plan, model, study, result, yaml_path)})
     if result.final_val_rmse is not None and abs(result.final_val_rmse - study.best_value) > 1e-4:
         log.warning("%s: the replayed best trial reached val_rmse %.4f, the trial %.4f: training was not "
                     "deterministic here (threads?); its test RMSE is of the replayed network", model,

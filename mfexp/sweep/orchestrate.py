@@ -45,6 +45,9 @@ def run_sweep(plan: SweepPlan) -> list[ModelOutcome]:
         wall = time.time() - started
         paths = _report(plan, outcomes, studies, wall)
         if tracker.run_id:
+            from mfexp.sweep.report import run_description
+
+            tracker.set_tags({"mlflow.note.content": run_description(plan.sweep.name, outcomes, wall, plan.command)})
             for path in paths:
                 mlflow.log_artifact(str(path), artifact_path="report")
             best = [o for o in outcomes if o.best_val_rmse is not None]

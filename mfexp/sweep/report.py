@@ -89,19 +89,37 @@ def _replay_lines(outcomes: list[ModelOutcome]) -> list[str]:
     return lines or ["(no best configs were written)"]
 
 
+def _best_line(outcomes: list[ModelOutcome]) -> str:
+    best = overall_best(outcomes)
+    return (f"**Best overall (by validation RMSE): `{best.model}`**: val RMSE "
+            f"{_rmse(best.best_val_rmse)}, test RMSE {_rmse(best.test_rmse)}."
+            if best else "**Best overall:** none (no model completed a trial).")
+
+
+NOTE = ("Val RMSE is the objective (validation holdout); test RMSE is the best trial's network at its "
+        "best epoch, evaluated once on the test part. Δ = test − tutorial.")
+
+
 def _render(sweep_name: str, outcomes: list[ModelOutcome], wall_time_s: float, command: str,
             plots: list[Path]) -> str:
-    best = overall_best(outcomes)
-    best_line = (f"**Best overall (by validation RMSE): `{best.model}`**: val RMSE "
-                 f"{_rmse(best.best_val_rmse)}, test RMSE {_rmse(best.test_rmse)}."
-                 if best else "**Best overall:** none (no model completed a trial).")
     return "\n".join([
         f"# Sweep report: {sweep_name}", "", f"Command: `{command}`", "",
         f"Total wall time: {_duration(wall_time_s)}", "", *_markdown_table(outcomes), "",
-        "Val RMSE is the objective (validation holdout); test RMSE is the best trial's network at its "
-        "best epoch, evaluated once on the test part. Δ = test − tutorial.", "",
-        best_line, "", "## How to replay", "", *_replay_lines(outcomes), "", "## Plots", "",
+        NOTE, "", _best_line(outcomes), "", "## How to replay", "", *_replay_lines(outcomes), "", "## Plots", "",
         *[f"![{p.stem}]({p.name})" for p in plots], ""])
+
+
+MAX_DESCRIPTION = 8000  # MLflow's longest tag value
+
+
+def run_description(sweep_name: str, outcomes: list[ModelOutcome], wall_time_s: float, command: str) -> str:
+    """The sweep parent run's MLflow description (markdown): the report's comparison table."""
+    text = "\n".join([
+        f"**Sweep `{sweep_name}`**: `{command}`, {_duration(wall_time_s)}.", "", *_markdown_table(outcomes), "",
+        NOTE, "", _best_line(outcomes), "",
+        "The full report with plots is this run's artifact `report/report.md`; each model's best is the "
+        "child run tagged `mfexp.best=true`."])
+    return text if len(text) <= MAX_DESCRIPTION else text[:MAX_DESCRIPTION - 40] + "\n\n(cut: see report/report.md)"
 
 
 def _write_atomic(path: Path, text: str) -> None:
