@@ -175,3 +175,63 @@ def test_the_parent_run_describes_the_comparison_and_best_runs_say_what_they_are
     assert f"trial {outcomes[0].best_trial} of study `smoke-biased`" in text
     assert "evaluated **once** on the test part" in text and f"{outcomes[0].test_rmse:.4f}" in text
     assert f"/#/experiments/{parent.info.experiment_id}?workflowType=machine_learning" in console
+
+
+# --- 6. optuna-dashboard -------------------------------------------------------------------------
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_dashboard_serves_the_studies_of_a_sweeps_journal(tmp_path):
+    import json
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    journal = tmp_path / "sweeps" / "demo" / "optuna.journal"
+    journal.parent.mkdir(parents=True)
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(journal)))  # as a sweep writes it
+    for model, n in (("plain", 3), ("biased", 2)):
+        study = optuna.create_study(study_name=f"demo-{model}", storage=storage)
+        study.enqueue_trial({}, user_attrs={"mfexp.reference": "tutorial"})
+        study.optimize(lambda t: 1.0 if not t.params and t.number == 0 else t.suggest_float("x", 0, 1), n_trials=n)
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "mfexp.sweep.dashboard", "--root", str(tmp_path / "sweeps"),
+                             "--sweep", "demo", "--port", str(port)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        def get(path: str):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+                return json.load(resp)
+
+        deadline, studies = time.time() + 60, None
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                studies = get("/api/studies")["study_summaries"]
+                break
+            except OSError:
+                time.sleep(0.3)
+        assert studies is not None, proc.stdout.read() if proc.poll() is not None else "no answer in 60 s"
+        trials = {s["study_name"]: len(get(f"/api/studies/{s['study_id']}")["trials"]) for s in studies}
+        assert trials == {"demo-plain": 3, "demo-biased": 2}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_dashboard_without_a_storage_says_what_to_do(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "mfexp.sweep.dashboard", "--root", str(tmp_path), "--sweep", "nope"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "nope/optuna.journal does not exist" in out.stderr and "make sweep" in out.stderr
