@@ -137,3 +137,23 @@ def test_run_description_holds_the_comparison_table(outcomes):
             for i in range(40)]
     long = run_description("demo", many, 1.0, "x")
     assert len(long) <= MAX_DESCRIPTION and long.endswith("(cut: see report/report.md)")
+
+
+def test_progress_line_counts_budgets_best_and_time_left():
+    from mfexp.sweep.report import SweepProgress
+
+    now = [1000.0]
+    plain = _study([(TrialState.COMPLETE, {"k": 16, "lr": 0.01}, 0.98)], reference=1.02)  # resumed: 2 done
+    mlp = _study([])
+    progress = SweepProgress({"plain": plain, "mlp": mlp}, n_trials=4, clock=lambda: now[0])
+    assert "time left: after the first trial" in progress.line()
+    now[0] += 30.0
+    mlp.add_trial(create_trial(params={"k": 8}, distributions={"k": DISTS["k"]}, value=0.97))
+    mlp.add_trial(create_trial(params={"k": 9}, distributions={"k": DISTS["k"]}, state=TrialState.PRUNED,
+                               intermediate_values={0: 1.2}))
+    mlp.add_trial(create_trial(params={"k": 9}, distributions={"k": DISTS["k"]}, state=TrialState.FAIL))
+    line = progress.line()  # 4 of 8 done, 2 of them in 30 s: 4 left take ~60 s
+    assert "progress 4/8: plain 2/4 · mlp 2/4" in line
+    assert "best mlp 0.9700 (trial 0)" in line and "30.0s elapsed, ~1m00s left" in line
+    progress.deadline = now[0] + 20.0  # sweep.timeout stops new trials sooner
+    assert "~20.0s left" in progress.line()

@@ -2,12 +2,17 @@
 system metrics, descriptions, the optuna-dashboard, the sweep console."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 import numpy as np
 import pytest
 
 from mfexp.config import TrackingConfig
 from mfexp.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, Tracker, experiment_link, ui_base, ui_links
+
+
+ROOT = Path(__file__).resolve().parent.parent  # subprocesses import this checkout's mfexp
 
 
 def _run_once(experiment: str) -> str:
@@ -159,7 +164,7 @@ def swept(tmp_path_factory):
             outcomes = run_sweep(plan)
         runs = mlflow.search_runs([mlflow.get_experiment_by_name(plan.experiment).experiment_id],
                                   output_format="list")
-        yield plan, outcomes, out.getvalue(), runs
+    yield plan, outcomes, out.getvalue(), runs
 
 
 def test_the_parent_run_describes_the_comparison_and_best_runs_say_what_they_are(swept):
@@ -206,7 +211,7 @@ def test_dashboard_serves_the_studies_of_a_sweeps_journal(tmp_path):
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "mfexp.sweep.dashboard", "--root", str(tmp_path / "sweeps"),
                              "--sweep", "demo", "--port", str(port)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     try:
         def get(path: str):
             with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
@@ -232,6 +237,45 @@ def test_dashboard_without_a_storage_says_what_to_do(tmp_path):
     import sys
 
     out = subprocess.run([sys.executable, "-m", "mfexp.sweep.dashboard", "--root", str(tmp_path), "--sweep", "nope"],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "nope/optuna.journal does not exist" in out.stderr and "make sweep" in out.stderr
+
+
+# --- 7. the sweep console ------------------------------------------------------------------------
+def test_each_trial_is_followed_by_the_sweeps_progress(swept):
+    _, outcomes, console, _ = swept
+    lines = console.splitlines()
+    trials = [i for i, line in enumerate(lines) if line.startswith("[ biased] trial")]
+    assert len(trials) == 2
+    for n, i in enumerate(trials, start=1):
+        assert lines[i + 1].startswith(f"  progress {n}/2: biased {n}/2 | best biased ")
+        assert " elapsed, " in lines[i + 1]
+    assert lines[trials[-1] + 1].endswith("elapsed, done")
+
+
+SPARSE_STEP = """
+import mxnet as mx
+from mxnet import autograd, gluon
+{quiet}
+emb = gluon.nn.Embedding(5, 2, sparse_grad=True)
+emb.initialize()
+trainer = gluon.Trainer(emb.collect_params(), "adam", {{"learning_rate": 0.01}})
+with autograd.record():
+    loss = emb(mx.nd.array([1, 3])).sum()
+loss.backward()
+trainer.step(2)
+mx.nd.waitall()
+print("stepped")
+"""
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_mxnet_lazy_update_note_is_kept_out_of_the_console(quiet):
+    import subprocess
+    import sys
+
+    code = SPARSE_STEP.format(quiet="from mfexp.cli import quiet_libraries; quiet_libraries()" if quiet else "")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0 and "stepped" in out.stdout, out.stderr
+    assert ("lazy_update = True detected" in out.stderr) is not quiet  # a C++ LOG(INFO) on stderr, once

@@ -125,7 +125,8 @@ def _next_model(plan: SweepPlan, studies: dict[str, optuna.Study]) -> Optional[s
     return min(open_models, key=lambda m: counts[m]) if open_models else None
 
 
-def announce(model: str):
+def announce(model: str, progress=None):
+    """The console line of each finished trial, then (given a report.SweepProgress) the sweep's progress."""
     def callback(study: optuna.Study, trial: FrozenTrial) -> None:
         params = "  ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in trial.params.items())
         if REFERENCE_ATTR in trial.user_attrs:
@@ -138,6 +139,8 @@ def announce(model: str):
             outcome = f"FAILED: {trial.user_attrs.get('fail_reason', 'see the log')}"
         secs = trial.duration.total_seconds() if trial.duration else 0.0
         print(f"[{model:>7}] trial {trial.number:3d}  {outcome:<24} {secs:5.1f}s  {params}", flush=True)
+        if progress is not None:
+            print(progress.line(), flush=True)
     return callback
 
 
@@ -151,7 +154,10 @@ def work(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: O
 
     _sigterm_as_interrupt()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line per trial says it
+    from mfexp.sweep.report import SweepProgress
+
     studies = _open_studies(plan, worker)
+    progress = SweepProgress(studies, plan.sweep.n_trials, deadline)
     data = load_dataset(_base_config(plan).data)
     bases = _on_device(plan.bases, worker_device(plan.sweep, worker))
     failures = 0
@@ -165,7 +171,7 @@ def work(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: O
                               parent_run_id=parent_run_id, tracking_cfg=replace(plan.tracking, log_model=False))
         finished: list[FrozenTrial] = []
         study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=False,
-                       callbacks=[announce(model), lambda _s, t: finished.append(t)])
+                       callbacks=[announce(model, progress), lambda _s, t: finished.append(t)])
         if finished and finished[-1].state == TrialState.FAIL:
             failures += 1
             if failures >= plan.sweep.max_failures:
@@ -233,6 +239,9 @@ def _work_entry(plan: SweepPlan, worker: int, parent_run_id: Optional[str], dead
     import sys
 
     logging.basicConfig(level=logging.WARNING, format=f"[worker {worker}] %(message)s")
+    from mfexp.cli import quiet_mxnet
+
+    quiet_mxnet()  # MXNet's lazy_update note, once per process
     try:
         work(plan, worker, parent_run_id, deadline)
     except KeyboardInterrupt:
