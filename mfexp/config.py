@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 from mfexp.errors import ConfigError
 
+# The models of the seed tutorial and the default sweep; any conf/model/<name>.yaml is a model.
 MODELS = ("plain", "mlp", "dropout", "biased")
 OPTIMIZERS = ("sgd", "nag", "adam", "adagrad", "rmsprop", "adadelta", "ftrl", "signum", "lamb")
 DATASETS = ("ml100k", "file")
@@ -29,12 +30,8 @@ class DataConfig:
     seed: int = 0
 
 
-@dataclass
-class ModelConfig:
-    name: str = "plain"
-    k: int = 64
-    hidden: int = 64
-    dropout: float = 0.5
+def _plain_model() -> dict[str, Any]:
+    return {"_target_": "mfexp.models.dot.DotProduct", "name": "plain", "k": 64}
 
 
 @dataclass
@@ -66,7 +63,9 @@ class TrackingConfig:
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    # conf/model/<name>.yaml: _target_ (the model's class), name, and the settings its class types;
+    # validate() turns it into that class's Settings dataclass (mfexp.models.plugins).
+    model: Any = field(default_factory=_plain_model)
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
@@ -124,10 +123,10 @@ def validate(cfg: Config) -> Config:
         _check(bool(d.path), "data.path", "must name a ratings file when data=file", d.path)
         _check(0.0 < d.test_fraction < 1.0, "data.test_fraction", "must be in (0, 1)", d.test_fraction)
     _check(0.0 <= d.val_fraction < 1.0, "data.val_fraction", "must be in [0, 1)", d.val_fraction)
-    _check(m.name in MODELS, "model.name", f"must be one of {', '.join(MODELS)}", m.name)
-    _check(m.k > 0, "model.k", "must be > 0", m.k)
-    _check(m.hidden > 0, "model.hidden", "must be > 0", m.hidden)
-    _check(0.0 <= m.dropout < 1.0, "model.dropout", "must be in [0, 1)", m.dropout)
+    from mfexp.models import to_settings
+
+    cfg.model = m = to_settings(m)
+    m.check(_check)
     _check(t.optimizer in OPTIMIZERS, "train.optimizer", f"must be one of {', '.join(OPTIMIZERS)}", t.optimizer)
     _check(t.lr > 0, "train.lr", "must be > 0", t.lr)
     _check(0.0 <= t.momentum < 1.0, "train.momentum", "must be in [0, 1)", t.momentum)
@@ -149,7 +148,8 @@ def validate_sweep(sweep: SweepConfig) -> SweepConfig:
            "sweep.name", "must be a plain folder name", sweep.name)
     _check(len(sweep.models) > 0, "sweep.models", "must list at least one model", sweep.models)
     for name in sweep.models:
-        _check(name in MODELS, "sweep.models", f"may hold only {', '.join(MODELS)}", name)
+        _check(isinstance(name, str) and name.isidentifier(), "sweep.models",
+               "may hold only model names (conf/model/<name>.yaml)", name)
     _check(sweep.n_trials >= 1, "sweep.n_trials", "must be >= 1", sweep.n_trials)
     _check(sweep.n_workers >= 1, "sweep.n_workers", "must be >= 1", sweep.n_workers)
     _check(len(set(sweep.devices)) == len(sweep.devices) and all(d >= 0 for d in sweep.devices),

@@ -4,15 +4,16 @@ import math
 import mxnet as mx
 import pytest
 
-from mfexp.config import ModelConfig, TrainConfig
+from mfexp.config import TrainConfig
 from mfexp.errors import ConfigError, TrainingDiverged
-from mfexp.models import build_model
+from mfexp.models import ModelData, build_model
+from mfexp.models.plugins import named
 from mfexp.train import evaluate, fit, resolve_context
 
 
 def _train(data, **train):
     mx.random.seed(train.get("seed", 0))
-    net = build_model(ModelConfig(name="biased", k=4), data.n_users, data.n_items, data.global_mean)
+    net = build_model(named("biased", k=4), ModelData(data.n_users, data.n_items, data.global_mean))
     net.initialize(mx.init.Uniform(0.1))
     net.hybridize(static_alloc=True, static_shape=True)
     cfg = TrainConfig(**{"optimizer": "adam", "lr": 0.01, "wd": 0.0, "batch_size": 128, "epochs": 3,
@@ -41,7 +42,7 @@ def test_epoch_hook_sees_every_epoch_and_can_stop_training(tiny_data):
             raise Stop
 
     mx.random.seed(0)
-    net = build_model(ModelConfig(name="plain", k=4), tiny_data.n_users, tiny_data.n_items)
+    net = build_model(named("plain", k=4), ModelData(tiny_data.n_users, tiny_data.n_items))
     net.initialize(mx.init.Uniform(0.1))
     with pytest.raises(Stop):
         fit(net, tiny_data, TrainConfig(epochs=5, progress=False), mx.cpu(), on_epoch=hook)
