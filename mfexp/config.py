@@ -28,6 +28,8 @@ class DataConfig:
     test_fraction: float = 0.2  # data=file: seeded random test part
     val_fraction: float = 0.1  # validation holdout carved from the training part
     seed: int = 0
+    user_features: Optional[str] = None  # data=file: header row, then `id, numeric columns...`
+    item_features: Optional[str] = None  # same, for items (ML-100K brings its own: u.user / u.item)
 
 
 def _plain_model() -> dict[str, Any]:
