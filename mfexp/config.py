@@ -48,6 +48,7 @@ class TrainConfig:
     epochs: int = 10
     patience: Optional[int] = None  # early stopping on val RMSE; None trains every epoch
     init_scale: float = 0.01  # FeedForward's default Uniform(0.01)
+    swa: int = 1  # evaluate and keep the average of the last N epochs' weights; 1: off
     seed: int = 0
     device: str = "cpu"  # cpu | gpu | gpu:N | auto
     progress: bool = True  # a progress bar per epoch when stderr is a terminal
@@ -138,6 +139,7 @@ def validate(cfg: Config) -> Config:
     _check(t.epochs >= 1, "train.epochs", "must be >= 1", t.epochs)
     _check(t.patience is None or t.patience >= 1, "train.patience", "must be >= 1 or null", t.patience)
     _check(t.init_scale > 0, "train.init_scale", "must be > 0", t.init_scale)
+    _check(t.swa >= 1, "train.swa", "must be >= 1 (1: no weight averaging)", t.swa)
     parse_device(t.device)
     if t.patience is not None and d.val_fraction == 0:
         raise ConfigError("train.patience needs a validation holdout: set data.val_fraction > 0 "

@@ -11,6 +11,7 @@ import logging
 import math
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -124,6 +125,11 @@ def _snapshot(net: gluon.Block) -> dict[str, mx.nd.NDArray]:
     return {name: p.data().copy() for name, p in net.collect_params().items()}
 
 
+def _average(snapshots) -> dict[str, mx.nd.NDArray]:
+    """Stochastic weight averaging over a window of epoch-end weights (Izmailov et al. 2018)."""
+    return {name: mx.nd.add_n(*(s[name] for s in snapshots)) / len(snapshots) for name in snapshots[0]}
+
+
 def _restore(net: gluon.Block, snapshot: dict[str, mx.nd.NDArray]) -> None:
     for name, p in net.collect_params().items():
         p.set_data(snapshot[name])
@@ -177,7 +183,9 @@ def fit(net: gluon.Block, data, cfg: TrainConfig, ctx: mx.Context, *, eval_test:
     """Train an initialized, hybridized `net` on `data.train`; evaluate on `data.val` (and
     `data.test` when `eval_test`) after each epoch, and the returned weights on `data.test` when
     `final_test` (sweep trials never look at the test part). With `cfg.patience`, stops when val RMSE
-    has not improved for that many epochs and keeps the best epoch's weights."""
+    has not improved for that many epochs and keeps the best epoch's weights. With `cfg.swa` > 1,
+    every evaluation (and the returned weights) is of the average of the last `swa` epochs' weights,
+    while training goes on from the raw ones."""
     train = data.train
     n = len(train)
     scale = (float(data.rating_min), float(data.rating_max))
@@ -197,7 +205,11 @@ def fit(net: gluon.Block, data, cfg: TrainConfig, ctx: mx.Context, *, eval_test:
     rng = np.random.default_rng(cfg.seed)
     result, best = FitResult(), None
     since_best = 0
+    window: deque = deque(maxlen=cfg.swa)  # train.swa > 1: the last epochs' weights, averaged
+    raw = None
     for epoch in range(1, cfg.epochs + 1):
+        if raw is not None:  # go on training from the raw weights, not their average
+            _restore(net, raw)
         start = time.perf_counter()
         shuffled = rows.take(mx.nd.array(rng.permutation(n).astype(np.int32), ctx=ctx, dtype="int32"))
         sq_err = mx.nd.zeros((1,), ctx=ctx)
@@ -218,6 +230,10 @@ def fit(net: gluon.Block, data, cfg: TrainConfig, ctx: mx.Context, *, eval_test:
         train_rmse = math.sqrt(sq_err.asscalar() / n)
         _check_finite(train_rmse, epoch, cfg)
         elapsed = time.perf_counter() - start
+        if cfg.swa > 1:
+            raw = _snapshot(net)
+            window.append(raw)
+            _restore(net, _average(window))
         report = EpochReport(epoch, train_rmse, evaluate(net, data.val, ctx, scale),
                              evaluate(net, data.test, ctx, scale) if eval_test else None,
                              n / elapsed, elapsed)

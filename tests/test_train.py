@@ -78,3 +78,16 @@ def test_gpu_request_without_a_gpu_is_a_clear_error():
     with pytest.raises(ConfigError, match="train.device=gpu:1"):
         resolve_context("gpu:1")
     assert resolve_context("auto") == mx.cpu()
+
+
+def test_swa_returns_the_average_of_the_last_epochs_weights(tiny_data):
+    # Training goes on from the raw weights, so epoch e's raw weights are those of a plain e-epoch run.
+    one, _ = _train(tiny_data, epochs=1)
+    two, _ = _train(tiny_data, epochs=2)
+    avg, result = _train(tiny_data, epochs=2, swa=2)
+    params = lambda net: net._collect_params_with_prefix()  # noqa: E731  structural names, not instance prefixes
+    for name, p in params(avg).items():
+        want = (params(one)[name].data() + params(two)[name].data()) / 2
+        assert p.data().asnumpy() == pytest.approx(want.asnumpy(), abs=1e-6), name
+    assert result.history[-1].val_rmse == pytest.approx(evaluate(avg, tiny_data.val, mx.cpu(), (1.0, 5.0)))
+    assert result.history[-1].val_rmse != _train(tiny_data, epochs=2)[1].history[-1].val_rmse
