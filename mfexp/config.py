@@ -90,7 +90,8 @@ class SweepConfig:
     pruner: str = "median"
     seed: int = 0
     max_failures: int = 10  # stop the sweep after this many FAIL trials in this invocation
-    enqueue_tutorial: bool = True  # seed each study with the tutorial's own configuration
+    enqueue_tutorial: bool = True  # seed each study with its model's reference configuration
+    ensemble: bool = True  # after the search, blend the models' best networks (weights fit on val only)
     root: str = "sweeps"
     # model -> {dotted config key: Hydra override expression}; 'common' applies to every model
     space: dict[str, dict[str, Any]] = field(default_factory=dict)
