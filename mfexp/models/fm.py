@@ -20,7 +20,7 @@ import numpy as np
 from mxnet.gluon import Block
 
 from mfexp.models.base import ModelSettings, Recommender, Towers
-from mfexp.models.layers import SparseBlock, embedding, row_sq, rowdot
+from mfexp.models.layers import SparseBlock, embedding, hstack, row_sq
 
 TIME_BUCKETS = {"day": 1, "week": 7}
 
@@ -42,11 +42,14 @@ class FMSettings(ModelSettings):
 
 
 class _Side:
-    """One side (users or items): its id table and its feature blocks."""
+    """One side (users or items): its id table, and one weight table for all its other features
+    (side features and implicit feedback side by side: one CSR product per batch)."""
 
     def __init__(self, owner: Block, name: str, n: int, k: int, blocks, sparse_grad: bool):
-        self.blocks = [(SparseBlock(m), owner.params.get(f"{name}_{tag}_weight", shape=(m.n_cols, k + 1)))
-                       for tag, m in blocks if m is not None]
+        present = [m for m in blocks if m is not None]
+        self.features = SparseBlock(hstack(present)) if present else None
+        self.weight = (owner.params.get(f"{name}_features_weight", shape=(self.features.matrix.n_cols, k + 1))
+                       if present else None)
         self.ids = embedding(n, k + 1, sparse_grad)
 
     def batch(self, index, k: int):
@@ -54,23 +57,22 @@ class _Side:
         features = the side and implicit part of z (for its own L2)."""
         z = self.ids(index)
         q = row_sq(mx.nd, mx.nd.slice_axis(z, axis=1, begin=0, end=k))
-        feats = None
-        for block, weight in self.blocks:
-            w = weight.data(index.context)
-            part = block.product(w).take(index)
-            norms = mx.nd.sum(mx.nd.square(mx.nd.slice_axis(w, axis=1, begin=0, end=k)), axis=1, keepdims=True)
-            q = q + mx.nd.reshape(block.squared_product(norms).take(index), (-1,))
-            feats = part if feats is None else feats + part
-        return (z if feats is None else z + feats), q, feats
+        if self.features is None:
+            return z, q, None
+        w = self.weight.data(index.context)
+        feats = self.features.product(w).take(index)
+        norms = mx.nd.sum(mx.nd.square(mx.nd.slice_axis(w, axis=1, begin=0, end=k)), axis=1, keepdims=True)
+        q = q + mx.nd.reshape(self.features.squared_product(norms).take(index), (-1,))
+        return z + feats, q, feats
 
     def all_rows(self, k: int):
         """numpy (z, q) for every row, as batch() computes them."""
         z = self.ids.weight.data().asnumpy().astype(np.float64)
         q = (z[:, :k] ** 2).sum(axis=1)
-        for block, weight in self.blocks:
-            w = weight.data().asnumpy()
-            z = z + block.numpy_product(w)
-            q = q + block.numpy_product((w[:, :k] ** 2).sum(axis=1, keepdims=True), power=2)[:, 0]
+        if self.features is not None:
+            w = self.weight.data().asnumpy()
+            z = z + self.features.numpy_product(w)
+            q = q + self.features.numpy_product((w[:, :k] ** 2).sum(axis=1, keepdims=True), power=2)[:, 0]
         return z, q
 
 
@@ -100,14 +102,13 @@ class FM(Recommender, Block):
         user_side = data.user_side.matrix if data.user_side is not None else None
         item_side = data.item_side.matrix if data.item_side is not None else None
         with self.name_scope():
-            users = _Side(self, "user", data.n_users, k, [("side", user_side), ("implicit", data.user_items)],
-                          sparse_grad)
-            items = _Side(self, "item", data.n_items, k, [("side", item_side), ("implicit", data.item_users)],
-                          sparse_grad)
+            users = _Side(self, "user", data.n_users, k, [user_side, data.user_items], sparse_grad)
+            items = _Side(self, "item", data.n_items, k, [item_side, data.item_users], sparse_grad)
             self.user_embedding, self.item_embedding = users.ids, items.ids
-            for side, name in ((users, "user"), (items, "item")):
-                for n, (_, weight) in enumerate(side.blocks):
-                    setattr(self, f"{name}_block{n}", weight)
+            if users.weight is not None:
+                self.user_features = users.weight
+            if items.weight is not None:
+                self.item_features = items.weight
             self.n_time = 0
             if settings.time != "none":
                 self.n_time = (data.n_days - 1) // TIME_BUCKETS[settings.time] + 1
