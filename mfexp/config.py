@@ -75,6 +75,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
+OBJECTIVES = ("val_rmse", "val_ndcg_at_10")
 SAMPLERS = ("tpe", "random", "gp", "cmaes", "qmc", "grid")
 PRUNERS = ("median", "hyperband", "successive-halving", "none")
 
@@ -92,6 +93,9 @@ class SweepConfig:
     pruner: str = "median"
     seed: int = 0
     max_failures: int = 10  # stop the sweep after this many FAIL trials in this invocation
+    # what each trial is judged by, on the validation holdout: val_rmse (minimised) or val_ndcg_at_10
+    # (maximised: NDCG@10 of the trial's network over holdout items rated >= 4; no per-epoch pruning)
+    objective: str = "val_rmse"
     enqueue_tutorial: bool = True  # seed each study with its model's reference configuration
     ensemble: bool = True  # after the search, blend the models' best networks (weights fit on val only)
     root: str = "sweeps"
@@ -169,6 +173,8 @@ def validate_sweep(sweep: SweepConfig) -> SweepConfig:
     _check(sweep.sampler in SAMPLERS, "sweep.sampler", f"must be one of {', '.join(SAMPLERS)}", sweep.sampler)
     _check(sweep.pruner in PRUNERS, "sweep.pruner", f"must be one of {', '.join(PRUNERS)}", sweep.pruner)
     _check(sweep.max_failures >= 1, "sweep.max_failures", "must be >= 1", sweep.max_failures)
+    _check(sweep.objective in OBJECTIVES, "sweep.objective", f"must be one of {', '.join(OBJECTIVES)}",
+           sweep.objective)
     return sweep
 
 

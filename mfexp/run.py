@@ -45,8 +45,9 @@ def build_net(cfg: Config, data, ctx):
 
 
 def train_and_track(cfg: Config, data, tracker, *, eval_test: bool = True, final_test: bool = True,
-                    on_epoch=None):
-    """Train inside an active tracker run: per-epoch metrics, summary, config and model."""
+                    on_epoch=None, on_trained=None):
+    """Train inside an active tracker run: per-epoch metrics, summary, config and model.
+    `on_trained(trained)` sees the trained model (model_io.TrainedModel) before it is logged."""
     from mfexp import model_io
     from mfexp.train import fit, resolve_context
 
@@ -69,6 +70,8 @@ def train_and_track(cfg: Config, data, tracker, *, eval_test: bool = True, final
         summary["final_test_rmse"] = result.final_test_rmse
     tracker.log_metrics(summary)
     trained = model_io.from_training(net, data)
+    if on_trained is not None:
+        on_trained(trained)
     example = pd.DataFrame({"user_id": data.user_ids[:5].astype(np.int64),
                             "movie_id": data.item_ids[:5].astype(np.int64)})
     tracker.log_model(lambda folder: model_io.save(trained, folder), example)

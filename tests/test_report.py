@@ -48,7 +48,9 @@ def outcomes() -> list[ModelOutcome]:
         ModelOutcome(model="plain", study_name="s-plain", best_val_rmse=0.95, best_trial=2,
                      best_params={"k": 64, "lr": 0.0021234}, test_rmse=0.9123, n_complete=3,
                      n_pruned=1, n_failed=1, wall_time_s=125.0,
-                     best_config_path="sweeps/demo/best-plain.yaml"),
+                     best_config_path="sweeps/demo/best-plain.yaml",
+                     ranking={"test_precision_at_10": 0.0812, "test_recall_at_10": 0.05, "test_ndcg_at_10": 0.0903,
+                              "test_coverage_at_10": 0.2315}),
         ModelOutcome(model="mlp", study_name="s-mlp", best_val_rmse=0.93, best_trial=0,
                      best_params={"k": 64, "lr": 0.001}, test_rmse=0.9501, n_complete=1,
                      wall_time_s=12.34, best_config_path="sweeps/demo/best-mlp.yaml"),
@@ -83,9 +85,11 @@ def test_write_report(tmp_path, studies, outcomes, caplog):
     rows = {line.split("|")[1].strip(): line for line in md.splitlines()
             if line.startswith("| ") and "---" not in line}
     assert set(rows) == {"model", "plain", "mlp", "custom"}
-    assert "| 0.9500 | 0.9123 | 1.0170 | -0.1047 | 3/1/1 | 2m05s | k=64, lr=0.002123 |" in rows["plain"]
-    assert "| 0.9300 | 0.9501 | 0.9630 | -0.0129 | 1/0/0 | 12.3s | k=64, lr=0.001 |" in rows["mlp"]
-    assert rows["custom"] == "| custom | — | — | — | — | 0/0/0 | 0.0s | — |"
+    assert ("| 0.9500 | 0.9123 | 1.0170 | -0.1047 | 0.0812 | 0.0500 | 0.0903 | 0.2315 | 3/1/1 | 2m05s "
+            "| k=64, lr=0.002123 |") in rows["plain"]
+    assert "| P@10 | R@10 | NDCG@10 | coverage |" in rows["model"]
+    assert "| 0.9300 | 0.9501 | 0.9630 | -0.0129 | — | — | — | — | 1/0/0 | 12.3s | k=64, lr=0.001 |" in rows["mlp"]
+    assert rows["custom"] == "| custom | — | — | — | — | — | — | — | — | 0/0/0 | 0.0s | — |"
     assert "Best overall (by validation RMSE): `mlp`**: val RMSE 0.9300, test RMSE 0.9501" in md
     assert "python -m mfexp.run --config-dir sweeps/demo --config-name best-plain" in md
     assert "python -m mfexp.run --config-dir sweeps/demo --config-name best-mlp" in md
@@ -131,7 +135,7 @@ def test_run_description_holds_the_comparison_table(outcomes):
     from mfexp.sweep.report import MAX_DESCRIPTION, run_description
 
     text = run_description("demo", outcomes, 65.0, "python -m mfexp.sweep")
-    assert "| 0.9500 | 0.9123 | 1.0170 | -0.1047 | 3/1/1 | 2m05s | k=64, lr=0.002123 |" in text
+    assert "| 0.9500 | 0.9123 | 1.0170 | -0.1047 | 0.0812 | 0.0500 | 0.0903 | 0.2315 | 3/1/1 |" in text
     assert "Best overall (by validation RMSE): `mlp`" in text and "1m05s" in text
     many = [ModelOutcome(model=f"m{i}", study_name="s", best_params={f"p{j}": j for j in range(40)})
             for i in range(40)]
@@ -157,3 +161,18 @@ def test_progress_line_counts_budgets_best_and_time_left():
     assert "best mlp 0.9700 (trial 0)" in line and "30.0s elapsed, ~1m00s left" in line
     progress.deadline = now[0] + 20.0  # sweep.timeout stops new trials sooner
     assert "~20.0s left" in progress.line()
+
+
+def test_a_sweep_by_val_ndcg_is_compared_and_shown_by_it(outcomes):
+    from dataclasses import replace
+
+    by_rank = [replace(outcomes[0], objective="val_ndcg_at_10", best_objective=0.12),  # worse RMSE, better NDCG
+               replace(outcomes[1], objective="val_ndcg_at_10", best_objective=0.08)]
+    assert overall_best(by_rank).model == "plain"
+    lines = summary_table(by_rank).splitlines()
+    assert lines[0].split("  ")[:2] == ["model", "best val NDCG@10"]
+    assert lines[1].split()[1] == "0.1200"
+    from mfexp.sweep.report import run_description
+
+    assert "Best overall (by validation NDCG@10): `plain`**: val NDCG@10 0.1200, test NDCG@10 0.0903" in \
+        run_description("demo", by_rank, 1.0, "x")

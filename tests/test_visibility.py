@@ -279,3 +279,72 @@ def test_mxnet_lazy_update_note_is_kept_out_of_the_console(quiet):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0 and "stepped" in out.stdout, out.stderr
     assert ("lazy_update = True detected" in out.stderr) is not quiet  # a C++ LOG(INFO) on stderr, once
+
+
+# --- 8. ranking quality --------------------------------------------------------------------------
+def test_each_best_reports_its_top10_quality_on_the_test_part(swept):
+    plan, outcomes, _, runs = swept
+    best = next(r for r in runs if r.data.tags.get("mfexp.best") == "true")
+    names = ("test_precision_at_10", "test_recall_at_10", "test_ndcg_at_10", "test_coverage_at_10")
+    assert set(names) <= set(best.data.metrics) and set(outcomes[0].ranking) == set(names)
+    for name in names:
+        assert 0.0 <= best.data.metrics[name] <= 1.0
+        assert best.data.metrics[name] == pytest.approx(outcomes[0].ranking[name])
+    assert best.data.metrics["test_coverage_at_10"] > 0
+    report = (Path(plan.sweep.root) / "smoke" / "report.md").read_text()
+    assert "| NDCG@10 |" in report and f"{outcomes[0].ranking['test_ndcg_at_10']:.4f}" in report
+    trials = [r for r in runs if "optuna.trial_number" in r.data.tags and "mfexp.best" not in r.data.tags]
+    assert trials and not any(k.startswith("test_") for r in trials for k in r.data.metrics)
+
+
+def test_ranking_on_the_holdout_leaves_only_training_items_out(tiny_data, monkeypatch):
+    import mfexp.recommend as rec
+    from mfexp.sweep.objective import ranking_on
+
+    rng = np.random.default_rng(0)
+    users, items = rng.normal(size=(tiny_data.n_users, 3)), rng.normal(size=(tiny_data.n_items, 3))
+    scored = []  # the scorer recommend uses, on made-up user and item vectors
+    monkeypatch.setattr(rec, "towers", lambda trained: None)
+    monkeypatch.setattr(rec, "score_all", lambda trained, u, tw=None: scored.append(u) or items @ users[u])
+    val = ranking_on(object(), tiny_data, "val", coverage=False)
+    liked_val_users = set(tiny_data.val.users[tiny_data.val.ratings >= 4].tolist())
+    assert val.users == len(liked_val_users) and val.coverage is None  # only users with a liked holdout item
+    assert set(scored) == liked_val_users
+    test = ranking_on(object(), tiny_data, "test")
+    assert test.coverage is not None and len(set(scored)) == tiny_data.n_users  # coverage: everyone's top 10
+
+
+def _objective_plan(tmp_path, ratings, *extra):
+    from mfexp.sweep.__main__ import build_plan
+
+    return build_plan(["data=file", f"data.path={ratings}", "sweep=smoke", f"sweep.root={tmp_path / 'sweeps'}",
+                       "sweep.models=[biased]", "train.epochs=2", "train.batch_size=256", "sweep.ensemble=false",
+                       "tracking.enabled=false", *extra])
+
+
+def test_sweep_objective_val_ndcg_is_maximised_and_chooses_the_best(tmp_path, ratings_file, capsys):
+    import optuna
+
+    from mfexp.errors import ConfigError
+    from mfexp.sweep.orchestrate import run_sweep
+    from mfexp.sweep.storage import open_storage
+
+    plan = _objective_plan(tmp_path, ratings_file, "sweep.objective=val_ndcg_at_10", "sweep.n_trials=3")
+    outcomes = run_sweep(plan)
+    study = optuna.load_study(study_name="smoke-biased", storage=open_storage(plan.sweep))
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 3
+    for t in done:
+        assert t.value == t.user_attrs["val_ndcg_at_10"] and 0.0 <= t.value <= 1.0
+        assert t.intermediate_values == {}  # nothing reported per epoch: val RMSE does not prune it
+        assert t.user_attrs["val_rmse"] > 0
+    top = max(done, key=lambda t: t.value)
+    (out,) = outcomes
+    assert (out.objective, out.best_trial, out.best_objective) == ("val_ndcg_at_10", top.number, top.value)
+    assert out.best_val_rmse == top.user_attrs["val_rmse"] and out.ranking["test_ndcg_at_10"] >= 0
+    assert "best val NDCG@10" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="sweep.objective=val_rmse needs minimize"):
+        run_sweep(_objective_plan(tmp_path, ratings_file, "sweep.n_trials=4"))  # resumed, other objective
+    with pytest.raises(ConfigError, match="sweep.objective must be one of val_rmse, val_ndcg_at_10"):
+        _objective_plan(tmp_path, ratings_file, "sweep.objective=ndcg")

@@ -26,6 +26,7 @@ def run_sweep(plan: SweepPlan) -> list[ModelOutcome]:
     started = time.time()
     check_reachable(plan.tracking)  # before any storage is written or trial trained
     studies = prepare(plan)
+    _check_objective(plan, studies)
     done = {m: st.counted_trials(s) for m, s in studies.items()}
     print(f"sweep {plan.sweep.name}: models {', '.join(plan.sweep.models)}, {plan.sweep.n_trials} trials each "
           f"({', '.join(f'{m} {n} done' for m, n in done.items())}), sampler {plan.sweep.sampler}, "
@@ -48,19 +49,32 @@ def run_sweep(plan: SweepPlan) -> list[ModelOutcome]:
         wall = time.time() - started
         paths = _report(plan, outcomes, studies, wall)
         if tracker.run_id:
-            from mfexp.sweep.report import run_description
+            from mfexp.sweep.report import overall_best, run_description
 
             tracker.set_tags({"mlflow.note.content": run_description(plan.sweep.name, outcomes, wall, plan.command)})
             for path in paths:
                 mlflow.log_artifact(str(path), artifact_path="report")
-            best = [o for o in outcomes if o.best_val_rmse is not None]
-            if best:
-                top = min(best, key=lambda o: o.best_val_rmse)
-                tracker.log_metrics({"best_val_rmse": top.best_val_rmse, "wall_time_s": wall,
-                                     **({"best_test_rmse": top.test_rmse} if top.test_rmse is not None else {})})
+            top = overall_best(outcomes)
+            if top is not None:
+                figures = {"best_val_rmse": top.best_val_rmse, "best_test_rmse": top.test_rmse,
+                           "wall_time_s": wall, **{f"best_{k}": v for k, v in top.ranking.items()}}
+                tracker.log_metrics({k: v for k, v in figures.items() if v is not None})
                 tracker.set_tags({"mfexp.best_model": top.model})
     _print_summary(plan, outcomes, paths, wall, tracking_uri() if plan.tracking.enabled else None)
     return outcomes
+
+
+def _check_objective(plan: SweepPlan, studies: dict[str, optuna.Study]) -> None:
+    """A resumed sweep must keep its objective: Optuna reopens a study with its first direction."""
+    from mfexp.errors import ConfigError
+    from mfexp.sweep.objective import DIRECTIONS
+
+    for study in studies.values():
+        if study.direction.name.lower() != DIRECTIONS[plan.sweep.objective]:
+            raise ConfigError(f"study {study.study_name} was searched to {study.direction.name.lower()} its "
+                              f"objective, but sweep.objective={plan.sweep.objective} needs "
+                              f"{DIRECTIONS[plan.sweep.objective]}: start a new sweep (sweep.name=<new name>) "
+                              "for another objective, or keep the sweep's own.")
 
 
 def _evaluate(plan: SweepPlan, studies: dict[str, optuna.Study], parent_run_id) -> list[ModelOutcome]:
@@ -72,7 +86,10 @@ def _evaluate(plan: SweepPlan, studies: dict[str, optuna.Study], parent_run_id) 
     for model, study in studies.items():
         out = outcome_of(plan, model, study)
         if out.n_complete:
-            print(f"[{model:>7}] best trial {out.best_trial} (val_rmse {out.best_val_rmse:.4f}): replayed to its "
+            best = study.best_trial  # outcome_of reads its value as val RMSE: the objective may be another
+            out.objective, out.best_objective = plan.sweep.objective, best.value
+            out.best_val_rmse = best.user_attrs.get("val_rmse", best.value if out.objective == "val_rmse" else None)
+            print(f"[{model:>7}] best trial {out.best_trial} ({out.objective} {best.value:.4f}): replayed to its "
                   "best epoch, then one evaluation on the test part", flush=True)
             evaluate_best(plan, model, study, data, parent_run_id, out, best_config_path(plan, model))
         outcomes.append(out)

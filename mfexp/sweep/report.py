@@ -20,8 +20,10 @@ from mfexp.sweep.results import REFERENCE_ATTR, TUTORIAL_RMSE, ModelOutcome
 log = logging.getLogger(__name__)
 
 DASH = "—"
-HEADER = ["model", "best val RMSE", "test RMSE", "tutorial RMSE", "Δ vs tutorial",
-          "trials (complete/pruned/failed)", "wall time", "best params"]
+HEADER = ["model", "best val RMSE", "test RMSE", "tutorial RMSE", "Δ vs tutorial", "P@10", "R@10",
+          "NDCG@10", "coverage", "trials (complete/pruned/failed)", "wall time", "best params"]
+RANKING = ("test_precision_at_10", "test_recall_at_10", "test_ndcg_at_10", "test_coverage_at_10")
+NDCG_OBJECTIVE = "best val NDCG@10"  # a column of its own when a sweep chose by it
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
             optuna.trial.TrialState.FAIL)
 
@@ -56,16 +58,26 @@ def _params(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={_value(v)}" for k, v in params.items()) or DASH
 
 
-def _row(o: ModelOutcome) -> list[str]:
-    return [o.model, _rmse(o.best_val_rmse), _rmse(o.test_rmse), _rmse(o.tutorial_rmse),
-            _delta(o.test_rmse, o.tutorial_rmse), f"{o.n_complete}/{o.n_pruned}/{o.n_failed}",
-            _duration(o.wall_time_s), _params(o.best_params)]
+def _header(outcomes: list[ModelOutcome]) -> list[str]:
+    by_rank = any(o.objective == "val_ndcg_at_10" for o in outcomes)
+    return HEADER[:1] + [NDCG_OBJECTIVE] + HEADER[1:] if by_rank else HEADER
+
+
+def _row(o: ModelOutcome, header: list[str] = HEADER) -> list[str]:
+    ranking = [_rmse(o.ranking.get(k)) for k in RANKING]
+    row = [o.model, _rmse(o.best_val_rmse), _rmse(o.test_rmse), _rmse(o.tutorial_rmse),
+           _delta(o.test_rmse, o.tutorial_rmse), *ranking, f"{o.n_complete}/{o.n_pruned}/{o.n_failed}",
+           _duration(o.wall_time_s), _params(o.best_params)]
+    if NDCG_OBJECTIVE in header:
+        row.insert(1, _rmse(o.best_objective if o.objective == "val_ndcg_at_10" else None))
+    return row
 
 
 def summary_table(outcomes: list[ModelOutcome]) -> str:
     """The report's table as aligned plain text: a header line, then one line per model."""
-    rows = [HEADER] + [_row(o) for o in outcomes]
-    widths = [max(len(r[c]) for r in rows) for c in range(len(HEADER))]
+    header = _header(outcomes)
+    rows = [header] + [_row(o, header) for o in outcomes]
+    widths = [max(len(r[c]) for r in rows) for c in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows)
 
 
@@ -119,13 +131,14 @@ class SweepProgress:
 
 def _markdown_table(outcomes: list[ModelOutcome]) -> list[str]:
     esc = lambda cells: "| " + " | ".join(c.replace("|", r"\|") for c in cells) + " |"  # noqa: E731
-    return [esc(HEADER), "|" + "---|" * len(HEADER)] + [esc(_row(o)) for o in outcomes]
+    header = _header(outcomes)
+    return [esc(header), "|" + "---|" * len(header)] + [esc(_row(o, header)) for o in outcomes]
 
 
 def overall_best(outcomes: list[ModelOutcome]) -> Optional[ModelOutcome]:
-    """The model with the lowest validation RMSE (never chosen by test RMSE)."""
-    done = [o for o in outcomes if o.best_val_rmse is not None]
-    return min(done, key=lambda o: o.best_val_rmse) if done else None
+    """The model with the best validation figure, by the sweep's objective (never by test figures)."""
+    done = [o for o in outcomes if o.selection_value is not None]
+    return min(done, key=lambda o: o.selection_value) if done else None
 
 
 def _replay_lines(outcomes: list[ModelOutcome]) -> list[str]:
@@ -140,13 +153,20 @@ def _replay_lines(outcomes: list[ModelOutcome]) -> list[str]:
 
 def _best_line(outcomes: list[ModelOutcome]) -> str:
     best = overall_best(outcomes)
+    if best is None:
+        return "**Best overall:** none (no model completed a trial)."
+    if best.objective == "val_ndcg_at_10":
+        return (f"**Best overall (by validation NDCG@10): `{best.model}`**: val NDCG@10 "
+                f"{_rmse(best.best_objective)}, test NDCG@10 {_rmse(best.ranking.get('test_ndcg_at_10'))}, "
+                f"test RMSE {_rmse(best.test_rmse)}.")
     return (f"**Best overall (by validation RMSE): `{best.model}`**: val RMSE "
-            f"{_rmse(best.best_val_rmse)}, test RMSE {_rmse(best.test_rmse)}."
-            if best else "**Best overall:** none (no model completed a trial).")
+            f"{_rmse(best.best_val_rmse)}, test RMSE {_rmse(best.test_rmse)}.")
 
 
-NOTE = ("Val RMSE is the objective (validation holdout); test RMSE is the best trial's network at its "
-        "best epoch, evaluated once on the test part. Δ = test − tutorial.")
+NOTE = ("The objective is measured on the validation holdout (val RMSE unless the sweep chose another); "
+        "test figures are the best trial's network at its best epoch, evaluated once on the test part. "
+        "Δ = test − tutorial. P@10, R@10, NDCG@10: top 10 of each test user among the items they had not "
+        "rated, hits = test items rated 4 or more; coverage: share of the catalogue in some user's top 10.")
 
 
 def _render(sweep_name: str, outcomes: list[ModelOutcome], wall_time_s: float, command: str,

@@ -25,6 +25,16 @@ class ModelOutcome:
     n_pruned: int = 0
     n_failed: int = 0
     wall_time_s: float = 0.0  # summed trial durations
+    objective: str = "val_rmse"  # sweep.objective: what chose the best trial
+    best_objective: Optional[float] = None  # the best trial's objective value (= best_val_rmse for val_rmse)
+    ranking: dict[str, float] = field(default_factory=dict)  # test_precision_at_10, ... of the best, on test
+
+    @property
+    def selection_value(self) -> Optional[float]:
+        """The figure models are compared by, lower is better: val RMSE, or minus val NDCG@10."""
+        if self.objective == "val_rmse" or self.best_objective is None:
+            return self.best_val_rmse
+        return -self.best_objective
 
     @property
     def tutorial_rmse(self) -> Optional[float]:

@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from mfexp.config import SweepConfig, TrackingConfig
 from mfexp.errors import MfexpError
 from mfexp.sweep import storage as st
-from mfexp.sweep.objective import Objective, apply_params
+from mfexp.sweep.objective import DIRECTIONS, Objective, apply_params
 from mfexp.sweep.results import ModelOutcome
 from mfexp.sweep.space import SearchSpace
 
@@ -61,7 +61,8 @@ def _open_studies(plan: SweepPlan, worker: int) -> dict[str, optuna.Study]:
         epochs = int(plan.bases[model].train.epochs)
         grid = plan.spaces[model].grid() if plan.sweep.sampler == "grid" else None
         studies[model] = optuna.create_study(
-            study_name=st.study_name(plan.sweep, model), storage=storage, direction="minimize",
+            study_name=st.study_name(plan.sweep, model), storage=storage,
+            direction=DIRECTIONS[plan.sweep.objective],
             load_if_exists=True, sampler=st.make_sampler(plan.sweep, worker, grid),
             pruner=st.make_pruner(plan.sweep, epochs))
     return studies
@@ -177,7 +178,8 @@ def work(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: O
         study = studies[model]
         objective = Objective(model, bases[model], plan.spaces[model], data,
                               study_name=study.study_name, experiment=plan.experiment,
-                              parent_run_id=parent_run_id, tracking_cfg=replace(plan.tracking, log_model=False))
+                              parent_run_id=parent_run_id, tracking_cfg=replace(plan.tracking, log_model=False),
+                              objective=plan.sweep.objective)
         finished: list[FrozenTrial] = []
         study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=False,
                        callbacks=[announce(model, progress), lambda _s, t: finished.append(t)])
