@@ -96,6 +96,8 @@ class SweepConfig:
     # what each trial is judged by, on the validation holdout: val_rmse (minimised) or val_ndcg_at_10
     # (maximised: NDCG@10 of the trial's network over holdout items rated >= 4; no per-epoch pruning)
     objective: str = "val_rmse"
+    warm_start: Optional[str] = None  # an earlier sweep's name: its best configurations start each study
+    warm_start_top_k: int = 3  # how many of them per model (its top COMPLETE trials)
     enqueue_tutorial: bool = True  # seed each study with its model's reference configuration
     ensemble: bool = True  # after the search, blend the models' best networks (weights fit on val only)
     root: str = "sweeps"
@@ -173,6 +175,9 @@ def validate_sweep(sweep: SweepConfig) -> SweepConfig:
     _check(sweep.sampler in SAMPLERS, "sweep.sampler", f"must be one of {', '.join(SAMPLERS)}", sweep.sampler)
     _check(sweep.pruner in PRUNERS, "sweep.pruner", f"must be one of {', '.join(PRUNERS)}", sweep.pruner)
     _check(sweep.max_failures >= 1, "sweep.max_failures", "must be >= 1", sweep.max_failures)
+    _check(sweep.warm_start_top_k >= 1, "sweep.warm_start_top_k", "must be >= 1", sweep.warm_start_top_k)
+    _check(sweep.warm_start != sweep.name, "sweep.warm_start", "must name another, earlier sweep (resuming "
+           "a sweep needs no warm start)", sweep.warm_start)
     _check(sweep.objective in OBJECTIVES, "sweep.objective", f"must be one of {', '.join(OBJECTIVES)}",
            sweep.objective)
     return sweep

@@ -348,3 +348,43 @@ def test_sweep_objective_val_ndcg_is_maximised_and_chooses_the_best(tmp_path, ra
         run_sweep(_objective_plan(tmp_path, ratings_file, "sweep.n_trials=4"))  # resumed, other objective
     with pytest.raises(ConfigError, match="sweep.objective must be one of val_rmse, val_ndcg_at_10"):
         _objective_plan(tmp_path, ratings_file, "sweep.objective=ndcg")
+
+
+# --- 9. warm start -------------------------------------------------------------------------------
+def test_warm_start_enqueues_the_earlier_sweeps_best_configurations(tmp_path, ratings_file, capsys):
+    import optuna
+
+    from mfexp.errors import ConfigError
+    from mfexp.sweep.orchestrate import run_sweep
+    from mfexp.sweep.storage import open_storage
+    from mfexp.sweep.warm import ATTR, top_trials
+
+    first = _objective_plan(tmp_path, ratings_file, "sweep.n_trials=4", "sweep.name=first", "sweep.pruner=none")
+    run_sweep(first)
+    earlier = optuna.load_study(study_name="first-biased", storage=open_storage(first.sweep))
+    best2 = top_trials(earlier, 2)
+    ranked = sorted((t for t in earlier.trials if t.params and t.state.name == "COMPLETE"), key=lambda t: t.value)
+    assert [t.number for t in best2] == [t.number for t in ranked[:2]] and all(t.params for t in best2)
+
+    args = ("sweep.name=second", "sweep.warm_start=first", "sweep.warm_start_top_k=2", "sweep.enqueue_tutorial=false")
+    second = _objective_plan(tmp_path, ratings_file, "sweep.n_trials=2", *args)
+    run_sweep(second)
+    assert "warm start from sweep first: enqueued its best 2 biased configuration(s)" in capsys.readouterr().out
+    study = optuna.load_study(study_name="second-biased", storage=open_storage(second.sweep))
+    assert [t.params for t in study.trials] == [t.params for t in best2]  # the earlier best, best first
+    assert study.trials[0].user_attrs[ATTR] == f"first-biased trial {best2[0].number} ({best2[0].value:.4f})"
+    run_sweep(_objective_plan(tmp_path, ratings_file, "sweep.n_trials=3", *args))  # resumed: not again
+    study = optuna.load_study(study_name="second-biased", storage=open_storage(second.sweep))
+    assert len(study.trials) == 3 and ATTR not in study.trials[2].user_attrs
+    with pytest.raises(ConfigError, match="sweep.warm_start=nope: there is no such sweep"):
+        run_sweep(_objective_plan(tmp_path, ratings_file, "sweep.name=third", "sweep.warm_start=nope"))
+
+
+def test_warm_start_carries_only_what_the_new_space_searches():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    from mfexp.sweep.warm import fitting
+
+    space = {"train.lr": FloatDistribution(1e-3, 1e-2, log=True), "model.k": CategoricalDistribution([16, 32])}
+    assert fitting({"train.lr": 5e-3, "model.k": 32, "train.reg": 0.1}, space) == {"train.lr": 5e-3, "model.k": 32}
+    assert fitting({"train.lr": 0.5, "model.k": 64}, space) == {}  # outside the new ranges: sampled afresh
