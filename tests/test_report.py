@@ -144,7 +144,7 @@ def test_run_description_holds_the_comparison_table(outcomes):
 
 
 def test_progress_line_counts_budgets_best_and_time_left():
-    from mfexp.sweep.report import SweepProgress
+    from mfexp.sweep.progress import SweepProgress
 
     now = [1000.0]
     plain = _study([(TrialState.COMPLETE, {"k": 16, "lr": 0.01}, 0.98)], reference=1.02)  # resumed: 2 done

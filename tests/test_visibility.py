@@ -99,7 +99,7 @@ def test_dataset_sources_name_the_grouplens_fold_or_the_file(tiny_data):
     from dataclasses import replace
 
     from mfexp.config import DataConfig
-    from mfexp.tracking import dataset_parts
+    from mfexp.inputs import dataset_parts
 
     ml = replace(tiny_data, name="ml100k", split="u3")
     parts = {c: (name, source) for c, name, source, _ in dataset_parts(ml, DataConfig(split="u3"), test=True)}

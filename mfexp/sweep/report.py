@@ -8,7 +8,6 @@ import logging
 import numbers
 import os
 import tempfile
-import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -38,7 +37,7 @@ def _delta(test: Optional[float], tutorial: Optional[float]) -> str:
     return DASH if test is None or tutorial is None else f"{test - tutorial:+.4f}"
 
 
-def _duration(seconds: Optional[float]) -> str:
+def duration(seconds: Optional[float]) -> str:
     if seconds is None:
         return DASH
     if seconds < 60:
@@ -67,7 +66,7 @@ def _row(o: ModelOutcome, header: list[str] = HEADER) -> list[str]:
     ranking = [_rmse(o.ranking.get(k)) for k in RANKING]
     row = [o.model, _rmse(o.best_val_rmse), _rmse(o.test_rmse), _rmse(o.tutorial_rmse),
            _delta(o.test_rmse, o.tutorial_rmse), *ranking, f"{o.n_complete}/{o.n_pruned}/{o.n_failed}",
-           _duration(o.wall_time_s), _params(o.best_params)]
+           duration(o.wall_time_s), _params(o.best_params)]
     if NDCG_OBJECTIVE in header:
         row.insert(1, _rmse(o.best_objective if o.objective == "val_ndcg_at_10" else None))
     return row
@@ -79,54 +78,6 @@ def summary_table(outcomes: list[ModelOutcome]) -> str:
     rows = [header] + [_row(o, header) for o in outcomes]
     widths = [max(len(r[c]) for r in rows) for c in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows)
-
-
-class SweepProgress:
-    """The console's progress line after each trial: trials done of each model's budget, the best so
-    far, time elapsed and an estimate of the time left (at the pace of the trials finished since this
-    process started, capped by sweep.timeout)."""
-
-    COUNTED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-
-    def __init__(self, studies: dict[str, optuna.Study], n_trials: int, deadline: Optional[float] = None,
-                 clock: Callable[[], float] = time.time):
-        self.studies, self.n_trials, self.deadline, self.clock = studies, n_trials, deadline, clock
-        self.started = clock()
-        self.done_at_start = sum(self._counts().values())
-
-    def _counts(self) -> dict[str, int]:
-        return {m: min(len(s.get_trials(deepcopy=False, states=self.COUNTED)), self.n_trials)
-                for m, s in self.studies.items()}
-
-    def _best(self) -> str:
-        bests = []
-        for model, study in self.studies.items():
-            trials = _complete(study)
-            if trials:
-                best = study.best_trial
-                bests.append((best.value, model, best.number))
-        if not bests:
-            return "best: none yet"
-        maximize = next(iter(self.studies.values())).direction == optuna.study.StudyDirection.MAXIMIZE
-        value, model, number = (max if maximize else min)(bests)
-        return f"best {model} {value:.4f} (trial {number})"
-
-    def line(self) -> str:
-        counts = self._counts()
-        done, budget = sum(counts.values()), self.n_trials * len(counts)
-        elapsed = self.clock() - self.started
-        finished_here = done - self.done_at_start
-        if done >= budget:
-            left = "done"
-        elif finished_here > 0:
-            seconds = elapsed / finished_here * (budget - done)
-            if self.deadline is not None:
-                seconds = min(seconds, max(0.0, self.deadline - self.clock()))
-            left = f"~{_duration(seconds)} left"
-        else:
-            left = "time left: after the first trial"
-        per_model = " · ".join(f"{m} {n}/{self.n_trials}" for m, n in counts.items())
-        return f"  progress {done}/{budget}: {per_model} | {self._best()} | {_duration(elapsed)} elapsed, {left}"
 
 
 def _markdown_table(outcomes: list[ModelOutcome]) -> list[str]:
@@ -173,7 +124,7 @@ def _render(sweep_name: str, outcomes: list[ModelOutcome], wall_time_s: float, c
             plots: list[Path]) -> str:
     return "\n".join([
         f"# Sweep report: {sweep_name}", "", f"Command: `{command}`", "",
-        f"Total wall time: {_duration(wall_time_s)}", "", *_markdown_table(outcomes), "",
+        f"Total wall time: {duration(wall_time_s)}", "", *_markdown_table(outcomes), "",
         NOTE, "", _best_line(outcomes), "", "## How to replay", "", *_replay_lines(outcomes), "", "## Plots", "",
         *[f"![{p.stem}]({p.name})" for p in plots], ""])
 
@@ -184,7 +135,7 @@ MAX_DESCRIPTION = 8000  # MLflow's longest tag value
 def run_description(sweep_name: str, outcomes: list[ModelOutcome], wall_time_s: float, command: str) -> str:
     """The sweep parent run's MLflow description (markdown): the report's comparison table."""
     text = "\n".join([
-        f"**Sweep `{sweep_name}`**: `{command}`, {_duration(wall_time_s)}.", "", *_markdown_table(outcomes), "",
+        f"**Sweep `{sweep_name}`**: `{command}`, {duration(wall_time_s)}.", "", *_markdown_table(outcomes), "",
         NOTE, "", _best_line(outcomes), "",
         "The full report with plots is this run's artifact `report/report.md`; each model's best is the "
         "child run tagged `mfexp.best=true`."])

@@ -136,7 +136,7 @@ def _next_model(plan: SweepPlan, studies: dict[str, optuna.Study]) -> Optional[s
 
 
 def announce(model: str, progress=None):
-    """The console line of each finished trial, then (given a report.SweepProgress) the sweep's progress."""
+    """The console line of each finished trial, then (given a progress.SweepProgress) the sweep's progress."""
     def callback(study: optuna.Study, trial: FrozenTrial) -> None:
         params = "  ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in trial.params.items())
         if REFERENCE_ATTR in trial.user_attrs:
@@ -164,7 +164,7 @@ def work(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: O
 
     _sigterm_as_interrupt()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line per trial says it
-    from mfexp.sweep.report import SweepProgress
+    from mfexp.sweep.progress import SweepProgress
 
     studies = _open_studies(plan, worker)
     progress = SweepProgress(studies, plan.sweep.n_trials, deadline)
