@@ -388,3 +388,11 @@ def test_warm_start_carries_only_what_the_new_space_searches():
     space = {"train.lr": FloatDistribution(1e-3, 1e-2, log=True), "model.k": CategoricalDistribution([16, 32])}
     assert fitting({"train.lr": 5e-3, "model.k": 32, "train.reg": 0.1}, space) == {"train.lr": 5e-3, "model.k": 32}
     assert fitting({"train.lr": 0.5, "model.k": 64}, space) == {}  # outside the new ranges: sampled afresh
+
+
+def test_the_sweeps_own_row_shows_the_data_it_used(swept):
+    _, _, _, runs = swept
+    parent = next(r for r in runs if r.data.tags.get("mfexp.sweep") == "smoke")
+    contexts = {t.value for d in parent.inputs.dataset_inputs for t in d.tags if t.key == "mlflow.data.context"}
+    assert contexts == {"train", "validation", "test"}
+    assert parent.data.tags["mlflow.note.content"].startswith("**Best overall")  # what the UI shows first

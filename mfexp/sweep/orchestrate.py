@@ -42,7 +42,7 @@ def run_sweep(plan: SweepPlan) -> list[ModelOutcome]:
             tracker.log_yaml({m: {"distributions": {k: repr(d) for k, d in s.distributions.items()},
                                   "fixed": s.fixed} for m, s in plan.spaces.items()}, "search_space.yaml")
         run_workers(plan, tracker.run_id)
-        outcomes = _evaluate(plan, studies, tracker.run_id)
+        outcomes = _evaluate(plan, studies, tracker)
         if plan.sweep.ensemble and tracker.run_id:  # members are loaded back from their MLflow runs
             blend = _ensemble(plan, outcomes, tracker.run_id)
             outcomes += [blend] if blend else []
@@ -89,11 +89,14 @@ def _check_objective(plan: SweepPlan, studies: dict[str, optuna.Study]) -> None:
                               "for another objective, or keep the sweep's own.")
 
 
-def _evaluate(plan: SweepPlan, studies: dict[str, optuna.Study], parent_run_id) -> list[ModelOutcome]:
+def _evaluate(plan: SweepPlan, studies: dict[str, optuna.Study], tracker) -> list[ModelOutcome]:
     from mfexp.data import load_dataset
     from mfexp.sweep.objective import apply_params
 
-    data = load_dataset(apply_params(plan.bases[plan.sweep.models[0]], {}).data)
+    data_cfg = apply_params(plan.bases[plan.sweep.models[0]], {}).data
+    data = load_dataset(data_cfg)
+    tracker.log_datasets(data, data_cfg)  # the parent's row in the runs table: what the sweep used
+    parent_run_id = tracker.run_id
     outcomes = []
     for model, study in studies.items():
         out = outcome_of(plan, model, study)

@@ -134,9 +134,9 @@ MAX_DESCRIPTION = 8000  # MLflow's longest tag value
 
 def run_description(sweep_name: str, outcomes: list[ModelOutcome], wall_time_s: float, command: str) -> str:
     """The sweep parent run's MLflow description (markdown): the report's comparison table."""
-    text = "\n".join([
-        f"**Sweep `{sweep_name}`**: `{command}`, {duration(wall_time_s)}.", "", *_markdown_table(outcomes), "",
-        NOTE, "", _best_line(outcomes), "",
+    text = "\n".join([  # the best first: the UI shows a description's first lines until "Show more"
+        _best_line(outcomes), "", f"Sweep `{sweep_name}`: `{command}`, {duration(wall_time_s)}.", "",
+        *_markdown_table(outcomes), "", NOTE, "",
         "The full report with plots is this run's artifact `report/report.md`; each model's best is the "
         "child run tagged `mfexp.best=true`."])
     return text if len(text) <= MAX_DESCRIPTION else text[:MAX_DESCRIPTION - 40] + "\n\n(cut: see report/report.md)"
