@@ -48,6 +48,7 @@ def train_and_track(cfg: Config, data, tracker, *, eval_test: bool = True, final
                     on_epoch=None):
     """Train inside an active tracker run: per-epoch metrics, summary, config and model."""
     from mfexp import model_io
+    from mfexp.models.plugins import code_paths
     from mfexp.train import fit, resolve_context
 
     ctx = resolve_context(cfg.train.device)
@@ -70,7 +71,7 @@ def train_and_track(cfg: Config, data, tracker, *, eval_test: bool = True, final
     trained = model_io.from_training(net, data)
     example = pd.DataFrame({"user_id": data.user_ids[:5].astype(np.int64),
                             "movie_id": data.item_ids[:5].astype(np.int64)})
-    tracker.log_model(lambda folder: model_io.save(trained, folder), example)
+    tracker.log_model(lambda folder: model_io.save(trained, folder), example, code_paths(cfg.model))
     return result
 
 
