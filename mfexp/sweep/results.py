@@ -36,6 +36,9 @@ class ModelOutcome:
     n_pruned: int = 0
     n_failed: int = 0
     wall_time_s: float = 0.0  # summed trial durations
+    # the best trial's val RMSE was still falling when its epoch budget (train.epochs) ran out:
+    # more epochs would likely have found a better network
+    budget_exhausted: bool = False
 
     @property
     def tutorial_rmse(self) -> Optional[float]:
