@@ -48,9 +48,10 @@ def train_and_track(cfg: Config, data, tracker, *, eval_test: bool = True, final
                     on_epoch=None):
     """Train inside an active tracker run: per-epoch metrics, summary, config and model."""
     from mfexp import model_io
-    from mfexp.train import fit, resolve_context
+    from mfexp.train import fit, resolve_device
 
-    ctx = resolve_context(cfg.train.device)
+    ctx, device = resolve_device(cfg.train.device)
+    tracker.set_tags({"mfexp.device": device})  # what train.device (auto, gpu) resolved to here
     tracker.log_yaml(asdict(cfg), "config.yaml")
     net = build_net(cfg, data, ctx)
 
