@@ -25,7 +25,7 @@ SWEEP ?= default
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install sweep run test test-fast ui serve server data bench clean
+.PHONY: help install sweep run test test-fast ui serve server data bench gpu-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -76,6 +76,9 @@ server: $(STAMP) ## MLflow tracking server for workers on several machines, on h
 
 bench: $(STAMP) ## speed benchmarks -> bench/results/, BENCHMARKS.md
 	$(PY) -m bench $(ARGS)
+
+gpu-check: $(STAMP) ## on a GPU host (make install GPU=1): each model on GPU vs CPU, serving on CPU, a 2-GPU sweep; exit 2 without a GPU
+	$(PY) -m bench.gpu_check $(ARGS)
 
 clean: ## remove the venv and caches (not mlflow.db, not sweeps/)
 	rm -rf $(VENV) .pytest_cache *.egg-info
