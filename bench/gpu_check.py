@@ -172,13 +172,13 @@ def check_serving(cfg, data, device: str, store: Path) -> Check:
                  + ("" if requirement in logged.split() else f" NOT FOUND in {logged.split()}"))
 
 
-def check_auto(overrides: Sequence[str], gpus: int) -> Check:
+def check_auto(overrides: Sequence[str], gpus: int, workdir: Path) -> Check:
     from mfexp.sweep.__main__ import build_plan
     from mfexp.sweep.runner import workers_line
     from mfexp.train import resolve_device
 
     device = resolve_device("auto")[1]
-    plan = build_plan([*overrides, "sweep=smoke", f"sweep.root={tempfile.mkdtemp(prefix='gpu-check-')}"])
+    plan = build_plan([*overrides, "sweep=smoke", f"sweep.root={workdir / 'sweeps'}"])
     ok = device == "gpu:0" and plan.sweep.devices == list(range(gpus))
     return Check("auto", ok, f"train.device=auto -> {device}; sweep.devices=auto -> {workers_line(plan)}")
 
@@ -235,7 +235,7 @@ def run_checks(overrides: Sequence[str], gpus: int, say: Callable[[str], None] =
                 attempt(f"train {model} {label}", lambda: check_training(cfg, data, mx.gpu(0), mx.cpu(), label))
             cfg = compose([*overrides, f"model={model}"])
             attempt(f"serve {model}", lambda: check_serving(cfg, data, "gpu:0", Path(tmp)))
-        attempt("auto", lambda: check_auto(overrides, gpus))
+        attempt("auto", lambda: check_auto(overrides, gpus, Path(tmp)))
         if gpus >= 2:
             attempt("sweep on 2 GPUs", lambda: check_two_gpu_sweep(overrides, Path(tmp)))
         else:
@@ -253,6 +253,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if reason is not None:
         print(reason, file=sys.stderr)
         return NO_GPU_EXIT
+    import mlflow  # noqa: F401  (before quiet_libraries: importing MLflow resets its loggers)
+
     from mfexp import cli
     from mfexp.train import visible_gpus
 

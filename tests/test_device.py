@@ -5,9 +5,9 @@ No GPU is exercised here. A second CPU context, mx.cpu(1), stands in for "the tr
 hybridized network refuses inputs that live on another context, as it would on a GPU."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import mlflow
@@ -20,6 +20,25 @@ from mfexp.train import GPU_ENV, resolve_device
 
 REPO = Path(__file__).resolve().parent.parent
 AUTOTUNE = "MXNET_CUDNN_AUTOTUNE_DEFAULT"
+
+
+def _config(*overrides):
+    """The real config (conf/), shrunk as conftest's `cfg`, with the model chosen as a user does."""
+    from hydra import compose, initialize_config_dir
+
+    from mfexp import cli
+
+    cli.register_schema()
+    with initialize_config_dir(config_dir=cli.CONF_DIR, version_base="1.3"):
+        return cli.to_object(compose(config_name="config", overrides=[
+            "train.epochs=2", "train.progress=false", "train.batch_size=256", *overrides]))
+
+
+@pytest.fixture(autouse=True)
+def _gpu_env_restored(monkeypatch):
+    """resolve_device sets GPU_ENV in os.environ when it picks a (mocked) GPU: undo it after each test."""
+    monkeypatch.setenv(AUTOTUNE, "recorded")  # records the value before the test, restored after
+    monkeypatch.delenv(AUTOTUNE)
 
 
 @pytest.fixture
@@ -57,16 +76,15 @@ def test_a_cuda_error_while_counting_gpus_names_the_way_out(monkeypatch):
 
 def test_gpu_env_is_set_only_when_a_gpu_trains_and_never_over_the_users(gpus, monkeypatch):
     assert GPU_ENV == {AUTOTUNE: "0"}
-    monkeypatch.delenv(AUTOTUNE, raising=False)
     gpus(0)
     resolve_device("auto")
-    assert AUTOTUNE not in __import__("os").environ
+    assert AUTOTUNE not in os.environ
     gpus(1)
     resolve_device("auto")
-    assert __import__("os").environ[AUTOTUNE] == "0"
+    assert os.environ[AUTOTUNE] == "0"
     monkeypatch.setenv(AUTOTUNE, "1")
     resolve_device("gpu:0")
-    assert __import__("os").environ[AUTOTUNE] == "1"
+    assert os.environ[AUTOTUNE] == "1"
 
 
 def test_the_default_config_trains_on_auto(cfg):
@@ -141,13 +159,13 @@ def test_the_sweep_says_where_it_trains_and_each_run_is_tagged(ratings_file, tmp
 
 
 # --- the GPU pieces, as far as a CPU goes -----------------------------------------------------------
-def test_a_cpu_run_gives_the_numbers_it_gave_before_auto(cfg, tiny_data):
+def test_a_cpu_run_gives_the_numbers_it_gave_before_auto(tiny_data):
     """Golden values: biased on the synthetic set, 2 epochs, trained at 9e6ac89 with train.device=cpu
     (the default before auto). train.device=auto on a CPU host must give them bit for bit."""
     from mfexp.run import build_net
     from mfexp.train import fit
 
-    cfg.model = replace(cfg.model, name="biased")
+    cfg = _config("model=biased")
     ctx, name = resolve_device(cfg.train.device)
     assert (cfg.train.device, name) == ("auto", "cpu")
     result = fit(build_net(cfg, tiny_data, ctx), tiny_data, cfg.train, ctx)
@@ -164,14 +182,13 @@ def test_the_device_stand_in_refuses_inputs_from_another_context(cfg, tiny_data)
         net(mx.nd.array([0, 1]), mx.nd.array([0, 1]))  # on cpu(0), the default
 
 
-def test_batches_live_on_the_device_with_no_host_copy_per_batch(cfg, tiny_data, monkeypatch):
+def test_batches_live_on_the_device_with_no_host_copy_per_batch(tiny_data, monkeypatch):
     """fit on mx.cpu(1): every batch must be on the net's context (else the cached graph raises), and
     device->host reads and host->device arrays stay a handful per epoch, not one per batch."""
     from mfexp.run import build_net
     from mfexp.train import fit
 
-    cfg.model = replace(cfg.model, name="mlp")
-    cfg.train = replace(cfg.train, batch_size=8, epochs=2)
+    cfg = _config("model=mlp", "train.batch_size=8")
     net = build_net(cfg, tiny_data, mx.cpu(1))
     counts = {"to_host": 0, "to_device": 0}
     to_host, to_device = mx.nd.NDArray.asnumpy, mx.nd.array
@@ -193,21 +210,18 @@ def test_batches_live_on_the_device_with_no_host_copy_per_batch(cfg, tiny_data, 
     assert all(p.list_ctx() == [mx.cpu(1)] for p in net.collect_params().values())
 
 
-def test_a_model_trained_on_another_context_loads_and_predicts_on_the_cpu(cfg, tiny_data, tmp_path):
-    from mfexp import model_io
-    from mfexp.run import build_net
-    from mfexp.train import fit, predict
+def test_a_model_trained_on_another_context_is_logged_and_served_on_the_cpu(cfg, tiny_data, tmp_path, mlflow_uri,
+                                                                         monkeypatch):
+    """A run whose device resolves to mx.cpu(1) (standing in for gpu:0): its logged MLflow model loads
+    on cpu(0), as on a serving host without a GPU (a net left on cpu(1) would refuse cpu(0) inputs),
+    and predicts the test RMSE measured at training."""
+    import mfexp.train
+    from bench.gpu_check import check_serving
 
-    device = mx.cpu(1)
-    net = build_net(cfg, tiny_data, device)
-    fit(net, tiny_data, cfg.train, device)
-    folder = model_io.save(model_io.from_training(net, cfg.model, tiny_data), tmp_path / "model")
-    served = model_io.load(folder)  # as a serving host does: no ctx given
-    assert all(p.list_ctx() == [mx.cpu()] for p in served.net.collect_params().values())
-    test = tiny_data.test
-    got = model_io.predict_ids(served, tiny_data.user_ids[test.users], tiny_data.item_ids[test.items])
-    want = np.clip(predict(net, test.users, test.items, device), 1.0, 5.0)
-    np.testing.assert_array_equal(got, want)
+    monkeypatch.setattr(mfexp.train, "resolve_device", lambda device: (mx.cpu(1), "cpu:1"))
+    check = check_serving(cfg, tiny_data, "auto", tmp_path)
+    assert check.ok, check.line()
+    assert "trained on cpu:1, served on cpu" in check.detail and "(diff 0.0e+00)" in check.detail
 
 
 def test_a_logged_model_requires_the_installed_mxnet_build(monkeypatch):
@@ -263,11 +277,11 @@ def test_gpu_check_serving_loads_an_auto_run_on_the_cpu(cfg, tiny_data, tmp_path
     assert "trained on cpu, served on cpu" in check.detail and "requirements name mxnet==" in check.detail
 
 
-def test_gpu_check_auto_line_with_four_gpus(gpus, ratings_file):
+def test_gpu_check_auto_line_with_four_gpus(gpus, ratings_file, tmp_path):
     from bench.gpu_check import check_auto
 
     gpus(4)
-    check = check_auto(["data=file", f"data.path={ratings_file}"], 4)
+    check = check_auto(["data=file", f"data.path={ratings_file}"], 4, tmp_path)
     assert check.ok and check.detail == ("train.device=auto -> gpu:0; sweep.devices=auto -> "
                                          "4 worker(s) on gpu:0, gpu:1, gpu:2, gpu:3")
 
