@@ -20,8 +20,13 @@ def register_schema(name: str = "mfexp_schema", node: Any = Config) -> None:
 
 
 def to_object(dcfg: DictConfig) -> Any:
-    """The composed config as its dataclass (Config, or SweepAppConfig for sweeps)."""
-    return OmegaConf.to_object(dcfg)
+    """The composed config as its dataclass (Config, or SweepAppConfig for sweeps), with the model
+    node as its class's typed settings (unknown keys and wrong types refused, naming the key)."""
+    from mfexp.models import to_settings
+
+    obj = OmegaConf.to_object(dcfg)
+    obj.model = to_settings(obj.model)
+    return obj
 
 
 def args_or_help(argv, doc: str):

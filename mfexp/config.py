@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 from mfexp.errors import ConfigError
 
+# The models of the seed tutorial and the default sweep; any conf/model/<name>.yaml is a model.
 MODELS = ("plain", "mlp", "dropout", "biased")
 OPTIMIZERS = ("sgd", "nag", "adam", "adagrad", "rmsprop", "adadelta", "ftrl", "signum", "lamb")
 DATASETS = ("ml100k", "file")
@@ -27,14 +28,12 @@ class DataConfig:
     test_fraction: float = 0.2  # data=file: seeded random test part
     val_fraction: float = 0.1  # validation holdout carved from the training part
     seed: int = 0
+    user_features: Optional[str] = None  # data=file: header row, then `id, numeric columns...`
+    item_features: Optional[str] = None  # same, for items (ML-100K brings its own: u.user / u.item)
 
 
-@dataclass
-class ModelConfig:
-    name: str = "plain"
-    k: int = 64
-    hidden: int = 64
-    dropout: float = 0.5
+def _plain_model() -> dict[str, Any]:
+    return {"_target_": "mfexp.models.dot.DotProduct", "name": "plain", "k": 64}
 
 
 @dataclass
@@ -49,6 +48,7 @@ class TrainConfig:
     epochs: int = 10
     patience: Optional[int] = None  # early stopping on val RMSE; None trains every epoch
     init_scale: float = 0.01  # FeedForward's default Uniform(0.01)
+    swa: int = 1  # evaluate and keep the average of the last N epochs' weights; 1: off
     seed: int = 0
     device: str = "auto"  # auto (the first GPU MXNet sees, else the CPU) | cpu | gpu | gpu:N
     progress: bool = True  # a progress bar per epoch when stderr is a terminal
@@ -66,7 +66,9 @@ class TrackingConfig:
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    # conf/model/<name>.yaml: _target_ (the model's class), name, and the settings its class types;
+    # validate() turns it into that class's Settings dataclass (mfexp.models.plugins).
+    model: Any = field(default_factory=_plain_model)
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
@@ -90,7 +92,8 @@ class SweepConfig:
     pruner: str = "median"
     seed: int = 0
     max_failures: int = 10  # stop the sweep after this many FAIL trials in this invocation
-    enqueue_tutorial: bool = True  # seed each study with the tutorial's own configuration
+    enqueue_tutorial: bool = True  # seed each study with its model's reference configuration
+    ensemble: bool = True  # after the search, blend the models' best networks (weights fit on val only)
     root: str = "sweeps"
     # model -> {dotted config key: Hydra override expression}; 'common' applies to every model
     space: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -126,10 +129,10 @@ def validate(cfg: Config) -> Config:
         _check(bool(d.path), "data.path", "must name a ratings file when data=file", d.path)
         _check(0.0 < d.test_fraction < 1.0, "data.test_fraction", "must be in (0, 1)", d.test_fraction)
     _check(0.0 <= d.val_fraction < 1.0, "data.val_fraction", "must be in [0, 1)", d.val_fraction)
-    _check(m.name in MODELS, "model.name", f"must be one of {', '.join(MODELS)}", m.name)
-    _check(m.k > 0, "model.k", "must be > 0", m.k)
-    _check(m.hidden > 0, "model.hidden", "must be > 0", m.hidden)
-    _check(0.0 <= m.dropout < 1.0, "model.dropout", "must be in [0, 1)", m.dropout)
+    from mfexp.models import to_settings
+
+    cfg.model = m = to_settings(m)
+    m.check(_check)
     _check(t.optimizer in OPTIMIZERS, "train.optimizer", f"must be one of {', '.join(OPTIMIZERS)}", t.optimizer)
     _check(t.lr > 0, "train.lr", "must be > 0", t.lr)
     _check(0.0 <= t.momentum < 1.0, "train.momentum", "must be in [0, 1)", t.momentum)
@@ -139,6 +142,7 @@ def validate(cfg: Config) -> Config:
     _check(t.epochs >= 1, "train.epochs", "must be >= 1", t.epochs)
     _check(t.patience is None or t.patience >= 1, "train.patience", "must be >= 1 or null", t.patience)
     _check(t.init_scale > 0, "train.init_scale", "must be > 0", t.init_scale)
+    _check(t.swa >= 1, "train.swa", "must be >= 1 (1: no weight averaging)", t.swa)
     parse_device(t.device)
     if t.patience is not None and d.val_fraction == 0:
         raise ConfigError("train.patience needs a validation holdout: set data.val_fraction > 0 "
@@ -151,7 +155,8 @@ def validate_sweep(sweep: SweepConfig) -> SweepConfig:
            "sweep.name", "must be a plain folder name", sweep.name)
     _check(len(sweep.models) > 0, "sweep.models", "must list at least one model", sweep.models)
     for name in sweep.models:
-        _check(name in MODELS, "sweep.models", f"may hold only {', '.join(MODELS)}", name)
+        _check(isinstance(name, str) and name.isidentifier(), "sweep.models",
+               "may hold only model names (conf/model/<name>.yaml)", name)
     _check(sweep.n_trials >= 1, "sweep.n_trials", "must be >= 1", sweep.n_trials)
     _check(sweep.n_workers >= 1, "sweep.n_workers", "must be >= 1", sweep.n_workers)
     _check_devices(sweep.devices)

@@ -34,11 +34,11 @@ def build_net(cfg: Config, data, ctx):
     """The configured network, seeded, initialized and hybridized on `ctx`."""
     import mxnet as mx
 
-    from mfexp.models import build_model
+    from mfexp.models import build_for_data
     from mfexp.train import seed_everything
 
     seed_everything(cfg.train.seed)
-    net = build_model(cfg.model, data.n_users, data.n_items, data.global_mean, cfg.train.sparse_grad)
+    net = build_for_data(cfg.model, data, cfg.train.sparse_grad)
     net.initialize(mx.init.Uniform(cfg.train.init_scale), ctx=ctx)
     net.hybridize(static_alloc=True, static_shape=True)
     return net
@@ -48,6 +48,7 @@ def train_and_track(cfg: Config, data, tracker, *, eval_test: bool = True, final
                     on_epoch=None):
     """Train inside an active tracker run: per-epoch metrics, summary, config and model."""
     from mfexp import model_io
+    from mfexp.models.plugins import code_paths
     from mfexp.train import fit, resolve_device
 
     ctx, device = resolve_device(cfg.train.device)
@@ -68,10 +69,10 @@ def train_and_track(cfg: Config, data, tracker, *, eval_test: bool = True, final
     if result.final_test_rmse is not None and eval_test:
         summary["final_test_rmse"] = result.final_test_rmse
     tracker.log_metrics(summary)
-    trained = model_io.from_training(net, cfg.model, data)
+    trained = model_io.from_training(net, data)
     example = pd.DataFrame({"user_id": data.user_ids[:5].astype(np.int64),
                             "movie_id": data.item_ids[:5].astype(np.int64)})
-    tracker.log_model(lambda folder: model_io.save(trained, folder), example)
+    tracker.log_model(lambda folder: model_io.save(trained, folder), example, code_paths(cfg.model))
     return result
 
 

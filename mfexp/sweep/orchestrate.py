@@ -39,6 +39,9 @@ def run_sweep(plan: SweepPlan) -> list[ModelOutcome]:
                                   "fixed": s.fixed} for m, s in plan.spaces.items()}, "search_space.yaml")
         run_workers(plan, tracker.run_id)
         outcomes = _evaluate(plan, studies, tracker.run_id)
+        if plan.sweep.ensemble and tracker.run_id:  # members are loaded back from their MLflow runs
+            blend = _ensemble(plan, outcomes, tracker.run_id)
+            outcomes += [blend] if blend else []
         if tracker.run_id:  # each model's best in the MLflow model registry, the val winner aliased champion
             register_sweep_best(plan.sweep.name, outcomes)
         wall = time.time() - started
@@ -70,6 +73,15 @@ def _evaluate(plan: SweepPlan, studies: dict[str, optuna.Study], parent_run_id) 
             evaluate_best(plan, model, study, data, parent_run_id, out, best_config_path(plan, model))
         outcomes.append(out)
     return outcomes
+
+
+def _ensemble(plan: SweepPlan, outcomes: list[ModelOutcome], parent_run_id):
+    from mfexp.data import load_dataset
+    from mfexp.sweep.ensemble import build_ensemble
+    from mfexp.sweep.objective import apply_params
+
+    data_cfg = apply_params(plan.bases[plan.sweep.models[0]], {}).data
+    return build_ensemble(plan, outcomes, load_dataset(data_cfg), data_cfg, parent_run_id)
 
 
 def _report(plan, outcomes, studies, wall):

@@ -29,14 +29,11 @@ from mfexp.sweep.space import SearchSpace
 
 log = logging.getLogger("mfexp.sweep")
 
-# The tutorial's own hyperparameters. Every study starts with them as a reference trial: enqueued
-# with these values fixed (not sampled, so they need not lie inside the space, and the sampler's
-# model of the space is not skewed by them), trained on the same holdout and epoch budget as
-# every other trial. The search can then never report worse than the tutorial.
-TUTORIAL_CONFIG = {"train.optimizer": "sgd", "train.lr": 0.05, "train.momentum": 0.9, "train.wd": 1e-4,
-                   "train.reg": 0.0, "train.sparse_grad": False, "train.batch_size": 64,
-                   "train.init_scale": 0.01, "model.k": 64,
-                   "model.hidden": 64, "model.dropout": 0.5}
+# Every study starts with its model's reference configuration (`Recommender.reference`: the
+# tutorial's own hyperparameters for its networks), enqueued with these values fixed (not sampled,
+# so they need not lie inside the space, and the sampler's model of the space is not skewed by
+# them), trained on the same holdout and epoch budget as every other trial. The search can then
+# never report worse than the reference.
 REFERENCE_ATTR = "mfexp.reference"
 
 
@@ -77,9 +74,21 @@ def prepare(plan: SweepPlan) -> dict[str, optuna.Study]:
     with st.exclusive(plan.sweep, next(iter(studies.values()))._storage):  # one enqueue, however many start
         for model, study in studies.items():
             _fail_orphans(study)
-            if plan.sweep.enqueue_tutorial and not study.get_trials(deepcopy=False):
-                study.enqueue_trial({}, user_attrs={REFERENCE_ATTR: "tutorial", "overrides": TUTORIAL_CONFIG})
+            reference = reference_trial(plan, model)
+            if plan.sweep.enqueue_tutorial and reference and not study.get_trials(deepcopy=False):
+                label, overrides = reference
+                study.enqueue_trial({}, user_attrs={REFERENCE_ATTR: label, "overrides": overrides})
     return studies
+
+
+def reference_trial(plan: SweepPlan, model: str) -> Optional[tuple[str, dict]]:
+    """(label, fixed values) of the model's reference configuration, or None if it has none."""
+    from mfexp.models import model_class, to_settings
+
+    settings = to_settings(plan.bases[model].model)
+    cls = model_class(settings._target_)
+    overrides = cls.reference(settings)
+    return (cls.reference_label, overrides) if overrides else None
 
 
 def _fail_orphans(study: optuna.Study) -> None:
