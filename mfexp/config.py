@@ -61,6 +61,8 @@ class TrackingConfig:
     experiment: str = "mfexp"
     run_name: Optional[str] = None
     log_model: bool = True
+    system_metrics: bool = True  # MLflow's system/* metrics (CPU, memory, disk, network; GPU with pynvml)
+    system_metrics_interval: float = 3.0  # seconds between samples: ~20 ms each, under 1% of a trial
 
 
 @dataclass
@@ -73,6 +75,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
+OBJECTIVES = ("val_rmse", "val_ndcg_at_10")
 SAMPLERS = ("tpe", "random", "gp", "cmaes", "qmc", "grid")
 PRUNERS = ("median", "hyperband", "successive-halving", "none")
 
@@ -92,6 +95,11 @@ class SweepConfig:
     pruner: str = "median"
     seed: int = 0
     max_failures: int = 10  # stop the sweep after this many FAIL trials in this invocation
+    # what each trial is judged by, on the validation holdout: val_rmse (minimised) or val_ndcg_at_10
+    # (maximised: NDCG@10 of the trial's network over holdout items rated >= 4; no per-epoch pruning)
+    objective: str = "val_rmse"
+    warm_start: Optional[str] = None  # an earlier sweep's name: its best configurations start each study
+    warm_start_top_k: int = 3  # how many of them per model (its top COMPLETE trials)
     enqueue_tutorial: bool = True  # seed each study with its model's reference configuration
     ensemble: bool = True  # after the search, blend the models' best networks (weights fit on val only)
     root: str = "sweeps"
@@ -144,6 +152,8 @@ def validate(cfg: Config) -> Config:
     _check(t.init_scale > 0, "train.init_scale", "must be > 0", t.init_scale)
     _check(t.swa >= 1, "train.swa", "must be >= 1 (1: no weight averaging)", t.swa)
     parse_device(t.device)
+    _check(cfg.tracking.system_metrics_interval > 0, "tracking.system_metrics_interval", "must be > 0 (seconds)",
+           cfg.tracking.system_metrics_interval)
     if t.patience is not None and d.val_fraction == 0:
         raise ConfigError("train.patience needs a validation holdout: set data.val_fraction > 0 "
                           "or train.patience=null.")
@@ -166,6 +176,11 @@ def validate_sweep(sweep: SweepConfig) -> SweepConfig:
     _check(sweep.sampler in SAMPLERS, "sweep.sampler", f"must be one of {', '.join(SAMPLERS)}", sweep.sampler)
     _check(sweep.pruner in PRUNERS, "sweep.pruner", f"must be one of {', '.join(PRUNERS)}", sweep.pruner)
     _check(sweep.max_failures >= 1, "sweep.max_failures", "must be >= 1", sweep.max_failures)
+    _check(sweep.warm_start_top_k >= 1, "sweep.warm_start_top_k", "must be >= 1", sweep.warm_start_top_k)
+    _check(sweep.warm_start != sweep.name, "sweep.warm_start", "must name another, earlier sweep (resuming "
+           "a sweep needs no warm start)", sweep.warm_start)
+    _check(sweep.objective in OBJECTIVES, "sweep.objective", f"must be one of {', '.join(OBJECTIVES)}",
+           sweep.objective)
     return sweep
 
 

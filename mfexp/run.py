@@ -45,8 +45,9 @@ def build_net(cfg: Config, data, ctx):
 
 
 def train_and_track(cfg: Config, data, tracker, *, eval_test: bool = True, final_test: bool = True,
-                    on_epoch=None):
-    """Train inside an active tracker run: per-epoch metrics, summary, config and model."""
+                    on_epoch=None, on_trained=None):
+    """Train inside an active tracker run: per-epoch metrics, summary, config and model.
+    `on_trained(trained)` sees the trained model (model_io.TrainedModel) before it is logged."""
     from mfexp import model_io
     from mfexp.models.plugins import code_paths
     from mfexp.train import fit, resolve_device
@@ -54,6 +55,7 @@ def train_and_track(cfg: Config, data, tracker, *, eval_test: bool = True, final
     ctx, device = resolve_device(cfg.train.device)
     tracker.set_tags({"mfexp.device": device})  # what train.device (auto, gpu) resolved to here
     tracker.log_yaml(asdict(cfg), "config.yaml")
+    tracker.log_datasets(data, cfg.data, test=eval_test or final_test)
     net = build_net(cfg, data, ctx)
 
     def hook(report):
@@ -70,6 +72,8 @@ def train_and_track(cfg: Config, data, tracker, *, eval_test: bool = True, final
         summary["final_test_rmse"] = result.final_test_rmse
     tracker.log_metrics(summary)
     trained = model_io.from_training(net, data)
+    if on_trained is not None:
+        on_trained(trained)
     example = pd.DataFrame({"user_id": data.user_ids[:5].astype(np.int64),
                             "movie_id": data.item_ids[:5].astype(np.int64)})
     tracker.log_model(lambda folder: model_io.save(trained, folder), example, code_paths(cfg.model))
@@ -106,7 +110,9 @@ def _print_summary(cfg: Config, summary: dict) -> None:
             parts.append(f"(lowest val_rmse {summary['best_val_rmse']:.4f} at epoch {summary['best_epoch']})")
     print("done: " + "  ".join(parts))
     if cfg.tracking.enabled:
-        print(f"MLflow run {summary['run_id']} in {tracking_uri()} (browse it: make ui)")
+        from mfexp.tracking import run_link
+
+        print(f"MLflow run {summary['run_id']} in {tracking_uri()} (make ui): {run_link(summary['run_id'])}")
 
 
 cli.register_schema()

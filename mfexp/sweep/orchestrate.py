@@ -26,11 +26,15 @@ def run_sweep(plan: SweepPlan) -> list[ModelOutcome]:
     started = time.time()
     check_reachable(plan.tracking)  # before any storage is written or trial trained
     studies = prepare(plan)
+    _check_objective(plan, studies)
+    if plan.sweep.warm_start:
+        _warm_start(plan, studies)
     done = {m: st.counted_trials(s) for m, s in studies.items()}
     print(f"sweep {plan.sweep.name}: models {', '.join(plan.sweep.models)}, {plan.sweep.n_trials} trials each "
           f"({', '.join(f'{m} {n} done' for m, n in done.items())}), sampler {plan.sweep.sampler}, "
           f"pruner {plan.sweep.pruner}, {workers_line(plan)}", flush=True)
-    tracker = Tracker(replace(plan.tracking, log_model=False))
+    # the parent is a container: its trials and best runs carry the system metrics
+    tracker = Tracker(replace(plan.tracking, log_model=False, system_metrics=False))
     params = flatten({"sweep": {k: v for k, v in vars(plan.sweep).items() if k != "space"}})
     tags = {"mfexp.sweep": plan.sweep.name, "git_commit": git_commit(), "mfexp.command": plan.command}
     with tracker.run(run_name=f"sweep-{plan.sweep.name}", params=params, tags=tags, experiment=plan.experiment):
@@ -47,16 +51,42 @@ def run_sweep(plan: SweepPlan) -> list[ModelOutcome]:
         wall = time.time() - started
         paths = _report(plan, outcomes, studies, wall)
         if tracker.run_id:
+            from mfexp.sweep.report import overall_best, run_description
+
+            tracker.set_tags({"mlflow.note.content": run_description(plan.sweep.name, outcomes, wall, plan.command)})
             for path in paths:
                 mlflow.log_artifact(str(path), artifact_path="report")
-            best = [o for o in outcomes if o.best_val_rmse is not None]
-            if best:
-                top = min(best, key=lambda o: o.best_val_rmse)
-                tracker.log_metrics({"best_val_rmse": top.best_val_rmse, "wall_time_s": wall,
-                                     **({"best_test_rmse": top.test_rmse} if top.test_rmse is not None else {})})
+            top = overall_best(outcomes)
+            if top is not None:
+                figures = {"best_val_rmse": top.best_val_rmse, "best_test_rmse": top.test_rmse,
+                           "wall_time_s": wall, **{f"best_{k}": v for k, v in top.ranking.items()}}
+                tracker.log_metrics({k: v for k, v in figures.items() if v is not None})
                 tracker.set_tags({"mfexp.best_model": top.model})
     _print_summary(plan, outcomes, paths, wall, tracking_uri() if plan.tracking.enabled else None)
     return outcomes
+
+
+def _warm_start(plan: SweepPlan, studies: dict[str, optuna.Study]) -> None:
+    from mfexp.sweep.warm import warm_start
+
+    with st.exclusive(plan.sweep, next(iter(studies.values()))._storage):  # once, however many start
+        counts = warm_start(plan, studies)
+    if counts:
+        print(f"warm start from sweep {plan.sweep.warm_start}: enqueued its best "
+              f"{', '.join(f'{n} {m}' for m, n in counts.items())} configuration(s)", flush=True)
+
+
+def _check_objective(plan: SweepPlan, studies: dict[str, optuna.Study]) -> None:
+    """A resumed sweep must keep its objective: Optuna reopens a study with its first direction."""
+    from mfexp.errors import ConfigError
+    from mfexp.sweep.objective import DIRECTIONS
+
+    for study in studies.values():
+        if study.direction.name.lower() != DIRECTIONS[plan.sweep.objective]:
+            raise ConfigError(f"study {study.study_name} was searched to {study.direction.name.lower()} its "
+                              f"objective, but sweep.objective={plan.sweep.objective} needs "
+                              f"{DIRECTIONS[plan.sweep.objective]}: start a new sweep (sweep.name=<new name>) "
+                              "for another objective, or keep the sweep's own.")
 
 
 def _evaluate(plan: SweepPlan, studies: dict[str, optuna.Study], parent_run_id) -> list[ModelOutcome]:
@@ -68,7 +98,10 @@ def _evaluate(plan: SweepPlan, studies: dict[str, optuna.Study], parent_run_id) 
     for model, study in studies.items():
         out = outcome_of(plan, model, study)
         if out.n_complete:
-            print(f"[{model:>7}] best trial {out.best_trial} (val_rmse {out.best_val_rmse:.4f}): replayed to its "
+            best = study.best_trial  # outcome_of reads its value as val RMSE: the objective may be another
+            out.objective, out.best_objective = plan.sweep.objective, best.value
+            out.best_val_rmse = best.user_attrs.get("val_rmse", best.value if out.objective == "val_rmse" else None)
+            print(f"[{model:>7}] best trial {out.best_trial} ({out.objective} {best.value:.4f}): replayed to its "
                   "best epoch, then one evaluation on the test part", flush=True)
             evaluate_best(plan, model, study, data, parent_run_id, out, best_config_path(plan, model))
         outcomes.append(out)
@@ -97,7 +130,11 @@ def _print_summary(plan, outcomes, paths, wall, uri) -> None:
     print(summary_table(outcomes))
     print(f"\nreport: {paths[0]}" if paths else "")
     if uri:
-        print(f"MLflow experiment mfexp-sweep-{plan.sweep.name} in {uri}: browse it with make ui")
+        from mfexp.tracking import experiment_link
+
+        exp = mlflow.get_experiment_by_name(plan.experiment)
+        where = f": {experiment_link(exp.experiment_id)}" if exp else ""
+        print(f"MLflow experiment {plan.experiment} in {uri} (make ui){where}")
     for o in outcomes:
         if o.best_config_path:
             print(f"replay {o.model}: python -m mfexp.run --config-dir {st.sweep_dir(plan.sweep)} "

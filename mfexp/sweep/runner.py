@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from mfexp.config import SweepConfig, TrackingConfig
 from mfexp.errors import ConfigError, MfexpError
 from mfexp.sweep import storage as st
-from mfexp.sweep.objective import Objective, apply_params
+from mfexp.sweep.objective import DIRECTIONS, Objective, apply_params
 from mfexp.sweep.results import ModelOutcome
 from mfexp.sweep.space import SearchSpace
 
@@ -61,7 +61,8 @@ def _open_studies(plan: SweepPlan, worker: int) -> dict[str, optuna.Study]:
         epochs = int(plan.bases[model].train.epochs)
         grid = plan.spaces[model].grid() if plan.sweep.sampler == "grid" else None
         studies[model] = optuna.create_study(
-            study_name=st.study_name(plan.sweep, model), storage=storage, direction="minimize",
+            study_name=st.study_name(plan.sweep, model), storage=storage,
+            direction=DIRECTIONS[plan.sweep.objective],
             load_if_exists=True, sampler=st.make_sampler(plan.sweep, worker, grid),
             pruner=st.make_pruner(plan.sweep, epochs))
     return studies
@@ -134,7 +135,8 @@ def _next_model(plan: SweepPlan, studies: dict[str, optuna.Study]) -> Optional[s
     return min(open_models, key=lambda m: counts[m]) if open_models else None
 
 
-def announce(model: str):
+def announce(model: str, progress=None):
+    """The console line of each finished trial, then (given a progress.SweepProgress) the sweep's progress."""
     def callback(study: optuna.Study, trial: FrozenTrial) -> None:
         params = "  ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in trial.params.items())
         if REFERENCE_ATTR in trial.user_attrs:
@@ -147,6 +149,8 @@ def announce(model: str):
             outcome = f"FAILED: {trial.user_attrs.get('fail_reason', 'see the log')}"
         secs = trial.duration.total_seconds() if trial.duration else 0.0
         print(f"[{model:>7}] trial {trial.number:3d}  {outcome:<24} {secs:5.1f}s  {params}", flush=True)
+        if progress is not None:
+            print(progress.line(), flush=True)
     return callback
 
 
@@ -160,7 +164,10 @@ def work(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: O
 
     _sigterm_as_interrupt()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line per trial says it
+    from mfexp.sweep.progress import SweepProgress
+
     studies = _open_studies(plan, worker)
+    progress = SweepProgress(studies, plan.sweep.n_trials, deadline)
     data = load_dataset(_base_config(plan).data)
     bases = _on_device(plan.bases, worker_device(plan.sweep, worker))
     failures = 0
@@ -171,10 +178,11 @@ def work(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: O
         study = studies[model]
         objective = Objective(model, bases[model], plan.spaces[model], data,
                               study_name=study.study_name, experiment=plan.experiment,
-                              parent_run_id=parent_run_id, tracking_cfg=replace(plan.tracking, log_model=False))
+                              parent_run_id=parent_run_id, tracking_cfg=replace(plan.tracking, log_model=False),
+                              objective=plan.sweep.objective)
         finished: list[FrozenTrial] = []
         study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=False,
-                       callbacks=[announce(model), lambda _s, t: finished.append(t)])
+                       callbacks=[announce(model, progress), lambda _s, t: finished.append(t)])
         if finished and finished[-1].state == TrialState.FAIL:
             failures += 1
             if failures >= plan.sweep.max_failures:
@@ -274,6 +282,9 @@ def _work_entry(plan: SweepPlan, worker: int, parent_run_id: Optional[str], dead
     import sys
 
     logging.basicConfig(level=logging.WARNING, format=f"[worker {worker}] %(message)s")
+    from mfexp.cli import quiet_mxnet
+
+    quiet_mxnet()  # MXNet's lazy_update note, once per process
     try:
         work(plan, worker, parent_run_id, deadline)
     except KeyboardInterrupt:
@@ -296,5 +307,7 @@ def outcome_of(plan: SweepPlan, model: str, study: optuna.Study) -> ModelOutcome
     if out.n_complete:
         best = study.best_trial
         out.best_val_rmse, out.best_trial, out.best_params = best.value, best.number, dict(best.params)
+        budget = int(plan.bases[model].train.epochs)
+        out.budget_exhausted = best.user_attrs.get("best_epoch") == best.user_attrs.get("epochs_run") == budget
     return out
 
