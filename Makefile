@@ -7,9 +7,11 @@ GPU ?= 0
 ifeq ($(GPU),1)
 MXNET := mxnet-cu112==1.9.1
 OTHER_MXNET := mxnet
+EXTRAS := dev,postgres,gpu
 else
 MXNET := mxnet==1.9.1
 OTHER_MXNET := mxnet-cu112
+EXTRAS := dev,postgres
 endif
 STAMP := $(VENV)/.installed-$(if $(filter 1,$(GPU)),gpu,cpu)
 HOST ?= 127.0.0.1
@@ -28,7 +30,7 @@ SWEEP ?= default
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install sweep run test test-fast ui dashboard serve server data bench clean
+.PHONY: help install sweep run test test-fast ui dashboard serve server data bench gpu-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,7 +43,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip uninstall --quiet --yes $(OTHER_MXNET) >/dev/null 2>&1 || true
-	$(PY) -m pip install --quiet "$(MXNET)" -e ".[dev,postgres]"
+	$(PY) -m pip install --quiet "$(MXNET)" -e ".[$(EXTRAS)]"
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -83,6 +85,9 @@ server: $(STAMP) ## MLflow tracking server for workers on several machines, on h
 
 bench: $(STAMP) ## speed benchmarks -> bench/results/, BENCHMARKS.md
 	$(PY) -m bench $(ARGS)
+
+gpu-check: $(STAMP) ## on a GPU host (make install GPU=1): each model on GPU vs CPU, serving on CPU, a 2-GPU sweep; exit 2 without a GPU
+	$(PY) -m bench.gpu_check $(ARGS)
 
 clean: ## remove the venv and caches (not mlflow.db, not sweeps/)
 	rm -rf $(VENV) .pytest_cache *.egg-info

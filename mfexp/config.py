@@ -50,7 +50,7 @@ class TrainConfig:
     init_scale: float = 0.01  # FeedForward's default Uniform(0.01)
     swa: int = 1  # evaluate and keep the average of the last N epochs' weights; 1: off
     seed: int = 0
-    device: str = "cpu"  # cpu | gpu | gpu:N | auto
+    device: str = "auto"  # auto (the first GPU MXNet sees, else the CPU) | cpu | gpu | gpu:N
     progress: bool = True  # a progress bar per epoch when stderr is a terminal
 
 
@@ -87,7 +87,9 @@ class SweepConfig:
     n_trials: int = 10  # per model; COMPLETE and PRUNED trials already in storage count
     storage: Optional[str] = None  # None: Optuna journal file sweeps/<name>/optuna.journal
     n_workers: int = 1  # worker processes on this machine, sharing the storage
-    devices: list[int] = field(default_factory=list)  # GPUs: one worker per listed GPU, on gpu:N
+    # auto: one worker per GPU MXNet sees when train.device=auto (none: n_workers on the CPU);
+    # [0,2]: one worker per listed GPU, on gpu:N; []: n_workers, all on train.device
+    devices: Any = "auto"
     timeout: Optional[float] = None  # seconds of wall time after which no new trial starts
     sampler: str = "tpe"
     pruner: str = "median"
@@ -167,9 +169,8 @@ def validate_sweep(sweep: SweepConfig) -> SweepConfig:
                "may hold only model names (conf/model/<name>.yaml)", name)
     _check(sweep.n_trials >= 1, "sweep.n_trials", "must be >= 1", sweep.n_trials)
     _check(sweep.n_workers >= 1, "sweep.n_workers", "must be >= 1", sweep.n_workers)
-    _check(len(set(sweep.devices)) == len(sweep.devices) and all(d >= 0 for d in sweep.devices),
-           "sweep.devices", "must list distinct GPU indices >= 0", sweep.devices)
-    if sweep.devices:
+    _check_devices(sweep.devices)
+    if isinstance(sweep.devices, list) and sweep.devices:
         sweep.n_workers = len(sweep.devices)  # one worker per GPU
     _check(sweep.timeout is None or sweep.timeout > 0, "sweep.timeout", "must be > 0 or null", sweep.timeout)
     _check(sweep.sampler in SAMPLERS, "sweep.sampler", f"must be one of {', '.join(SAMPLERS)}", sweep.sampler)
@@ -181,6 +182,17 @@ def validate_sweep(sweep: SweepConfig) -> SweepConfig:
     _check(sweep.objective in OBJECTIVES, "sweep.objective", f"must be one of {', '.join(OBJECTIVES)}",
            sweep.objective)
     return sweep
+
+
+def _check_devices(devices: Any) -> None:
+    """sweep.devices is 'auto' or a list of distinct GPU indices (resolved against the GPUs MXNet
+    sees when the sweep is planned, mfexp.sweep.runner.assign_devices)."""
+    if devices == "auto":
+        return
+    ok = (isinstance(devices, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                            for d in devices) and len(set(devices)) == len(devices))
+    _check(ok, "sweep.devices", "must be auto or a list of distinct GPU indices >= 0 (e.g. [0,1]; [] for none)",
+           devices)
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:

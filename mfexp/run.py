@@ -49,9 +49,11 @@ def train_and_track(cfg: Config, data, tracker, *, eval_test: bool = True, final
     """Train inside an active tracker run: per-epoch metrics, summary, config and model.
     `on_trained(trained)` sees the trained model (model_io.TrainedModel) before it is logged."""
     from mfexp import model_io
-    from mfexp.train import fit, resolve_context
+    from mfexp.models.plugins import code_paths
+    from mfexp.train import fit, resolve_device
 
-    ctx = resolve_context(cfg.train.device)
+    ctx, device = resolve_device(cfg.train.device)
+    tracker.set_tags({"mfexp.device": device})  # what train.device (auto, gpu) resolved to here
     tracker.log_yaml(asdict(cfg), "config.yaml")
     tracker.log_datasets(data, cfg.data, test=eval_test or final_test)
     net = build_net(cfg, data, ctx)
@@ -74,7 +76,7 @@ def train_and_track(cfg: Config, data, tracker, *, eval_test: bool = True, final
         on_trained(trained)
     example = pd.DataFrame({"user_id": data.user_ids[:5].astype(np.int64),
                             "movie_id": data.item_ids[:5].astype(np.int64)})
-    tracker.log_model(lambda folder: model_io.save(trained, folder), example)
+    tracker.log_model(lambda folder: model_io.save(trained, folder), example, code_paths(cfg.model))
     return result
 
 

@@ -211,13 +211,14 @@ class Tracker:
         if self.run_id is not None:
             self._safe("log_text", mlflow.log_text, yaml.safe_dump(data, sort_keys=False), name)
 
-    def log_model(self, save_to_folder, example) -> None:
-        """Log a model as MLflow pyfunc at artifact path `model`; `save_to_folder(path)` writes it."""
+    def log_model(self, save_to_folder, example, code_paths: tuple[str, ...] = ()) -> None:
+        """Log a model as MLflow pyfunc at artifact path `model`; `save_to_folder(path)` writes it.
+        `code_paths`: packages besides mfexp the model needs when loaded elsewhere (a plugin's)."""
         if self.run_id is not None and self.cfg.log_model:
-            self._safe("log_model", self._log_model, save_to_folder, example)
+            self._safe("log_model", self._log_model, save_to_folder, example, code_paths)
 
     @staticmethod
-    def _log_model(save_to_folder, example) -> None:
+    def _log_model(save_to_folder, example, code_paths: tuple[str, ...] = ()) -> None:
         from mlflow.models import infer_signature
 
         from mfexp.pyfunc import MFModel
@@ -230,7 +231,7 @@ class Tracker:
             mlflow.pyfunc.log_model(
                 name="model", python_model=str(Path(__file__).with_name("pyfunc_entry.py")), artifacts={"mfexp_model": str(folder)},
                 signature=signature, input_example=example,
-                code_paths=[str(Path(__file__).resolve().parent)],
+                code_paths=[str(Path(__file__).resolve().parent), *code_paths],
                 pip_requirements=_requirements())
 
 

@@ -176,3 +176,16 @@ def test_a_sweep_by_val_ndcg_is_compared_and_shown_by_it(outcomes):
 
     assert "Best overall (by validation NDCG@10): `plain`**: val NDCG@10 0.1200, test NDCG@10 0.0903" in \
         run_description("demo", by_rank, 1.0, "x")
+
+
+def test_report_flags_a_budget_that_ran_out_and_quotes_peer_figures(tmp_path):
+    from mfexp.sweep.report import write_report
+    from mfexp.sweep.results import ModelOutcome
+
+    outcomes = [ModelOutcome(model="fm", study_name="s-fm", best_val_rmse=0.88, best_trial=3, n_complete=2,
+                             budget_exhausted=True),
+                ModelOutcome(model="plain", study_name="s-plain", best_val_rmse=0.91, best_trial=1, n_complete=2)]
+    text = write_report(tmp_path, "s", outcomes, {}, 1.0, "cmd")[0].read_text()
+    flagged = [line for line in text.splitlines() if line.startswith("- ⚠")]
+    assert len(flagged) == 1 and "`fm`" in flagged[0] and "trial (3)" in flagged[0]
+    assert "| myFM 0.4 Bayesian FM rank 10 + implicit + side features + day (untuned) | 0.8828 |" in text

@@ -104,3 +104,15 @@ def build_for_data(settings: ModelSettings, dataset, sparse_grad: bool = False):
     """The network for a Dataset: its ModelData holds just what the model's needs name."""
     needs = model_class(settings._target_).needs_for(settings)
     return build_model(settings, ModelData.from_dataset(dataset, needs), sparse_grad)
+
+
+def code_paths(settings: ModelSettings) -> tuple[str, ...]:
+    """The top-level package folder of a plugin model defined outside mfexp, for a logged model
+    to carry (MLflow `code_paths`), so it loads where that package is not installed."""
+    top = settings._target_.split(".")[0]
+    if top == "mfexp":
+        return ()
+    module = importlib.import_module(top)
+    if hasattr(module, "__path__"):  # a package, regular or namespace (no __init__.py)
+        return (str(Path(next(iter(module.__path__))).resolve()),)
+    return (str(Path(module.__file__).resolve()),)

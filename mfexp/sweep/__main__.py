@@ -60,7 +60,7 @@ def compose_config(overrides: Sequence[str]) -> DictConfig:
 
 
 def build_plan(args: Sequence[str]):
-    from mfexp.sweep.runner import SweepPlan
+    from mfexp.sweep.runner import SweepPlan, assign_devices
     from mfexp.sweep.space import merge_space_overrides, parse_space
 
     plain, space_overrides = split_overrides(args)
@@ -68,14 +68,7 @@ def build_plan(args: Sequence[str]):
     app: SweepAppConfig = cli.to_object(root)
     sweep = validate_sweep(app.sweep)
     validate(app)
-    if sweep.devices:
-        import mxnet as mx
-
-        found = mx.context.num_gpus()
-        if max(sweep.devices) >= found:
-            raise ConfigError(f"sweep.devices={list(sweep.devices)} but MXNet sees {found} GPU(s) "
-                              "(mx.context.num_gpus()). List only GPUs this machine has, or drop "
-                              "sweep.devices to train on the CPU; GPUs need make install GPU=1.")
+    assign_devices(sweep, app.train.device)  # auto: one worker per GPU MXNet sees
     if app.data.val_fraction <= 0:
         raise ConfigError("a sweep chooses on the validation holdout: data.val_fraction must be > 0 "
                           "(the test part is never used to choose).")

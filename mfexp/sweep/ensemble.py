@@ -53,7 +53,7 @@ def build_ensemble(plan, outcomes: list[ModelOutcome], data, data_cfg,
     from mfexp.models import ModelData
     from mfexp.models.base import NEEDS
     from mfexp.models.ensemble import Ensemble, cross_validated_rmse, fit_weights
-    from mfexp.models.plugins import settings_dict
+    from mfexp.models.plugins import code_paths, settings_dict
     from mfexp.tracking import Tracker, git_commit
 
     chosen = [o for o in outcomes if o.best_run_id and o.model != NAME]
@@ -89,7 +89,8 @@ def build_ensemble(plan, outcomes: list[ModelOutcome], data, data_cfg,
         trained = model_io.from_training(ens, data)
         example = pd.DataFrame({"user_id": data.user_ids[:5].astype(np.int64),
                                 "movie_id": data.item_ids[:5].astype(np.int64)})
-        tracker.log_model(lambda folder: model_io.save(trained, folder), example)
+        code = tuple(dict.fromkeys(p for net in nets for p in code_paths(net.settings)))
+        tracker.log_model(lambda folder: model_io.save(trained, folder), example, code)
     out.best_run_id = tracker.run_id
     print(f"[{NAME:>7}] blend of {', '.join(f'{o.model} {w:.3f}' for o, w in zip(chosen, weights))} "
           f"+ {bias:.3f}: val_rmse {cv_rmse:.4f} (cross-validated on the holdout), one evaluation on the "

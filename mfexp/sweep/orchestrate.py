@@ -13,7 +13,7 @@ from mfexp.config import flatten
 from mfexp.registry import register_sweep_best
 from mfexp.sweep import storage as st
 from mfexp.sweep.best import evaluate_best
-from mfexp.sweep.runner import SweepPlan, best_config_path, outcome_of, prepare, run_workers
+from mfexp.sweep.runner import SweepPlan, best_config_path, outcome_of, prepare, run_workers, workers_line
 from mfexp.sweep.results import ModelOutcome
 
 log = logging.getLogger("mfexp.sweep")
@@ -32,7 +32,7 @@ def run_sweep(plan: SweepPlan) -> list[ModelOutcome]:
     done = {m: st.counted_trials(s) for m, s in studies.items()}
     print(f"sweep {plan.sweep.name}: models {', '.join(plan.sweep.models)}, {plan.sweep.n_trials} trials each "
           f"({', '.join(f'{m} {n} done' for m, n in done.items())}), sampler {plan.sweep.sampler}, "
-          f"pruner {plan.sweep.pruner}, {plan.sweep.n_workers} worker(s)", flush=True)
+          f"pruner {plan.sweep.pruner}, {workers_line(plan)}", flush=True)
     # the parent is a container: its trials and best runs carry the system metrics
     tracker = Tracker(replace(plan.tracking, log_model=False, system_metrics=False))
     params = flatten({"sweep": {k: v for k, v in vars(plan.sweep).items() if k != "space"}})

@@ -120,12 +120,30 @@ NOTE = ("The objective is measured on the validation holdout (val RMSE unless th
         "rated, hits = test items rated 4 or more; coverage: share of the catalogue in some user's top 10.")
 
 
+def _budget_lines(outcomes: list[ModelOutcome]) -> list[str]:
+    """A warning per model whose best trial was still improving when its epoch budget ran out."""
+    return [f"- ⚠ `{o.model}`: its best trial ({o.best_trial}) improved until its last allowed epoch "
+            "(train.epochs): val RMSE was still falling, so a larger epoch budget would likely do better."
+            for o in outcomes if o.budget_exhausted]
+
+
+def _peer_lines() -> list[str]:
+    from mfexp.sweep.results import PEER_RMSE
+
+    return ["## Other systems on u1 (quoted, not run by mfexp)", "",
+            "| system | u1.test RMSE | source |", "|---|---|---|",
+            *[f"| {name} | {rmse:.4f} | {source} |" for name, rmse, source in PEER_RMSE], "",
+            "Quoted for comparison only; each system's own protocol applies (see the source)."]
+
+
 def _render(sweep_name: str, outcomes: list[ModelOutcome], wall_time_s: float, command: str,
             plots: list[Path]) -> str:
+    budget = _budget_lines(outcomes)
     return "\n".join([
         f"# Sweep report: {sweep_name}", "", f"Command: `{command}`", "",
         f"Total wall time: {duration(wall_time_s)}", "", *_markdown_table(outcomes), "",
-        NOTE, "", _best_line(outcomes), "", "## How to replay", "", *_replay_lines(outcomes), "", "## Plots", "",
+        NOTE, "", _best_line(outcomes), "", *(budget + [""] if budget else []), *_peer_lines(), "",
+        "## How to replay", "", *_replay_lines(outcomes), "", "## Plots", "",
         *[f"![{p.stem}]({p.name})" for p in plots], ""])
 
 

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
 from mfexp.config import SweepConfig, TrackingConfig
-from mfexp.errors import MfexpError
+from mfexp.errors import ConfigError, MfexpError
 from mfexp.sweep import storage as st
 from mfexp.sweep.objective import DIRECTIONS, Objective, apply_params
 from mfexp.sweep.results import ModelOutcome
@@ -192,9 +192,41 @@ def work(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: O
                                    "again: it resumes.")
 
 
+def assign_devices(sweep: SweepConfig, train_device: str) -> SweepConfig:
+    """Resolve sweep.devices against the GPUs MXNet sees, before any worker starts. auto: one
+    worker per GPU when train.device=auto and there are GPUs, else [] (n_workers as set, on
+    train.device: the CPU on a CPU host); a list must name only GPUs MXNet sees."""
+    from mfexp.train import visible_gpus
+
+    devices = sweep.devices
+    if devices == "auto":
+        devices = list(range(visible_gpus())) if train_device == "auto" else []
+    elif devices:
+        found = visible_gpus()
+        if max(devices) >= found:
+            raise ConfigError(f"sweep.devices={list(devices)} but MXNet sees {found} GPU(s) "
+                              "(mx.context.num_gpus()). List only GPUs this machine has, or set "
+                              "sweep.devices=[] to train on train.device; GPUs need make install GPU=1.")
+    sweep.devices = list(devices)
+    if sweep.devices:
+        sweep.n_workers = len(sweep.devices)  # one worker per GPU
+    return sweep
+
+
 def worker_device(sweep: SweepConfig, worker: int) -> Optional[str]:
-    """sweep.devices=[0,1,...]: worker w trains on gpu:devices[w]; otherwise the config's device."""
-    return f"gpu:{sweep.devices[worker]}" if sweep.devices else None
+    """sweep.devices=[0,1,...] (as assign_devices leaves it): worker w trains on gpu:devices[w];
+    otherwise (an empty list, or 'auto' never assigned) the config's train.device."""
+    return f"gpu:{sweep.devices[worker]}" if isinstance(sweep.devices, list) and sweep.devices else None
+
+
+def workers_line(plan: SweepPlan) -> str:
+    """'4 worker(s) on gpu:0, gpu:1, gpu:2, gpu:3' or '1 worker(s) on cpu': the console's first line."""
+    from mfexp.train import resolve_device
+
+    where = [worker_device(plan.sweep, w) for w in range(plan.sweep.n_workers)]
+    if None in where:  # every worker on the config's train.device
+        where = [resolve_device(str(plan.bases[plan.sweep.models[0]].train.device))[1]]
+    return f"{plan.sweep.n_workers} worker(s) on {', '.join(where)}"
 
 
 def _on_device(bases: dict[str, DictConfig], device: Optional[str]) -> dict[str, DictConfig]:
@@ -275,5 +307,7 @@ def outcome_of(plan: SweepPlan, model: str, study: optuna.Study) -> ModelOutcome
     if out.n_complete:
         best = study.best_trial
         out.best_val_rmse, out.best_trial, out.best_params = best.value, best.number, dict(best.params)
+        budget = int(plan.bases[model].train.epochs)
+        out.budget_exhausted = best.user_attrs.get("best_epoch") == best.user_attrs.get("epochs_run") == budget
     return out
 
