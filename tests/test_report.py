@@ -82,7 +82,8 @@ def test_write_report(tmp_path, studies, outcomes, caplog):
     md = (folder / "report.md").read_text()
     assert "# Sweep report: demo" in md and "`mfexp-sweep --name demo`" in md
     assert "1h02m05s" in md
-    rows = {line.split("|")[1].strip(): line for line in md.splitlines()
+    comparison = md.split("## Other systems")[0]  # the quoted peers' table comes after
+    rows = {line.split("|")[1].strip(): line for line in comparison.splitlines()
             if line.startswith("| ") and "---" not in line}
     assert set(rows) == {"model", "plain", "mlp", "custom"}
     assert ("| 0.9500 | 0.9123 | 1.0170 | -0.1047 | 0.0812 | 0.0500 | 0.0903 | 0.2315 | 3/1/1 | 2m05s "
