@@ -154,6 +154,8 @@ def _print_summary(plan, outcomes, paths, wall, uri) -> None:
     print(summary_table(outcomes))
     print(f"\nreport: {paths[0]}" if paths else "")
     if uri:
+        import mlflow
+
         from mfexp.tracking import experiment_link
 
         exp = mlflow.get_experiment_by_name(plan.experiment)
