@@ -274,6 +274,11 @@ class Tracker:
             model = MFModel()
             model.load_context(type("Ctx", (), {"artifacts": {"mfexp_model": str(folder)}})())
             signature = infer_signature(example, model.predict(None, example))
+            # an optional rating time (unix seconds) for models that read the day; absent: each
+            # user's last training day
+            from mlflow.types.schema import ColSpec, Schema
+
+            signature.inputs = Schema([*signature.inputs.inputs, ColSpec("long", "timestamp", required=False)])
             mlflow.pyfunc.log_model(
                 name="model", python_model=str(Path(__file__).with_name("pyfunc_entry.py")), artifacts={"mfexp_model": str(folder)},
                 signature=signature, input_example=example,
