@@ -7,11 +7,11 @@ GPU ?= 0
 ifeq ($(GPU),1)
 MXNET := mxnet-cu112==1.9.1
 OTHER_MXNET := mxnet
-EXTRAS := dev,postgres,gpu
+EXTRAS := dev,postgres,redis,gpu
 else
 MXNET := mxnet==1.9.1
 OTHER_MXNET := mxnet-cu112
-EXTRAS := dev,postgres
+EXTRAS := dev,postgres,redis
 endif
 STAMP := $(VENV)/.installed-$(if $(filter 1,$(GPU)),gpu,cpu)
 HOST ?= 127.0.0.1
@@ -58,7 +58,7 @@ data: $(STAMP) ## fetch ML-100K into the cache and print its summary
 	$(PY) -m mfexp.data info
 
 test: $(STAMP) ## the whole test suite (slow tests included), as CI runs it
-	@bash tests/ensure_postgres.sh
+	@bash tests/ensure_servers.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## the fast tests only

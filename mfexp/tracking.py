@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -29,6 +31,7 @@ EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_de
 UI_QUERY = "workflowType=machine_learning"
 DEFAULT_UI = "http://127.0.0.1:5000"  # where `make ui` serves a local store
 _warned_psutil: list[bool] = []
+RETRY_S = 10.0  # see retry_seconds()
 
 
 def redact(text: str) -> str:
@@ -46,6 +49,9 @@ def git_commit() -> str:
 
 
 def configure(cfg: TrackingConfig) -> None:
+    # MLflow's database store logs each error with its traceback before raising it; the Tracker
+    # (or check_reachable) says it in one line instead.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     if cfg.uri:
         mlflow.set_tracking_uri(cfg.uri)
 
@@ -103,28 +109,61 @@ def check_reachable(cfg: TrackingConfig) -> None:
 class Tracker:
     """One MLflow run, or nothing at all when tracking is disabled.
 
-    Tracking never stops training: when the store fails mid-run (a tracking server going away),
-    the failure is logged once, later calls for this run are skipped, and `gaps` records what
-    was lost; Optuna's storage stays the source of truth for sweeps."""
+    Tracking never stops training: when the store fails mid-run (a tracking server going away,
+    a full disk under it), the failure is logged once and the calls after it are skipped, but
+    at most for `retry_seconds()`: then the next call tries again, and when the store answers
+    (the server restarted, space freed) the run is recorded again. `gaps` lists each call that
+    was missed (metrics with their epoch), `gap_summary()` says it in one line; Optuna's storage
+    stays the source of truth for sweeps."""
 
     def __init__(self, cfg: TrackingConfig):
         self.cfg = cfg
         self.run_id: Optional[str] = None
         self.gaps: list[str] = []
+        self._missed: list[tuple[str, Optional[int]]] = []
+        self._down_since: Optional[float] = None  # monotonic time of the last failed call
 
     def _safe(self, what: str, call, *args, **kwargs):
-        if not self.cfg.enabled or (self.gaps and what != "end_run"):
-            if self.gaps:
-                self.gaps.append(what)
+        if not self.cfg.enabled:
+            return None
+        step = kwargs.get("step")
+        if (self._down_since is not None and what != "end_run"
+                and time.monotonic() - self._down_since < retry_seconds()):
+            self._miss(what, step)
             return None
         try:
-            return call(*args, **kwargs)
+            result = call(*args, **kwargs)
         except Exception as err:  # the store, not the training, failed
-            if not self.gaps:
+            if self._down_since is None:
                 log.warning("MLflow tracking failed at %s (%s: %s); training goes on, the run's record "
-                            "has a gap", what, type(err).__name__, redact(str(err)).splitlines()[0][:200])
-            self.gaps.append(what)
+                            "has a gap until the store answers again", what, type(err).__name__, _reason(err))
+            self._down_since = time.monotonic()
+            self._miss(what, step)
             return None
+        if self._down_since is not None:
+            self._down_since = None
+            log.warning("MLflow tracking is back (at %s); missed until then: %s", what, self.gap_summary())
+        return result
+
+    def _miss(self, what: str, step: Optional[int]) -> None:
+        self._missed.append((what, step))
+        self.gaps.append(what if step is None else f"{what} epoch {step}")
+
+    def gap_summary(self) -> str:
+        """What this run's record lacks, e.g. 'log_metrics at epochs 4-6, 9; set_tags'."""
+        steps: dict[str, list[int]] = {}
+        without_step: set[str] = set()
+        for what, step in self._missed:
+            steps.setdefault(what, [])
+            if step is None:
+                without_step.add(what)
+            else:
+                steps[what].append(step)
+        parts = []
+        for what, found in steps.items():
+            at = f" at epochs {_ranges(found)}" if found else ""
+            parts.append(f"{what}{at}{' and without an epoch' if found and what in without_step else ''}")
+        return "; ".join(parts)
 
     @contextlib.contextmanager
     def run(self, *, run_name: Optional[str], params: dict[str, Any], tags: dict[str, str],
@@ -139,10 +178,12 @@ class Tracker:
         active = self._safe("start_run", self._start, run_name, tags, experiment or self.cfg.experiment, nested,
                             self._system_metrics())
         self.run_id = active.info.run_id if active is not None else None
-        if self.run_id is None:
-            self.gaps.append("the whole run")
+        if self.run_id is None:  # no run to record anything in: one entry says it all
+            self._missed, self.gaps = [], []
+            self._miss("the whole run", None)
         try:
-            self._safe("log_params", mlflow.log_params, params_of(params))
+            if self.run_id is not None:
+                self._safe("log_params", mlflow.log_params, params_of(params))
             yield self
         except (KeyboardInterrupt, *killed_on):
             self._end("KILLED")
@@ -180,7 +221,8 @@ class Tracker:
 
     def _end(self, status: str) -> None:
         if self.run_id is not None:
-            if self._safe("end_run", mlflow.end_run, status) is None and self.gaps:
+            self._safe("end_run", mlflow.end_run, status)
+            if self._missed and self._missed[-1][0] == "end_run":
                 # the store is gone: still leave the process with no active run
                 active = mlflow.active_run()
                 if active is not None and active.info.run_id == self.run_id:
@@ -211,6 +253,10 @@ class Tracker:
         if self.run_id is not None:
             self._safe("log_text", mlflow.log_text, yaml.safe_dump(data, sort_keys=False), name)
 
+    def log_artifact(self, path, artifact_path: Optional[str] = None) -> None:
+        if self.run_id is not None:
+            self._safe("log_artifact", mlflow.log_artifact, str(path), artifact_path=artifact_path)
+
     def log_model(self, save_to_folder, example, code_paths: tuple[str, ...] = ()) -> None:
         """Log a model as MLflow pyfunc at artifact path `model`; `save_to_folder(path)` writes it.
         `code_paths`: packages besides mfexp the model needs when loaded elsewhere (a plugin's)."""
@@ -228,11 +274,48 @@ class Tracker:
             model = MFModel()
             model.load_context(type("Ctx", (), {"artifacts": {"mfexp_model": str(folder)}})())
             signature = infer_signature(example, model.predict(None, example))
+            # an optional rating time (unix seconds) for models that read the day; absent: each
+            # user's last training day
+            from mlflow.types.schema import ColSpec, Schema
+
+            signature.inputs = Schema([*signature.inputs.inputs, ColSpec("long", "timestamp", required=False)])
             mlflow.pyfunc.log_model(
                 name="model", python_model=str(Path(__file__).with_name("pyfunc_entry.py")), artifacts={"mfexp_model": str(folder)},
                 signature=signature, input_example=example,
                 code_paths=[str(Path(__file__).resolve().parent), *code_paths],
                 pip_requirements=_requirements())
+
+
+def _reason(err: Exception) -> str:
+    """The telling line of a store error (SQLAlchemy puts its autoflush note before the cause)."""
+    lines = [line for line in redact(str(err)).splitlines() if line.strip()]
+    telling = [line for line in lines if not line.startswith("(raised as a result of")]
+    return (telling or lines or [""])[0][:300]
+
+
+def retry_seconds() -> float:
+    """After a failed call, how long a run skips the store before it tries again (default 10 s;
+    MFEXP_TRACKING_RETRY_S overrides). Each try against a server that is down costs its time-out."""
+    raw = os.environ.get("MFEXP_TRACKING_RETRY_S", "").strip()
+    try:
+        return max(float(raw), 0.0) if raw else RETRY_S
+    except ValueError:
+        raise ConfigError(f"MFEXP_TRACKING_RETRY_S must be a number of seconds, got {raw!r}.") from None
+
+
+def _ranges(steps: list[int]) -> str:
+    """[3, 4, 5, 9] -> '3-5, 9'."""
+    out: list[str] = []
+    ordered = sorted(set(steps))
+    start = prev = ordered[0]
+    for step in [*ordered[1:], None]:
+        if step is not None and step == prev + 1:
+            prev = step
+            continue
+        out.append(str(start) if start == prev else f"{start}-{prev}")
+        if step is not None:
+            start = prev = step
+    return ", ".join(out)
 
 
 def _requirements() -> list[str]:

@@ -49,7 +49,8 @@ def write_ratings_file(path, n_ratings=2000):
     u = np.concatenate([p.users for p in parts]) + 1
     i = np.concatenate([p.items for p in parts]) + 1
     r = np.concatenate([p.ratings for p in parts]).astype(int)
-    path.write_text("".join(f"{a}\t{b}\t{c}\t0\n" for a, b, c in zip(u, i, r)))
+    t = np.concatenate([p.timestamps for p in parts])
+    path.write_text("".join(f"{a}\t{b}\t{c}\t{d}\n" for a, b, c, d in zip(u, i, r, t)))
     return path
 
 

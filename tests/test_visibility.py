@@ -396,3 +396,16 @@ def test_the_sweeps_own_row_shows_the_data_it_used(swept):
     contexts = {t.value for d in parent.inputs.dataset_inputs for t in d.tags if t.key == "mlflow.data.context"}
     assert contexts == {"train", "validation", "test"}
     assert parent.data.tags["mlflow.note.content"].startswith("**Best overall")  # what the UI shows first
+
+
+def test_a_resumed_sweep_reports_the_ranking_of_bests_evaluated_before(swept, capsys):
+    from mfexp.sweep.orchestrate import run_sweep
+
+    plan, outcomes, _, _ = swept
+    with pytest.MonkeyPatch.context() as mp:
+        uri = f"sqlite:///{Path(plan.sweep.root).parent / 'mlflow.db'}"
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mlflow.set_tracking_uri(uri)
+        again = run_sweep(plan)  # nothing left to search; the best was evaluated already
+    assert "evaluated on the test part by" in capsys.readouterr().out
+    assert again[0].ranking == outcomes[0].ranking and again[0].ranking

@@ -116,7 +116,7 @@ class Objective:
                 tracker.log_metrics(ranked[0].as_metrics("val"))
             tracker.set_tags({"optuna.trial_state": "COMPLETE"})
         if tracker.gaps:
-            trial.set_user_attr("mlflow_gap", ", ".join(dict.fromkeys(tracker.gaps)))
+            trial.set_user_attr("mlflow_gap", tracker.gap_summary())
         return ranked[0].ndcg if by_rank else result.best_val_rmse
 
     @staticmethod

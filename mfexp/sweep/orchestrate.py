@@ -6,11 +6,11 @@ import logging
 import time
 from dataclasses import replace
 
-import mlflow
 import optuna
 
 from mfexp.config import flatten
 from mfexp.registry import register_sweep_best
+from mfexp.sweep import once
 from mfexp.sweep import storage as st
 from mfexp.sweep.best import evaluate_best
 from mfexp.sweep.runner import SweepPlan, best_config_path, outcome_of, prepare, run_workers, workers_line
@@ -42,12 +42,14 @@ def run_sweep(plan: SweepPlan) -> list[ModelOutcome]:
             tracker.log_yaml({m: {"distributions": {k: repr(d) for k, d in s.distributions.items()},
                                   "fixed": s.fixed} for m, s in plan.spaces.items()}, "search_space.yaml")
         run_workers(plan, tracker.run_id)
-        outcomes = _evaluate(plan, studies, tracker)
-        if plan.sweep.ensemble and tracker.run_id:  # members are loaded back from their MLflow runs
-            blend = _ensemble(plan, outcomes, tracker.run_id)
-            outcomes += [blend] if blend else []
-        if tracker.run_id:  # each model's best in the MLflow model registry, the val winner aliased champion
-            register_sweep_best(plan.sweep.name, outcomes)
+        # one test evaluation and registry version per best trial, across all worker commands (once.py)
+        with st.exclusive(plan.sweep, next(iter(studies.values()))._storage):
+            outcomes = _evaluate(plan, studies, tracker)
+            if plan.sweep.ensemble and tracker.run_id:  # members are loaded back from their MLflow runs
+                blend = _ensemble(plan, outcomes, studies, tracker.run_id)
+                outcomes += [blend] if blend else []
+            if tracker.run_id:  # each model's best in the MLflow model registry, the val winner aliased champion
+                register_sweep_best(plan.sweep.name, outcomes)
         wall = time.time() - started
         paths = _report(plan, outcomes, studies, wall)
         if tracker.run_id:
@@ -55,7 +57,7 @@ def run_sweep(plan: SweepPlan) -> list[ModelOutcome]:
 
             tracker.set_tags({"mlflow.note.content": run_description(plan.sweep.name, outcomes, wall, plan.command)})
             for path in paths:
-                mlflow.log_artifact(str(path), artifact_path="report")
+                tracker.log_artifact(path, artifact_path="report")
             top = overall_best(outcomes)
             if top is not None:
                 figures = {"best_val_rmse": top.best_val_rmse, "best_test_rmse": top.test_rmse,
@@ -104,20 +106,42 @@ def _evaluate(plan: SweepPlan, studies: dict[str, optuna.Study], tracker) -> lis
             best = study.best_trial  # outcome_of reads its value as val RMSE: the objective may be another
             out.objective, out.best_objective = plan.sweep.objective, best.value
             out.best_val_rmse = best.user_attrs.get("val_rmse", best.value if out.objective == "val_rmse" else None)
+        if out.n_complete and not once.settled(plan, model, study, out, best_config_path(plan, model)):
             print(f"[{model:>7}] best trial {out.best_trial} ({out.objective} {best.value:.4f}): replayed to its "
                   "best epoch, then one evaluation on the test part", flush=True)
             evaluate_best(plan, model, study, data, parent_run_id, out, best_config_path(plan, model))
+            once.record(study, out)
         outcomes.append(out)
     return outcomes
 
 
-def _ensemble(plan: SweepPlan, outcomes: list[ModelOutcome], parent_run_id):
+def _ensemble(plan: SweepPlan, outcomes: list[ModelOutcome], studies, parent_run_id):
+    """The blend of the models' best runs, built once per set of best trials across worker
+    commands (a record in the first model's study says it was, as once.py does per model)."""
     from mfexp.data import load_dataset
-    from mfexp.sweep.ensemble import build_ensemble
+    from mfexp.sweep.ensemble import NAME, build_ensemble
     from mfexp.sweep.objective import apply_params
 
+    members = sorted(f"{o.model}:{o.best_trial}" for o in outcomes if o.best_run_id)
+    holder = studies[plan.sweep.models[0]]
+    key = "mfexp.ensemble." + ",".join(members)
+    record = holder.user_attrs.get(key)
+    if record is not None:
+        print(f"[{NAME:>7}] this blend was built and tested by {record['by']} (test_rmse "
+              f"{record['test_rmse']:.4f}): not again", flush=True)
+        return ModelOutcome(model=NAME, study_name="-", best_val_rmse=record["val_rmse"],
+                            test_rmse=record["test_rmse"], best_run_id=record["run_id"],
+                            best_params=record["weights"], n_complete=len(members))
     data_cfg = apply_params(plan.bases[plan.sweep.models[0]], {}).data
-    return build_ensemble(plan, outcomes, load_dataset(data_cfg), data_cfg, parent_run_id)
+    out = build_ensemble(plan, outcomes, load_dataset(data_cfg), data_cfg, parent_run_id)
+    if out is not None and out.best_run_id:
+        import os
+        import socket
+
+        holder.set_user_attr(key, {"run_id": out.best_run_id, "val_rmse": out.best_val_rmse,
+                                   "test_rmse": out.test_rmse, "weights": out.best_params,
+                                   "by": f"{socket.gethostname()}:{os.getpid()}"})
+    return out
 
 
 def _report(plan, outcomes, studies, wall):
@@ -133,6 +157,8 @@ def _print_summary(plan, outcomes, paths, wall, uri) -> None:
     print(summary_table(outcomes))
     print(f"\nreport: {paths[0]}" if paths else "")
     if uri:
+        import mlflow
+
         from mfexp.tracking import experiment_link
 
         exp = mlflow.get_experiment_by_name(plan.experiment)

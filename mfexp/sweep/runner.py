@@ -289,7 +289,12 @@ def _work_entry(plan: SweepPlan, worker: int, parent_run_id: Optional[str], dead
         work(plan, worker, parent_run_id, deadline)
     except KeyboardInterrupt:
         sys.exit(130)
-    except MfexpError as err:
+    except Exception as caught:  # noqa: BLE001 - a user error, or a full disk behind another one
+        from mfexp.errors import full_disk_behind
+
+        err = caught if isinstance(caught, MfexpError) else full_disk_behind(caught)
+        if err is None:
+            raise
         print(f"mfexp: error: [worker {worker}] {err}", file=sys.stderr)
         sys.exit(err.exit_code)
 
