@@ -7,15 +7,20 @@ GPU ?= 0
 ifeq ($(GPU),1)
 MXNET := mxnet-cu112==1.9.1
 OTHER_MXNET := mxnet
+EXTRAS := dev,postgres,redis,auth,gpu
 else
 MXNET := mxnet==1.9.1
 OTHER_MXNET := mxnet-cu112
+EXTRAS := dev,postgres,redis,auth
 endif
 STAMP := $(VENV)/.installed-$(if $(filter 1,$(GPU)),gpu,cpu)
 HOST ?= 127.0.0.1
 PORT ?= 5000
 PORT_SERVE ?= 5001
 PORT_SERVER ?= 5002
+PORT_DASHBOARD ?= 8080
+# make dashboard: STORAGE=<Optuna RDB URL> for a sweep run with sweep.storage=<URL>
+STORAGE ?=
 # make server: for several machines pass MLFLOW_BACKEND=postgresql://user@dbhost/mlflow (a database of
 # its own, not the Optuna one) and HOST=0.0.0.0; SERVER_ARGS="--allowed-hosts mlflow.example" for DNS names.
 MLFLOW_BACKEND ?= sqlite:///mlflow-server.db
@@ -27,11 +32,11 @@ SWEEP ?= default
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install sweep run test test-fast ui serve server data bench clean
+.PHONY: help install sweep run test test-fast ui dashboard serve server data bench gpu-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  options: GPU=1 (mxnet-cu112), HOST=, PORT= (make ui), SWEEP=, PORT_SERVE= (make serve), MLFLOW_BACKEND=, ARTIFACTS=, PORT_SERVER=, AUTH=1 (make server)"
+	@echo "  options: GPU=1 (mxnet-cu112), HOST=, PORT= (make ui), SWEEP=, STORAGE=, PORT_DASHBOARD= (make dashboard), PORT_SERVE= (make serve), MLFLOW_BACKEND=, ARTIFACTS=, PORT_SERVER=, AUTH=1 (make server)"
 
 install: $(STAMP) ## create .venv and install mfexp (editable) with mxnet 1.9.1 (GPU=1: mxnet-cu112)
 
@@ -40,7 +45,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip uninstall --quiet --yes $(OTHER_MXNET) >/dev/null 2>&1 || true
-	$(PY) -m pip install --quiet "$(MXNET)" -e ".[dev,postgres,redis,auth]"
+	$(PY) -m pip install --quiet "$(MXNET)" -e ".[$(EXTRAS)]"
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -61,9 +66,13 @@ test: $(STAMP) ## the whole test suite (slow tests included), as CI runs it
 test-fast: $(STAMP) ## the fast tests only
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-ui: $(STAMP) ## the MLflow UI on http://127.0.0.1:5000 (HOST=, PORT= to change)
-	@echo "MLflow UI: http://$(HOST):$(PORT)  (store: $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db})"
+ui: $(STAMP) ## the MLflow UI on http://127.0.0.1:5000, with a direct link to each experiment's runs (HOST=, PORT=)
+	@MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" $(PY) -m mfexp.tracking links http://$(HOST):$(PORT) \
+	  || echo "MLflow UI: http://$(HOST):$(PORT)  (store: $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db})"
 	$(VENV)/bin/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" --host $(HOST) --port $(PORT)
+
+dashboard: $(STAMP) ## optuna-dashboard over a sweep's Optuna storage on http://127.0.0.1:8080 (SWEEP=, STORAGE=<rdb-url>, HOST=, PORT_DASHBOARD=)
+	$(PY) -m mfexp.sweep.dashboard --sweep $(SWEEP) $(if $(STORAGE),--storage "$(STORAGE)") --host $(HOST) --port $(PORT_DASHBOARD)
 
 serve: $(STAMP) ## serve a sweep's champion: POST http://127.0.0.1:5001/invocations (SWEEP=, HOST=, PORT_SERVE=)
 	@echo "serving models:/mfexp-$(SWEEP)-champion@champion on http://$(HOST):$(PORT_SERVE)/invocations  (store: $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db})"
@@ -104,6 +113,9 @@ server: $(STAMP) ## MLflow tracking server for workers on several machines, on h
 
 bench: $(STAMP) ## speed benchmarks -> bench/results/, BENCHMARKS.md
 	$(PY) -m bench $(ARGS)
+
+gpu-check: $(STAMP) ## on a GPU host (make install GPU=1): each model on GPU vs CPU, serving on CPU, a 2-GPU sweep; exit 2 without a GPU
+	$(PY) -m bench.gpu_check $(ARGS)
 
 clean: ## remove the venv and caches (not mlflow.db, not sweeps/)
 	rm -rf $(VENV) .pytest_cache *.egg-info

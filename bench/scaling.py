@@ -60,7 +60,8 @@ def child(n_ratings: int, batch: int, budget_s: float) -> dict:
     import mxnet as mx
 
     from bench.synthetic import describe, ml25m_like_dataset
-    from mfexp.config import Config, ModelConfig, TrainConfig
+    from mfexp.config import Config, TrainConfig
+    from mfexp.models.plugins import named
     from mfexp.run import build_net
     from mfexp.train import fit
 
@@ -72,7 +73,7 @@ def child(n_ratings: int, batch: int, budget_s: float) -> dict:
     common.reset_peak_rss()  # from here: what training adds to the data already in memory
     state: dict = {}
     _guard(budget_s, state)
-    cfg = Config(model=ModelConfig(name="plain", k=64),
+    cfg = Config(model=named("plain", k=64),
                  train=TrainConfig(batch_size=batch, epochs=1, progress=False, sparse_grad=True))
     net = build_net(cfg, data, mx.cpu())
     extrapolated = False

@@ -33,12 +33,13 @@ def measure(model: str, data, reps: int) -> dict:
     import pandas as pd
 
     from mfexp import model_io
-    from mfexp.config import Config, ModelConfig, TrackingConfig, TrainConfig
+    from mfexp.config import Config, TrackingConfig, TrainConfig
+    from mfexp.models.plugins import named
     from mfexp.recommend import score_all, towers
     from mfexp.run import run_tags, train_and_track
     from mfexp.tracking import Tracker
 
-    cfg = Config(model=ModelConfig(name=model, k=64), train=TrainConfig(epochs=1, batch_size=1024, progress=False),
+    cfg = Config(model=named(model, k=64), train=TrainConfig(epochs=1, batch_size=1024, progress=False),
                  tracking=TrackingConfig(experiment="bench-serving"))
     tracker = Tracker(cfg.tracking)
     with tracker.run(run_name=model, params={}, tags=run_tags(cfg, data)):

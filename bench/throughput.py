@@ -34,9 +34,10 @@ def u1_train_only(quick: bool):
 def train_config(model: str, batch_size: int, epochs: int, k: int = 64, sparse_grad: bool = False):
     """The tutorial's training settings (conf/train/tutorial.yaml) at another batch size;
     `sparse_grad`: row-sparse embedding gradients (train.sparse_grad, the sweeps' default)."""
-    from mfexp.config import Config, ModelConfig, TrainConfig
+    from mfexp.config import Config, TrainConfig
+    from mfexp.models.plugins import named
 
-    return Config(model=ModelConfig(name=model, k=k), train=TrainConfig(batch_size=batch_size, epochs=epochs,
+    return Config(model=named(model, k=k), train=TrainConfig(batch_size=batch_size, epochs=epochs,
                                                                           progress=False, sparse_grad=sparse_grad))
 
 

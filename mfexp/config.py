@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 from mfexp.errors import ConfigError
 
+# The models of the seed tutorial and the default sweep; any conf/model/<name>.yaml is a model.
 MODELS = ("plain", "mlp", "dropout", "biased")
 OPTIMIZERS = ("sgd", "nag", "adam", "adagrad", "rmsprop", "adadelta", "ftrl", "signum", "lamb")
 DATASETS = ("ml100k", "file")
@@ -27,14 +28,12 @@ class DataConfig:
     test_fraction: float = 0.2  # data=file: seeded random test part
     val_fraction: float = 0.1  # validation holdout carved from the training part
     seed: int = 0
+    user_features: Optional[str] = None  # data=file: header row, then `id, numeric columns...`
+    item_features: Optional[str] = None  # same, for items (ML-100K brings its own: u.user / u.item)
 
 
-@dataclass
-class ModelConfig:
-    name: str = "plain"
-    k: int = 64
-    hidden: int = 64
-    dropout: float = 0.5
+def _plain_model() -> dict[str, Any]:
+    return {"_target_": "mfexp.models.dot.DotProduct", "name": "plain", "k": 64}
 
 
 @dataclass
@@ -49,8 +48,9 @@ class TrainConfig:
     epochs: int = 10
     patience: Optional[int] = None  # early stopping on val RMSE; None trains every epoch
     init_scale: float = 0.01  # FeedForward's default Uniform(0.01)
+    swa: int = 1  # evaluate and keep the average of the last N epochs' weights; 1: off
     seed: int = 0
-    device: str = "cpu"  # cpu | gpu | gpu:N | auto
+    device: str = "auto"  # auto (the first GPU MXNet sees, else the CPU) | cpu | gpu | gpu:N
     progress: bool = True  # a progress bar per epoch when stderr is a terminal
 
 
@@ -61,16 +61,21 @@ class TrackingConfig:
     experiment: str = "mfexp"
     run_name: Optional[str] = None
     log_model: bool = True
+    system_metrics: bool = True  # MLflow's system/* metrics (CPU, memory, disk, network; GPU with pynvml)
+    system_metrics_interval: float = 3.0  # seconds between samples: ~20 ms each, under 1% of a trial
 
 
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    # conf/model/<name>.yaml: _target_ (the model's class), name, and the settings its class types;
+    # validate() turns it into that class's Settings dataclass (mfexp.models.plugins).
+    model: Any = field(default_factory=_plain_model)
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
+OBJECTIVES = ("val_rmse", "val_ndcg_at_10")
 SAMPLERS = ("tpe", "random", "gp", "cmaes", "qmc", "grid")
 PRUNERS = ("median", "hyperband", "successive-halving", "none")
 
@@ -82,13 +87,21 @@ class SweepConfig:
     n_trials: int = 10  # per model; COMPLETE and PRUNED trials already in storage count
     storage: Optional[str] = None  # None: Optuna journal file sweeps/<name>/optuna.journal
     n_workers: int = 1  # worker processes on this machine, sharing the storage
-    devices: list[int] = field(default_factory=list)  # GPUs: one worker per listed GPU, on gpu:N
+    # auto: one worker per GPU MXNet sees when train.device=auto (none: n_workers on the CPU);
+    # [0,2]: one worker per listed GPU, on gpu:N; []: n_workers, all on train.device
+    devices: Any = "auto"
     timeout: Optional[float] = None  # seconds of wall time after which no new trial starts
     sampler: str = "tpe"
     pruner: str = "median"
     seed: int = 0
     max_failures: int = 10  # stop the sweep after this many FAIL trials in this invocation
-    enqueue_tutorial: bool = True  # seed each study with the tutorial's own configuration
+    # what each trial is judged by, on the validation holdout: val_rmse (minimised) or val_ndcg_at_10
+    # (maximised: NDCG@10 of the trial's network over holdout items rated >= 4; no per-epoch pruning)
+    objective: str = "val_rmse"
+    warm_start: Optional[str] = None  # an earlier sweep's name: its best configurations start each study
+    warm_start_top_k: int = 3  # how many of them per model (its top COMPLETE trials)
+    enqueue_tutorial: bool = True  # seed each study with its model's reference configuration
+    ensemble: bool = True  # after the search, blend the models' best networks (weights fit on val only)
     root: str = "sweeps"
     # model -> {dotted config key: Hydra override expression}; 'common' applies to every model
     space: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -124,10 +137,10 @@ def validate(cfg: Config) -> Config:
         _check(bool(d.path), "data.path", "must name a ratings file when data=file", d.path)
         _check(0.0 < d.test_fraction < 1.0, "data.test_fraction", "must be in (0, 1)", d.test_fraction)
     _check(0.0 <= d.val_fraction < 1.0, "data.val_fraction", "must be in [0, 1)", d.val_fraction)
-    _check(m.name in MODELS, "model.name", f"must be one of {', '.join(MODELS)}", m.name)
-    _check(m.k > 0, "model.k", "must be > 0", m.k)
-    _check(m.hidden > 0, "model.hidden", "must be > 0", m.hidden)
-    _check(0.0 <= m.dropout < 1.0, "model.dropout", "must be in [0, 1)", m.dropout)
+    from mfexp.models import to_settings
+
+    cfg.model = m = to_settings(m)
+    m.check(_check)
     _check(t.optimizer in OPTIMIZERS, "train.optimizer", f"must be one of {', '.join(OPTIMIZERS)}", t.optimizer)
     _check(t.lr > 0, "train.lr", "must be > 0", t.lr)
     _check(0.0 <= t.momentum < 1.0, "train.momentum", "must be in [0, 1)", t.momentum)
@@ -137,7 +150,10 @@ def validate(cfg: Config) -> Config:
     _check(t.epochs >= 1, "train.epochs", "must be >= 1", t.epochs)
     _check(t.patience is None or t.patience >= 1, "train.patience", "must be >= 1 or null", t.patience)
     _check(t.init_scale > 0, "train.init_scale", "must be > 0", t.init_scale)
+    _check(t.swa >= 1, "train.swa", "must be >= 1 (1: no weight averaging)", t.swa)
     parse_device(t.device)
+    _check(cfg.tracking.system_metrics_interval > 0, "tracking.system_metrics_interval", "must be > 0 (seconds)",
+           cfg.tracking.system_metrics_interval)
     if t.patience is not None and d.val_fraction == 0:
         raise ConfigError("train.patience needs a validation holdout: set data.val_fraction > 0 "
                           "or train.patience=null.")
@@ -149,18 +165,34 @@ def validate_sweep(sweep: SweepConfig) -> SweepConfig:
            "sweep.name", "must be a plain folder name", sweep.name)
     _check(len(sweep.models) > 0, "sweep.models", "must list at least one model", sweep.models)
     for name in sweep.models:
-        _check(name in MODELS, "sweep.models", f"may hold only {', '.join(MODELS)}", name)
+        _check(isinstance(name, str) and name.isidentifier(), "sweep.models",
+               "may hold only model names (conf/model/<name>.yaml)", name)
     _check(sweep.n_trials >= 1, "sweep.n_trials", "must be >= 1", sweep.n_trials)
     _check(sweep.n_workers >= 1, "sweep.n_workers", "must be >= 1", sweep.n_workers)
-    _check(len(set(sweep.devices)) == len(sweep.devices) and all(d >= 0 for d in sweep.devices),
-           "sweep.devices", "must list distinct GPU indices >= 0", sweep.devices)
-    if sweep.devices:
+    _check_devices(sweep.devices)
+    if isinstance(sweep.devices, list) and sweep.devices:
         sweep.n_workers = len(sweep.devices)  # one worker per GPU
     _check(sweep.timeout is None or sweep.timeout > 0, "sweep.timeout", "must be > 0 or null", sweep.timeout)
     _check(sweep.sampler in SAMPLERS, "sweep.sampler", f"must be one of {', '.join(SAMPLERS)}", sweep.sampler)
     _check(sweep.pruner in PRUNERS, "sweep.pruner", f"must be one of {', '.join(PRUNERS)}", sweep.pruner)
     _check(sweep.max_failures >= 1, "sweep.max_failures", "must be >= 1", sweep.max_failures)
+    _check(sweep.warm_start_top_k >= 1, "sweep.warm_start_top_k", "must be >= 1", sweep.warm_start_top_k)
+    _check(sweep.warm_start != sweep.name, "sweep.warm_start", "must name another, earlier sweep (resuming "
+           "a sweep needs no warm start)", sweep.warm_start)
+    _check(sweep.objective in OBJECTIVES, "sweep.objective", f"must be one of {', '.join(OBJECTIVES)}",
+           sweep.objective)
     return sweep
+
+
+def _check_devices(devices: Any) -> None:
+    """sweep.devices is 'auto' or a list of distinct GPU indices (resolved against the GPUs MXNet
+    sees when the sweep is planned, mfexp.sweep.runner.assign_devices)."""
+    if devices == "auto":
+        return
+    ok = (isinstance(devices, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                            for d in devices) and len(set(devices)) == len(devices))
+    _check(ok, "sweep.devices", "must be auto or a list of distinct GPU indices >= 0 (e.g. [0,1]; [] for none)",
+           devices)
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:

@@ -22,6 +22,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
+from mfexp.models.base import Towers
+
 import numpy as np
 
 from mfexp.errors import ConfigError, MfexpError, friendly_errors
@@ -91,10 +93,6 @@ def _best_runs(sweep_name: str, model: Optional[str] = None) -> list:
 
 def resolve_run(sweep_name: str = "default", model: Optional[str] = None) -> str:
     """The run id of a sweep's champion, or of `model`'s best run in that sweep (the newest)."""
-    from mfexp.config import MODELS
-
-    if model is not None and model not in MODELS:
-        raise ConfigError(f"model must be one of {', '.join(MODELS)}, got {model!r}.")
     if model is None:
         run_id = _champion_run(sweep_name)
         if run_id:
@@ -177,40 +175,12 @@ def rated_items(data, user_index: int) -> np.ndarray:
     return np.unique(np.concatenate([p.items[p.users == user_index] for p in parts]))
 
 
-TOWER_MODELS = ("plain", "biased", "mlp", "dropout")
-
-
-@dataclass
-class Towers:
-    """Each mfexp network is a two-tower dot product: prediction(u, i) = <users[u], items[i]> +
-    user_bias[u] + item_bias[i]. plain: the embeddings, no bias; biased: the embeddings, the biases,
-    the global mean folded into user_bias; mlp/dropout: Dense(relu(embedding)) per side (dropout is
-    off at inference). Read once from the network's weights, they score every item for a user as one
-    matrix-vector product: ~0.05-0.2 ms for ML-100K, where the MXNet graph takes 4-10 ms (its CPU
-    sum(axis=1) reductions dominate). tests/test_serving.py checks they equal the network's output."""
-
-    users: np.ndarray
-    items: np.ndarray
-    user_bias: np.ndarray
-    item_bias: np.ndarray
-
-
 def towers(trained) -> Optional[Towers]:
-    """The towers of a trained model, or None for a network that is not one of TOWER_MODELS."""
-    if trained.model.name not in TOWER_MODELS:
-        return None
-    net = trained.net
-    users = net.user_embedding.weight.data().asnumpy()
-    items = net.item_embedding.weight.data().asnumpy()
-    if trained.model.name in ("mlp", "dropout"):
-        users = np.maximum(users, 0.0) @ net.user_dense.weight.data().asnumpy().T + net.user_dense.bias.data().asnumpy()
-        items = np.maximum(items, 0.0) @ net.item_dense.weight.data().asnumpy().T + net.item_dense.bias.data().asnumpy()
-    user_bias = np.zeros(len(users), dtype=np.float32)
-    item_bias = np.zeros(len(items), dtype=np.float32)
-    if trained.model.name == "biased":
-        user_bias = net.user_bias.weight.data().asnumpy()[:, 0] + net.global_mean.data().asnumpy()[0]
-        item_bias = net.item_bias.weight.data().asnumpy()[:, 0]
-    return Towers(users, items, user_bias, item_bias)
+    """The model's user and item vectors with biases (`Recommender.towers`), or None for a model
+    without them: then every item is scored through the network. Read once, they score every item
+    for a user as one matrix-vector product (~0.05-0.2 ms for ML-100K, where the MXNet graph takes
+    4-10 ms); tests/test_serving.py checks they equal the network's output."""
+    return trained.net.towers()
 
 
 def score_all(trained, user_index: int, tw: Optional[Towers] = None) -> np.ndarray:
@@ -266,7 +236,9 @@ def similar(loaded: Loaded, item: int, n: int = 10) -> list[Recommendation]:
         raise UnknownItem(f"item {item} is not in the data of run {loaded.run_id} ({loaded.data.name}).")
     tw = loaded.towers
     if tw is None:
-        raise ConfigError(f"similar= needs item vectors; model {loaded.trained.model.name} has none.")
+        raise ConfigError(f"similar= needs item vectors; model {loaded.trained.model.name} "
+                          f"({loaded.trained.model._target_}) has none (its towers() returns None). "
+                          "Use user= for it, or a model with towers.")
     vec = tw.items.astype(np.float64)
     norms = np.linalg.norm(vec, axis=1)
     cos = vec @ vec[i] / np.maximum(norms * norms[i], 1e-12)

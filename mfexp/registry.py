@@ -29,7 +29,6 @@ import io
 import logging
 from typing import Optional
 
-from mfexp.config import MODELS
 from mfexp.sweep.results import ModelOutcome
 
 log = logging.getLogger("mfexp.registry")
@@ -84,7 +83,7 @@ def register_sweep_best(sweep_name: str, outcomes: list[ModelOutcome]) -> dict[s
         versions[CHAMPION] = _register(mlflow, client, sweep_name, top, CHAMPION)
         client.set_registered_model_alias(registered_name(sweep_name, CHAMPION), CHAMPION, str(versions[CHAMPION]))
         client.set_registered_model_alias(registered_name(sweep_name, top.model), CHAMPION, str(versions[top.model]))
-        for other in MODELS:
+        for other in {o.model for o in outcomes}:
             if other != top.model:
                 _drop_alias(client, registered_name(sweep_name, other))
     except MlflowException as err:

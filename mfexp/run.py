@@ -34,24 +34,28 @@ def build_net(cfg: Config, data, ctx):
     """The configured network, seeded, initialized and hybridized on `ctx`."""
     import mxnet as mx
 
-    from mfexp.models import build_model
+    from mfexp.models import build_for_data
     from mfexp.train import seed_everything
 
     seed_everything(cfg.train.seed)
-    net = build_model(cfg.model, data.n_users, data.n_items, data.global_mean, cfg.train.sparse_grad)
+    net = build_for_data(cfg.model, data, cfg.train.sparse_grad)
     net.initialize(mx.init.Uniform(cfg.train.init_scale), ctx=ctx)
     net.hybridize(static_alloc=True, static_shape=True)
     return net
 
 
 def train_and_track(cfg: Config, data, tracker, *, eval_test: bool = True, final_test: bool = True,
-                    on_epoch=None):
-    """Train inside an active tracker run: per-epoch metrics, summary, config and model."""
+                    on_epoch=None, on_trained=None):
+    """Train inside an active tracker run: per-epoch metrics, summary, config and model.
+    `on_trained(trained)` sees the trained model (model_io.TrainedModel) before it is logged."""
     from mfexp import model_io
-    from mfexp.train import fit, resolve_context
+    from mfexp.models.plugins import code_paths
+    from mfexp.train import fit, resolve_device
 
-    ctx = resolve_context(cfg.train.device)
+    ctx, device = resolve_device(cfg.train.device)
+    tracker.set_tags({"mfexp.device": device})  # what train.device (auto, gpu) resolved to here
     tracker.log_yaml(asdict(cfg), "config.yaml")
+    tracker.log_datasets(data, cfg.data, test=eval_test or final_test)
     net = build_net(cfg, data, ctx)
 
     def hook(report):
@@ -67,10 +71,12 @@ def train_and_track(cfg: Config, data, tracker, *, eval_test: bool = True, final
     if result.final_test_rmse is not None and eval_test:
         summary["final_test_rmse"] = result.final_test_rmse
     tracker.log_metrics(summary)
-    trained = model_io.from_training(net, cfg.model, data)
+    trained = model_io.from_training(net, data)
+    if on_trained is not None:
+        on_trained(trained)
     example = pd.DataFrame({"user_id": data.user_ids[:5].astype(np.int64),
                             "movie_id": data.item_ids[:5].astype(np.int64)})
-    tracker.log_model(lambda folder: model_io.save(trained, folder), example)
+    tracker.log_model(lambda folder: model_io.save(trained, folder), example, code_paths(cfg.model))
     return result
 
 
@@ -104,7 +110,9 @@ def _print_summary(cfg: Config, summary: dict) -> None:
             parts.append(f"(lowest val_rmse {summary['best_val_rmse']:.4f} at epoch {summary['best_epoch']})")
     print("done: " + "  ".join(parts))
     if cfg.tracking.enabled:
-        print(f"MLflow run {summary['run_id']} in {tracking_uri()} (browse it: make ui)")
+        from mfexp.tracking import run_link
+
+        print(f"MLflow run {summary['run_id']} in {tracking_uri()} (make ui): {run_link(summary['run_id'])}")
 
 
 cli.register_schema()

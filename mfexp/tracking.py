@@ -25,6 +25,12 @@ log = logging.getLogger("mfexp.tracking")
 
 _SECRET = re.compile(r"(://[^:/@\s]+:)([^@\s]+)(@)")
 MAX_PARAM_LEN = 6000
+# MLflow 3's UI opens an experiment on its GenAI side (traces) unless told this is model training:
+# the experiment tag decides when one is opened from the list, the URL parameter always.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+UI_QUERY = "workflowType=machine_learning"
+DEFAULT_UI = "http://127.0.0.1:5000"  # where `make ui` serves a local store
+_warned_psutil: list[bool] = []
 RETRY_S = 10.0  # see retry_seconds()
 
 
@@ -52,6 +58,35 @@ def configure(cfg: TrackingConfig) -> None:
 
 def tracking_uri() -> str:
     return redact(mlflow.get_tracking_uri())
+
+
+def ui_base(uri: Optional[str] = None) -> str:
+    """The MLflow UI that shows `uri` (default: the current tracking URI): a tracking server
+    serves its own UI; a local store is shown by `make ui` on 127.0.0.1:5000."""
+    uri = uri if uri is not None else mlflow.get_tracking_uri()
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else DEFAULT_UI
+
+
+def experiment_link(experiment_id: str, base: Optional[str] = None, run_id: Optional[str] = None) -> str:
+    """The page of an experiment's runs (or of one run) in the MLflow UI, on the training side."""
+    path = f"#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
+    return f"{redact((base or ui_base()).rstrip('/'))}/{path}?{UI_QUERY}"
+
+
+def run_link(run_id: Optional[str]) -> str:
+    """The page of the runs of `run_id`'s experiment, or a note when the store cannot say."""
+    try:
+        return experiment_link(mlflow.get_run(run_id).info.experiment_id)
+    except Exception:  # noqa: BLE001 -- no run (the store failed mid-run): no link, not an error
+        return "(no link: the tracking store did not record this run)"
+
+
+def set_experiment(name: str):
+    """mlflow.set_experiment, tagging the experiment as model training (once) for the UI."""
+    exp = mlflow.set_experiment(name)
+    if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        mlflow.tracking.MlflowClient().set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return exp
 
 
 def params_of(flat: dict[str, Any]) -> dict[str, str]:
@@ -140,7 +175,8 @@ class Tracker:
             yield self
             return
         configure(self.cfg)
-        active = self._safe("start_run", self._start, run_name, tags, experiment or self.cfg.experiment, nested)
+        active = self._safe("start_run", self._start, run_name, tags, experiment or self.cfg.experiment, nested,
+                            self._system_metrics())
         self.run_id = active.info.run_id if active is not None else None
         if self.run_id is None:  # no run to record anything in: one entry says it all
             self._missed, self.gaps = [], []
@@ -159,13 +195,29 @@ class Tracker:
         else:
             self._end("FINISHED")
 
+    def _system_metrics(self) -> bool:
+        """Whether this run records MLflow's system metrics; sets their sampling interval."""
+        if not self.cfg.system_metrics:
+            return False
+        import importlib.util
+
+        if importlib.util.find_spec("psutil") is None:
+            if not _warned_psutil:
+                _warned_psutil.append(True)
+                log.warning("tracking.system_metrics needs the psutil package (pip install psutil, part of "
+                            "make install); runs go on without system metrics")
+            return False
+        mlflow.set_system_metrics_sampling_interval(self.cfg.system_metrics_interval)
+        return True
+
     @staticmethod
-    def _start(run_name, tags, experiment, nested):
+    def _start(run_name, tags, experiment, nested, system_metrics=False):
         # experiment_id explicitly: when two processes create the experiment at once, MLflow 3.17's
         # set_experiment can return it without making it active (the run would land in Default)
-        exp = mlflow.set_experiment(experiment)
+        exp = set_experiment(experiment)
         nested = nested or mlflow.active_run() is not None  # a trial inside the sweep's own process
-        return mlflow.start_run(run_name=run_name, experiment_id=exp.experiment_id, nested=nested, tags=tags)
+        return mlflow.start_run(run_name=run_name, experiment_id=exp.experiment_id, nested=nested, tags=tags,
+                                log_system_metrics=system_metrics)
 
     def _end(self, status: str) -> None:
         if self.run_id is not None:
@@ -184,6 +236,19 @@ class Tracker:
         if self.run_id is not None:
             self._safe("set_tags", mlflow.set_tags, tags)
 
+    def log_datasets(self, data, data_cfg, test: bool = True) -> None:
+        """mlflow.log_input for the train part, the validation holdout and (when `test`) the test part."""
+        if self.run_id is not None:
+            self._safe("log_inputs", self._log_datasets, data, data_cfg, test)
+
+    @staticmethod
+    def _log_datasets(data, data_cfg, test: bool) -> None:
+        from mfexp.inputs import mlflow_inputs
+
+        datasets, contexts = mlflow_inputs(data, data_cfg, test)
+        if datasets:
+            mlflow.log_inputs(datasets=datasets, contexts=contexts, tags_list=[None] * len(datasets))
+
     def log_yaml(self, data: dict, name: str) -> None:
         if self.run_id is not None:
             self._safe("log_text", mlflow.log_text, yaml.safe_dump(data, sort_keys=False), name)
@@ -192,13 +257,14 @@ class Tracker:
         if self.run_id is not None:
             self._safe("log_artifact", mlflow.log_artifact, str(path), artifact_path=artifact_path)
 
-    def log_model(self, save_to_folder, example) -> None:
-        """Log a model as MLflow pyfunc at artifact path `model`; `save_to_folder(path)` writes it."""
+    def log_model(self, save_to_folder, example, code_paths: tuple[str, ...] = ()) -> None:
+        """Log a model as MLflow pyfunc at artifact path `model`; `save_to_folder(path)` writes it.
+        `code_paths`: packages besides mfexp the model needs when loaded elsewhere (a plugin's)."""
         if self.run_id is not None and self.cfg.log_model:
-            self._safe("log_model", self._log_model, save_to_folder, example)
+            self._safe("log_model", self._log_model, save_to_folder, example, code_paths)
 
     @staticmethod
-    def _log_model(save_to_folder, example) -> None:
+    def _log_model(save_to_folder, example, code_paths: tuple[str, ...] = ()) -> None:
         from mlflow.models import infer_signature
 
         from mfexp.pyfunc import MFModel
@@ -208,10 +274,15 @@ class Tracker:
             model = MFModel()
             model.load_context(type("Ctx", (), {"artifacts": {"mfexp_model": str(folder)}})())
             signature = infer_signature(example, model.predict(None, example))
+            # an optional rating time (unix seconds) for models that read the day; absent: each
+            # user's last training day
+            from mlflow.types.schema import ColSpec, Schema
+
+            signature.inputs = Schema([*signature.inputs.inputs, ColSpec("long", "timestamp", required=False)])
             mlflow.pyfunc.log_model(
                 name="model", python_model=str(Path(__file__).with_name("pyfunc_entry.py")), artifacts={"mfexp_model": str(folder)},
                 signature=signature, input_example=example,
-                code_paths=[str(Path(__file__).resolve().parent)],
+                code_paths=[str(Path(__file__).resolve().parent), *code_paths],
                 pip_requirements=_requirements())
 
 
@@ -260,3 +331,39 @@ def _requirements() -> list[str]:
 
     mxnet = pinned("mxnet-cu112") or pinned("mxnet") or "mxnet==1.9.1"
     return [mxnet, pinned("numpy") or "numpy<1.24", pinned("pandas") or "pandas", pinned("mlflow") or "mlflow"]
+
+
+def ui_links(base: str) -> list[str]:
+    """One line per mfexp experiment in the store: its name and the page of its runs under `base`.
+    Experiments recorded before mfexp tagged them get the tag now, so the list opens them right."""
+    client = mlflow.tracking.MlflowClient()
+    lines = []
+    for exp in client.search_experiments(filter_string="name LIKE 'mfexp%'", order_by=["last_update_time DESC"]):
+        if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        lines.append(f"  {exp.name}: {experiment_link(exp.experiment_id, base)}")
+    return lines
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """`python -m mfexp.tracking links [BASE]`: the direct links `make ui` prints."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m mfexp.tracking")
+    parser.add_argument("command", choices=["links"])
+    parser.add_argument("base", nargs="?", default=DEFAULT_UI, help="the UI's address (default %(default)s)")
+    args = parser.parse_args(argv)
+    for name in ("mlflow", "alembic"):  # creating a fresh store's tables is not news
+        logging.getLogger(name).setLevel(logging.WARNING)
+    base = args.base.replace("://0.0.0.0", "://127.0.0.1")  # bound to all interfaces: open it locally
+    lines = ui_links(base)
+    print(f"MLflow UI: {base}  (store: {tracking_uri()})")
+    print("\n".join(["the runs of each experiment:", *lines]) if lines
+          else "no mfexp experiment yet: make sweep or make run records one")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -7,10 +7,13 @@ no per-rating Python, one host synchronisation per `SYNC_EVERY` batches.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import os
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -64,18 +67,51 @@ class FitResult:
 EpochHook = Callable[[EpochReport], None]
 
 
-def resolve_context(device: str) -> mx.Context:
+# Set in the process that trains on a GPU, before its first operator is created (MXNet reads it
+# then, not at import). It only affects cuDNN convolutions, which these embedding models do not
+# have: it keeps a future convolutional model from spending seconds autotuning every new shape.
+GPU_ENV = {"MXNET_CUDNN_AUTOTUNE_DEFAULT": "0"}
+
+
+def visible_gpus() -> int:
+    """The GPUs MXNet sees: 0 with the CPU build (mxnet), and also with mxnet-cu112 on a host
+    without an NVIDIA driver, or with a driver too old for CUDA 11.2."""
+    try:
+        return mx.context.num_gpus()
+    except mx.base.MXNetError as err:
+        raise ConfigError(f"MXNet could not count the GPUs ({str(err).strip().splitlines()[-1][:200]}). "
+                          "Check the NVIDIA driver (nvidia-smi), or train on the CPU: train.device=cpu "
+                          "(and sweep.devices=[] for sweeps).") from err
+
+
+@functools.lru_cache(maxsize=1)
+def _warn_gpu_build_without_gpu() -> None:
+    if mx.runtime.Features().is_enabled("CUDA"):
+        log.warning("train.device=auto: the GPU build of MXNet is installed but it sees no GPU, so this "
+                    "trains on the CPU. nvidia-smi should list the GPUs; the driver must support CUDA 11.2.")
+
+
+def resolve_device(device: str) -> tuple[mx.Context, str]:
+    """train.device -> (the MXNet context, its name: 'cpu' or 'gpu:N'). 'auto' is the first GPU
+    MXNet sees, else the CPU; asking for a GPU that MXNet does not see is a ConfigError."""
     kind, index = parse_device(device)
-    gpus = mx.context.num_gpus()
-    if kind == "auto":
-        return mx.gpu(0) if gpus > 0 else mx.cpu()
-    if kind == "gpu":
-        if index >= gpus:
-            raise ConfigError(f"train.device={device} asks for GPU {index} but MXNet sees {gpus} GPU(s) "
-                              "(mx.context.num_gpus()). Use train.device=cpu or auto, or install "
-                              "mxnet-cu112 on a CUDA 11.2 host (make install GPU=1).")
-        return mx.gpu(index)
-    return mx.cpu()
+    if kind == "cpu":
+        return mx.cpu(), "cpu"
+    gpus = visible_gpus()
+    if kind == "auto" and gpus == 0:
+        _warn_gpu_build_without_gpu()
+        return mx.cpu(), "cpu"
+    if index >= gpus:
+        raise ConfigError(f"train.device={device} asks for GPU {index} but MXNet sees {gpus} GPU(s) "
+                          "(mx.context.num_gpus()). Use train.device=cpu or auto, or install "
+                          "mxnet-cu112 on a CUDA 11.2 host (make install GPU=1).")
+    for name, value in GPU_ENV.items():
+        os.environ.setdefault(name, value)
+    return mx.gpu(index), f"gpu:{index}"
+
+
+def resolve_context(device: str) -> mx.Context:
+    return resolve_device(device)[0]
 
 
 def seed_everything(seed: int) -> None:
@@ -90,13 +126,21 @@ def make_trainer(net: gluon.Block, cfg: TrainConfig) -> gluon.Trainer:
     return gluon.Trainer(net.collect_params(), cfg.optimizer, params)
 
 
-def predict(net: gluon.Block, users: np.ndarray, items: np.ndarray, ctx: mx.Context) -> np.ndarray:
-    """Predictions for index pairs, in large batches (inference mode: dropout off)."""
+def _uses_time(net) -> bool:
+    return bool(getattr(net, "uses_time", False))
+
+
+def predict(net: gluon.Block, users: np.ndarray, items: np.ndarray, ctx: mx.Context,
+            timestamps: Optional[np.ndarray] = None) -> np.ndarray:
+    """Predictions for index pairs, in large batches (inference mode: dropout off). A model that
+    reads the rating's day gets it from `timestamps`, else each user's last training day."""
+    days = net.data.days_for(users, timestamps) if _uses_time(net) else None
     out = []
     for start in range(0, len(users), EVAL_BATCH):
-        u = mx.nd.array(users[start:start + EVAL_BATCH], ctx=ctx)
-        i = mx.nd.array(items[start:start + EVAL_BATCH], ctx=ctx)
-        out.append(net(u, i)[0].asnumpy())
+        inputs = [users[start:start + EVAL_BATCH], items[start:start + EVAL_BATCH]]
+        if days is not None:
+            inputs.append(days[start:start + EVAL_BATCH])
+        out.append(net(*(mx.nd.array(x, ctx=ctx) for x in inputs))[0].asnumpy())
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
 
@@ -106,7 +150,7 @@ def evaluate(net: gluon.Block, part, ctx: mx.Context, scale: Optional[tuple[floa
     (as the logged MLflow model serves them); None for an empty part."""
     if part is None or len(part) == 0:
         return None
-    pred = predict(net, part.users, part.items, ctx)
+    pred = predict(net, part.users, part.items, ctx, part.timestamps)
     if scale is not None:
         pred = np.clip(pred, *scale)
     return rmse(part.ratings, pred)
@@ -116,28 +160,49 @@ def _snapshot(net: gluon.Block) -> dict[str, mx.nd.NDArray]:
     return {name: p.data().copy() for name, p in net.collect_params().items()}
 
 
+def _average(snapshots) -> dict[str, mx.nd.NDArray]:
+    """Stochastic weight averaging over a window of epoch-end weights (Izmailov et al. 2018)."""
+    return {name: mx.nd.add_n(*(s[name] for s in snapshots)) / len(snapshots) for name in snapshots[0]}
+
+
 def _restore(net: gluon.Block, snapshot: dict[str, mx.nd.NDArray]) -> None:
     for name, p in net.collect_params().items():
         p.set_data(snapshot[name])
 
 
-class _TrainStep(gluon.HybridBlock):
-    """net + loss in one hybridized graph: a (B, 3) batch of (user, item, rating) rows in,
-    the per-rating loss and the batch's sum of squared errors out. One graph call per batch
-    instead of a dozen small imperative ops."""
+def _step_forward(F, net, reg: float, batch, columns: int):
+    """The per-rating loss and the batch's sum of squared errors, from (user, item, rating[, day]) rows."""
+    cols = F.split(batch, num_outputs=columns, axis=1, squeeze_axis=True)
+    u, i, y = cols[0], cols[1], cols[2]
+    pred, sq = net(u, i, cols[3]) if columns == 4 else net(u, i)
+    err = pred - y
+    loss = 0.5 * F.square(err)  # LinearRegressionOutput's gradient, as the tutorial's
+    if reg > 0:
+        loss = loss + (0.5 * reg) * sq
+    return loss, F.sum(F.square(F.stop_gradient(err)))
 
-    def __init__(self, net: gluon.HybridBlock, reg: float):
+
+class _TrainStep(gluon.HybridBlock):
+    """net + loss in one hybridized graph: one graph call per batch instead of a dozen small
+    imperative ops."""
+
+    def __init__(self, net: gluon.HybridBlock, reg: float, columns: int):
         super().__init__(prefix="")
-        self.net, self.reg = net, reg
+        self.net, self.reg, self.columns = net, reg, columns
 
     def hybrid_forward(self, F, batch):
-        u, i, y = F.split(batch, num_outputs=3, axis=1, squeeze_axis=True)
-        pred, sq = self.net(u, i)
-        err = pred - y
-        loss = 0.5 * F.square(err)  # LinearRegressionOutput's gradient, as the tutorial's
-        if self.reg > 0:
-            loss = loss + (0.5 * self.reg) * sq
-        return loss, F.sum(F.square(F.stop_gradient(err)))
+        return _step_forward(F, self.net, self.reg, batch, self.columns)
+
+
+class _ImperativeStep(gluon.Block):
+    """The same for a model that is a plain Block (sparse feature products run imperatively)."""
+
+    def __init__(self, net: gluon.Block, reg: float, columns: int):
+        super().__init__(prefix="")
+        self.net, self.reg, self.columns = net, reg, columns
+
+    def forward(self, batch):
+        return _step_forward(mx.nd, self.net, self.reg, batch, self.columns)
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -153,21 +218,33 @@ def fit(net: gluon.Block, data, cfg: TrainConfig, ctx: mx.Context, *, eval_test:
     """Train an initialized, hybridized `net` on `data.train`; evaluate on `data.val` (and
     `data.test` when `eval_test`) after each epoch, and the returned weights on `data.test` when
     `final_test` (sweep trials never look at the test part). With `cfg.patience`, stops when val RMSE
-    has not improved for that many epochs and keeps the best epoch's weights."""
+    has not improved for that many epochs and keeps the best epoch's weights. With `cfg.swa` > 1,
+    every evaluation (and the returned weights) is of the average of the last `swa` epochs' weights,
+    while training goes on from the raw ones."""
     train = data.train
     n = len(train)
     scale = (float(data.rating_min), float(data.rating_max))
-    host = np.empty((n, 3), dtype=np.float32)  # (user, item, rating) rows; ids < 2**24 are exact
+    columns = 4 if _uses_time(net) else 3
+    host = np.empty((n, columns), dtype=np.float32)  # (user, item, rating[, day]); ids < 2**24 are exact
     host[:, 0], host[:, 1], host[:, 2] = train.users, train.items, train.ratings
+    if columns == 4:
+        host[:, 3] = net.data.days(train.timestamps)
     rows = mx.nd.array(host, ctx=ctx)
     del host
-    step = _TrainStep(net, cfg.reg)
-    step.hybridize(static_alloc=True, static_shape=True)
+    if isinstance(net, gluon.HybridBlock):
+        step = _TrainStep(net, cfg.reg, columns)
+        step.hybridize(static_alloc=True, static_shape=True)
+    else:
+        step = _ImperativeStep(net, cfg.reg, columns)
     trainer = make_trainer(net, cfg)
     rng = np.random.default_rng(cfg.seed)
     result, best = FitResult(), None
     since_best = 0
+    window: deque = deque(maxlen=cfg.swa)  # train.swa > 1: the last epochs' weights, averaged
+    raw = None
     for epoch in range(1, cfg.epochs + 1):
+        if raw is not None:  # go on training from the raw weights, not their average
+            _restore(net, raw)
         start = time.perf_counter()
         shuffled = rows.take(mx.nd.array(rng.permutation(n).astype(np.int32), ctx=ctx, dtype="int32"))
         sq_err = mx.nd.zeros((1,), ctx=ctx)
@@ -188,6 +265,10 @@ def fit(net: gluon.Block, data, cfg: TrainConfig, ctx: mx.Context, *, eval_test:
         train_rmse = math.sqrt(sq_err.asscalar() / n)
         _check_finite(train_rmse, epoch, cfg)
         elapsed = time.perf_counter() - start
+        if cfg.swa > 1:
+            raw = _snapshot(net)
+            window.append(raw)
+            _restore(net, _average(window))
         report = EpochReport(epoch, train_rmse, evaluate(net, data.val, ctx, scale),
                              evaluate(net, data.test, ctx, scale) if eval_test else None,
                              n / elapsed, elapsed)

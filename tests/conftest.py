@@ -21,7 +21,7 @@ def synthetic_dataset(n_users=60, n_items=80, n_ratings=3000, seed=0, val_fracti
     pairs = rng.choice(n_users * n_items, size=n_ratings, replace=False)
     u, i = (pairs // n_items).astype(np.int32), (pairs % n_items).astype(np.int32)
     r = np.clip(np.rint(3.5 + bu[u] + bi[i] + np.sum(pu[u] * qi[i], axis=1)), 1, 5).astype(np.float32)
-    ts = np.arange(n_ratings, dtype=np.int64)
+    ts = 880_000_000 + np.arange(n_ratings, dtype=np.int64) * 3600  # an hour apart: days matter
     perm = rng.permutation(n_ratings)
     n_test, n_val = int(0.2 * n_ratings), int(val_fraction * n_ratings)
     test, val, train = perm[:n_test], perm[n_test:n_test + n_val], perm[n_test + n_val:]
@@ -29,7 +29,17 @@ def synthetic_dataset(n_users=60, n_items=80, n_ratings=3000, seed=0, val_fracti
     return Dataset(name="synthetic", split="random", train=part(train), val=part(val), test=part(test),
                    n_users=n_users, n_items=n_items, user_ids=np.arange(1, n_users + 1, dtype=np.int64),
                    item_ids=np.arange(1, n_items + 1, dtype=np.int64), rating_min=1.0, rating_max=5.0,
-                   item_titles=None)
+                   item_titles=None, user_side=_one_hot_side("group", n_users, 4, rng),
+                   item_side=_one_hot_side("kind", n_items, 5, rng))
+
+
+def _one_hot_side(name, n, n_values, rng):
+    """A categorical side feature with n_values values, one-hot."""
+    from mfexp.data.features import Csr, SideFeatures
+
+    value = rng.integers(0, n_values, n)
+    return SideFeatures(tuple(f"{name}={v}" for v in range(n_values)),
+                        Csr.from_coo(np.arange(n), value, np.ones(n, np.float32), n, n_values))
 
 
 def write_ratings_file(path, n_ratings=2000):
@@ -39,7 +49,8 @@ def write_ratings_file(path, n_ratings=2000):
     u = np.concatenate([p.users for p in parts]) + 1
     i = np.concatenate([p.items for p in parts]) + 1
     r = np.concatenate([p.ratings for p in parts]).astype(int)
-    path.write_text("".join(f"{a}\t{b}\t{c}\t0\n" for a, b, c in zip(u, i, r)))
+    t = np.concatenate([p.timestamps for p in parts])
+    path.write_text("".join(f"{a}\t{b}\t{c}\t{d}\n" for a, b, c, d in zip(u, i, r, t)))
     return path
 
 

@@ -6,8 +6,7 @@ import pytest
 from mfexp.config import Config, flatten, validate
 from mfexp.errors import ConfigError
 
-BAD = [("model", "k", 0), ("model", "hidden", -1), ("model", "dropout", 1.0), ("model", "dropout", -0.1),
-       ("model", "name", "svd"), ("train", "lr", 0.0), ("train", "batch_size", 0), ("train", "epochs", 0),
+BAD = [("train", "lr", 0.0), ("train", "batch_size", 0), ("train", "epochs", 0),
        ("train", "optimizer", "sgdd"), ("train", "device", "tpu"), ("data", "val_fraction", 1.0),
        ("data", "split", "u6")]
 
@@ -20,6 +19,32 @@ def test_bad_values_name_their_key(group, key, value):
         validate(cfg)
 
 
+MLP = {"_target_": "mfexp.models.towers.TowerMLP", "name": "mlp", "k": 64, "hidden": 64, "dropout": 0.0}
+BAD_MODELS = [({"k": 0}, "model.k must be > 0"), ({"hidden": -1}, "model.hidden must be > 0"),
+              ({"dropout": 1.0}, r"model.dropout must be in \[0, 1\)"), ({"dropout": -0.1}, "model.dropout"),
+              ({"kk": 3}, "model.kk is not a setting of model._target_=mfexp.models.towers.TowerMLP"),
+              ({"k": "abc"}, "model.k: .*abc"), ({"name": ""}, "model.name is empty"),
+              ({"_target_": "mfexp.models.nosuch.Net"}, "model._target_=mfexp.models.nosuch.Net: cannot import"),
+              ({"_target_": "mfexp.models.towers.Nope"}, "module mfexp.models.towers has no Nope"),
+              ({"_target_": "mfexp.config.Config"}, "is not a model: it must subclass"),
+              ({"_target_": "nodots"}, "model._target_ must be a dotted class path")]
+
+
+@pytest.mark.parametrize("change,message", BAD_MODELS)
+def test_bad_model_settings_name_the_key_and_target(change, message):
+    cfg = Config(model={**MLP, **change})
+    with pytest.raises(ConfigError, match=message):
+        validate(cfg)
+
+
+def test_model_settings_become_the_models_typed_dataclass():
+    from mfexp.models.towers import TowerMLP, TowerSettings
+
+    cfg = validate(Config(model=dict(MLP, hidden=32)))
+    assert type(cfg.model) is TowerSettings and cfg.model.hidden == 32
+    assert cfg.model._target_ == f"{TowerMLP.__module__}.TowerMLP"
+
+
 def test_defaults_are_the_tutorials(cfg):
     assert (cfg.train.optimizer, cfg.train.lr, cfg.train.momentum, cfg.train.wd) == ("sgd", 0.05, 0.9, 1e-4)
     assert (cfg.model.name, cfg.model.k, cfg.data.split) == ("plain", 64, "u1")
@@ -28,10 +53,12 @@ def test_defaults_are_the_tutorials(cfg):
 
 
 def test_flatten_gives_dotted_keys():
-    flat = flatten(Config())
+    cfg = validate(Config())
+    flat = flatten(cfg)
     assert flat["model.k"] == 64 and flat["train.lr"] == 0.05 and flat["data.split"] == "u1"
+    assert flat["model._target_"] == "mfexp.models.dot.DotProduct"
     assert all("." in k for k in flat)
-    groups = [getattr(Config(), f.name) for f in dataclasses.fields(Config)]
+    groups = [getattr(cfg, f.name) for f in dataclasses.fields(Config)]
     assert len(flat) == sum(len(dataclasses.fields(g)) for g in groups)
 
 

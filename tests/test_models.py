@@ -3,16 +3,17 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from mfexp.config import ModelConfig, TrainConfig
-from mfexp.models import build_model
+from mfexp.config import TrainConfig
+from mfexp.models import ModelData, build_for_data, build_model
+from mfexp.models.plugins import named
 from mfexp.train import fit
 
-MODELS = ["plain", "mlp", "dropout", "biased"]
+MODELS = ["plain", "mlp", "dropout", "biased", "svdpp", "fm"]
 
 
 def test_user_ids_reach_the_user_table_and_item_ids_the_item_table():
     # 5 users, 7 items: distinct sizes, so a swapped feed would be clipped or misplaced.
-    net = build_model(ModelConfig(name="plain", k=1), n_users=5, n_items=7)
+    net = build_model(named("plain", k=1), ModelData(n_users=5, n_items=7))
     net.initialize()
     net.user_embedding.weight.set_data(mx.nd.arange(5).reshape((5, 1)) + 10)  # user u -> 10+u
     net.item_embedding.weight.set_data(mx.nd.ones((7, 1)))
@@ -26,7 +27,7 @@ def test_user_ids_reach_the_user_table_and_item_ids_the_item_table():
 
 
 def test_biased_model_adds_biases_and_global_mean():
-    net = build_model(ModelConfig(name="biased", k=2), n_users=3, n_items=4, global_mean=3.5)
+    net = build_model(named("biased", k=2), ModelData(n_users=3, n_items=4, global_mean=3.5))
     net.initialize()
     net.user_embedding.weight.set_data(mx.nd.zeros((3, 2)))
     net.user_bias.weight.set_data(mx.nd.array([[0.1], [0.2], [0.3]]))
@@ -38,8 +39,8 @@ def test_biased_model_adds_biases_and_global_mean():
 @pytest.mark.parametrize("name", MODELS)
 def test_each_model_trains_with_falling_loss(name, tiny_data):
     mx.random.seed(0)
-    net = build_model(ModelConfig(name=name, k=8, hidden=8, dropout=0.2), tiny_data.n_users,
-                      tiny_data.n_items, tiny_data.global_mean)
+    values = {"hidden": 8, "dropout": 0.2} if name in ("mlp", "dropout") else {}
+    net = build_for_data(named(name, k=8, **values), tiny_data)
     net.initialize(mx.init.Uniform(0.1))
     net.hybridize(static_alloc=True, static_shape=True)
     cfg = TrainConfig(optimizer="adam", lr=0.01, wd=0.0, batch_size=64, epochs=4, progress=False)
@@ -50,7 +51,7 @@ def test_each_model_trains_with_falling_loss(name, tiny_data):
 
 
 def test_dropout_is_active_in_training_only(tiny_data):
-    net = build_model(ModelConfig(name="dropout", k=8, hidden=8, dropout=0.5), 10, 10)
+    net = build_model(named("dropout", k=8, hidden=8, dropout=0.5), ModelData(10, 10))
     net.initialize(mx.init.Uniform(0.5))
     u, i = mx.nd.array([1, 2, 3]), mx.nd.array([4, 5, 6])
     a, b = net(u, i)[0].asnumpy(), net(u, i)[0].asnumpy()

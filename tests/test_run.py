@@ -81,10 +81,13 @@ def test_cli_trains_a_ratings_file_and_records_the_run(ratings_path, tmp_path, m
     assert len(runs) == 1 and runs[0].data.params["model.name"] == "mlp"
 
 
-@pytest.mark.parametrize("override,key", [("model.k=0", "model.k"), ("model.dropout=1.5", "model.dropout"),
+@pytest.mark.parametrize("override,key", [("model.k=0", "model.k"), ("model=dropout model.dropout=1.5", "model.dropout"),
+                                          ("+model.kk=3", "model.kk is not a setting"),
+                                          ("model=fm model.time=month", "model.time"),
+                                          ("model._target_=nope.Net", "model._target_=nope.Net: cannot import"),
                                           ("train.lr=-1", "train.lr"), ("train.device=tpu", "train.device")])
 def test_cli_bad_config_is_one_clear_line_and_exit_2(override, key, ratings_path, tmp_path, mlflow_uri):
-    out = _cli("data=file", f"data.path={ratings_path}", override, cwd=tmp_path)
+    out = _cli("data=file", f"data.path={ratings_path}", *override.split(), cwd=tmp_path)
     assert out.returncode == 2
     assert key in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "mlflow.db").exists() or not mlflow.search_runs(experiment_names=["mfexp"],

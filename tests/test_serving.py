@@ -127,27 +127,30 @@ def test_champion_is_chosen_on_validation_rmse_never_on_test(in_store, trained):
     assert client.get_model_version_by_alias(registered_name("pick", CHAMPION), CHAMPION).tags["mfexp.model"] == "plain"
 
 
-@pytest.mark.parametrize("name", ["plain", "biased", "mlp", "dropout"])
-def test_recommend_scores_every_item_exactly_as_the_network_does(name):
+@pytest.mark.parametrize("name", ["plain", "biased", "mlp", "dropout", "svdpp", "fm"])
+def test_recommend_scores_every_item_exactly_as_the_network_does(name, tiny_data):
     import mxnet as mx
 
     from mfexp import model_io
-    from mfexp.config import ModelConfig
-    from mfexp.models import build_model
+    from mfexp.models import build_for_data
+    from mfexp.models.plugins import named
     from mfexp.recommend import score_all, towers
 
-    cfg = ModelConfig(name=name, k=8, hidden=6, dropout=0.5)
-    net = build_model(cfg, 7, 11, 3.0)
+    values = {"hidden": 6} if name in ("mlp", "dropout") else {}
+    cfg = named(name, k=8, **values)
+    net = build_for_data(cfg, tiny_data)
     net.initialize(mx.init.Uniform(0.5))
     net.hybridize(static_alloc=True)
-    ids = np.arange(1, 12, dtype=np.int64)
-    trained = model_io.TrainedModel(net=net, model=cfg, user_ids=np.arange(1, 8, dtype=np.int64), item_ids=ids,
-                                    user_mean=np.full(7, 3.0, np.float32), item_mean=np.full(11, 3.0, np.float32),
+    n_users, n_items = tiny_data.n_users, tiny_data.n_items
+    ids = np.arange(1, n_items + 1, dtype=np.int64)
+    trained = model_io.TrainedModel(net=net, model=cfg, user_ids=np.arange(1, n_users + 1, dtype=np.int64),
+                                    item_ids=ids, user_mean=np.full(n_users, 3.0, np.float32),
+                                    item_mean=np.full(n_items, 3.0, np.float32),
                                     global_mean=3.0, rating_min=-10.0, rating_max=10.0, dataset="x")
     assert towers(trained) is not None
-    for user in (0, 6):
-        want = model_io.predict_ids(trained, np.full(11, user + 1), ids)
-        assert score_all(trained, user) == pytest.approx(want, abs=1e-5)
+    for user in (0, n_users - 1):
+        want = model_io.predict_ids(trained, np.full(n_items, user + 1), ids)
+        assert score_all(trained, user) == pytest.approx(want, abs=1e-4)
         assert np.ptp(want) > 0.01  # a network that says something
 
 

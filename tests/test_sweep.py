@@ -149,7 +149,7 @@ def test_one_worker_per_gpu_each_on_its_device(ratings_file, tmp_path, monkeypat
     assert plan.sweep.n_workers == 2
     assert [worker_device(plan.sweep, w) for w in range(2)] == ["gpu:1", "gpu:3"]
     moved = _on_device(plan.bases, "gpu:3")
-    assert moved["biased"].train.device == "gpu:3" and plan.bases["biased"].train.device == "cpu"
+    assert moved["biased"].train.device == "gpu:3" and plan.bases["biased"].train.device == "auto"
     monkeypatch.setattr(mx.context, "num_gpus", lambda: 0)
     with pytest.raises(ConfigError, match="MXNet sees 0 GPU"):
         build_plan(_args(ratings_file, tmp_path, "sweep.devices=[0]"))

@@ -4,15 +4,16 @@ import math
 import mxnet as mx
 import pytest
 
-from mfexp.config import ModelConfig, TrainConfig
+from mfexp.config import TrainConfig
 from mfexp.errors import ConfigError, TrainingDiverged
-from mfexp.models import build_model
+from mfexp.models import ModelData, build_model
+from mfexp.models.plugins import named
 from mfexp.train import evaluate, fit, resolve_context
 
 
 def _train(data, **train):
     mx.random.seed(train.get("seed", 0))
-    net = build_model(ModelConfig(name="biased", k=4), data.n_users, data.n_items, data.global_mean)
+    net = build_model(named("biased", k=4), ModelData(data.n_users, data.n_items, data.global_mean))
     net.initialize(mx.init.Uniform(0.1))
     net.hybridize(static_alloc=True, static_shape=True)
     cfg = TrainConfig(**{"optimizer": "adam", "lr": 0.01, "wd": 0.0, "batch_size": 128, "epochs": 3,
@@ -41,7 +42,7 @@ def test_epoch_hook_sees_every_epoch_and_can_stop_training(tiny_data):
             raise Stop
 
     mx.random.seed(0)
-    net = build_model(ModelConfig(name="plain", k=4), tiny_data.n_users, tiny_data.n_items)
+    net = build_model(named("plain", k=4), ModelData(tiny_data.n_users, tiny_data.n_items))
     net.initialize(mx.init.Uniform(0.1))
     with pytest.raises(Stop):
         fit(net, tiny_data, TrainConfig(epochs=5, progress=False), mx.cpu(), on_epoch=hook)
@@ -77,3 +78,16 @@ def test_gpu_request_without_a_gpu_is_a_clear_error():
     with pytest.raises(ConfigError, match="train.device=gpu:1"):
         resolve_context("gpu:1")
     assert resolve_context("auto") == mx.cpu()
+
+
+def test_swa_returns_the_average_of_the_last_epochs_weights(tiny_data):
+    # Training goes on from the raw weights, so epoch e's raw weights are those of a plain e-epoch run.
+    one, _ = _train(tiny_data, epochs=1)
+    two, _ = _train(tiny_data, epochs=2)
+    avg, result = _train(tiny_data, epochs=2, swa=2)
+    params = lambda net: net._collect_params_with_prefix()  # noqa: E731  structural names, not instance prefixes
+    for name, p in params(avg).items():
+        want = (params(one)[name].data() + params(two)[name].data()) / 2
+        assert p.data().asnumpy() == pytest.approx(want.asnumpy(), abs=1e-6), name
+    assert result.history[-1].val_rmse == pytest.approx(evaluate(avg, tiny_data.val, mx.cpu(), (1.0, 5.0)))
+    assert result.history[-1].val_rmse != _train(tiny_data, epochs=2)[1].history[-1].val_rmse

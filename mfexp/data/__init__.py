@@ -2,7 +2,8 @@
 
 Knows nothing of MXNet or MLflow. `load_dataset(cfg.data)` is the entry point.
 """
+from mfexp.data.features import Csr, SideFeatures, implicit_feedback
 from mfexp.data.loader import load_dataset
 from mfexp.data.ratings import Dataset, Ratings
 
-__all__ = ["Ratings", "Dataset", "load_dataset"]
+__all__ = ["Ratings", "Dataset", "load_dataset", "Csr", "SideFeatures", "implicit_feedback"]

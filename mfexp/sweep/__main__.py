@@ -27,6 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 from mfexp import cli
 from mfexp.config import Config, SweepAppConfig, validate, validate_sweep
 from mfexp.errors import ConfigError, friendly_errors
+from mfexp.models import model_class, to_settings, typed_node
 
 log = logging.getLogger("mfexp.sweep")
 
@@ -59,7 +60,7 @@ def compose_config(overrides: Sequence[str]) -> DictConfig:
 
 
 def build_plan(args: Sequence[str]):
-    from mfexp.sweep.runner import SweepPlan
+    from mfexp.sweep.runner import SweepPlan, assign_devices
     from mfexp.sweep.space import merge_space_overrides, parse_space
 
     plain, space_overrides = split_overrides(args)
@@ -67,24 +68,20 @@ def build_plan(args: Sequence[str]):
     app: SweepAppConfig = cli.to_object(root)
     sweep = validate_sweep(app.sweep)
     validate(app)
-    if sweep.devices:
-        import mxnet as mx
-
-        found = mx.context.num_gpus()
-        if max(sweep.devices) >= found:
-            raise ConfigError(f"sweep.devices={list(sweep.devices)} but MXNet sees {found} GPU(s) "
-                              "(mx.context.num_gpus()). List only GPUs this machine has, or drop "
-                              "sweep.devices to train on the CPU; GPUs need make install GPU=1.")
+    assign_devices(sweep, app.train.device)  # auto: one worker per GPU MXNet sees
     if app.data.val_fraction <= 0:
         raise ConfigError("a sweep chooses on the validation holdout: data.val_fraction must be > 0 "
                           "(the test part is never used to choose).")
-    unknown = set(sweep.space) - {"common", *sweep.models, "plain", "mlp", "dropout", "biased"}
+    unknown = [s for s in sweep.space if not str(s).isidentifier()]
     if unknown:
         raise ConfigError(f"sweep.space has sections {sorted(unknown)}: use 'common' or a model name.")
     bases, spaces = {}, {}
     for model in sweep.models:
         base = compose_config([*plain, f"model={model}"])
-        raw = {**dict(sweep.space.get("common", {})), **dict(sweep.space.get(model, {}))}
+        base.model = typed_node(base.model)  # every setting of the model's class, typed
+        settings = to_settings(base.model)
+        raw = {**model_class(settings._target_).search_space(settings),
+               **dict(sweep.space.get("common", {})), **dict(sweep.space.get(model, {}))}
         raw = merge_space_overrides(raw, [_as_plus(o, raw) for o in space_overrides])
         space = parse_space(raw, where=f"sweep.space.{model}")
         for key in [*space.distributions, *space.fixed]:

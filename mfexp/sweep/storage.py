@@ -258,7 +258,10 @@ def make_sampler(sweep: SweepConfig, worker: int = 0, grid: Optional[dict] = Non
         # group=True: the reference trial (no sampled params) must not empty the joint space
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=5)
+            # constant_liar: workers sharing a study do not all propose around the same running trial
+            liar = sweep.n_workers > 1 or bool(sweep.storage)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=5,
+                                              constant_liar=liar)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "qmc":

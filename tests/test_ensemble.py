@@ -1,0 +1,113 @@
+"""sweep.ensemble: blend weights from the validation holdout only, one test evaluation, a logged
+model that loads, serves and recommends like any other."""
+from __future__ import annotations
+
+import mlflow
+import mxnet as mx
+import numpy as np
+import pandas as pd
+import pytest
+
+from mfexp.models.ensemble import Ensemble, cross_validated_rmse, fit_weights
+
+
+def test_fit_weights_recovers_a_known_blend_and_drops_negative_members():
+    rng = np.random.default_rng(0)
+    p = rng.normal(3.5, 1.0, (2000, 3))
+    y = 0.2 + 0.7 * p[:, 0] + 0.3 * p[:, 1]  # the third model is useless
+    w, b = fit_weights(p, y)
+    assert w == pytest.approx([0.7, 0.3, 0.0], abs=1e-6) and b == pytest.approx(0.2, abs=1e-6)
+    anti = np.column_stack([p[:, 0], -p[:, 1]])  # a member that only helps with a negative weight
+    w, _ = fit_weights(anti, p[:, 0] + 0.5 * p[:, 1])
+    assert w[1] == 0.0 and w[0] > 0
+
+
+def test_cross_validated_rmse_is_honest_about_noise():
+    rng = np.random.default_rng(1)
+    y = rng.normal(3.5, 1.0, 500)
+    noise = rng.normal(0, 1, (500, 20))  # 20 members of pure noise: an in-sample fit flatters them
+    w, b = fit_weights(noise, y)
+    fitted = np.sqrt(np.mean((b + noise @ w - y) ** 2))
+    assert cross_validated_rmse(noise, y, (-10, 10)) > fitted
+
+
+def _trained(name, data, seed):
+    from mfexp.config import TrainConfig
+    from mfexp.models import build_for_data
+    from mfexp.models.plugins import named
+    from mfexp.train import fit
+
+    mx.random.seed(seed)
+    net = build_for_data(named(name, k=4), data)
+    net.initialize(mx.init.Uniform(0.1))
+    net.hybridize(static_alloc=True)
+    fit(net, data, TrainConfig(optimizer="adam", lr=0.01, wd=0.0, batch_size=128, epochs=2, progress=False),
+        mx.cpu())
+    return net
+
+
+def test_ensemble_predicts_the_weighted_sum_and_its_towers_agree(tiny_data):
+    from mfexp.models import ModelData
+    from mfexp.models.base import NEEDS
+    from mfexp.train import predict
+
+    nets = [_trained("biased", tiny_data, 0), _trained("fm", tiny_data, 1)]
+    ens = Ensemble.assemble(nets, [0.25, 0.75], 0.1, ModelData.from_dataset(tiny_data, NEEDS))
+    part = tiny_data.test
+    want = 0.1 + sum(w * predict(n, part.users, part.items, mx.cpu(), part.timestamps)
+                     for w, n in zip([0.25, 0.75], nets))
+    assert predict(ens, part.users, part.items, mx.cpu(), part.timestamps) == pytest.approx(want, abs=1e-5)
+    tw = ens.towers()
+    u = 3
+    scores = tw.items @ tw.users[u] + tw.item_bias + tw.user_bias[u]
+    items = np.arange(tiny_data.n_items)
+    assert scores == pytest.approx(predict(ens, np.full(len(items), u), items, mx.cpu()), abs=1e-4)
+
+
+@pytest.mark.slow
+def test_sweep_ensemble_is_logged_registered_served_and_recommends(ratings_file, tmp_path, mlflow_uri):
+    from mlflow.tracking import MlflowClient
+
+    from mfexp.recommend import load_run, recommend, resolve_run
+    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.orchestrate import run_sweep
+
+    plan = build_plan(["data=file", f"data.path={ratings_file}", "sweep=smoke", f"sweep.root={tmp_path / 'sweeps'}",
+                       "sweep.models=[plain,biased]", "train.epochs=3", "train.batch_size=256"])
+    outcomes = run_sweep(plan)
+    assert [o.model for o in outcomes] == ["plain", "biased", "ensemble"]
+    blend = outcomes[-1]
+    assert set(blend.best_params) == {"plain", "biased"} and blend.test_rmse is not None
+    run = mlflow.get_run(blend.best_run_id)
+    assert run.data.tags["mfexp.best"] == "true" and run.data.tags["mfexp.model"] == "ensemble"
+    assert run.data.metrics["best_val_rmse_search"] == pytest.approx(blend.best_val_rmse)
+    assert MlflowClient().get_latest_versions("mfexp-smoke-ensemble")[0].run_id == blend.best_run_id
+    # the logged model serves the blend of its members' own predictions
+    model = mlflow.pyfunc.load_model(f"runs:/{blend.best_run_id}/model")
+    df = pd.DataFrame({"user_id": [1, 2, 3], "movie_id": [1, 2, 3]})
+    members = [mlflow.pyfunc.load_model(f"runs:/{o.best_run_id}/model").predict(df) for o in outcomes[:2]]
+    w = [blend.best_params["plain"], blend.best_params["biased"]]
+    served = model.predict(df)
+    assert np.all(np.abs(served - 3.0) < 5)
+    loaded = load_run(resolve_run("smoke", "ensemble"))
+    assert loaded.trained.model.name == "ensemble" and len(recommend(loaded, 1, n=5)) == 5
+    unclipped = loaded.trained.net.settings.bias + sum(wi * np.asarray(m) for wi, m in zip(w, members))
+    inside = (unclipped > 1.0) & (unclipped < 5.0)  # members' served values are clipped, so compare inside
+    assert np.asarray(served)[inside] == pytest.approx(unclipped[inside], abs=1e-3)
+
+
+@pytest.mark.slow
+def test_served_fm_takes_an_optional_timestamp(ratings_file, tmp_path, mlflow_uri):
+    from mfexp import cli
+    from mfexp.run import run
+    from mfexp.sweep.__main__ import compose_config
+
+    cfg = cli.to_object(compose_config(["data=file", f"data.path={ratings_file}", "model=fm", "train=adam",
+                                        "train.epochs=2", "train.progress=false"]))
+    summary = run(cfg)
+    model = mlflow.pyfunc.load_model(f"runs:/{summary['run_id']}/model")
+    plain = pd.DataFrame({"user_id": [1, 1], "movie_id": [2, 3]})
+    assert len(model.predict(plain)) == 2  # no timestamp: each user's last training day
+    early = model.predict(plain.assign(timestamp=[880_000_000, 880_000_000]))
+    late = model.predict(plain.assign(timestamp=[890_000_000, 890_000_000]))
+    assert not np.allclose(early, late)  # the day reaches the model
