@@ -101,7 +101,7 @@ def test_logged_model_loads_in_a_fresh_process_and_scores_the_logged_test_rmse(i
     logged = mlflow.get_run(run_id).data.metrics["final_test_rmse"]
     assert got["rmse"] == pytest.approx(logged, abs=1e-5)
     assert all(np.isfinite(x) and 1.0 <= x <= 5.0 for x in got["unknown"])  # a best guess, not an error
-    assert got["inputs"] == ["user_id", "movie_id"] and got["has_outputs"]
+    assert got["inputs"] == ["user_id", "movie_id", "timestamp"] and got["has_outputs"]  # timestamp: optional
     # The trap: nothing of the MXNet network is pickled into the model (models from code).
     local = Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model", dst_path=str(tmp_path)))
     assert not [p for p in local.rglob("*") if p.suffix in (".pkl", ".pickle", ".cloudpickle")]
