@@ -2,19 +2,18 @@
 
     python -m mfexp.run model=mlp train.epochs=20
     python -m mfexp.run model=biased train.optimizer=adam train.lr=2e-3 train.reg=0.1
-
-`run(cfg)` is a plain function (tests and sweeps call it); only `main` knows Hydra.
+    python -m mfexp.run --config-dir sweeps/default --config-name best-biased   # replay a sweep's best
 """
+# `run(cfg)` is a plain function (tests and sweeps call it); only `main` knows Hydra (through mfexp.cli).
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import asdict
-from typing import Optional
+from typing import Optional, Sequence
 
-import hydra
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
 
 from mfexp import cli
 from mfexp.config import Config, flatten, validate
@@ -107,16 +106,26 @@ def _print_summary(cfg: Config, summary: dict) -> None:
         print(f"MLflow run {summary['run_id']} in {tracking_uri()} (browse it: make ui)")
 
 
-cli.register_schema()
+PROG = "python -m mfexp.run"
+GROUPS = ("data", "model", "train", "tracking")
 
 
-@hydra.main(config_path=cli.CONF_DIR, config_name="config", version_base="1.3")
 @friendly_errors
-def main(dcfg: DictConfig) -> Optional[float]:
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    line = cli.parse_command_line(argv, PROG, config_files=True)
+    if line.help:
+        print(cli.help_text(PROG, __doc__, GROUPS, config_files=True))
+        return 0
+    cli.register_schema()
+    dcfg = cli.compose(line.config_name or "config", line.overrides, PROG, config_dir=line.config_dir)
+    if line.cfg_job:
+        cli.print_config(dcfg)
+        return 0
+    cli.log_to_stdout()
     cli.quiet_libraries()
-    summary = run(cli.to_object(dcfg))
-    return summary["test_rmse"]
+    run(cli.to_object(dcfg))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
