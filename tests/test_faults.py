@@ -126,8 +126,44 @@ def test_interrupt_fails_the_trial_kills_its_runs_exits_130_and_resumes(sig, rat
     resumed = subprocess.run([sys.executable, "-m", "mfexp.sweep", *args[:-4], "train.epochs=2"], cwd=tmp_path,
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    states = [t.state for t in _study(plan).get_trials(deepcopy=False)]
+    trials = _study(plan).get_trials(deepcopy=False)
+    states = [t.state for t in trials]
     assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == 2
+    _assert_reference_ran_again(trials, interrupted=0)
+
+
+def _assert_reference_ran_again(trials, interrupted):
+    """The interrupted trial was the reference; the resumed sweep ran the reference once more."""
+    assert trials[interrupted].user_attrs.get("mfexp.reference") == "tutorial"
+    again = [t for t in trials[interrupted + 1:] if t.user_attrs.get("mfexp.reference") == "tutorial"]
+    assert len(again) == 1 and again[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def test_an_interrupted_reference_trial_is_enqueued_again_on_resume_a_diverged_one_is_not(ratings_file, tmp_path):
+    from mfexp.sweep.runner import REFERENCE_ATTR, prepare
+
+    plan = build_plan(_args(ratings_file, tmp_path))
+    study = prepare(plan)["biased"]
+
+    def run_reference(state, reason=None):
+        trial = study.ask()
+        assert REFERENCE_ATTR in trial.user_attrs  # the enqueued reference comes first
+        if reason:
+            trial.set_user_attr("fail_reason", reason)
+        study.tell(trial, 0.9 if state == TrialState.COMPLETE else None, state=state)
+
+    def waiting():
+        return [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.WAITING]
+
+    assert len(waiting()) == 1
+    run_reference(TrialState.FAIL, "interrupted")
+    prepare(plan)
+    assert len(waiting()) == 1 and REFERENCE_ATTR in waiting()[0].user_attrs
+    prepare(plan)
+    assert len(waiting()) == 1  # enqueued once, however often the sweep starts
+    run_reference(TrialState.FAIL, "TrainingDiverged: the loss became nan")
+    prepare(plan)
+    assert waiting() == []  # deterministic training would diverge again
 
 
 @pytest.mark.slow
@@ -158,5 +194,6 @@ def test_a_killed_workers_trial_does_not_stay_running(ratings_file, tmp_path, ml
     assert "worker died" in trials[orphan.number].user_attrs["fail_reason"]
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 2
+    _assert_reference_ran_again(trials, interrupted=orphan.number)
     run = mlflow.get_run(orphan.user_attrs["mlflow_run_id"])
     assert run.info.status == "KILLED"

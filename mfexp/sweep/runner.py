@@ -75,10 +75,27 @@ def prepare(plan: SweepPlan) -> dict[str, optuna.Study]:
         for model, study in studies.items():
             _fail_orphans(study)
             reference = reference_trial(plan, model)
-            if plan.sweep.enqueue_tutorial and reference and not study.get_trials(deepcopy=False):
+            if plan.sweep.enqueue_tutorial and reference and reference_missing(study):
                 label, overrides = reference
                 study.enqueue_trial({}, user_attrs={REFERENCE_ATTR: label, "overrides": overrides})
     return studies
+
+
+# Why a trial can end FAIL without its configuration being at fault: run it again on resume.
+INTERRUPTED = ("interrupted", "worker died (orphaned trial)")
+
+
+def reference_missing(study: optuna.Study) -> bool:
+    """True when the study has no reference trial that ran, runs or waits: a new study, or one whose
+    reference was interrupted (Ctrl-C, SIGTERM, kill -9). A reference that failed on its own
+    (diverged) is not run again: training is deterministic, it would fail the same way."""
+    for trial in study.get_trials(deepcopy=False):
+        if REFERENCE_ATTR not in trial.user_attrs:
+            continue
+        reason = str(trial.user_attrs.get("fail_reason", ""))
+        if trial.state != TrialState.FAIL or not (reason in INTERRUPTED or not reason):
+            return False
+    return True
 
 
 def reference_trial(plan: SweepPlan, model: str) -> Optional[tuple[str, dict]]:
