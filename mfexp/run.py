@@ -67,8 +67,9 @@ def train_and_track(cfg: Config, data, tracker, *, eval_test: bool = True, final
         summary["final_test_rmse"] = result.final_test_rmse
     tracker.log_metrics(summary)
     trained = model_io.from_training(net, data)
-    example = pd.DataFrame({"user_id": data.user_ids[:5].astype(np.int64),
-                            "movie_id": data.item_ids[:5].astype(np.int64)})
+    first = slice(0, 5)  # the model's input example: real (user, item) pairs, however few items there are
+    example = pd.DataFrame({"user_id": data.user_ids[data.train.users[first]].astype(np.int64),
+                            "movie_id": data.item_ids[data.train.items[first]].astype(np.int64)})
     tracker.log_model(lambda folder: model_io.save(trained, folder), example)
     return result
 
