@@ -159,9 +159,7 @@ def explain(err: BaseException, prog: str, schema: type = Config) -> str:
         hint = f" (did you mean {group}={close[0]}?)" if close else ""
         return f"{group}={option}: conf/{group}/ has no {option}.yaml{hint}; the options: {', '.join(options)}."
     if isinstance(err, OverrideParseException):
-        lines = [ln.strip() for ln in str(err).splitlines()
-                 if ln.strip() and "hydra.cc" not in ln and not ln.startswith("Error parsing override")]
-        return (f"cannot parse an override ({'; '.join(lines) or str(err).strip()}). Write key=value, "
+        return (f"cannot parse an override ({parse_detail(err)}). Write key=value, "
                 "and quote the whole override for the shell.")
     text = str(err).splitlines()[0].rstrip(".")
     cause: Optional[BaseException] = err
@@ -179,6 +177,13 @@ def explain(err: BaseException, prog: str, schema: type = Config) -> str:
         where = " (sweeps: python -m mfexp.sweep)" if group == "sweep" else ""
         return f"{prog} has no config group '{group}'{where}; {prog} --help lists its groups."
     return f"{text} (see {prog} --help)."
+
+
+def parse_detail(err: BaseException) -> str:
+    """What Hydra's override parser disliked, without its boilerplate lines."""
+    lines = [ln.strip() for ln in str(err).splitlines()
+             if ln.strip() and "hydra.cc" not in ln and not ln.startswith("Error parsing override")]
+    return "; ".join(lines) or str(err).strip()
 
 
 def _quoted(text: str) -> str:

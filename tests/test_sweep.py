@@ -34,6 +34,29 @@ def test_space_expressions_on_the_command_line_edit_the_space(ratings_file, tmp_
     assert (dists["train.momentum"].low, dists["train.momentum"].high) == (0.5, 0.9)
 
 
+def test_a_plain_override_wins_over_the_space_and_says_so(ratings_file, tmp_path, caplog):
+    """sweep=smoke fixes train.optimizer=adam and searches train.lr in its space: the command line wins."""
+    import logging
+
+    from mfexp.sweep.objective import apply_params
+
+    with caplog.at_level(logging.INFO, logger="mfexp.sweep"):
+        plan = build_plan(_args(ratings_file, tmp_path, "train.optimizer=sgd", "train.lr=0.02",
+                                "train.momentum=interval(0.5,0.99)"))
+    space = plan.spaces["biased"]
+    assert "train.optimizer" not in space.fixed and "train.lr" not in space.distributions
+    assert "train.momentum" in space.distributions
+    trial = optuna.create_study().ask()
+    cfg = apply_params(plan.bases["biased"], space.suggest(trial))  # what a sampled trial trains with
+    assert (cfg.train.optimizer, cfg.train.lr) == ("sgd", 0.02) and 0.5 <= cfg.train.momentum <= 0.99
+    lines = [r.getMessage() for r in caplog.records if "from the command line replaces" in r.getMessage()]
+    assert lines[1:] == ["train.optimizer=sgd from the command line replaces the search space's train.optimizer in "
+                     "biased (adam): every sampled trial uses sgd.",
+                     "train.lr=0.02 from the command line replaces the search space's train.lr in "
+                     "biased (tag(log, interval(1e-3, 1e-2))): every sampled trial uses 0.02."]
+    assert lines[0].startswith("train.batch_size=256")  # _args sets it, and smoke's space fixes 512
+
+
 def test_unknown_space_key_is_refused_before_training(ratings_file, tmp_path):
     from mfexp.errors import ConfigError
 

@@ -44,9 +44,9 @@ def split_overrides(args: Sequence[str]) -> tuple[list[str], list[str]]:
         except HydraException as err:
             from mfexp.sweep.space import GRAMMAR_HINT
 
-            raise ConfigError(f"cannot parse the override {arg!r}: {str(err).splitlines()[0]}. "
-                              f"Write key=value; for the search space: {GRAMMAR_HINT} Quote the whole "
-                              "override for the shell.") from err
+            raise ConfigError(f"cannot parse an override ({cli.parse_detail(err)}) in {arg!r}. Write key=value; "
+                              f"for the search space, {GRAMMAR_HINT} Quote the whole override for the "
+                              "shell.") from err
         (space if parsed.is_sweep_override() else plain).append(arg)
     return plain, space
 
@@ -93,7 +93,7 @@ def compose_plan(args: Sequence[str]):
         settings = to_settings(base.model)
         raw = {**model_class(settings._target_).search_space(settings),
                **dict(sweep.space.get("common", {})), **dict(sweep.space.get(model, {}))}
-        for key in given.keys() & raw.keys():  # the command line wins over the space
+        for key in [k for k in given if k in raw]:  # the command line wins over the space
             replaced.setdefault(key, []).append(f"{model} ({raw.pop(key)})")
         raw = merge_space_overrides(raw, [_as_plus(o, raw) for o in space_overrides])
         where = f"sweep.space.{model}"
