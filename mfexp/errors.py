@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 from typing import Callable, TypeVar
 
@@ -29,8 +30,22 @@ class TrainingDiverged(MfexpError):
     exit_code = 1
 
 
+def clause(text: object, limit: int = 300) -> str:
+    """Another library's message as a clause inside ours: its first non-empty line, without a
+    trailing full stop (ours follows), shortened at a word boundary rather than mid-word."""
+    line = next((ln.strip() for ln in str(text).splitlines() if ln.strip()), "").rstrip(" .")
+    return line if len(line) <= limit else line[:limit].rsplit(" ", 1)[0].rstrip(" .,;:") + "…"
+
+
+def tidy(message: str) -> str:
+    """One line of prose: no doubled full stops, no space before a full stop."""
+    message = re.sub(r"\s+\.(?=\s|$)", ".", message.strip()).replace("….", "…")
+    return re.sub(r"(?<!\.)\.\.(?=\s|$)", ".", message)
+
+
 def friendly_errors(main: F) -> F:
-    """Turn MfexpError into `mfexp: error: ...` on stderr and its exit code.
+    """Turn MfexpError into `mfexp: error: ...` on stderr and its exit code; a Hydra or OmegaConf
+    error that escaped the CLI's own wording still gets one line and exit 2.
 
     HYDRA_FULL_ERROR=1 (or MFEXP_TRACEBACK=1) re-raises, for debugging.
     """
@@ -39,10 +54,12 @@ def friendly_errors(main: F) -> F:
     def wrapper(*args, **kwargs):
         try:
             return main(*args, **kwargs)
-        except MfexpError as err:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1" or os.environ.get("MFEXP_TRACEBACK") == "1":
+        except Exception as err:
+            user_fault = isinstance(err, MfexpError) or type(err).__module__.startswith(("hydra.", "omegaconf."))
+            if not user_fault or os.environ.get("HYDRA_FULL_ERROR") == "1" or os.environ.get("MFEXP_TRACEBACK") == "1":
                 raise
-            print(f"mfexp: error: {err}", file=sys.stderr)
-            sys.exit(err.exit_code)
+            print(f"mfexp: error: {tidy(str(err) if isinstance(err, MfexpError) else clause(err, 1000) + '.')}",
+                  file=sys.stderr)
+            sys.exit(getattr(err, "exit_code", 2))
 
     return wrapper  # type: ignore[return-value]

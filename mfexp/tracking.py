@@ -17,7 +17,7 @@ import mlflow
 import yaml
 
 from mfexp.config import TrackingConfig
-from mfexp.errors import ConfigError
+from mfexp.errors import ConfigError, clause
 
 log = logging.getLogger("mfexp.tracking")
 
@@ -61,7 +61,7 @@ def check_reachable(cfg: TrackingConfig) -> None:
         mlflow.tracking.MlflowClient().search_experiments(max_results=1)
     except Exception as err:
         raise ConfigError(f"cannot use the MLflow tracking store {tracking_uri()}: {type(err).__name__}: "
-                          f"{redact(str(err)).splitlines()[0][:300]}. Start the tracking server, fix "
+                          f"{clause(redact(str(err)))}. Start the tracking server, fix "
                           "MLFLOW_TRACKING_URI or tracking.uri, or run with tracking.enabled=false.") from err
 
 

@@ -63,8 +63,9 @@ def test_diverging_trials_fail_with_a_reason_and_max_failures_stops_the_sweep(ra
     plan = build_plan(_args(ratings_file, tmp_path, "sweep.enqueue_tutorial=false", "sweep.max_failures=2",
                             "train.optimizer=choice(sgd)", "train.lr=tag(log, interval(1e5, 1e6))",
                             "sweep.n_trials=5"))
-    with pytest.raises(SweepStopped, match="sweep.max_failures=2"):
+    with pytest.raises(SweepStopped, match="sweep.max_failures=2") as err:
         run_sweep(plan)
+    assert "diverged" in str(err.value) and "train.lr too high" in str(err.value)
     trials = _study(plan).get_trials(deepcopy=False)
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
     assert all("diverged" in t.user_attrs["fail_reason"] for t in trials)
@@ -73,6 +74,22 @@ def test_diverging_trials_fail_with_a_reason_and_max_failures_stops_the_sweep(ra
     assert {(r.info.status, r.data.tags["optuna.trial_state"]) for r in trial_runs} == {("FAILED", "FAIL")}
     assert all("diverged" in r.data.tags["mfexp.fail_reason"] for r in trial_runs)
     assert not [r for r in runs if r.info.status == "RUNNING"]
+
+
+def test_max_failures_names_the_real_cause_and_blames_train_lr_only_for_a_divergence(ratings_file, tmp_path,
+                                                                                    mlflow_uri, monkeypatch):
+    import mfexp.run
+
+    def broken(*args, **kwargs):
+        raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
+
+    monkeypatch.setattr(mfexp.run, "train_and_track", broken)
+    plan = build_plan(_args(ratings_file, tmp_path, "sweep.enqueue_tutorial=false", "sweep.max_failures=2"))
+    with pytest.raises(SweepStopped) as err:
+        run_sweep(plan)
+    message = str(err.value)
+    assert "the last: TypeError: unsupported operand type(s) for +: 'int' and 'str'. Fix the cause," in message
+    assert "train.lr" not in message and ".." not in message
 
 
 def test_tracking_failure_mid_run_does_not_stop_training(cfg, tiny_data, mlflow_uri, monkeypatch, caplog):

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
 from mfexp.config import SweepConfig, TrackingConfig
-from mfexp.errors import MfexpError
+from mfexp.errors import MfexpError, clause
 from mfexp.sweep import storage as st
 from mfexp.sweep.objective import Objective, apply_params
 from mfexp.sweep.results import ModelOutcome
@@ -195,10 +195,11 @@ def work(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: O
         if finished and finished[-1].state == TrialState.FAIL:
             failures += 1
             if failures >= plan.sweep.max_failures:
+                reason = str(finished[-1].user_attrs.get("fail_reason", "see the log above"))
+                cause = " (a diverged loss: often train.lr too high in the space)" if "diverged" in reason else ""
                 raise SweepStopped(f"sweep stopped: {failures} trials failed in this worker (sweep.max_failures="
-                                   f"{plan.sweep.max_failures}); the last: {finished[-1].user_attrs.get('fail_reason')}. "
-                                   "Fix the cause (often train.lr too high in the space), then run the sweep "
-                                   "again: it resumes.")
+                                   f"{plan.sweep.max_failures}); the last: {clause(reason)}. Fix the cause{cause}, "
+                                   "then run the sweep again: it resumes.")
 
 
 def worker_device(sweep: SweepConfig, worker: int) -> Optional[str]:
