@@ -23,6 +23,11 @@ ARTIFACTS ?= ./mlartifacts
 SERVER_ARGS ?=
 SWEEP ?= default
 PYTEST_ARGS ?=
+# MLflow 3's server imports starlette's deprecated WSGI middleware (a warning per worker, nothing to
+# act on); a served model's artifacts need no progress bars; pkg_resources' "Module mfexp was already
+# imported" concerns the editable install, not the model.
+QUIET_SERVER := PYTHONWARNINGS="ignore:starlette.middleware.wsgi is deprecated,ignore:Module mfexp was already imported" \
+  MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false
 
 .DEFAULT_GOAL := help
 .PHONY: help install sweep run test test-fast ui serve server data bench clean
@@ -61,17 +66,17 @@ test-fast: $(STAMP) ## the fast tests only
 
 ui: $(STAMP) ## the MLflow UI on http://127.0.0.1:5000 (HOST=, PORT= to change)
 	@echo "MLflow UI: http://$(HOST):$(PORT)  (store: $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db})"
-	$(VENV)/bin/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" --host $(HOST) --port $(PORT)
+	$(QUIET_SERVER) $(VENV)/bin/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" --host $(HOST) --port $(PORT)
 
 serve: $(STAMP) ## serve a sweep's champion: POST http://127.0.0.1:5001/invocations (SWEEP=, HOST=, PORT_SERVE=)
 	@echo "serving models:/mfexp-$(SWEEP)-champion@champion on http://$(HOST):$(PORT_SERVE)/invocations  (store: $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db})"
-	PATH="$(abspath $(VENV))/bin:$$PATH" MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" \
+	$(QUIET_SERVER) PATH="$(abspath $(VENV))/bin:$$PATH" MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" \
 	  $(VENV)/bin/mlflow models serve -m "models:/mfexp-$(SWEEP)-champion@champion" --env-manager local \
 	  --host $(HOST) --port $(PORT_SERVE)
 
 server: $(STAMP) ## MLflow tracking server for workers on several machines, on http://127.0.0.1:5002 (MLFLOW_BACKEND=postgresql://..., ARTIFACTS=, HOST=, PORT_SERVER=)
 	@echo "MLflow tracking server: workers set MLFLOW_TRACKING_URI=http://$(if $(filter 0.0.0.0,$(HOST)),<this machine>,$(HOST)):$(PORT_SERVER)  (backend: $(MLFLOW_BACKEND), artifacts: $(ARTIFACTS))"
-	$(VENV)/bin/mlflow server --backend-store-uri "$(MLFLOW_BACKEND)" --artifacts-destination "$(ARTIFACTS)" \
+	$(QUIET_SERVER) $(VENV)/bin/mlflow server --backend-store-uri "$(MLFLOW_BACKEND)" --artifacts-destination "$(ARTIFACTS)" \
 	  --host $(HOST) --port $(PORT_SERVER) $(SERVER_ARGS)
 
 bench: $(STAMP) ## speed benchmarks -> bench/results/, BENCHMARKS.md

@@ -266,8 +266,25 @@ def log_to_stdout() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
 
 
+def one_line_warnings() -> None:
+    """mfexp's own warnings (duplicate ratings, missing side features) as `mfexp: warning: ...`,
+    without Python's file:line prefix and the source line that raised them."""
+    import warnings
+
+    package = str(Path(__file__).resolve().parent)
+    default = warnings.formatwarning
+
+    def formatwarning(message, category, filename, lineno, line=None):
+        if str(filename).startswith(package):
+            return f"mfexp: warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    warnings.formatwarning = formatwarning
+
+
 def quiet_libraries() -> None:
     """Keep MLflow's and Alembic's start-up chatter out of the console."""
+    one_line_warnings()
     for name in ("alembic", "mlflow", "git"):
         logging.getLogger(name).setLevel(logging.WARNING)
     # urllib3 logs each retry to an unreachable tracking server as a WARNING before mfexp says

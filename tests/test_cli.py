@@ -118,3 +118,14 @@ def test_exit_codes_seen_by_the_shell(tmp_path):
     assert code("mfexp.data", "info", "data.split=u9") == 2
     assert code("mfexp.recommend", "user=abc") == 2
     assert code("mfexp.run", "--help") == 0
+
+
+def test_mfexps_own_warnings_are_one_line_without_the_source_line(tmp_path):
+    from pathlib import Path
+
+    ratings = Path(__file__).parent / "fixtures" / "ratings_duplicates.csv"
+    out = subprocess.run([sys.executable, "-m", "mfexp.data", "info", "data=file", f"data.path={ratings}"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == (f"mfexp: warning: {ratings}: 3 duplicate (user, item) ratings; kept the last rating of "
+                          "each pair.\n")

@@ -141,6 +141,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(OmegaConf.to_yaml({"data": node, **extra}), end="")
         return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    cli.one_line_warnings()
     {"fetch": cmd_fetch, "info": cmd_info, "export": cmd_export}[command](dc, extra)
     return 0
 
