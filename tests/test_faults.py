@@ -93,23 +93,61 @@ def test_max_failures_names_the_real_cause_and_blames_train_lr_only_for_a_diverg
     assert "train.lr" not in message and ".." not in message
 
 
-def test_tracking_failure_mid_run_does_not_stop_training(cfg, tiny_data, mlflow_uri, monkeypatch, caplog):
-    from mfexp.run import run
-
+def _store_goes_away_after(n_calls, monkeypatch):
+    """MLflow's log_metrics works n_calls times, then the store is gone for good."""
     calls = {"n": 0}
     real = mlflow.log_metrics
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] >= 2:
+        if calls["n"] > n_calls:
             raise mlflow.exceptions.MlflowException("tracking server went away")
         return real(*args, **kwargs)
 
     monkeypatch.setattr(mlflow, "log_metrics", flaky)
-    summary = run(cfg, data=tiny_data)
-    assert summary["test_rmse"] is not None and summary["epochs"] == cfg.train.epochs
-    assert "has a gap" in caplog.text
+
+
+def test_tracking_failure_mid_run_does_not_stop_training(cfg, tiny_data, mlflow_uri, monkeypatch, caplog):
+    import logging
+
+    from mfexp.run import run
+
+    cfg.train.epochs = 5
+    _store_goes_away_after(2, monkeypatch)  # epochs 1 and 2 are logged; the store fails at epoch 3 of 5
+    with caplog.at_level(logging.INFO):
+        summary = run(cfg, data=tiny_data)
+    assert summary["epochs"] == 5 and summary["test_rmse"] is not None
+    epochs = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert [e.split()[1] for e in epochs] == ["1/5", "2/5", "3/5", "4/5", "5/5"]  # training went on
+    assert sum("has a gap" in r.getMessage() for r in caplog.records) == 1  # said once, not per epoch
+    logged = mlflow.tracking.MlflowClient().get_metric_history(summary["run_id"], "val_rmse")
+    assert [m.step for m in logged] == [1, 2]  # the gap is real: nothing after the store went away
     assert mlflow.active_run() is None
+
+
+def test_a_trial_whose_store_goes_away_completes_and_records_mlflow_gap(tiny_data, tmp_path, mlflow_uri,
+                                                                         monkeypatch):
+    from omegaconf import OmegaConf
+
+    from mfexp.config import Config, TrackingConfig
+    from mfexp.models.plugins import named
+    from mfexp.sweep.objective import Objective
+    from mfexp.sweep.space import parse_space
+
+    base = OmegaConf.structured(Config(model=named("biased", k=8)))
+    base.train.epochs, base.train.progress, base.train.batch_size = 5, False, 256
+    objective = Objective("biased", base, parse_space({"train.lr": "choice(0.01)"}), tiny_data,
+                          study_name="gap", experiment="mfexp-gap", parent_run_id=None,
+                          tracking_cfg=TrackingConfig(log_model=False))
+    _store_goes_away_after(2, monkeypatch)
+    study = optuna.create_study()
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == TrialState.COMPLETE
+    assert sorted(trial.intermediate_values) == [1, 2, 3, 4, 5]  # Optuna saw every epoch: training went on
+    assert trial.user_attrs["mlflow_gap"].startswith("log_metrics")
+    run = mlflow.get_run(trial.user_attrs["mlflow_run_id"])
+    assert [m.step for m in mlflow.tracking.MlflowClient().get_metric_history(run.info.run_id, "val_rmse")] == [1, 2]
 
 
 @pytest.mark.slow
