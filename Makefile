@@ -30,6 +30,11 @@ AUTH ?= 0
 AUTH_DB ?= sqlite:///basic_auth.db
 SWEEP ?= default
 PYTEST_ARGS ?=
+# MLflow 3's server imports starlette's deprecated WSGI middleware (a warning per worker, nothing to
+# act on); a served model's artifacts need no progress bars; pkg_resources' "Module mfexp was already
+# imported" concerns the editable install, not the model.
+QUIET_SERVER := PYTHONWARNINGS="ignore:starlette.middleware.wsgi is deprecated,ignore:Module mfexp was already imported" \
+  MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false
 
 .DEFAULT_GOAL := help
 .PHONY: help install sweep run test test-fast ui dashboard serve server data bench gpu-check clean
@@ -69,14 +74,14 @@ test-fast: $(STAMP) ## the fast tests only
 ui: $(STAMP) ## the MLflow UI on http://127.0.0.1:5000, with a direct link to each experiment's runs (HOST=, PORT=)
 	@MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" $(PY) -m mfexp.tracking links http://$(HOST):$(PORT) \
 	  || echo "MLflow UI: http://$(HOST):$(PORT)  (store: $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db})"
-	$(VENV)/bin/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" --host $(HOST) --port $(PORT)
+	$(QUIET_SERVER) $(VENV)/bin/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" --host $(HOST) --port $(PORT)
 
 dashboard: $(STAMP) ## optuna-dashboard over a sweep's Optuna storage on http://127.0.0.1:8080 (SWEEP=, STORAGE=<rdb-url>, HOST=, PORT_DASHBOARD=)
 	$(PY) -m mfexp.sweep.dashboard --sweep $(SWEEP) $(if $(STORAGE),--storage "$(STORAGE)") --host $(HOST) --port $(PORT_DASHBOARD)
 
 serve: $(STAMP) ## serve a sweep's champion: POST http://127.0.0.1:5001/invocations (SWEEP=, HOST=, PORT_SERVE=)
 	@echo "serving models:/mfexp-$(SWEEP)-champion@champion on http://$(HOST):$(PORT_SERVE)/invocations  (store: $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db})"
-	PATH="$(abspath $(VENV))/bin:$$PATH" MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" \
+	$(QUIET_SERVER) PATH="$(abspath $(VENV))/bin:$$PATH" MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" \
 	  $(VENV)/bin/mlflow models serve -m "models:/mfexp-$(SWEEP)-champion@champion" --env-manager local \
 	  --host $(HOST) --port $(PORT_SERVE)
 
@@ -108,7 +113,7 @@ server: $(STAMP) ## MLflow tracking server for workers on several machines, on h
 	  export MLFLOW_FLASK_SERVER_SECRET_KEY="$${MLFLOW_FLASK_SERVER_SECRET_KEY:-$$($(PY) -c 'import secrets; print(secrets.token_hex(32))')}"; \
 	  app="--app-name basic-auth"; \
 	fi; \
-	exec $(VENV)/bin/mlflow server $$app --backend-store-uri "$(MLFLOW_BACKEND)" --artifacts-destination "$(ARTIFACTS)" \
+	exec env $(QUIET_SERVER) $(VENV)/bin/mlflow server $$app --backend-store-uri "$(MLFLOW_BACKEND)" --artifacts-destination "$(ARTIFACTS)" \
 	  --host $(HOST) --port $(PORT_SERVER) $(SERVER_ARGS)
 
 bench: $(STAMP) ## speed benchmarks -> bench/results/, BENCHMARKS.md

@@ -128,8 +128,7 @@ def parse_device(device: str) -> tuple[str, int]:
     raise ConfigError(f"train.device must be cpu, gpu, gpu:N or auto, got {device!r}.")
 
 
-def validate(cfg: Config) -> Config:
-    d, m, t = cfg.data, cfg.model, cfg.train
+def validate_data(d: DataConfig) -> DataConfig:
     _check(d.name in DATASETS, "data.name", f"must be one of {', '.join(DATASETS)}", d.name)
     if d.name == "ml100k":
         _check(d.split in ML100K_SPLITS, "data.split", f"must be one of {', '.join(ML100K_SPLITS)}", d.split)
@@ -137,6 +136,12 @@ def validate(cfg: Config) -> Config:
         _check(bool(d.path), "data.path", "must name a ratings file when data=file", d.path)
         _check(0.0 < d.test_fraction < 1.0, "data.test_fraction", "must be in (0, 1)", d.test_fraction)
     _check(0.0 <= d.val_fraction < 1.0, "data.val_fraction", "must be in [0, 1)", d.val_fraction)
+    return d
+
+
+def validate(cfg: Config) -> Config:
+    d, m, t = cfg.data, cfg.model, cfg.train
+    validate_data(d)
     from mfexp.models import to_settings
 
     cfg.model = m = to_settings(m)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import re
 import sys
 from typing import Callable, Optional, TypeVar
 
@@ -67,9 +68,23 @@ def full_disk_behind(err: BaseException) -> Optional[MfexpError]:
     return None
 
 
+def clause(text: object, limit: int = 300) -> str:
+    """Another library's message as a clause inside ours: its first non-empty line, without a
+    trailing full stop (ours follows), shortened at a word boundary rather than mid-word."""
+    line = next((ln.strip() for ln in str(text).splitlines() if ln.strip()), "").rstrip(" .")
+    return line if len(line) <= limit else line[:limit].rsplit(" ", 1)[0].rstrip(" .,;:") + "…"
+
+
+def tidy(message: str) -> str:
+    """One line of prose: no doubled full stops, no space before a full stop."""
+    message = re.sub(r"\s+\.(?=\s|$)", ".", message.strip()).replace("….", "…")
+    return re.sub(r"(?<!\.)\.\.(?=\s|$)", ".", message)
+
+
 def friendly_errors(main: F) -> F:
     """Turn MfexpError (and a full disk, wherever it is met) into `mfexp: error: ...` on stderr
-    and its exit code.
+    and its exit code; a Hydra or OmegaConf error that escaped the CLI's own wording still gets
+    one line and exit 2.
 
     HYDRA_FULL_ERROR=1 (or MFEXP_TRACEBACK=1) re-raises, for debugging.
     """
@@ -80,9 +95,12 @@ def friendly_errors(main: F) -> F:
             return main(*args, **kwargs)
         except Exception as caught:  # noqa: BLE001 - anything else is re-raised as it was
             err = caught if isinstance(caught, MfexpError) else full_disk_behind(caught)
+            if err is None and type(caught).__module__.startswith(("hydra.", "omegaconf.")):
+                err = caught
             if err is None or os.environ.get("HYDRA_FULL_ERROR") == "1" or os.environ.get("MFEXP_TRACEBACK") == "1":
                 raise
-            print(f"mfexp: error: {err}", file=sys.stderr)
-            sys.exit(err.exit_code)
+            print(f"mfexp: error: {tidy(str(err) if isinstance(err, MfexpError) else clause(err, 1000) + '.')}",
+                  file=sys.stderr)
+            sys.exit(getattr(err, "exit_code", 2))
 
     return wrapper  # type: ignore[return-value]

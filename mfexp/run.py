@@ -2,19 +2,18 @@
 
     python -m mfexp.run model=mlp train.epochs=20
     python -m mfexp.run model=biased train.optimizer=adam train.lr=2e-3 train.reg=0.1
-
-`run(cfg)` is a plain function (tests and sweeps call it); only `main` knows Hydra.
+    python -m mfexp.run --config-dir sweeps/default --config-name best-biased   # replay a sweep's best
 """
+# `run(cfg)` is a plain function (tests and sweeps call it); only `main` knows Hydra (through mfexp.cli).
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import asdict
-from typing import Optional
+from typing import Optional, Sequence
 
-import hydra
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
 
 from mfexp import cli
 from mfexp.config import Config, flatten, validate
@@ -74,8 +73,9 @@ def train_and_track(cfg: Config, data, tracker, *, eval_test: bool = True, final
     trained = model_io.from_training(net, data)
     if on_trained is not None:
         on_trained(trained)
-    example = pd.DataFrame({"user_id": data.user_ids[:5].astype(np.int64),
-                            "movie_id": data.item_ids[:5].astype(np.int64)})
+    first = slice(0, 5)  # the model's input example: real (user, item) pairs, however few items there are
+    example = pd.DataFrame({"user_id": data.user_ids[data.train.users[first]].astype(np.int64),
+                            "movie_id": data.item_ids[data.train.items[first]].astype(np.int64)})
     tracker.log_model(lambda folder: model_io.save(trained, folder), example, code_paths(cfg.model))
     return result
 
@@ -115,16 +115,26 @@ def _print_summary(cfg: Config, summary: dict) -> None:
         print(f"MLflow run {summary['run_id']} in {tracking_uri()} (make ui): {run_link(summary['run_id'])}")
 
 
-cli.register_schema()
+PROG = "python -m mfexp.run"
+GROUPS = ("data", "model", "train", "tracking")
 
 
-@hydra.main(config_path=cli.CONF_DIR, config_name="config", version_base="1.3")
 @friendly_errors
-def main(dcfg: DictConfig) -> Optional[float]:
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    line = cli.parse_command_line(argv, PROG, config_files=True)
+    if line.help:
+        print(cli.help_text(PROG, __doc__, GROUPS, config_files=True))
+        return 0
+    cli.register_schema()
+    dcfg = cli.compose(line.config_name or "config", line.overrides, PROG, config_dir=line.config_dir)
+    if line.cfg_job:
+        cli.print_config(dcfg)
+        return 0
+    cli.log_to_stdout()
     cli.quiet_libraries()
-    summary = run(cli.to_object(dcfg))
-    return summary["test_rmse"]
+    run(cli.to_object(dcfg))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

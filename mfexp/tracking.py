@@ -19,7 +19,7 @@ import mlflow
 import yaml
 
 from mfexp.config import TrackingConfig
-from mfexp.errors import ConfigError
+from mfexp.errors import ConfigError, clause
 
 log = logging.getLogger("mfexp.tracking")
 
@@ -101,8 +101,9 @@ def check_reachable(cfg: TrackingConfig) -> None:
     try:
         mlflow.tracking.MlflowClient().search_experiments(max_results=1)
     except Exception as err:
-        raise ConfigError(f"cannot use the MLflow tracking store {tracking_uri()}: {type(err).__name__}: "
-                          f"{redact(str(err)).splitlines()[0][:300]}. Start the tracking server, fix "
+        errno = re.search(r"\[Errno -?\d+\][^'\")\]]+", str(err))  # the cause, under urllib3's wrapping
+        detail = errno.group(0).strip() if errno else f"{type(err).__name__}: {clause(redact(str(err)))}"
+        raise ConfigError(f"cannot use the MLflow tracking store {tracking_uri()}: {detail}. Start the tracking server, fix "
                           "MLFLOW_TRACKING_URI or tracking.uri, or run with tracking.enabled=false.") from err
 
 

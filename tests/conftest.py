@@ -3,12 +3,17 @@ real config composed once and shrunk, and an MLflow store in tmp_path."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("MXNET_CPU_WORKER_NTHREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Subprocesses (python -m mfexp.run ... in tmp_path) import mfexp from this checkout, not from
+# wherever the venv's editable install points (another clone or worktree).
+_ROOT = str(Path(__file__).resolve().parents[1])
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH", "")) if p)
 
 
 def synthetic_dataset(n_users=60, n_items=80, n_ratings=3000, seed=0, val_fraction=0.1):

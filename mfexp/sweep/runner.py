@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
 from mfexp.config import SweepConfig, TrackingConfig
-from mfexp.errors import ConfigError, MfexpError
+from mfexp.errors import ConfigError, MfexpError, clause
 from mfexp.sweep import storage as st
 from mfexp.sweep.objective import DIRECTIONS, Objective, apply_params
 from mfexp.sweep.results import ModelOutcome
@@ -76,10 +76,27 @@ def prepare(plan: SweepPlan) -> dict[str, optuna.Study]:
         for model, study in studies.items():
             _fail_orphans(study)
             reference = reference_trial(plan, model)
-            if plan.sweep.enqueue_tutorial and reference and not study.get_trials(deepcopy=False):
+            if plan.sweep.enqueue_tutorial and reference and reference_missing(study):
                 label, overrides = reference
                 study.enqueue_trial({}, user_attrs={REFERENCE_ATTR: label, "overrides": overrides})
     return studies
+
+
+# Why a trial can end FAIL without its configuration being at fault: run it again on resume.
+INTERRUPTED = ("interrupted", "worker died (orphaned trial)")
+
+
+def reference_missing(study: optuna.Study) -> bool:
+    """True when the study has no reference trial that ran, runs or waits: a new study, or one whose
+    reference was interrupted (Ctrl-C, SIGTERM, kill -9). A reference that failed on its own
+    (diverged) is not run again: training is deterministic, it would fail the same way."""
+    for trial in study.get_trials(deepcopy=False):
+        if REFERENCE_ATTR not in trial.user_attrs:
+            continue
+        reason = str(trial.user_attrs.get("fail_reason", ""))
+        if trial.state != TrialState.FAIL or not (reason in INTERRUPTED or not reason):
+            return False
+    return True
 
 
 def reference_trial(plan: SweepPlan, model: str) -> Optional[tuple[str, dict]]:
@@ -186,10 +203,11 @@ def work(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: O
         if finished and finished[-1].state == TrialState.FAIL:
             failures += 1
             if failures >= plan.sweep.max_failures:
+                reason = str(finished[-1].user_attrs.get("fail_reason", "see the log above"))
+                cause = " (a diverged loss: often train.lr too high in the space)" if "diverged" in reason else ""
                 raise SweepStopped(f"sweep stopped: {failures} trials failed in this worker (sweep.max_failures="
-                                   f"{plan.sweep.max_failures}); the last: {finished[-1].user_attrs.get('fail_reason')}. "
-                                   "Fix the cause (often train.lr too high in the space), then run the sweep "
-                                   "again: it resumes.")
+                                   f"{plan.sweep.max_failures}); the last: {clause(reason)}. Fix the cause{cause}, "
+                                   "then run the sweep again: it resumes.")
 
 
 def assign_devices(sweep: SweepConfig, train_device: str) -> SweepConfig:

@@ -294,8 +294,9 @@ def _needs(module: str, key: str, how: str) -> None:
     import importlib.util
 
     if importlib.util.find_spec(module) is None:
-        raise ConfigError(f"{key} needs the '{module}' package, which is not installed: {how}, "
-                          "or choose another sampler (tpe, random, qmc, grid).")
+        other = ("choose another sampler (tpe, random, qmc, grid)" if key.startswith("sweep.sampler") else
+                 "use another storage (sweep.storage=null: the journal file; or an RDB URL)")
+        raise ConfigError(f"{key} needs the '{module}' package, which is not installed: {how}, or {other}.")
 
 
 def counted_trials(study: optuna.Study) -> int:
