@@ -60,9 +60,9 @@ class _Side:
         if self.features is None:
             return z, q, None
         w = self.weight.data(index.context)
-        feats = self.features.product(w).take(index)
+        feats = self.features.product(w, index)
         norms = mx.nd.sum(mx.nd.square(mx.nd.slice_axis(w, axis=1, begin=0, end=k)), axis=1, keepdims=True)
-        q = q + mx.nd.reshape(self.features.squared_product(norms).take(index), (-1,))
+        q = q + mx.nd.reshape(self.features.squared_product(norms, index), (-1,))
         return z + feats, q, feats
 
     def all_rows(self, k: int):

@@ -1,0 +1,52 @@
+"""SparseBlock's two ways to a batch's rows (all rows, then gather; or the batch's distinct rows
+only) give the same outputs and the same weight gradients."""
+import mxnet as mx
+import numpy as np
+import pytest
+from mxnet import autograd
+
+from mfexp.data.features import Csr
+from mfexp.models.layers import SparseBlock
+
+
+def random_csr(rng, n_rows=40, n_cols=25, density=0.2) -> Csr:
+    dense = np.where(rng.random((n_rows, n_cols)) < density, rng.normal(size=(n_rows, n_cols)), 0.0)
+    dense[7] = 0.0  # an empty row (a user without ratings)
+    rows, cols = np.nonzero(dense)
+    return Csr.from_coo(rows, cols, dense[rows, cols], n_rows, n_cols)
+
+
+def outputs_and_grads(block: SparseBlock, weight: np.ndarray, index: np.ndarray):
+    w = mx.nd.array(weight)
+    w.attach_grad()
+    idx = mx.nd.array(index)
+    with autograd.record():
+        z = block.product(w, idx)
+        norms = mx.nd.sum(mx.nd.square(w), axis=1, keepdims=True)
+        q = block.squared_product(norms, idx)
+        loss = mx.nd.sum(z * mx.nd.arange(z.shape[1]).reshape((1, -1))) + mx.nd.sum(q * q)
+    loss.backward()
+    return z.asnumpy(), q.asnumpy(), w.grad.asnumpy()
+
+
+@pytest.mark.parametrize("batch", [1, 12, 60])  # 60 > 40 rows: duplicates for sure
+def test_batch_rows_path_equals_all_rows_path(batch, capfd):
+    rng = np.random.default_rng(batch)
+    matrix = random_csr(rng)
+    weight = rng.normal(size=(matrix.n_cols, 5)).astype(np.float32)
+    index = np.concatenate([[7, 3, 3], rng.integers(0, matrix.n_rows, batch)])  # empty row, repeats
+    everything = outputs_and_grads(SparseBlock(matrix, gather=False), weight, index)
+    distinct = outputs_and_grads(SparseBlock(matrix, gather=True), weight, index)
+    for a, b in zip(everything, distinct):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    z, q, _ = everything
+    dense = matrix.to_dense()
+    np.testing.assert_allclose(z, dense[index] @ weight, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(q[:, 0], (dense[index] ** 2) @ (weight ** 2).sum(axis=1), rtol=1e-5, atol=1e-5)
+    assert "fallback" not in capfd.readouterr().err.lower()  # no dense storage fallback on the way
+
+
+def test_auto_takes_batch_rows_only_for_matrices_much_taller_than_the_batch():
+    block = SparseBlock(random_csr(np.random.default_rng(0)))  # 40 rows
+    assert block.batch_rows(mx.nd.zeros(9)) and not block.batch_rows(mx.nd.zeros(10))
+    assert SparseBlock(block.matrix, gather=False).batch_rows(mx.nd.zeros(1)) is False
