@@ -47,20 +47,18 @@ def transpose(c: Csr) -> Csr:
 
 
 class _SparseDot(autograd.Function):
-    """X @ W with X a constant CSR matrix. MXNet 1.9's own backward of dot(csr, dense) falls back
-    to dense storage (slow, and a warning per batch); the gradient X^T @ dY is one more CSR product:
-    with the precomputed transpose `xt`, or without it dot(X, dY, transpose_a=True) (no fallback)."""
+    """X @ W with X a constant CSR matrix (a batch's rows, made on the host). MXNet 1.9's own
+    backward of dot(csr, dense) falls back to dense storage (slow, and a warning per batch); the
+    gradient X^T @ dY is dot(X, dY, transpose_a=True), which does not."""
 
-    def __init__(self, x, xt=None):
+    def __init__(self, x):
         super().__init__()
-        self.x, self.xt = x, xt
+        self.x = x
 
     def forward(self, w):
         return mx.nd.sparse.dot(self.x, w)
 
     def backward(self, dy):
-        if self.xt is not None:
-            return mx.nd.sparse.dot(self.xt, dy)
         return mx.nd.sparse.dot(self.x, dy, transpose_a=True, forward_stype="default")
 
 
@@ -86,9 +84,11 @@ class SparseBlock:
         self._batch = None  # (index, its distinct rows' CSR, ...) of the last batch: product, then squared
 
     def _on(self, ctx):
+        """X^T and (X*X)^T on ctx: dot(X^T, W, transpose_a=True) is X @ W, and its own backward is the
+        CSR product X^T @ dY (no Python callback, no fallback to dense)."""
         if ctx not in self._ctx:
             sq = Csr(self.matrix.indptr, self.matrix.indices, self.matrix.values ** 2, self.matrix.n_cols)
-            self._ctx[ctx] = tuple(_nd_csr(m, ctx) for m in (self.matrix, transpose(self.matrix), sq, transpose(sq)))
+            self._ctx[ctx] = tuple(_nd_csr(transpose(m), ctx) for m in (self.matrix, sq))
         return self._ctx[ctx]
 
     def batch_rows(self, index) -> bool:
@@ -114,8 +114,8 @@ class SparseBlock:
         if index is not None and self.batch_rows(index):
             x, inverse = self._rows_of(index, squared)
             return _SparseDot(x)(weight).take(inverse)
-        x, xt, sq, sqt = self._on(weight.context)
-        out = _SparseDot(sq, sqt)(weight) if squared else _SparseDot(x, xt)(weight)
+        xt, sqt = self._on(weight.context)
+        out = mx.nd.sparse.dot(sqt if squared else xt, weight, transpose_a=True, forward_stype="default")
         return out if index is None else out.take(index)
 
     def product(self, weight, index=None):
@@ -123,7 +123,8 @@ class SparseBlock:
         return self._product(weight, index, squared=False)
 
     def squared_product(self, column, index=None):
-        """(X*X) @ column: the FM's sum_j x_j^2 |v_j|^2 when column = |v_j|^2; rows `index` if given."""
+        """(X*X) @ column: the FM's sum_j x_j^2 |v_j|^2 when column = |v_j|^2 (one or more columns);
+        rows `index` if given."""
         return self._product(column, index, squared=True)
 
     def numpy_product(self, weight: np.ndarray, power: int = 1) -> np.ndarray:
