@@ -6,6 +6,7 @@ import pytest
 from mxnet import autograd
 
 from mfexp.data.features import Csr
+from mfexp.models import layers
 from mfexp.models.layers import SparseBlock
 
 
@@ -26,20 +27,28 @@ def outputs_and_grads(block: SparseBlock, weight: np.ndarray, index: np.ndarray)
         q = block.squared_product(norms, idx)
         loss = mx.nd.sum(z * mx.nd.arange(z.shape[1]).reshape((1, -1))) + mx.nd.sum(q * q)
     loss.backward()
-    return z.asnumpy(), q.asnumpy(), w.grad.asnumpy()
+    predicted = block.product(w, idx), block.squared_product(norms, idx)  # inference: no autograd
+    return z.asnumpy(), q.asnumpy(), w.grad.asnumpy(), *(p.asnumpy() for p in predicted)
+
+
+WAYS = {"all rows": (False, layers.TRANSPOSED_ROWS_MAX), "all rows, tall": (False, 0), "batch rows": (True, None)}
 
 
 @pytest.mark.parametrize("batch", [1, 12, 60])  # 60 > 40 rows: duplicates for sure
-def test_batch_rows_path_equals_all_rows_path(batch, capfd):
+def test_every_way_to_the_batch_rows_gives_the_same_outputs_and_gradients(batch, capfd, monkeypatch):
     rng = np.random.default_rng(batch)
     matrix = random_csr(rng)
     weight = rng.normal(size=(matrix.n_cols, 5)).astype(np.float32)
     index = np.concatenate([[7, 3, 3], rng.integers(0, matrix.n_rows, batch)])  # empty row, repeats
-    everything = outputs_and_grads(SparseBlock(matrix, gather=False), weight, index)
-    distinct = outputs_and_grads(SparseBlock(matrix, gather=True), weight, index)
-    for a, b in zip(everything, distinct):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
-    z, q, _ = everything
+    results = {}
+    for way, (gather, tall) in WAYS.items():
+        if tall is not None:  # "tall": the all-rows product of a matrix with many rows (a Python backward)
+            monkeypatch.setattr(layers, "TRANSPOSED_ROWS_MAX", tall)
+        results[way] = outputs_and_grads(SparseBlock(matrix, gather=gather), weight, index)
+    for way, got in results.items():
+        for a, b in zip(results["all rows"], got):
+            np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5, err_msg=way)
+    z, q, *_ = results["all rows"]
     dense = matrix.to_dense()
     np.testing.assert_allclose(z, dense[index] @ weight, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(q[:, 0], (dense[index] ** 2) @ (weight ** 2).sum(axis=1), rtol=1e-5, atol=1e-5)

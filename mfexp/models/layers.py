@@ -32,6 +32,8 @@ def _nd_csr(c: Csr, ctx: mx.Context):
 
 def hstack(blocks: list[Csr]) -> Csr:
     """Side-by-side columns of CSR matrices with the same rows: one product instead of several."""
+    if len(blocks) == 1:  # nothing to put side by side (a copy of a 25M-entry block costs seconds)
+        return blocks[0]
     rows, cols, vals, offset = [], [], [], 0
     for c in blocks:
         rows.append(np.repeat(np.arange(c.n_rows, dtype=np.int64), np.diff(c.indptr)))
@@ -47,22 +49,26 @@ def transpose(c: Csr) -> Csr:
 
 
 class _SparseDot(autograd.Function):
-    """X @ W with X a constant CSR matrix (a batch's rows, made on the host). MXNet 1.9's own
-    backward of dot(csr, dense) falls back to dense storage (slow, and a warning per batch); the
-    gradient X^T @ dY is dot(X, dY, transpose_a=True), which does not."""
+    """X @ W with X a constant CSR matrix. MXNet 1.9's own backward of dot(csr, dense) falls back
+    to dense storage (slow, and a warning per batch); the gradient X^T @ dY here is a CSR product
+    with the transpose `xt`, or without it dot(X, dY, transpose_a=True) as row-sparse (its dense
+    output kernel costs (rows of the output) x nnz on CPU), then dense."""
 
-    def __init__(self, x):
+    def __init__(self, x, xt=None):
         super().__init__()
-        self.x = x
+        self.x, self.xt = x, xt
 
     def forward(self, w):
         return mx.nd.sparse.dot(self.x, w)
 
     def backward(self, dy):
-        return mx.nd.sparse.dot(self.x, dy, transpose_a=True, forward_stype="default")
+        if self.xt is not None:
+            return mx.nd.sparse.dot(self.xt, dy)
+        return mx.nd.sparse.dot(self.x, dy, transpose_a=True).tostype("default")
 
 
 GATHER_RATIO = 4  # the batch-rows path when the matrix has more rows than this many times the batch
+TRANSPOSED_ROWS_MAX = 4096  # dot(X^T, W, transpose_a=True) to dense is fast on CPU only for few rows of X
 
 
 class SparseBlock:
@@ -80,16 +86,17 @@ class SparseBlock:
     def __init__(self, matrix: Csr, gather: Optional[bool] = None):
         self.matrix = matrix
         self.gather = gather
-        self._ctx = {}
+        self._ctx = {}  # (ctx, squared, transposed) -> the whole matrix on ctx, made when first needed
         self._batch = None  # (index, its distinct rows' CSR, ...) of the last batch: product, then squared
 
-    def _on(self, ctx):
-        """X^T and (X*X)^T on ctx: dot(X^T, W, transpose_a=True) is X @ W, and its own backward is the
-        CSR product X^T @ dY (no Python callback, no fallback to dense)."""
-        if ctx not in self._ctx:
-            sq = Csr(self.matrix.indptr, self.matrix.indices, self.matrix.values ** 2, self.matrix.n_cols)
-            self._ctx[ctx] = tuple(_nd_csr(transpose(m), ctx) for m in (self.matrix, sq))
-        return self._ctx[ctx]
+    def _on(self, ctx, squared: bool, transposed: bool):
+        key = (ctx, squared, transposed)
+        if key not in self._ctx:
+            m = self.matrix
+            if squared:
+                m = Csr(m.indptr, m.indices, m.values ** 2, m.n_cols)
+            self._ctx[key] = _nd_csr(transpose(m) if transposed else m, ctx)
+        return self._ctx[key]
 
     def batch_rows(self, index) -> bool:
         """True when `index` takes the batch-rows path."""
@@ -114,8 +121,15 @@ class SparseBlock:
         if index is not None and self.batch_rows(index):
             x, inverse = self._rows_of(index, squared)
             return _SparseDot(x)(weight).take(inverse)
-        xt, sqt = self._on(weight.context)
-        out = mx.nd.sparse.dot(sqt if squared else xt, weight, transpose_a=True, forward_stype="default")
+        ctx = weight.context
+        if not autograd.is_recording():
+            out = mx.nd.sparse.dot(self._on(ctx, squared, False), weight)
+        elif self.matrix.n_rows <= TRANSPOSED_ROWS_MAX:
+            # X @ W as dot(X^T, W, transpose_a=True): its backward is the plain CSR product X^T @ dY,
+            # with no Python callback (the cheapest way on ML-100K)
+            out = mx.nd.sparse.dot(self._on(ctx, squared, True), weight, transpose_a=True, forward_stype="default")
+        else:
+            out = _SparseDot(self._on(ctx, squared, False), self._on(ctx, squared, True))(weight)
         return out if index is None else out.take(index)
 
     def product(self, weight, index=None):
