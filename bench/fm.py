@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import Optional, Sequence
 
 from bench import common, throughput
+from bench.synthetic import ML25M_ITEMS, ML25M_USERS
 
 SECTION = "fm"
 MODELS = ("fm", "svdpp")
@@ -68,7 +69,7 @@ def measure_paths(data, batch_sizes: Sequence[int], epochs: int) -> list[dict]:
     return rows
 
 
-def child(n_ratings: int, batch: int, budget_s: float) -> dict:
+def child(n_ratings: int, batch: int, budget_s: float, n_users: int = ML25M_USERS, n_items: int = ML25M_ITEMS) -> dict:
     """One fm epoch (reference settings, sparse grads) on `n_ratings` synthetic ML-25M-shaped ratings."""
     import mxnet as mx
     import numpy as np
@@ -79,7 +80,7 @@ def child(n_ratings: int, batch: int, budget_s: float) -> dict:
     from mfexp.train import fit
 
     t = time.perf_counter()
-    data = ml25m_like_dataset(n_ratings)
+    data = ml25m_like_dataset(n_ratings, n_users=n_users, n_items=n_items)
     gen_s = time.perf_counter() - t
     shape = describe(data.train.users, data.train.items, data.train.ratings)
     rss_data, peak_gen = common.rss_mb(), common.peak_rss_mb()
@@ -153,7 +154,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         common.target("peak RSS of that fm epoch", "report", synthetic["peak_rss_mb"], "MiB", None, at),
     ]
     notes = [
-        "ML-100K: all 80,000 ratings of u1.base; samples/s = the median of the epochs after the first, "
+        f"ML-100K: {len(data.train):,} ratings of u1.base; samples/s = the median of the epochs after the first, "
         "training only; each model's reference settings at each batch size ("
         + "; ".join(settings_line(m) for m in MODELS) + "); fm reads side features, implicit feedback and the day.",
         "Paths: layers.SparseBlock picks 'batch rows' when a side has more than 4x as many rows as the "
