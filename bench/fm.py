@@ -92,6 +92,7 @@ def child(n_ratings: int, batch: int, budget_s: float, n_users: int = ML25M_USER
     blocks = {side: getattr(net, side).features for side in ("_users", "_items")}
     paths = {side.strip("_"): "batch rows" if b.batch_rows(np.empty(batch)) else "all rows"
              for side, b in blocks.items()}
+    nnz = _distinct_row_nnz(data.train, blocks, batch)
     state: dict = {}
     guard(budget_s, state, every=4)  # batches take seconds here: look at the clock often
     extrapolated = False
@@ -107,9 +108,24 @@ def child(n_ratings: int, batch: int, budget_s: float, n_users: int = ML25M_USER
             "measured_samples": state.get("samples", n_ratings), "measured_s": round(state.get("elapsed", epoch_s), 1),
             "generate_s": round(gen_s, 2), "build_s": round(build_s, 2), "paths": paths,
             "feature_nnz": {side.strip("_"): b.matrix.nnz for side, b in blocks.items()},
+            "distinct_row_nnz_per_batch": nnz, "s_per_batch": round(batch / sps, 3),
             "rss_after_data_mb": rss_data, "peak_rss_generating_mb": peak_gen,
             "peak_rss_training_mb": common.peak_rss_mb(),
             "peak_rss_mb": max(v for v in (peak_gen, common.peak_rss_mb()) if v is not None), "shape": shape}
+
+
+def _distinct_row_nnz(train, blocks: dict, batch: int, n_batches: int = 8) -> dict[str, int]:
+    """Mean entries in the feature rows of a batch's distinct users and items (random batches): what
+    one batch multiplies, whichever path it takes."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    out = {}
+    for side, ids in (("_users", train.users), ("_items", train.items)):
+        lengths = np.diff(blocks[side].matrix.indptr)
+        sums = [lengths[np.unique(ids[rng.integers(0, len(ids), batch)])].sum() for _ in range(n_batches)]
+        out[side.strip("_")] = int(np.mean(sums))
+    return out
 
 
 def settings_line(model: str) -> str:
@@ -193,13 +209,17 @@ def render(result: dict) -> list[str]:
     mark = "*" if s["extrapolated"] else ""
     lines += ["", f"One fm epoch (k={s['k']}, batch {s['batch_size']}) on synthetic ML-25M-shaped ratings, in a "
               "fresh process:", "",
-              "| ratings | users seen | items seen | epoch (s) | samples/s | peak RSS (MiB) | RSS with the data (MiB) "
-              "| feature blocks built (s) | paths |",
-              "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+              "| ratings | users seen | items seen | epoch (s) | samples/s | s per batch | peak RSS (MiB) "
+              "| RSS with the data (MiB) | feature blocks built (s) |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
               f"| {s['ratings']:,} | {s['shape']['users_seen']:,} | {s['shape']['items_seen']:,} | "
-              f"{s['epoch_s']:,.0f}{mark} | {s['samples_per_sec']:,} | {s['peak_rss_mb']:,.0f} | "
-              f"{s['rss_after_data_mb']:,.0f} | {s['build_s']:.1f} | users: {s['paths']['users']}, "
-              f"items: {s['paths']['items']} |"]
+              f"{s['epoch_s']:,.0f}{mark} | {s['samples_per_sec']:,} | {s['s_per_batch']:g} | {s['peak_rss_mb']:,.0f} | "
+              f"{s['rss_after_data_mb']:,.0f} | {s['build_s']:.1f} |", "",
+              f"Paths taken: users {s['paths']['users']}, items {s['paths']['items']}. Feature entries in the rows "
+              f"of one batch's distinct users / items (mean of 8 random batches): "
+              f"{s['distinct_row_nnz_per_batch']['users']:,} / {s['distinct_row_nnz_per_batch']['items']:,} "
+              f"(of {s['feature_nnz']['users']:,} / {s['feature_nnz']['items']:,} in all rows); an exact FM "
+              "multiplies all of them, forward and backward, in every batch."]
     if s["extrapolated"]:
         lines += ["", f"\\* stopped after {s['measured_s']:.0f} s of training ({s['measured_samples']:,} ratings) "
                       "and extrapolated from the batches done."]

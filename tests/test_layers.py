@@ -31,7 +31,7 @@ def outputs_and_grads(block: SparseBlock, weight: np.ndarray, index: np.ndarray)
     return z.asnumpy(), q.asnumpy(), w.grad.asnumpy(), *(p.asnumpy() for p in predicted)
 
 
-WAYS = {"all rows": (False, layers.TRANSPOSED_ROWS_MAX), "all rows, tall": (False, 0), "batch rows": (True, None)}
+WAYS = {"all rows": (False, 4096), "all rows, tall": (False, 0), "batch rows": (True, 4096), "batch rows, many": (True, 0)}
 
 
 @pytest.mark.parametrize("batch", [1, 12, 60])  # 60 > 40 rows: duplicates for sure
@@ -41,9 +41,8 @@ def test_every_way_to_the_batch_rows_gives_the_same_outputs_and_gradients(batch,
     weight = rng.normal(size=(matrix.n_cols, 5)).astype(np.float32)
     index = np.concatenate([[7, 3, 3], rng.integers(0, matrix.n_rows, batch)])  # empty row, repeats
     results = {}
-    for way, (gather, tall) in WAYS.items():
-        if tall is not None:  # "tall": the all-rows product of a matrix with many rows (a Python backward)
-            monkeypatch.setattr(layers, "TRANSPOSED_ROWS_MAX", tall)
+    for way, (gather, rows_max) in WAYS.items():  # rows_max 0: products over many rows (a Python backward)
+        monkeypatch.setattr(layers, "TRANSPOSED_ROWS_MAX", rows_max)
         results[way] = outputs_and_grads(SparseBlock(matrix, gather=gather), weight, index)
     for way, got in results.items():
         for a, b in zip(results["all rows"], got):

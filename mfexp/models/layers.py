@@ -48,27 +48,32 @@ def transpose(c: Csr) -> Csr:
     return Csr.from_coo(c.indices, rows, c.values, c.n_cols, c.n_rows)
 
 
-class _SparseDot(autograd.Function):
-    """X @ W with X a constant CSR matrix. MXNet 1.9's own backward of dot(csr, dense) falls back
-    to dense storage (slow, and a warning per batch); the gradient X^T @ dY here is a CSR product
-    with the transpose `xt`, or without it dot(X, dY, transpose_a=True) as row-sparse (its dense
-    output kernel costs (rows of the output) x nnz on CPU), then dense."""
+GATHER_RATIO = 4  # the batch-rows path when the matrix has more rows than this many times the batch
+TRANSPOSED_ROWS_MAX = 4096  # MXNet 1.9 CPU: dot(X^T, W, transpose_a=True) to dense copies X dense beyond ~10k rows
 
-    def __init__(self, x, xt=None):
+
+class _SparseDot(autograd.Function):
+    """X @ W from X^T, a constant CSR matrix, for X of many rows: forward dot(X^T, W, transpose_a=True)
+    as row-sparse, then dense; backward the plain CSR product X^T @ dY. (MXNet 1.9's own backward
+    of dot(csr, dense) falls back to dense storage: slow, and a warning per batch.)"""
+
+    def __init__(self, xt):
         super().__init__()
-        self.x, self.xt = x, xt
+        self.xt = xt
 
     def forward(self, w):
-        return mx.nd.sparse.dot(self.x, w)
+        return mx.nd.sparse.dot(self.xt, w, transpose_a=True).tostype("default")
 
     def backward(self, dy):
-        if self.xt is not None:
-            return mx.nd.sparse.dot(self.xt, dy)
-        return mx.nd.sparse.dot(self.x, dy, transpose_a=True).tostype("default")
+        return mx.nd.sparse.dot(self.xt, dy)
 
 
-GATHER_RATIO = 4  # the batch-rows path when the matrix has more rows than this many times the batch
-TRANSPOSED_ROWS_MAX = 4096  # dot(X^T, W, transpose_a=True) to dense is fast on CPU only for few rows of X
+def _times(xt, n_rows: int, w):
+    """X @ W, differentiable in W, from X^T (n_rows: X's). Both directions read X^T row by row:
+    W's rows in order, the output's few rows at random (cache-friendly for a batch's rows)."""
+    if n_rows <= TRANSPOSED_ROWS_MAX:  # MXNet's own autograd: its backward is X^T @ dY, no Python callback
+        return mx.nd.sparse.dot(xt, w, transpose_a=True, forward_stype="default")
+    return _SparseDot(xt)(w)
 
 
 class SparseBlock:
@@ -77,8 +82,9 @@ class SparseBlock:
 
     * all rows: X @ W for every row, one CSR product per batch on the device, then the batch's
       rows are gathered. On ML-100K (943 users, 1682 items) a batch touches most rows anyway.
-    * batch rows: the CSR of the batch's distinct rows only, sliced on the host, multiplied, and
-      mapped back with the inverse index. On ML-25M (162k users) a batch of 4096 touches few rows.
+    * batch rows: X^T's columns for the batch's distinct rows only (one vectorized pass over X^T
+      on the host), multiplied, and mapped back with the inverse index. On ML-25M (162k users) a
+      batch of 4096 touches few rows.
 
     `gather` forces one (True: batch rows, False: all rows); None picks batch rows when the matrix
     has more than GATHER_RATIO times as many rows as the batch has indices."""
@@ -86,17 +92,16 @@ class SparseBlock:
     def __init__(self, matrix: Csr, gather: Optional[bool] = None):
         self.matrix = matrix
         self.gather = gather
-        self._ctx = {}  # (ctx, squared, transposed) -> the whole matrix on ctx, made when first needed
-        self._batch = None  # (index, its distinct rows' CSR, ...) of the last batch: product, then squared
+        self._ctx = {}  # (ctx, squared) -> X^T (or (X*X)^T) on ctx, made when first needed
+        self._host_t = None  # X^T and a row -> batch position table, on the host, for the batch-rows path
+        self._batch = None  # (index, X^T's columns of its distinct rows, ...) of the last batch
 
-    def _on(self, ctx, squared: bool, transposed: bool):
-        key = (ctx, squared, transposed)
-        if key not in self._ctx:
+    def _on(self, ctx, squared: bool):
+        if (ctx, squared) not in self._ctx:
             m = self.matrix
-            if squared:
-                m = Csr(m.indptr, m.indices, m.values ** 2, m.n_cols)
-            self._ctx[key] = _nd_csr(transpose(m) if transposed else m, ctx)
-        return self._ctx[key]
+            self._ctx[ctx, squared] = _nd_csr(transpose(Csr(m.indptr, m.indices, m.values ** 2, m.n_cols) if squared
+                                                        else m), ctx)
+        return self._ctx[ctx, squared]
 
     def batch_rows(self, index) -> bool:
         """True when `index` takes the batch-rows path."""
@@ -104,32 +109,35 @@ class SparseBlock:
             return self.gather
         return self.matrix.n_rows > GATHER_RATIO * index.shape[0]
 
-    def _rows_of(self, index, squared: bool):
-        """(CSR of the distinct rows of `index`, values squared if `squared`; inverse index)."""
+    def _columns_of(self, index, squared: bool):
+        """(X_b^T: X^T's columns of the distinct rows of `index`, renumbered, values squared if
+        `squared`; the number of distinct rows; the inverse index), made once per batch."""
         if self._batch is None or self._batch[0] is not index:
+            if self._host_t is None:  # int64 indices: numpy's fancy indexing converts int32 ones on every call
+                xt = transpose(self.matrix)
+                self._host_t = (xt.indptr, xt.indices.astype(np.int64), xt.values,
+                                np.zeros(self.matrix.n_rows, dtype=bool), np.zeros(self.matrix.n_rows, dtype=np.int64))
+            indptr, rows, values, in_batch, position = self._host_t
             distinct, inverse = np.unique(index.asnumpy().astype(np.int64), return_inverse=True)
-            sub = self.matrix.take_rows(distinct)
+            in_batch[distinct], position[distinct] = True, np.arange(len(distinct))
+            kept = np.flatnonzero(in_batch[rows])
+            in_batch[distinct] = False
+            sub = (np.searchsorted(kept, indptr), position[rows[kept]], values[kept])
             inv = mx.nd.array(inverse, ctx=index.context, dtype="int32")
-            self._batch = (index, sub, inv, {})
-        _, sub, inv, made = self._batch
-        if squared not in made:
-            values = sub.values ** 2 if squared else sub.values
-            made[squared] = _nd_csr(Csr(sub.indptr, sub.indices, values, sub.n_cols), index.context)
-        return made[squared], inv
+            self._batch = (index, sub, len(distinct), inv, {})
+        _, (indptr, columns, values), n, inv, made = self._batch
+        if False not in made:
+            made[False] = mx.nd.sparse.csr_matrix((values, columns, indptr), shape=(len(indptr) - 1, n),
+                                                  ctx=index.context)
+        if squared and True not in made:
+            made[True] = mx.nd.square(made[False])  # CSR in, CSR out: no second copy from the host
+        return made[squared], n, inv
 
     def _product(self, weight, index, squared: bool):
         if index is not None and self.batch_rows(index):
-            x, inverse = self._rows_of(index, squared)
-            return _SparseDot(x)(weight).take(inverse)
-        ctx = weight.context
-        if not autograd.is_recording():
-            out = mx.nd.sparse.dot(self._on(ctx, squared, False), weight)
-        elif self.matrix.n_rows <= TRANSPOSED_ROWS_MAX:
-            # X @ W as dot(X^T, W, transpose_a=True): its backward is the plain CSR product X^T @ dY,
-            # with no Python callback (the cheapest way on ML-100K)
-            out = mx.nd.sparse.dot(self._on(ctx, squared, True), weight, transpose_a=True, forward_stype="default")
-        else:
-            out = _SparseDot(self._on(ctx, squared, False), self._on(ctx, squared, True))(weight)
+            xt, n, inverse = self._columns_of(index, squared)
+            return _times(xt, n, weight).take(inverse)
+        out = _times(self._on(weight.context, squared), self.matrix.n_rows, weight)
         return out if index is None else out.take(index)
 
     def product(self, weight, index=None):
