@@ -7,7 +7,7 @@ RMSE metric and Speedometer. Only what Python 3 and this machine require changed
 `file()` -> `open()`, `/` -> `//`, `ctx=mx.gpu(0)` -> `mx.cpu()`, u.data's max ids read from
 u1.base + u1.test (together they are u.data), seeds fixed, and the measurements added around fit.
 
-    python -m mfexp.data export --dataset ml100k --split u1 --out DIR
+    python -m mfexp.data export out=DIR
     python bench/tutorial.py --data-dir DIR [--epochs 10] [--json OUT]
 """
 import argparse

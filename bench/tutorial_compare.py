@@ -21,7 +21,7 @@ TUTORIAL = Path(__file__).with_name("tutorial.py")
 def export_u1() -> Path:
     folder = common.scratch() / "ml100k-u1"
     if not (folder / "u1.base").exists():
-        common.run_child(["-m", "mfexp.data", "export", "--dataset", "ml100k", "--split", "u1", "--out", str(folder)])
+        common.run_child(["-m", "mfexp.data", "export", "data.split=u1", f"out={folder}"])
     return folder
 
 

@@ -50,7 +50,7 @@ class TrainConfig:
     init_scale: float = 0.01  # FeedForward's default Uniform(0.01)
     swa: int = 1  # evaluate and keep the average of the last N epochs' weights; 1: off
     seed: int = 0
-    device: str = "cpu"  # cpu | gpu | gpu:N | auto
+    device: str = "auto"  # auto (the first GPU MXNet sees, else the CPU) | cpu | gpu | gpu:N
     progress: bool = True  # a progress bar per epoch when stderr is a terminal
 
 
@@ -61,6 +61,8 @@ class TrackingConfig:
     experiment: str = "mfexp"
     run_name: Optional[str] = None
     log_model: bool = True
+    system_metrics: bool = True  # MLflow's system/* metrics (CPU, memory, disk, network; GPU with pynvml)
+    system_metrics_interval: float = 3.0  # seconds between samples: ~20 ms each, under 1% of a trial
 
 
 @dataclass
@@ -73,6 +75,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
+OBJECTIVES = ("val_rmse", "val_ndcg_at_10")
 SAMPLERS = ("tpe", "random", "gp", "cmaes", "qmc", "grid")
 PRUNERS = ("median", "hyperband", "successive-halving", "none")
 
@@ -84,12 +87,19 @@ class SweepConfig:
     n_trials: int = 10  # per model; COMPLETE and PRUNED trials already in storage count
     storage: Optional[str] = None  # None: Optuna journal file sweeps/<name>/optuna.journal
     n_workers: int = 1  # worker processes on this machine, sharing the storage
-    devices: list[int] = field(default_factory=list)  # GPUs: one worker per listed GPU, on gpu:N
+    # auto: one worker per GPU MXNet sees when train.device=auto (none: n_workers on the CPU);
+    # [0,2]: one worker per listed GPU, on gpu:N; []: n_workers, all on train.device
+    devices: Any = "auto"
     timeout: Optional[float] = None  # seconds of wall time after which no new trial starts
     sampler: str = "tpe"
     pruner: str = "median"
     seed: int = 0
     max_failures: int = 10  # stop the sweep after this many FAIL trials in this invocation
+    # what each trial is judged by, on the validation holdout: val_rmse (minimised) or val_ndcg_at_10
+    # (maximised: NDCG@10 of the trial's network over holdout items rated >= 4; no per-epoch pruning)
+    objective: str = "val_rmse"
+    warm_start: Optional[str] = None  # an earlier sweep's name: its best configurations start each study
+    warm_start_top_k: int = 3  # how many of them per model (its top COMPLETE trials)
     enqueue_tutorial: bool = True  # seed each study with its model's reference configuration
     ensemble: bool = True  # after the search, blend the models' best networks (weights fit on val only)
     root: str = "sweeps"
@@ -118,8 +128,7 @@ def parse_device(device: str) -> tuple[str, int]:
     raise ConfigError(f"train.device must be cpu, gpu, gpu:N or auto, got {device!r}.")
 
 
-def validate(cfg: Config) -> Config:
-    d, m, t = cfg.data, cfg.model, cfg.train
+def validate_data(d: DataConfig) -> DataConfig:
     _check(d.name in DATASETS, "data.name", f"must be one of {', '.join(DATASETS)}", d.name)
     if d.name == "ml100k":
         _check(d.split in ML100K_SPLITS, "data.split", f"must be one of {', '.join(ML100K_SPLITS)}", d.split)
@@ -127,6 +136,12 @@ def validate(cfg: Config) -> Config:
         _check(bool(d.path), "data.path", "must name a ratings file when data=file", d.path)
         _check(0.0 < d.test_fraction < 1.0, "data.test_fraction", "must be in (0, 1)", d.test_fraction)
     _check(0.0 <= d.val_fraction < 1.0, "data.val_fraction", "must be in [0, 1)", d.val_fraction)
+    return d
+
+
+def validate(cfg: Config) -> Config:
+    d, m, t = cfg.data, cfg.model, cfg.train
+    validate_data(d)
     from mfexp.models import to_settings
 
     cfg.model = m = to_settings(m)
@@ -142,6 +157,8 @@ def validate(cfg: Config) -> Config:
     _check(t.init_scale > 0, "train.init_scale", "must be > 0", t.init_scale)
     _check(t.swa >= 1, "train.swa", "must be >= 1 (1: no weight averaging)", t.swa)
     parse_device(t.device)
+    _check(cfg.tracking.system_metrics_interval > 0, "tracking.system_metrics_interval", "must be > 0 (seconds)",
+           cfg.tracking.system_metrics_interval)
     if t.patience is not None and d.val_fraction == 0:
         raise ConfigError("train.patience needs a validation holdout: set data.val_fraction > 0 "
                           "or train.patience=null.")
@@ -157,15 +174,30 @@ def validate_sweep(sweep: SweepConfig) -> SweepConfig:
                "may hold only model names (conf/model/<name>.yaml)", name)
     _check(sweep.n_trials >= 1, "sweep.n_trials", "must be >= 1", sweep.n_trials)
     _check(sweep.n_workers >= 1, "sweep.n_workers", "must be >= 1", sweep.n_workers)
-    _check(len(set(sweep.devices)) == len(sweep.devices) and all(d >= 0 for d in sweep.devices),
-           "sweep.devices", "must list distinct GPU indices >= 0", sweep.devices)
-    if sweep.devices:
+    _check_devices(sweep.devices)
+    if isinstance(sweep.devices, list) and sweep.devices:
         sweep.n_workers = len(sweep.devices)  # one worker per GPU
     _check(sweep.timeout is None or sweep.timeout > 0, "sweep.timeout", "must be > 0 or null", sweep.timeout)
     _check(sweep.sampler in SAMPLERS, "sweep.sampler", f"must be one of {', '.join(SAMPLERS)}", sweep.sampler)
     _check(sweep.pruner in PRUNERS, "sweep.pruner", f"must be one of {', '.join(PRUNERS)}", sweep.pruner)
     _check(sweep.max_failures >= 1, "sweep.max_failures", "must be >= 1", sweep.max_failures)
+    _check(sweep.warm_start_top_k >= 1, "sweep.warm_start_top_k", "must be >= 1", sweep.warm_start_top_k)
+    _check(sweep.warm_start != sweep.name, "sweep.warm_start", "must name another, earlier sweep (resuming "
+           "a sweep needs no warm start)", sweep.warm_start)
+    _check(sweep.objective in OBJECTIVES, "sweep.objective", f"must be one of {', '.join(OBJECTIVES)}",
+           sweep.objective)
     return sweep
+
+
+def _check_devices(devices: Any) -> None:
+    """sweep.devices is 'auto' or a list of distinct GPU indices (resolved against the GPUs MXNet
+    sees when the sweep is planned, mfexp.sweep.runner.assign_devices)."""
+    if devices == "auto":
+        return
+    ok = (isinstance(devices, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                            for d in devices) and len(set(devices)) == len(devices))
+    _check(ok, "sweep.devices", "must be auto or a list of distinct GPU indices >= 0 (e.g. [0,1]; [] for none)",
+           devices)
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The MLflow pyfunc face of a trained model: `mlflow.pyfunc.load_model("runs:/<id>/model")`.
 
-predict takes a DataFrame with columns user_id, movie_id (original ids) and returns predicted
-ratings clipped to the rating scale. The MXNet network is rebuilt in `load_context` from the
+predict takes a DataFrame with columns user_id, movie_id (original ids) and, optionally, timestamp
+(unix seconds: the day matters to models that read it, such as fm; without it each user's last
+training day is used), and returns predicted ratings clipped to the rating scale. The MXNet network is rebuilt in `load_context` from the
 model folder and kept out of the pickle (MLflow pickles the PythonModel after load_context
 when an input example is given).
 """
@@ -11,7 +12,7 @@ import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
-USER_COL, ITEM_COL = "user_id", "movie_id"
+USER_COL, ITEM_COL, TIME_COL = "user_id", "movie_id", "timestamp"  # timestamp: optional, unix seconds
 
 
 class MFModel(PythonModel):
@@ -39,4 +40,7 @@ class MFModel(PythonModel):
             raise ValueError(f"input needs columns {USER_COL!r} and {ITEM_COL!r}; missing {sorted(missing)}")
         users = model_input[USER_COL].to_numpy(dtype=np.int64)
         items = model_input[ITEM_COL].to_numpy(dtype=np.int64)
-        return model_io.predict_ids(self._trained, users, items)
+        when = None
+        if TIME_COL in model_input.columns and model_input[TIME_COL].notna().all():
+            when = model_input[TIME_COL].to_numpy(dtype=np.int64)
+        return model_io.predict_ids(self._trained, users, items, timestamps=when)

@@ -28,8 +28,6 @@ import numpy as np
 
 from mfexp.errors import ConfigError, MfexpError, friendly_errors
 
-KEYS = ("sweep.name", "model", "run_id", "user", "n", "similar", "tracking.uri")
-
 
 class UnknownSweep(MfexpError):
     """No MLflow experiment mfexp-sweep-<name>."""
@@ -249,30 +247,46 @@ def similar(loaded: Loaded, item: int, n: int = 10) -> list[Recommendation]:
 
 
 # --- the command line ----------------------------------------------------------------------------
-def parse_args(argv: Sequence[str]) -> dict[str, str]:
-    args: dict[str, str] = {}
-    for arg in argv:
-        key, eq, value = arg.partition("=")
-        key = key.lstrip("+")
-        if not eq or key not in KEYS:
-            raise ConfigError(f"cannot read {arg!r}: give key=value with key one of {', '.join(KEYS)} "
-                              "(python -m mfexp.recommend --help).")
-        args[key] = value
-    if "run_id" in args and ("model" in args or "sweep.name" in args):
+PROG = "python -m mfexp.recommend"
+
+
+@dataclass
+class _SweepName:
+    name: str = "default"
+
+
+@dataclass
+class _TrackingUri:
+    uri: Optional[str] = None
+
+
+@dataclass
+class RecommendArgs:
+    """The keys of `python -m mfexp.recommend` (see the module docstring)."""
+
+    sweep: _SweepName = field(default_factory=_SweepName)
+    model: Optional[str] = None
+    run_id: Optional[str] = None
+    user: Optional[int] = None
+    n: int = 10
+    similar: Optional[int] = None
+    tracking: _TrackingUri = field(default_factory=_TrackingUri)
+
+
+def parse_args(argv: Sequence[str]) -> RecommendArgs:
+    from omegaconf import OmegaConf
+
+    from mfexp import cli
+
+    cfg, given = cli.apply_overrides(RecommendArgs, argv, PROG)
+    args: RecommendArgs = OmegaConf.to_object(cfg)
+    if args.run_id and given & {"model", "sweep.name"}:
         raise ConfigError("give run_id= alone, or sweep.name= (with model=), not both.")
-    if "user" not in args and "similar" not in args:
+    if args.user is None and args.similar is None:
         raise ConfigError("say whom to recommend for (user=<id>) or which item to compare (similar=<item id>).")
+    if args.n < 1:
+        raise ConfigError(f"n must be >= 1, got {args.n}.")
     return args
-
-
-def _int(args: dict[str, str], key: str, minimum: int | None = None) -> int:
-    try:
-        value = int(args[key])
-    except ValueError:
-        raise ConfigError(f"{key} must be an integer, got {args[key]!r}.") from None
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"{key} must be >= {minimum}, got {value}.")
-    return value
 
 
 def format_lines(recs: list[Recommendation], value: str) -> list[str]:
@@ -289,30 +303,33 @@ def format_lines(recs: list[Recommendation], value: str) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     from mfexp import cli
 
-    args = cli.args_or_help(argv, __doc__)
-    if args is None:
+    line = cli.parse_command_line(argv, PROG)
+    if line.help:
+        print(cli.help_text(PROG, __doc__))
+        return 0
+    opts = parse_args(line.overrides)
+    if line.cfg_job:
+        from omegaconf import OmegaConf
+
+        print(OmegaConf.to_yaml(OmegaConf.structured(opts)), end="")
         return 0
     cli.quiet_libraries()
-    opts = parse_args(args)
-    if opts.get("tracking.uri"):
+    if opts.tracking.uri:
         import mlflow
 
-        mlflow.set_tracking_uri(opts["tracking.uri"])
-    n = _int(opts, "n", 1) if "n" in opts else 10
-    sweep = opts.get("sweep.name", "default")
-    run_id = opts.get("run_id") or resolve_run(sweep, opts.get("model"))
+        mlflow.set_tracking_uri(opts.tracking.uri)
+    run_id = opts.run_id or resolve_run(opts.sweep.name, opts.model)
     loaded = load_run(run_id)
     model = loaded.trained.model.name
-    source = f"run {run_id}" if "run_id" in opts else f"sweep {sweep}, run {run_id}"
-    if "user" in opts:
-        user = _int(opts, "user")
-        recs = recommend(loaded, user, n)
-        n_rated = len(rated_items(loaded.data, _index(loaded.trained.user_ids, user)))
-        print(f"top {len(recs)} for user {user} ({model}, {source}; {n_rated} rated items left out):")
+    source = f"run {run_id}" if opts.run_id else f"sweep {opts.sweep.name}, run {run_id}"
+    if opts.user is not None:
+        recs = recommend(loaded, opts.user, opts.n)
+        n_rated = len(rated_items(loaded.data, _index(loaded.trained.user_ids, opts.user)))
+        print(f"top {len(recs)} for user {opts.user} ({model}, {source}; {n_rated} rated items left out):")
         print("\n".join(format_lines(recs, "predicted")))
-    if "similar" in opts:
-        item = _int(opts, "similar")
-        recs = similar(loaded, item, n)
+    if opts.similar is not None:
+        item = opts.similar
+        recs = similar(loaded, item, opts.n)
         title = loaded.title(item)
         print(f"{len(recs)} items most similar to item {item}{f' ({title})' if title else ''} "
               f"by cosine of item vectors ({model}, {source}):")

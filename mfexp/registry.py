@@ -2,7 +2,7 @@
 
 After a sweep, each model's best run (the one tagged mfexp.best=true) is registered as
 
-    mfexp-<sweep>-<model>        e.g. mfexp-default-biased, a new version per sweep invocation
+    mfexp-<sweep>-<model>        e.g. mfexp-default-biased, one version per best run
 
 and the overall best BY VALIDATION RMSE (ModelOutcome.best_val_rmse, the search objective; the
 test part never chooses) gets the alias `champion` there. An MLflow alias belongs to one
@@ -72,6 +72,10 @@ def register_sweep_best(sweep_name: str, outcomes: list[ModelOutcome]) -> dict[s
         except MlflowException as err:
             log.warning("could not register the best %s run %s of sweep %s in the MLflow model registry: %s",
                         out.model, out.best_run_id, sweep_name, str(err).splitlines()[0])
+    if any(o.n_complete and not o.best_run_id for o in outcomes):
+        log.info("a model's best has no evaluated run here yet (still searched by another worker command?): "
+                 "the champion is elected by the command that evaluates last")
+        return versions
     top = choose_champion([o for o in outcomes if o.model in versions])
     if top is None:
         return versions
@@ -92,7 +96,13 @@ def register_sweep_best(sweep_name: str, outcomes: list[ModelOutcome]) -> dict[s
 
 
 def _register(mlflow, client, sweep_name: str, out: ModelOutcome, as_model: str) -> int:
+    """The version of `name` holding this model's best run: the existing one, or a new one. One
+    version per best run, however many worker commands of the sweep register it."""
     name = registered_name(sweep_name, as_model)
+    existing = [v for v in client.search_model_versions(f"name = '{name}' and run_id = '{out.best_run_id}'")
+                if v.tags.get("mfexp.model") == out.model]
+    if existing:
+        return min(int(v.version) for v in existing)
     tags = {"mfexp.sweep": sweep_name, "mfexp.model": out.model, "val_rmse": f"{out.best_val_rmse}",
             "test_rmse": f"{out.test_rmse}"}
     registry_log = logging.getLogger("mlflow.tracking._model_registry.fluent")

@@ -2,19 +2,18 @@
 
     python -m mfexp.run model=mlp train.epochs=20
     python -m mfexp.run model=biased train.optimizer=adam train.lr=2e-3 train.reg=0.1
-
-`run(cfg)` is a plain function (tests and sweeps call it); only `main` knows Hydra.
+    python -m mfexp.run --config-dir sweeps/default --config-name best-biased   # replay a sweep's best
 """
+# `run(cfg)` is a plain function (tests and sweeps call it); only `main` knows Hydra (through mfexp.cli).
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import asdict
-from typing import Optional
+from typing import Optional, Sequence
 
-import hydra
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
 
 from mfexp import cli
 from mfexp.config import Config, flatten, validate
@@ -45,14 +44,17 @@ def build_net(cfg: Config, data, ctx):
 
 
 def train_and_track(cfg: Config, data, tracker, *, eval_test: bool = True, final_test: bool = True,
-                    on_epoch=None):
-    """Train inside an active tracker run: per-epoch metrics, summary, config and model."""
+                    on_epoch=None, on_trained=None):
+    """Train inside an active tracker run: per-epoch metrics, summary, config and model.
+    `on_trained(trained)` sees the trained model (model_io.TrainedModel) before it is logged."""
     from mfexp import model_io
     from mfexp.models.plugins import code_paths
-    from mfexp.train import fit, resolve_context
+    from mfexp.train import fit, resolve_device
 
-    ctx = resolve_context(cfg.train.device)
+    ctx, device = resolve_device(cfg.train.device)
+    tracker.set_tags({"mfexp.device": device})  # what train.device (auto, gpu) resolved to here
     tracker.log_yaml(asdict(cfg), "config.yaml")
+    tracker.log_datasets(data, cfg.data, test=eval_test or final_test)
     net = build_net(cfg, data, ctx)
 
     def hook(report):
@@ -69,8 +71,11 @@ def train_and_track(cfg: Config, data, tracker, *, eval_test: bool = True, final
         summary["final_test_rmse"] = result.final_test_rmse
     tracker.log_metrics(summary)
     trained = model_io.from_training(net, data)
-    example = pd.DataFrame({"user_id": data.user_ids[:5].astype(np.int64),
-                            "movie_id": data.item_ids[:5].astype(np.int64)})
+    if on_trained is not None:
+        on_trained(trained)
+    first = slice(0, 5)  # the model's input example: real (user, item) pairs, however few items there are
+    example = pd.DataFrame({"user_id": data.user_ids[data.train.users[first]].astype(np.int64),
+                            "movie_id": data.item_ids[data.train.items[first]].astype(np.int64)})
     tracker.log_model(lambda folder: model_io.save(trained, folder), example, code_paths(cfg.model))
     return result
 
@@ -105,19 +110,31 @@ def _print_summary(cfg: Config, summary: dict) -> None:
             parts.append(f"(lowest val_rmse {summary['best_val_rmse']:.4f} at epoch {summary['best_epoch']})")
     print("done: " + "  ".join(parts))
     if cfg.tracking.enabled:
-        print(f"MLflow run {summary['run_id']} in {tracking_uri()} (browse it: make ui)")
+        from mfexp.tracking import run_link
+
+        print(f"MLflow run {summary['run_id']} in {tracking_uri()} (make ui): {run_link(summary['run_id'])}")
 
 
-cli.register_schema()
+PROG = "python -m mfexp.run"
+GROUPS = ("data", "model", "train", "tracking")
 
 
-@hydra.main(config_path=cli.CONF_DIR, config_name="config", version_base="1.3")
 @friendly_errors
-def main(dcfg: DictConfig) -> Optional[float]:
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    line = cli.parse_command_line(argv, PROG, config_files=True)
+    if line.help:
+        print(cli.help_text(PROG, __doc__, GROUPS, config_files=True))
+        return 0
+    cli.register_schema()
+    dcfg = cli.compose(line.config_name or "config", line.overrides, PROG, config_dir=line.config_dir)
+    if line.cfg_job:
+        cli.print_config(dcfg)
+        return 0
+    cli.log_to_stdout()
     cli.quiet_libraries()
-    summary = run(cli.to_object(dcfg))
-    return summary["test_rmse"]
+    run(cli.to_object(dcfg))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -17,12 +19,19 @@ import mlflow
 import yaml
 
 from mfexp.config import TrackingConfig
-from mfexp.errors import ConfigError
+from mfexp.errors import ConfigError, clause
 
 log = logging.getLogger("mfexp.tracking")
 
 _SECRET = re.compile(r"(://[^:/@\s]+:)([^@\s]+)(@)")
 MAX_PARAM_LEN = 6000
+# MLflow 3's UI opens an experiment on its GenAI side (traces) unless told this is model training:
+# the experiment tag decides when one is opened from the list, the URL parameter always.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+UI_QUERY = "workflowType=machine_learning"
+DEFAULT_UI = "http://127.0.0.1:5000"  # where `make ui` serves a local store
+_warned_psutil: list[bool] = []
+RETRY_S = 10.0  # see retry_seconds()
 
 
 def redact(text: str) -> str:
@@ -40,12 +49,44 @@ def git_commit() -> str:
 
 
 def configure(cfg: TrackingConfig) -> None:
+    # MLflow's database store logs each error with its traceback before raising it; the Tracker
+    # (or check_reachable) says it in one line instead.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     if cfg.uri:
         mlflow.set_tracking_uri(cfg.uri)
 
 
 def tracking_uri() -> str:
     return redact(mlflow.get_tracking_uri())
+
+
+def ui_base(uri: Optional[str] = None) -> str:
+    """The MLflow UI that shows `uri` (default: the current tracking URI): a tracking server
+    serves its own UI; a local store is shown by `make ui` on 127.0.0.1:5000."""
+    uri = uri if uri is not None else mlflow.get_tracking_uri()
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else DEFAULT_UI
+
+
+def experiment_link(experiment_id: str, base: Optional[str] = None, run_id: Optional[str] = None) -> str:
+    """The page of an experiment's runs (or of one run) in the MLflow UI, on the training side."""
+    path = f"#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
+    return f"{redact((base or ui_base()).rstrip('/'))}/{path}?{UI_QUERY}"
+
+
+def run_link(run_id: Optional[str]) -> str:
+    """The page of the runs of `run_id`'s experiment, or a note when the store cannot say."""
+    try:
+        return experiment_link(mlflow.get_run(run_id).info.experiment_id)
+    except Exception:  # noqa: BLE001 -- no run (the store failed mid-run): no link, not an error
+        return "(no link: the tracking store did not record this run)"
+
+
+def set_experiment(name: str):
+    """mlflow.set_experiment, tagging the experiment as model training (once) for the UI."""
+    exp = mlflow.set_experiment(name)
+    if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        mlflow.tracking.MlflowClient().set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return exp
 
 
 def params_of(flat: dict[str, Any]) -> dict[str, str]:
@@ -60,36 +101,70 @@ def check_reachable(cfg: TrackingConfig) -> None:
     try:
         mlflow.tracking.MlflowClient().search_experiments(max_results=1)
     except Exception as err:
-        raise ConfigError(f"cannot use the MLflow tracking store {tracking_uri()}: {type(err).__name__}: "
-                          f"{redact(str(err)).splitlines()[0][:300]}. Start the tracking server, fix "
+        errno = re.search(r"\[Errno -?\d+\][^'\")\]]+", str(err))  # the cause, under urllib3's wrapping
+        detail = errno.group(0).strip() if errno else f"{type(err).__name__}: {clause(redact(str(err)))}"
+        raise ConfigError(f"cannot use the MLflow tracking store {tracking_uri()}: {detail}. Start the tracking server, fix "
                           "MLFLOW_TRACKING_URI or tracking.uri, or run with tracking.enabled=false.") from err
 
 
 class Tracker:
     """One MLflow run, or nothing at all when tracking is disabled.
 
-    Tracking never stops training: when the store fails mid-run (a tracking server going away),
-    the failure is logged once, later calls for this run are skipped, and `gaps` records what
-    was lost; Optuna's storage stays the source of truth for sweeps."""
+    Tracking never stops training: when the store fails mid-run (a tracking server going away,
+    a full disk under it), the failure is logged once and the calls after it are skipped, but
+    at most for `retry_seconds()`: then the next call tries again, and when the store answers
+    (the server restarted, space freed) the run is recorded again. `gaps` lists each call that
+    was missed (metrics with their epoch), `gap_summary()` says it in one line; Optuna's storage
+    stays the source of truth for sweeps."""
 
     def __init__(self, cfg: TrackingConfig):
         self.cfg = cfg
         self.run_id: Optional[str] = None
         self.gaps: list[str] = []
+        self._missed: list[tuple[str, Optional[int]]] = []
+        self._down_since: Optional[float] = None  # monotonic time of the last failed call
 
     def _safe(self, what: str, call, *args, **kwargs):
-        if not self.cfg.enabled or (self.gaps and what != "end_run"):
-            if self.gaps:
-                self.gaps.append(what)
+        if not self.cfg.enabled:
+            return None
+        step = kwargs.get("step")
+        if (self._down_since is not None and what != "end_run"
+                and time.monotonic() - self._down_since < retry_seconds()):
+            self._miss(what, step)
             return None
         try:
-            return call(*args, **kwargs)
+            result = call(*args, **kwargs)
         except Exception as err:  # the store, not the training, failed
-            if not self.gaps:
+            if self._down_since is None:
                 log.warning("MLflow tracking failed at %s (%s: %s); training goes on, the run's record "
-                            "has a gap", what, type(err).__name__, redact(str(err)).splitlines()[0][:200])
-            self.gaps.append(what)
+                            "has a gap until the store answers again", what, type(err).__name__, _reason(err))
+            self._down_since = time.monotonic()
+            self._miss(what, step)
             return None
+        if self._down_since is not None:
+            self._down_since = None
+            log.warning("MLflow tracking is back (at %s); missed until then: %s", what, self.gap_summary())
+        return result
+
+    def _miss(self, what: str, step: Optional[int]) -> None:
+        self._missed.append((what, step))
+        self.gaps.append(what if step is None else f"{what} epoch {step}")
+
+    def gap_summary(self) -> str:
+        """What this run's record lacks, e.g. 'log_metrics at epochs 4-6, 9; set_tags'."""
+        steps: dict[str, list[int]] = {}
+        without_step: set[str] = set()
+        for what, step in self._missed:
+            steps.setdefault(what, [])
+            if step is None:
+                without_step.add(what)
+            else:
+                steps[what].append(step)
+        parts = []
+        for what, found in steps.items():
+            at = f" at epochs {_ranges(found)}" if found else ""
+            parts.append(f"{what}{at}{' and without an epoch' if found and what in without_step else ''}")
+        return "; ".join(parts)
 
     @contextlib.contextmanager
     def run(self, *, run_name: Optional[str], params: dict[str, Any], tags: dict[str, str],
@@ -101,12 +176,15 @@ class Tracker:
             yield self
             return
         configure(self.cfg)
-        active = self._safe("start_run", self._start, run_name, tags, experiment or self.cfg.experiment, nested)
+        active = self._safe("start_run", self._start, run_name, tags, experiment or self.cfg.experiment, nested,
+                            self._system_metrics())
         self.run_id = active.info.run_id if active is not None else None
-        if self.run_id is None:
-            self.gaps.append("the whole run")
+        if self.run_id is None:  # no run to record anything in: one entry says it all
+            self._missed, self.gaps = [], []
+            self._miss("the whole run", None)
         try:
-            self._safe("log_params", mlflow.log_params, params_of(params))
+            if self.run_id is not None:
+                self._safe("log_params", mlflow.log_params, params_of(params))
             yield self
         except (KeyboardInterrupt, *killed_on):
             self._end("KILLED")
@@ -118,17 +196,34 @@ class Tracker:
         else:
             self._end("FINISHED")
 
+    def _system_metrics(self) -> bool:
+        """Whether this run records MLflow's system metrics; sets their sampling interval."""
+        if not self.cfg.system_metrics:
+            return False
+        import importlib.util
+
+        if importlib.util.find_spec("psutil") is None:
+            if not _warned_psutil:
+                _warned_psutil.append(True)
+                log.warning("tracking.system_metrics needs the psutil package (pip install psutil, part of "
+                            "make install); runs go on without system metrics")
+            return False
+        mlflow.set_system_metrics_sampling_interval(self.cfg.system_metrics_interval)
+        return True
+
     @staticmethod
-    def _start(run_name, tags, experiment, nested):
+    def _start(run_name, tags, experiment, nested, system_metrics=False):
         # experiment_id explicitly: when two processes create the experiment at once, MLflow 3.17's
         # set_experiment can return it without making it active (the run would land in Default)
-        exp = mlflow.set_experiment(experiment)
+        exp = set_experiment(experiment)
         nested = nested or mlflow.active_run() is not None  # a trial inside the sweep's own process
-        return mlflow.start_run(run_name=run_name, experiment_id=exp.experiment_id, nested=nested, tags=tags)
+        return mlflow.start_run(run_name=run_name, experiment_id=exp.experiment_id, nested=nested, tags=tags,
+                                log_system_metrics=system_metrics)
 
     def _end(self, status: str) -> None:
         if self.run_id is not None:
-            if self._safe("end_run", mlflow.end_run, status) is None and self.gaps:
+            self._safe("end_run", mlflow.end_run, status)
+            if self._missed and self._missed[-1][0] == "end_run":
                 # the store is gone: still leave the process with no active run
                 active = mlflow.active_run()
                 if active is not None and active.info.run_id == self.run_id:
@@ -142,9 +237,26 @@ class Tracker:
         if self.run_id is not None:
             self._safe("set_tags", mlflow.set_tags, tags)
 
+    def log_datasets(self, data, data_cfg, test: bool = True) -> None:
+        """mlflow.log_input for the train part, the validation holdout and (when `test`) the test part."""
+        if self.run_id is not None:
+            self._safe("log_inputs", self._log_datasets, data, data_cfg, test)
+
+    @staticmethod
+    def _log_datasets(data, data_cfg, test: bool) -> None:
+        from mfexp.inputs import mlflow_inputs
+
+        datasets, contexts = mlflow_inputs(data, data_cfg, test)
+        if datasets:
+            mlflow.log_inputs(datasets=datasets, contexts=contexts, tags_list=[None] * len(datasets))
+
     def log_yaml(self, data: dict, name: str) -> None:
         if self.run_id is not None:
             self._safe("log_text", mlflow.log_text, yaml.safe_dump(data, sort_keys=False), name)
+
+    def log_artifact(self, path, artifact_path: Optional[str] = None) -> None:
+        if self.run_id is not None:
+            self._safe("log_artifact", mlflow.log_artifact, str(path), artifact_path=artifact_path)
 
     def log_model(self, save_to_folder, example, code_paths: tuple[str, ...] = ()) -> None:
         """Log a model as MLflow pyfunc at artifact path `model`; `save_to_folder(path)` writes it.
@@ -163,11 +275,48 @@ class Tracker:
             model = MFModel()
             model.load_context(type("Ctx", (), {"artifacts": {"mfexp_model": str(folder)}})())
             signature = infer_signature(example, model.predict(None, example))
+            # an optional rating time (unix seconds) for models that read the day; absent: each
+            # user's last training day
+            from mlflow.types.schema import ColSpec, Schema
+
+            signature.inputs = Schema([*signature.inputs.inputs, ColSpec("long", "timestamp", required=False)])
             mlflow.pyfunc.log_model(
                 name="model", python_model=str(Path(__file__).with_name("pyfunc_entry.py")), artifacts={"mfexp_model": str(folder)},
                 signature=signature, input_example=example,
                 code_paths=[str(Path(__file__).resolve().parent), *code_paths],
                 pip_requirements=_requirements())
+
+
+def _reason(err: Exception) -> str:
+    """The telling line of a store error (SQLAlchemy puts its autoflush note before the cause)."""
+    lines = [line for line in redact(str(err)).splitlines() if line.strip()]
+    telling = [line for line in lines if not line.startswith("(raised as a result of")]
+    return (telling or lines or [""])[0][:300]
+
+
+def retry_seconds() -> float:
+    """After a failed call, how long a run skips the store before it tries again (default 10 s;
+    MFEXP_TRACKING_RETRY_S overrides). Each try against a server that is down costs its time-out."""
+    raw = os.environ.get("MFEXP_TRACKING_RETRY_S", "").strip()
+    try:
+        return max(float(raw), 0.0) if raw else RETRY_S
+    except ValueError:
+        raise ConfigError(f"MFEXP_TRACKING_RETRY_S must be a number of seconds, got {raw!r}.") from None
+
+
+def _ranges(steps: list[int]) -> str:
+    """[3, 4, 5, 9] -> '3-5, 9'."""
+    out: list[str] = []
+    ordered = sorted(set(steps))
+    start = prev = ordered[0]
+    for step in [*ordered[1:], None]:
+        if step is not None and step == prev + 1:
+            prev = step
+            continue
+        out.append(str(start) if start == prev else f"{start}-{prev}")
+        if step is not None:
+            start = prev = step
+    return ", ".join(out)
 
 
 def _requirements() -> list[str]:
@@ -183,3 +332,39 @@ def _requirements() -> list[str]:
 
     mxnet = pinned("mxnet-cu112") or pinned("mxnet") or "mxnet==1.9.1"
     return [mxnet, pinned("numpy") or "numpy<1.24", pinned("pandas") or "pandas", pinned("mlflow") or "mlflow"]
+
+
+def ui_links(base: str) -> list[str]:
+    """One line per mfexp experiment in the store: its name and the page of its runs under `base`.
+    Experiments recorded before mfexp tagged them get the tag now, so the list opens them right."""
+    client = mlflow.tracking.MlflowClient()
+    lines = []
+    for exp in client.search_experiments(filter_string="name LIKE 'mfexp%'", order_by=["last_update_time DESC"]):
+        if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        lines.append(f"  {exp.name}: {experiment_link(exp.experiment_id, base)}")
+    return lines
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """`python -m mfexp.tracking links [BASE]`: the direct links `make ui` prints."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m mfexp.tracking")
+    parser.add_argument("command", choices=["links"])
+    parser.add_argument("base", nargs="?", default=DEFAULT_UI, help="the UI's address (default %(default)s)")
+    args = parser.parse_args(argv)
+    for name in ("mlflow", "alembic"):  # creating a fresh store's tables is not news
+        logging.getLogger(name).setLevel(logging.WARNING)
+    base = args.base.replace("://0.0.0.0", "://127.0.0.1")  # bound to all interfaces: open it locally
+    lines = ui_links(base)
+    print(f"MLflow UI: {base}  (store: {tracking_uri()})")
+    print("\n".join(["the runs of each experiment:", *lines]) if lines
+          else "no mfexp experiment yet: make sweep or make run records one")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -7,8 +7,10 @@ no per-rating Python, one host synchronisation per `SYNC_EVERY` batches.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import os
 import sys
 import time
 from collections import deque
@@ -65,18 +67,51 @@ class FitResult:
 EpochHook = Callable[[EpochReport], None]
 
 
-def resolve_context(device: str) -> mx.Context:
+# Set in the process that trains on a GPU, before its first operator is created (MXNet reads it
+# then, not at import). It only affects cuDNN convolutions, which these embedding models do not
+# have: it keeps a future convolutional model from spending seconds autotuning every new shape.
+GPU_ENV = {"MXNET_CUDNN_AUTOTUNE_DEFAULT": "0"}
+
+
+def visible_gpus() -> int:
+    """The GPUs MXNet sees: 0 with the CPU build (mxnet), and also with mxnet-cu112 on a host
+    without an NVIDIA driver, or with a driver too old for CUDA 11.2."""
+    try:
+        return mx.context.num_gpus()
+    except mx.base.MXNetError as err:
+        raise ConfigError(f"MXNet could not count the GPUs ({str(err).strip().splitlines()[-1][:200]}). "
+                          "Check the NVIDIA driver (nvidia-smi), or train on the CPU: train.device=cpu "
+                          "(and sweep.devices=[] for sweeps).") from err
+
+
+@functools.lru_cache(maxsize=1)
+def _warn_gpu_build_without_gpu() -> None:
+    if mx.runtime.Features().is_enabled("CUDA"):
+        log.warning("train.device=auto: the GPU build of MXNet is installed but it sees no GPU, so this "
+                    "trains on the CPU. nvidia-smi should list the GPUs; the driver must support CUDA 11.2.")
+
+
+def resolve_device(device: str) -> tuple[mx.Context, str]:
+    """train.device -> (the MXNet context, its name: 'cpu' or 'gpu:N'). 'auto' is the first GPU
+    MXNet sees, else the CPU; asking for a GPU that MXNet does not see is a ConfigError."""
     kind, index = parse_device(device)
-    gpus = mx.context.num_gpus()
-    if kind == "auto":
-        return mx.gpu(0) if gpus > 0 else mx.cpu()
-    if kind == "gpu":
-        if index >= gpus:
-            raise ConfigError(f"train.device={device} asks for GPU {index} but MXNet sees {gpus} GPU(s) "
-                              "(mx.context.num_gpus()). Use train.device=cpu or auto, or install "
-                              "mxnet-cu112 on a CUDA 11.2 host (make install GPU=1).")
-        return mx.gpu(index)
-    return mx.cpu()
+    if kind == "cpu":
+        return mx.cpu(), "cpu"
+    gpus = visible_gpus()
+    if kind == "auto" and gpus == 0:
+        _warn_gpu_build_without_gpu()
+        return mx.cpu(), "cpu"
+    if index >= gpus:
+        raise ConfigError(f"train.device={device} asks for GPU {index} but MXNet sees {gpus} GPU(s) "
+                          "(mx.context.num_gpus()). Use train.device=cpu or auto, or install "
+                          "mxnet-cu112 on a CUDA 11.2 host (make install GPU=1).")
+    for name, value in GPU_ENV.items():
+        os.environ.setdefault(name, value)
+    return mx.gpu(index), f"gpu:{index}"
+
+
+def resolve_context(device: str) -> mx.Context:
+    return resolve_device(device)[0]
 
 
 def seed_everything(seed: int) -> None:

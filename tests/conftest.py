@@ -3,12 +3,17 @@ real config composed once and shrunk, and an MLflow store in tmp_path."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("MXNET_CPU_WORKER_NTHREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Subprocesses (python -m mfexp.run ... in tmp_path) import mfexp from this checkout, not from
+# wherever the venv's editable install points (another clone or worktree).
+_ROOT = str(Path(__file__).resolve().parents[1])
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH", "")) if p)
 
 
 def synthetic_dataset(n_users=60, n_items=80, n_ratings=3000, seed=0, val_fraction=0.1):
@@ -49,7 +54,8 @@ def write_ratings_file(path, n_ratings=2000):
     u = np.concatenate([p.users for p in parts]) + 1
     i = np.concatenate([p.items for p in parts]) + 1
     r = np.concatenate([p.ratings for p in parts]).astype(int)
-    path.write_text("".join(f"{a}\t{b}\t{c}\t0\n" for a, b, c in zip(u, i, r)))
+    t = np.concatenate([p.timestamps for p in parts])
+    path.write_text("".join(f"{a}\t{b}\t{c}\t{d}\n" for a, b, c, d in zip(u, i, r, t)))
     return path
 
 

@@ -8,7 +8,7 @@ fresh database and returns its URL. Import the fixtures into a test module:
     from pg import pg_database, postgres_server  # noqa: F401
 
 Without PostgreSQL installed the tests skip, except in CI (CI set), where they fail: CI installs
-it (tests/ensure_postgres.sh, run by `make test`), so a missing server means a broken set-up.
+it (tests/ensure_servers.sh, run by `make test`), so a missing server means a broken set-up.
 
 The URL is postgresql://: SQLAlchemy 2.1 reads it with psycopg 3 (the `postgres` extra).
 """
@@ -130,7 +130,7 @@ def postgres_server():
     bindir = find_bindir()
     if bindir is None:
         why = ("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb): "
-               "run tests/ensure_postgres.sh (apt-get install postgresql)")
+               "run tests/ensure_servers.sh (apt-get install postgresql)")
         if os.environ.get("CI"):
             pytest.fail(f"{why}; in CI it must be installed, `make test` does it")
         pytest.skip(why)

@@ -62,14 +62,38 @@ def test_flatten_gives_dotted_keys():
     assert len(flat) == sum(len(dataclasses.fields(g)) for g in groups)
 
 
-def test_misspelt_key_fails_at_composition():
-    from hydra import compose, initialize_config_dir
-
+@pytest.mark.parametrize("override,message", [
+    ("model.kk=3", "model.kk is not a config key"),
+    ("model=wrongmodel", "model=wrongmodel: conf/model/ has no wrongmodel.yaml"),
+    ("trian.lr=0.1", r"trian.lr is not a config key \(did you mean train.lr\?\)"),
+    ("+trian.lr=0.1", r"trian.lr is not a config key \(did you mean train.lr\?\)"),
+    ("++train.lrr=0.1", r"train.lrr is not a config key \(did you mean train.lr\?\)"),
+    ("train.lr=abc", "train.lr: Value 'abc' of type 'str' could not be converted to Float"),
+])
+def test_composition_errors_are_config_errors_naming_the_key(override, message):
     from mfexp import cli
 
     cli.register_schema()
-    with initialize_config_dir(config_dir=cli.CONF_DIR, version_base="1.3"):
-        with pytest.raises(Exception, match="kk"):
-            compose(config_name="config", overrides=["model.kk=3"])
-        with pytest.raises(Exception, match="wrongmodel"):
-            compose(config_name="config", overrides=["model=wrongmodel"])
+    with pytest.raises(ConfigError, match=message) as err:
+        cli.compose("config", [override], "python -m mfexp.run")
+    assert "+" not in str(err.value)  # never Hydra's hint to append the misspelt key with '+'
+
+
+def test_the_main_jobs_config_composes_conf_sweep_default(tmp_path):
+    """`make sweep` composes conf/sweep.yaml with conf/sweep/default.yaml: the four models, their spaces
+    (each value checked against the config at plan time) and the budget the README describes."""
+    from mfexp.sweep.__main__ import build_plan
+
+    plan = build_plan([f"sweep.root={tmp_path}"])
+    assert plan.sweep.name == "default" and plan.sweep.models == ["plain", "mlp", "dropout", "biased"]
+    assert (plan.sweep.n_trials, plan.sweep.sampler, plan.sweep.pruner) == (12, "tpe", "median")
+    for model in plan.sweep.models:
+        train = plan.bases[model].train
+        assert (train.epochs, train.patience, train.wd, train.sparse_grad) == (25, 3, 0.0, True), model
+        assert plan.bases[model].model.name == model
+        space = plan.spaces[model]
+        assert {"train.reg", "model.k", "train.lr", "train.batch_size"} <= set(space.distributions), model
+    assert plan.spaces["plain"].fixed == {"train.optimizer": "adam"} == plan.spaces["biased"].fixed
+    assert plan.spaces["mlp"].fixed == {"train.optimizer": "sgd"} == plan.spaces["dropout"].fixed
+    assert "model.dropout" in plan.spaces["dropout"].distributions
+    assert "model.hidden" in plan.spaces["mlp"].distributions and "model.hidden" not in plan.spaces["plain"].distributions

@@ -344,17 +344,17 @@ def test_bad_zip_is_refused(tmp_path):
 
 def test_cli_export_info_and_errors(fake_ml100k, tmp_path, capsys):
     out = tmp_path / "out"
-    assert cli_main(["export", "--split", "u2", "--out", str(out), "--path", str(fake_ml100k)]) == 0
+    assert cli_main(["export", "data.split=u2", f"out={out}", f"data.path={fake_ml100k}"]) == 0
     base, test = movielens.split_lines((fake_ml100k / "u.data").read_bytes(), "u2")
     assert (out / "u2.base").read_bytes() == base and (out / "u2.test").read_bytes() == test
-    assert cli_main(["info", "--dataset", "file", "--path", str(FIXTURES / "ratings.tsv")]) == 0
+    assert cli_main(["info", "data=file", f"data.path={FIXTURES / 'ratings.tsv'}"]) == 0
     text = capsys.readouterr().out
     assert "ratings:  5" in text and "users:    3" in text and "items:    3" in text
     assert "split random: train 3  val 1  test 1" in text and "  5:" in text
     with pytest.raises(SystemExit) as exit_:
-        cli_main(["info", "--dataset", "file", "--path", str(tmp_path / "missing.csv")])
+        cli_main(["info", "data=file", f"data.path={tmp_path / 'missing.csv'}"])
     assert exit_.value.code == 2 and "mfexp: error:" in capsys.readouterr().err
-    assert cli_main(["fetch", "--path", str(fake_ml100k)]) == 0
+    assert cli_main(["fetch", f"data.path={fake_ml100k}"]) == 0
     assert "cached in" in capsys.readouterr().out
 
 
@@ -384,8 +384,8 @@ FOLD_SHA256 = {
 
 @pytest.mark.ml100k
 def test_real_export_all_folds(ml100k_cache, tmp_path):
-    assert cli_main(["export", "--dataset", "ml100k", "--split", "all", "--out", str(tmp_path),
-                     "--cache-dir", str(ml100k_cache.parent), "--no-download"]) == 0
+    assert cli_main(["export", "data.split=all", f"out={tmp_path}",
+                     f"data.cache_dir={ml100k_cache.parent}", "data.download=false"]) == 0
     udata_lines = sorted((ml100k_cache / "u.data").read_bytes().splitlines())
     for name, digest in FOLD_SHA256.items():
         assert hashlib.sha256((tmp_path / name).read_bytes()).hexdigest() == digest, name
@@ -409,7 +409,7 @@ def test_real_dataset_and_info(ml100k_cache, capsys):
     # u1.test starts with "1\t6\t5\t887431973": index = id - 1
     first = (ds.test.users[0], ds.test.items[0], ds.test.ratings[0], ds.test.timestamps[0])
     assert first == (0, 5, 5.0, 887431973)
-    assert cli_main(["info", "--cache-dir", str(ml100k_cache.parent), "--no-download", "--split", "u1"]) == 0
+    assert cli_main(["info", f"data.cache_dir={ml100k_cache.parent}", "data.download=false", "data.split=u1"]) == 0
     text = capsys.readouterr().out
     for line in ("ratings:  100,000", "users:    943", "items:    1,682", "  4:    34,174 ( 34.2%)",
                  "split u1: train 72,000  val 8,000  test 20,000"):

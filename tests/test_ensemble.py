@@ -94,3 +94,20 @@ def test_sweep_ensemble_is_logged_registered_served_and_recommends(ratings_file,
     unclipped = loaded.trained.net.settings.bias + sum(wi * np.asarray(m) for wi, m in zip(w, members))
     inside = (unclipped > 1.0) & (unclipped < 5.0)  # members' served values are clipped, so compare inside
     assert np.asarray(served)[inside] == pytest.approx(unclipped[inside], abs=1e-3)
+
+
+@pytest.mark.slow
+def test_served_fm_takes_an_optional_timestamp(ratings_file, tmp_path, mlflow_uri):
+    from mfexp import cli
+    from mfexp.run import run
+    from mfexp.sweep.__main__ import compose_config
+
+    cfg = cli.to_object(compose_config(["data=file", f"data.path={ratings_file}", "model=fm", "train=adam",
+                                        "train.epochs=2", "train.progress=false"]))
+    summary = run(cfg)
+    model = mlflow.pyfunc.load_model(f"runs:/{summary['run_id']}/model")
+    plain = pd.DataFrame({"user_id": [1, 1], "movie_id": [2, 3]})
+    assert len(model.predict(plain)) == 2  # no timestamp: each user's last training day
+    early = model.predict(plain.assign(timestamp=[880_000_000, 880_000_000]))
+    late = model.predict(plain.assign(timestamp=[890_000_000, 890_000_000]))
+    assert not np.allclose(early, late)  # the day reaches the model

@@ -35,8 +35,9 @@ def test_unreachable_tracking_server_is_refused_before_training(ratings_file, tm
     out = subprocess.run([sys.executable, "-m", "mfexp.run", "data=file", f"data.path={ratings_file}"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 2
-    assert "cannot use the MLflow tracking store http://127.0.0.1:9" in out.stderr
+    assert "cannot use the MLflow tracking store http://127.0.0.1:9: [Errno 111] Connection refused. Start" in out.stderr
     assert "Traceback" not in out.stderr and "epoch" not in out.stdout
+    assert "Retrying" not in out.stdout + out.stderr and out.stderr.count("\n") == 1, out.stderr  # no urllib3 noise
 
 
 def test_unreachable_storage_url_is_refused_and_its_password_never_shown(ratings_file, tmp_path, mlflow_uri):
@@ -63,8 +64,9 @@ def test_diverging_trials_fail_with_a_reason_and_max_failures_stops_the_sweep(ra
     plan = build_plan(_args(ratings_file, tmp_path, "sweep.enqueue_tutorial=false", "sweep.max_failures=2",
                             "train.optimizer=choice(sgd)", "train.lr=tag(log, interval(1e5, 1e6))",
                             "sweep.n_trials=5"))
-    with pytest.raises(SweepStopped, match="sweep.max_failures=2"):
+    with pytest.raises(SweepStopped, match="sweep.max_failures=2") as err:
         run_sweep(plan)
+    assert "diverged" in str(err.value) and "train.lr too high" in str(err.value)
     trials = _study(plan).get_trials(deepcopy=False)
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
     assert all("diverged" in t.user_attrs["fail_reason"] for t in trials)
@@ -75,23 +77,77 @@ def test_diverging_trials_fail_with_a_reason_and_max_failures_stops_the_sweep(ra
     assert not [r for r in runs if r.info.status == "RUNNING"]
 
 
-def test_tracking_failure_mid_run_does_not_stop_training(cfg, tiny_data, mlflow_uri, monkeypatch, caplog):
-    from mfexp.run import run
+def test_max_failures_names_the_real_cause_and_blames_train_lr_only_for_a_divergence(ratings_file, tmp_path,
+                                                                                    mlflow_uri, monkeypatch):
+    import mfexp.run
 
+    def broken(*args, **kwargs):
+        raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
+
+    monkeypatch.setattr(mfexp.run, "train_and_track", broken)
+    plan = build_plan(_args(ratings_file, tmp_path, "sweep.enqueue_tutorial=false", "sweep.max_failures=2"))
+    with pytest.raises(SweepStopped) as err:
+        run_sweep(plan)
+    message = str(err.value)
+    assert "the last: TypeError: unsupported operand type(s) for +: 'int' and 'str'. Fix the cause," in message
+    assert "train.lr" not in message and ".." not in message
+
+
+def _store_goes_away_after(n_calls, monkeypatch):
+    """MLflow's log_metrics works n_calls times, then the store is gone for good."""
     calls = {"n": 0}
     real = mlflow.log_metrics
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] >= 2:
+        if calls["n"] > n_calls:
             raise mlflow.exceptions.MlflowException("tracking server went away")
         return real(*args, **kwargs)
 
     monkeypatch.setattr(mlflow, "log_metrics", flaky)
-    summary = run(cfg, data=tiny_data)
-    assert summary["test_rmse"] is not None and summary["epochs"] == cfg.train.epochs
-    assert "has a gap" in caplog.text
+
+
+def test_tracking_failure_mid_run_does_not_stop_training(cfg, tiny_data, mlflow_uri, monkeypatch, caplog):
+    import logging
+
+    from mfexp.run import run
+
+    cfg.train.epochs = 5
+    _store_goes_away_after(2, monkeypatch)  # epochs 1 and 2 are logged; the store fails at epoch 3 of 5
+    with caplog.at_level(logging.INFO):
+        summary = run(cfg, data=tiny_data)
+    assert summary["epochs"] == 5 and summary["test_rmse"] is not None
+    epochs = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert [e.split()[1] for e in epochs] == ["1/5", "2/5", "3/5", "4/5", "5/5"]  # training went on
+    assert sum("has a gap" in r.getMessage() for r in caplog.records) == 1  # said once, not per epoch
+    logged = mlflow.tracking.MlflowClient().get_metric_history(summary["run_id"], "val_rmse")
+    assert [m.step for m in logged] == [1, 2]  # the gap is real: nothing after the store went away
     assert mlflow.active_run() is None
+
+
+def test_a_trial_whose_store_goes_away_completes_and_records_mlflow_gap(tiny_data, tmp_path, mlflow_uri,
+                                                                         monkeypatch):
+    from omegaconf import OmegaConf
+
+    from mfexp.config import Config, TrackingConfig
+    from mfexp.models.plugins import named
+    from mfexp.sweep.objective import Objective
+    from mfexp.sweep.space import parse_space
+
+    base = OmegaConf.structured(Config(model=named("biased", k=8)))
+    base.train.epochs, base.train.progress, base.train.batch_size = 5, False, 256
+    objective = Objective("biased", base, parse_space({"train.lr": "choice(0.01)"}), tiny_data,
+                          study_name="gap", experiment="mfexp-gap", parent_run_id=None,
+                          tracking_cfg=TrackingConfig(log_model=False))
+    _store_goes_away_after(2, monkeypatch)
+    study = optuna.create_study()
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == TrialState.COMPLETE
+    assert sorted(trial.intermediate_values) == [1, 2, 3, 4, 5]  # Optuna saw every epoch: training went on
+    assert trial.user_attrs["mlflow_gap"].startswith("log_metrics")
+    run = mlflow.get_run(trial.user_attrs["mlflow_run_id"])
+    assert [m.step for m in mlflow.tracking.MlflowClient().get_metric_history(run.info.run_id, "val_rmse")] == [1, 2]
 
 
 @pytest.mark.slow
@@ -126,8 +182,44 @@ def test_interrupt_fails_the_trial_kills_its_runs_exits_130_and_resumes(sig, rat
     resumed = subprocess.run([sys.executable, "-m", "mfexp.sweep", *args[:-4], "train.epochs=2"], cwd=tmp_path,
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    states = [t.state for t in _study(plan).get_trials(deepcopy=False)]
+    trials = _study(plan).get_trials(deepcopy=False)
+    states = [t.state for t in trials]
     assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == 2
+    _assert_reference_ran_again(trials, interrupted=0)
+
+
+def _assert_reference_ran_again(trials, interrupted):
+    """The interrupted trial was the reference; the resumed sweep ran the reference once more."""
+    assert trials[interrupted].user_attrs.get("mfexp.reference") == "tutorial"
+    again = [t for t in trials[interrupted + 1:] if t.user_attrs.get("mfexp.reference") == "tutorial"]
+    assert len(again) == 1 and again[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def test_an_interrupted_reference_trial_is_enqueued_again_on_resume_a_diverged_one_is_not(ratings_file, tmp_path):
+    from mfexp.sweep.runner import REFERENCE_ATTR, prepare
+
+    plan = build_plan(_args(ratings_file, tmp_path))
+    study = prepare(plan)["biased"]
+
+    def run_reference(state, reason=None):
+        trial = study.ask()
+        assert REFERENCE_ATTR in trial.user_attrs  # the enqueued reference comes first
+        if reason:
+            trial.set_user_attr("fail_reason", reason)
+        study.tell(trial, 0.9 if state == TrialState.COMPLETE else None, state=state)
+
+    def waiting():
+        return [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.WAITING]
+
+    assert len(waiting()) == 1
+    run_reference(TrialState.FAIL, "interrupted")
+    prepare(plan)
+    assert len(waiting()) == 1 and REFERENCE_ATTR in waiting()[0].user_attrs
+    prepare(plan)
+    assert len(waiting()) == 1  # enqueued once, however often the sweep starts
+    run_reference(TrialState.FAIL, "TrainingDiverged: the loss became nan")
+    prepare(plan)
+    assert waiting() == []  # deterministic training would diverge again
 
 
 @pytest.mark.slow
@@ -158,5 +250,6 @@ def test_a_killed_workers_trial_does_not_stay_running(ratings_file, tmp_path, ml
     assert "worker died" in trials[orphan.number].user_attrs["fail_reason"]
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 2
+    _assert_reference_ran_again(trials, interrupted=orphan.number)
     run = mlflow.get_run(orphan.user_attrs["mlflow_run_id"])
     assert run.info.status == "KILLED"

@@ -246,8 +246,8 @@ def test_feature_files_end_to_end(capsys):
     assert ds.item_side.names == ("genre_a", "genre_b", "year")
     assert np.allclose(ds.item_side.matrix.to_dense(), [[1, 0, 1.995], [0, 1, -2], [0.7071, 0.7071, 0]])
     assert load_dataset(file_cfg()).user_side is None
-    assert cli_main(["info", "--dataset", "file", "--path", str(FIXTURES / "ratings.tsv"),
-                     "--user-features", str(FIXTURES / "user_features.csv")]) == 0
+    assert cli_main(["info", "data=file", f"data.path={FIXTURES / 'ratings.tsv'}",
+                     f"data.user_features={FIXTURES / 'user_features.csv'}"]) == 0
     text = capsys.readouterr().out
     assert "user side features: 3 x 2: age, is_student" in text and "item side features: none" in text
 

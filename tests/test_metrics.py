@@ -30,3 +30,33 @@ def test_rmse_rejects_empty_and_mismatched():
         rmse(np.array([]), np.array([]))
     with pytest.raises(ValueError):
         rmse(np.array([1.0, 2.0]), np.array([1.0]))
+
+
+# --- ranking quality -------------------------------------------------------------------------------
+def test_ranking_quality_by_hand():
+    from mfexp.metrics import liked, ranking_quality
+
+    scores = {0: np.array([6, 5, 4, 3, 2, 1.0]), 1: np.arange(1, 7.0), 2: np.zeros(6)}
+    seen = (np.array([0, 2, 1]), np.array([0, 0, 3]))  # user 1 rated item 3: it is not a hit any more
+    test = liked(np.array([0, 0, 1, 1, 2]), np.array([1, 4, 3, 5, 2]), np.array([5, 4, 4, 3, 2.0]))
+    q = ranking_quality(scores.__getitem__, 3, 6, seen, test, k=2)
+    # user 0: top [1, 2], relevant {1, 4}: one hit at rank 1; user 1: relevant {3} is already rated,
+    # so not evaluated; user 2 (no relevant item, ties: lower index first) only counts for coverage.
+    assert q.users == 1
+    assert q.precision == pytest.approx(0.5) and q.recall == pytest.approx(0.5)
+    assert q.ndcg == pytest.approx(1 / (1 + 1 / math.log2(3)))
+    assert q.coverage == pytest.approx(len({1, 2, 5, 4}) / 6)  # tops: [1,2], [5,4], [1,2]
+    assert q.as_metrics("test") == {"test_precision_at_2": 0.5, "test_recall_at_2": 0.5,
+                                    "test_ndcg_at_2": pytest.approx(q.ndcg), "test_coverage_at_2": q.coverage}
+
+
+def test_ranking_quality_perfect_and_worst_rankings():
+    from mfexp.metrics import ranking_quality
+
+    n_items, relevant = 20, (np.array([0, 0, 0]), np.array([17, 18, 19]))
+    none = (np.zeros(0, dtype=int), np.zeros(0, dtype=int))
+    best = ranking_quality(lambda u: np.arange(n_items, dtype=float), 1, n_items, none, relevant, k=10)
+    assert (best.precision, best.recall, best.ndcg) == (pytest.approx(0.3), 1.0, pytest.approx(1.0))
+    worst = ranking_quality(lambda u: -np.arange(n_items, dtype=float), 1, n_items, none, relevant, k=10,
+                            coverage=False)
+    assert (worst.precision, worst.recall, worst.ndcg, worst.coverage) == (0.0, 0.0, 0.0, None)

@@ -15,9 +15,14 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DISTS = {"k": IntDistribution(8, 128, log=True), "lr": FloatDistribution(1e-4, 1e-1, log=True)}
 
 
-def _study(trials: list[tuple[TrialState, dict, float | None]]) -> optuna.Study:
+def _study(trials: list[tuple[TrialState, dict, float | None]], reference: float | None = None) -> optuna.Study:
+    """A study shaped like a default sweep's: trial 0 the tutorial's reference (enqueued with fixed
+    values, so no params, user attr mfexp.reference) when `reference` is its value, then sampled trials."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="minimize")
+    if reference is not None:
+        study.add_trial(create_trial(params={}, distributions={}, value=reference,
+                                     user_attrs={"mfexp.reference": "tutorial"}))
     for state, params, value in trials:
         study.add_trial(create_trial(
             params=params, distributions={k: DISTS[k] for k in params}, state=state,
@@ -31,8 +36,8 @@ def studies() -> dict[str, optuna.Study]:
     C, P, F = TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL
     plain = _study([(C, {"k": 16, "lr": 0.01}, 0.98), (P, {"k": 32, "lr": 0.05}, None),
                     (C, {"k": 64, "lr": 0.0021234}, 0.95), (F, {"k": 8, "lr": 0.001}, None),
-                    (C, {"k": 32, "lr": 0.003}, 0.96)])
-    mlp = _study([(C, {"k": 64, "lr": 0.001}, 0.93)])  # a single complete trial
+                    (C, {"k": 32, "lr": 0.003}, 0.96)], reference=1.02)
+    mlp = _study([(C, {"k": 64, "lr": 0.001}, 0.93)], reference=0.97)  # a single sampled trial
     return {"plain": plain, "mlp": mlp}
 
 
@@ -43,7 +48,9 @@ def outcomes() -> list[ModelOutcome]:
         ModelOutcome(model="plain", study_name="s-plain", best_val_rmse=0.95, best_trial=2,
                      best_params={"k": 64, "lr": 0.0021234}, test_rmse=0.9123, n_complete=3,
                      n_pruned=1, n_failed=1, wall_time_s=125.0,
-                     best_config_path="sweeps/demo/best-plain.yaml"),
+                     best_config_path="sweeps/demo/best-plain.yaml",
+                     ranking={"test_precision_at_10": 0.0812, "test_recall_at_10": 0.05, "test_ndcg_at_10": 0.0903,
+                              "test_coverage_at_10": 0.2315}),
         ModelOutcome(model="mlp", study_name="s-mlp", best_val_rmse=0.93, best_trial=0,
                      best_params={"k": 64, "lr": 0.001}, test_rmse=0.9501, n_complete=1,
                      wall_time_s=12.34, best_config_path="sweeps/demo/best-mlp.yaml"),
@@ -63,7 +70,9 @@ def test_write_report(tmp_path, studies, outcomes, caplog):
     assert paths[0] == folder / "report.md"
     names = {p.name for p in paths[1:]}
     assert names == {"history-plain.png", "importance-plain.png", "parallel-plain.png",
-                     "history-mlp.png", "best-so-far.png"}  # mlp: one complete trial
+                     "history-mlp.png", "best-so-far.png"}  # mlp: one sampled trial
+    for name in ("importance-plain.png", "parallel-plain.png"):
+        assert (folder / name).is_file()  # the reference trial (no params) did not hide them
     assert "importance" in caplog.text and "mlp" in caplog.text
     for p in paths[1:]:
         data = p.read_bytes()
@@ -73,12 +82,15 @@ def test_write_report(tmp_path, studies, outcomes, caplog):
     md = (folder / "report.md").read_text()
     assert "# Sweep report: demo" in md and "`mfexp-sweep --name demo`" in md
     assert "1h02m05s" in md
-    rows = {line.split("|")[1].strip(): line for line in md.splitlines()
+    comparison = md.split("## Other systems")[0]  # the quoted peers' table comes after
+    rows = {line.split("|")[1].strip(): line for line in comparison.splitlines()
             if line.startswith("| ") and "---" not in line}
     assert set(rows) == {"model", "plain", "mlp", "custom"}
-    assert "| 0.9500 | 0.9123 | 1.0170 | -0.1047 | 3/1/1 | 2m05s | k=64, lr=0.002123 |" in rows["plain"]
-    assert "| 0.9300 | 0.9501 | 0.9630 | -0.0129 | 1/0/0 | 12.3s | k=64, lr=0.001 |" in rows["mlp"]
-    assert rows["custom"] == "| custom | — | — | — | — | 0/0/0 | 0.0s | — |"
+    assert ("| 0.9500 | 0.9123 | 1.0170 | -0.1047 | 0.0812 | 0.0500 | 0.0903 | 0.2315 | 3/1/1 | 2m05s "
+            "| k=64, lr=0.002123 |") in rows["plain"]
+    assert "| P@10 | R@10 | NDCG@10 | coverage |" in rows["model"]
+    assert "| 0.9300 | 0.9501 | 0.9630 | -0.0129 | — | — | — | — | 1/0/0 | 12.3s | k=64, lr=0.001 |" in rows["mlp"]
+    assert rows["custom"] == "| custom | — | — | — | — | — | — | — | — | 0/0/0 | 0.0s | — |"
     assert "Best overall (by validation RMSE): `mlp`**: val RMSE 0.9300, test RMSE 0.9501" in md
     assert "python -m mfexp.run --config-dir sweeps/demo --config-name best-plain" in md
     assert "python -m mfexp.run --config-dir sweeps/demo --config-name best-mlp" in md
@@ -89,7 +101,7 @@ def test_write_report(tmp_path, studies, outcomes, caplog):
 
 def test_best_so_far_pruned_counts_but_does_not_improve(studies):
     xs, ys = best_so_far(studies["plain"])
-    assert xs == [0, 1, 2, 3, 4] and ys == [0.98, 0.98, 0.95, 0.95, 0.95]
+    assert xs == [0, 1, 2, 3, 4, 5] and ys == [1.02, 0.98, 0.98, 0.95, 0.95, 0.95]
 
 
 def test_overall_best_ignores_test_rmse(outcomes):
@@ -118,3 +130,63 @@ def test_failing_plot_is_skipped_and_closed(tmp_path, caplog):
         assert _save_plot(tmp_path / "x.png", boom) is None
     assert "no variance" in caplog.text and not (tmp_path / "x.png").exists()
     assert plt.get_fignums() == []
+
+
+def test_run_description_holds_the_comparison_table(outcomes):
+    from mfexp.sweep.report import MAX_DESCRIPTION, run_description
+
+    text = run_description("demo", outcomes, 65.0, "python -m mfexp.sweep")
+    assert "| 0.9500 | 0.9123 | 1.0170 | -0.1047 | 0.0812 | 0.0500 | 0.0903 | 0.2315 | 3/1/1 |" in text
+    assert "Best overall (by validation RMSE): `mlp`" in text and "1m05s" in text
+    many = [ModelOutcome(model=f"m{i}", study_name="s", best_params={f"p{j}": j for j in range(40)})
+            for i in range(40)]
+    long = run_description("demo", many, 1.0, "x")
+    assert len(long) <= MAX_DESCRIPTION and long.endswith("(cut: see report/report.md)")
+
+
+def test_progress_line_counts_budgets_best_and_time_left():
+    from mfexp.sweep.progress import SweepProgress
+
+    now = [1000.0]
+    plain = _study([(TrialState.COMPLETE, {"k": 16, "lr": 0.01}, 0.98)], reference=1.02)  # resumed: 2 done
+    mlp = _study([])
+    progress = SweepProgress({"plain": plain, "mlp": mlp}, n_trials=4, clock=lambda: now[0])
+    assert "time left: after the first trial" in progress.line()
+    now[0] += 30.0
+    mlp.add_trial(create_trial(params={"k": 8}, distributions={"k": DISTS["k"]}, value=0.97))
+    mlp.add_trial(create_trial(params={"k": 9}, distributions={"k": DISTS["k"]}, state=TrialState.PRUNED,
+                               intermediate_values={0: 1.2}))
+    mlp.add_trial(create_trial(params={"k": 9}, distributions={"k": DISTS["k"]}, state=TrialState.FAIL))
+    line = progress.line()  # 4 of 8 done, 2 of them in 30 s: 4 left take ~60 s
+    assert "progress 4/8: plain 2/4 · mlp 2/4" in line
+    assert "best mlp 0.9700 (trial 0)" in line and "30.0s elapsed, ~1m00s left" in line
+    progress.deadline = now[0] + 20.0  # sweep.timeout stops new trials sooner
+    assert "~20.0s left" in progress.line()
+
+
+def test_a_sweep_by_val_ndcg_is_compared_and_shown_by_it(outcomes):
+    from dataclasses import replace
+
+    by_rank = [replace(outcomes[0], objective="val_ndcg_at_10", best_objective=0.12),  # worse RMSE, better NDCG
+               replace(outcomes[1], objective="val_ndcg_at_10", best_objective=0.08)]
+    assert overall_best(by_rank).model == "plain"
+    lines = summary_table(by_rank).splitlines()
+    assert lines[0].split("  ")[:2] == ["model", "best val NDCG@10"]
+    assert lines[1].split()[1] == "0.1200"
+    from mfexp.sweep.report import run_description
+
+    assert "Best overall (by validation NDCG@10): `plain`**: val NDCG@10 0.1200, test NDCG@10 0.0903" in \
+        run_description("demo", by_rank, 1.0, "x")
+
+
+def test_report_flags_a_budget_that_ran_out_and_quotes_peer_figures(tmp_path):
+    from mfexp.sweep.report import write_report
+    from mfexp.sweep.results import ModelOutcome
+
+    outcomes = [ModelOutcome(model="fm", study_name="s-fm", best_val_rmse=0.88, best_trial=3, n_complete=2,
+                             budget_exhausted=True),
+                ModelOutcome(model="plain", study_name="s-plain", best_val_rmse=0.91, best_trial=1, n_complete=2)]
+    text = write_report(tmp_path, "s", outcomes, {}, 1.0, "cmd")[0].read_text()
+    flagged = [line for line in text.splitlines() if line.startswith("- ⚠")]
+    assert len(flagged) == 1 and "`fm`" in flagged[0] and "trial (3)" in flagged[0]
+    assert "| myFM 0.4 Bayesian FM rank 10 + implicit + side features + day (untuned) | 0.8828 |" in text

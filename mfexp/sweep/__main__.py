@@ -5,10 +5,12 @@ everything in MLflow, evaluate each model's best once on the test part, write a 
     python -m mfexp.sweep sweep=smoke                       # another named sweep, conf/sweep/
     python -m mfexp.sweep sweep.n_trials=30 sweep.models=[biased]
     python -m mfexp.sweep 'model.k=choice(32,64)'           # narrow (or add) a key in every space
-    python -m mfexp.sweep '+train.momentum=interval(0.5,0.99)'
+    python -m mfexp.sweep 'train.momentum=interval(0.5,0.99)' train.optimizer=sgd
 
-Plain overrides compose the config as for mfexp.run; overrides whose value is a sweep
-expression (choice, range, interval, tag) edit the search space instead.
+Plain overrides compose the config as for mfexp.run, and win over the search space: a key set
+on the command line is removed from every space that fixes or searches it (said on the console).
+Overrides whose value is a sweep expression (choice, range, interval, tag) edit every model's
+search space instead: they replace the key, or add it.
 """
 from __future__ import annotations
 
@@ -18,11 +20,9 @@ import sys
 import time
 from typing import Sequence
 
-from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from mfexp import cli
 from mfexp.config import Config, SweepAppConfig, validate, validate_sweep
@@ -30,6 +30,8 @@ from mfexp.errors import ConfigError, friendly_errors
 from mfexp.models import model_class, to_settings, typed_node
 
 log = logging.getLogger("mfexp.sweep")
+PROG = "python -m mfexp.sweep"
+GROUPS = ("data", "model", "train", "tracking", "sweep")
 
 
 def split_overrides(args: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -42,9 +44,9 @@ def split_overrides(args: Sequence[str]) -> tuple[list[str], list[str]]:
         except HydraException as err:
             from mfexp.sweep.space import GRAMMAR_HINT
 
-            raise ConfigError(f"cannot parse the override {arg!r}: {str(err).splitlines()[0]}. "
-                              f"Write key=value; for the search space: {GRAMMAR_HINT} Quote the whole "
-                              "override for the shell.") from err
+            raise ConfigError(f"cannot parse an override ({cli.parse_detail(err)}) in {arg!r}. Write key=value; "
+                              f"for the search space, {GRAMMAR_HINT} Quote the whole override for the "
+                              "shell.") from err
         (space if parsed.is_sweep_override() else plain).append(arg)
     return plain, space
 
@@ -52,15 +54,16 @@ def split_overrides(args: Sequence[str]) -> tuple[list[str], list[str]]:
 def compose_config(overrides: Sequence[str]) -> DictConfig:
     cli.register_schema("mfexp_sweep_schema", SweepAppConfig)
     cli.register_schema()
-    try:
-        with initialize_config_dir(config_dir=cli.CONF_DIR, version_base="1.3"):
-            return compose(config_name="sweep", overrides=list(overrides))
-    except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(f"{err}".strip().splitlines()[0] + " (see python -m mfexp.sweep --help, and conf/)") from err
+    return cli.compose("sweep", overrides, PROG, schema=SweepAppConfig)
 
 
 def build_plan(args: Sequence[str]):
-    from mfexp.sweep.runner import SweepPlan
+    return compose_plan(args)[0]
+
+
+def compose_plan(args: Sequence[str]):
+    """(the plan, the composed config, each model's space as written): everything checked, nothing run."""
+    from mfexp.sweep.runner import SweepPlan, assign_devices
     from mfexp.sweep.space import merge_space_overrides, parse_space
 
     plain, space_overrides = split_overrides(args)
@@ -68,38 +71,77 @@ def build_plan(args: Sequence[str]):
     app: SweepAppConfig = cli.to_object(root)
     sweep = validate_sweep(app.sweep)
     validate(app)
-    if sweep.devices:
-        import mxnet as mx
-
-        found = mx.context.num_gpus()
-        if max(sweep.devices) >= found:
-            raise ConfigError(f"sweep.devices={list(sweep.devices)} but MXNet sees {found} GPU(s) "
-                              "(mx.context.num_gpus()). List only GPUs this machine has, or drop "
-                              "sweep.devices to train on the CPU; GPUs need make install GPU=1.")
+    assign_devices(sweep, app.train.device)  # auto: one worker per GPU MXNet sees
     if app.data.val_fraction <= 0:
         raise ConfigError("a sweep chooses on the validation holdout: data.val_fraction must be > 0 "
                           "(the test part is never used to choose).")
     unknown = [s for s in sweep.space if not str(s).isidentifier()]
     if unknown:
         raise ConfigError(f"sweep.space has sections {sorted(unknown)}: use 'common' or a model name.")
-    bases, spaces = {}, {}
+    given = command_line_values(plain)
+    bases, spaces, raws, replaced = {}, {}, {}, {}
     for model in sweep.models:
         base = compose_config([*plain, f"model={model}"])
         base.model = typed_node(base.model)  # every setting of the model's class, typed
         settings = to_settings(base.model)
         raw = {**model_class(settings._target_).search_space(settings),
                **dict(sweep.space.get("common", {})), **dict(sweep.space.get(model, {}))}
+        for key in [k for k in given if k in raw]:  # the command line wins over the space
+            replaced.setdefault(key, []).append(f"{model} ({raw.pop(key)})")
         raw = merge_space_overrides(raw, [_as_plus(o, raw) for o in space_overrides])
-        space = parse_space(raw, where=f"sweep.space.{model}")
+        where = f"sweep.space.{model}"
+        space = parse_space(raw, where=where)
         for key in [*space.distributions, *space.fixed]:
             if OmegaConf.select(base, key, default="__missing__") == "__missing__":
-                raise ConfigError(f"sweep.space.{model}: {key} is not a config key (see python -m mfexp.run "
+                raise ConfigError(f"{where}: {key} is not a config key (see python -m mfexp.run "
                                   "--cfg job for the keys).")
         base = OmegaConf.merge(OmegaConf.structured(Config),
                                OmegaConf.masked_copy(base, ["data", "model", "train", "tracking"]))
-        bases[model], spaces[model] = base, space
+        check_space_values(base, space, raw, where)
+        bases[model], spaces[model], raws[model] = base, space, raw
+    for key, where in replaced.items():
+        log.info("%s=%s from the command line replaces the search space's %s in %s: every sampled trial uses %s.",
+                 key, given[key], key, ", ".join(where), given[key])
     command = "python -m mfexp.sweep " + " ".join(shlex.quote(a) for a in args)
-    return SweepPlan(sweep=sweep, bases=bases, spaces=spaces, tracking=app.tracking, command=command.strip())
+    plan = SweepPlan(sweep=sweep, bases=bases, spaces=spaces, tracking=app.tracking, command=command.strip())
+    return plan, root, raws
+
+
+def command_line_values(plain: Sequence[str]) -> dict[str, str]:
+    """{dotted key: value as written} of the plain overrides that set one config value."""
+    parser = OverridesParser.create()
+    out = {}
+    for text in plain:
+        override = parser.parse_overrides([text])[0]
+        key = override.key_or_group
+        if "." in key and not key.startswith(("sweep.", "hydra.")) and not override.is_delete():
+            out[key] = text.split("=", 1)[1]
+    return out
+
+
+def check_space_values(base: DictConfig, space, raw: dict, where: str) -> None:
+    """Every value a space can give (each choice, each end of a range) must fit the config's types
+    and rules: a bad one fails here, naming the key, not in every trial until sweep.max_failures."""
+    from mfexp.sweep.objective import apply_params
+
+    try:
+        apply_params(base, {})
+    except ConfigError as err:
+        raise ConfigError(f"the base config of {where.rsplit('.', 1)[-1]}: {err}") from None
+    for key, values in {**{k: [v] for k, v in space.fixed.items()}, **space.extremes()}.items():
+        for value in values:
+            try:
+                apply_params(base, {key: value})
+            except ConfigError as err:
+                raise ConfigError(f"{where}.{key} = {raw[key]!r} can give {value!r}, which does not fit: "
+                                  f"{_reason(err)}. Fix {key} in the sweep's space (conf/sweep/), or on "
+                                  f"the command line ('{key}=...').") from None
+
+
+def _reason(err: ConfigError) -> str:
+    """The rule a value broke, without the message's own advice (which names the wrong place)."""
+    text = str(err).split("does not fit the config: ", 1)[-1]
+    return text.split(". Fix ", 1)[0].rstrip(".")
 
 
 def _as_plus(override: str, space: dict) -> str:
@@ -108,17 +150,32 @@ def _as_plus(override: str, space: dict) -> str:
     return override if override.startswith(("+", "~")) or key in space else "+" + override
 
 
+def print_plan(root: DictConfig, raws: dict) -> None:
+    """--cfg job: the composed sweep config, then each model's search space as the trials see it."""
+    cli.print_config(root)
+    print("# The search space of each model (its class's default < sweep.space.common < "
+          "sweep.space.<model> < the command line):")
+    for model, raw in raws.items():
+        print(f"#   {model}:")
+        for key, expr in raw.items():
+            print(f"#     {key}: {expr}")
+
+
 @friendly_errors
 def main(argv: Sequence[str] | None = None) -> int:
     from mfexp.sweep.orchestrate import run_sweep
 
-    args = cli.args_or_help(argv, __doc__)
-    if args is None:
+    line = cli.parse_command_line(argv, PROG)
+    if line.help:
+        print(cli.help_text(PROG, __doc__, GROUPS))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("mfexp.train").setLevel(logging.WARNING)  # one line per trial, not per epoch
     cli.quiet_libraries()
-    plan = build_plan(args)
+    plan, root, raws = compose_plan(line.overrides)
+    if line.cfg_job:
+        print_plan(root, raws)
+        return 0
     started = time.time()
     try:
         run_sweep(plan)

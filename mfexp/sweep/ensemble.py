@@ -84,6 +84,7 @@ def build_ensemble(plan, outcomes: list[ModelOutcome], data, data_cfg,
     with tracker.run(run_name=f"{NAME}-best", params=params, tags=tags, experiment=plan.experiment):
         # what recommend reads back: the training data (as every run's config.yaml) and the blend
         tracker.log_yaml({"data": asdict(data_cfg), "model": settings_dict(ens.settings)}, "config.yaml")
+        tracker.log_datasets(data, data_cfg)  # the Dataset column: train, holdout (weights fit there), test
         tracker.log_metrics({"best_val_rmse_search": cv_rmse, "val_rmse_fitted": fitted_val, "test_rmse": test_rmse})
         trained = model_io.from_training(ens, data)
         example = pd.DataFrame({"user_id": data.user_ids[:5].astype(np.int64),

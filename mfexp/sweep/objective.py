@@ -34,12 +34,36 @@ def apply_params(base: DictConfig, params: dict[str, Any]) -> Config:
     return validate(OmegaConf.to_object(cfg))
 
 
+# sweep.objective -> the study's direction. val_rmse: the lowest val RMSE of any epoch, reported each
+# epoch to the pruner. val_ndcg_at_10: NDCG@10 on the holdout of the network the trial keeps (its best
+# val-RMSE epoch with train.patience, else its last); nothing reported per epoch, so no pruning.
+DIRECTIONS = {"val_rmse": "minimize", "val_ndcg_at_10": "maximize"}
+RANK_K = 10
+
+
+def ranking_on(trained, data, part: str, coverage: bool = True):
+    """Top-10 quality (mfexp.metrics.RankingQuality) of a trained model on the `part` "test" (items
+    rated in the train part or the holdout left out) or "val" (items rated in the train part left
+    out); hits are the part's items rated >= 4."""
+    import numpy as np
+
+    from mfexp.metrics import liked, ranking_quality
+    from mfexp.recommend import score_all, towers
+
+    target = data.test if part == "test" else data.val
+    known = [p for p in ((data.train, data.val) if part == "test" else (data.train,)) if p is not None and len(p)]
+    seen = (np.concatenate([p.users for p in known]), np.concatenate([p.items for p in known]))
+    tw = towers(trained)
+    return ranking_quality(lambda u: score_all(trained, u, tw), data.n_users, data.n_items, seen,
+                           liked(target.users, target.items, target.ratings), k=RANK_K, coverage=coverage)
+
+
 class Objective:
     def __init__(self, model: str, base: DictConfig, space: SearchSpace, data, *, study_name: str,
-                 experiment: str, parent_run_id: Optional[str], tracking_cfg):
+                 experiment: str, parent_run_id: Optional[str], tracking_cfg, objective: str = "val_rmse"):
         self.model, self.base, self.space, self.data = model, base, space, data
         self.study_name, self.experiment, self.parent_run_id = study_name, experiment, parent_run_id
-        self.tracking_cfg = tracking_cfg
+        self.tracking_cfg, self.objective = tracking_cfg, objective
 
     def __call__(self, trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # orphan detection
@@ -69,9 +93,14 @@ class Objective:
                          experiment=self.experiment, killed_on=(optuna.TrialPruned,)):
             if tracker.run_id:
                 trial.set_user_attr("mlflow_run_id", tracker.run_id)
+            ranked = []  # val_ndcg_at_10: the kept network's ranking quality on the holdout
+            by_rank = self.objective == "val_ndcg_at_10"
             try:
-                result = train_and_track(cfg, self.data, tracker, eval_test=False, final_test=False,
-                                         on_epoch=lambda report: self._report(trial, tracker, report))
+                result = train_and_track(
+                    cfg, self.data, tracker, eval_test=False, final_test=False,
+                    on_epoch=None if by_rank else (lambda report: self._report(trial, tracker, report)),
+                    on_trained=(lambda t: ranked.append(ranking_on(t, self.data, "val", coverage=False)))
+                    if by_rank else None)
             except optuna.TrialPruned:
                 raise
             except BaseException as err:
@@ -80,11 +109,15 @@ class Objective:
                 raise
             trial.set_user_attr("best_epoch", result.best_epoch)
             trial.set_user_attr("epochs_run", len(result.history))
+            trial.set_user_attr("val_rmse", result.best_val_rmse)
             trial.set_user_attr("duration_s", round(time.perf_counter() - started, 3))
+            if by_rank:
+                trial.set_user_attr("val_ndcg_at_10", ranked[0].ndcg)
+                tracker.log_metrics(ranked[0].as_metrics("val"))
             tracker.set_tags({"optuna.trial_state": "COMPLETE"})
         if tracker.gaps:
-            trial.set_user_attr("mlflow_gap", ", ".join(dict.fromkeys(tracker.gaps)))
-        return result.best_val_rmse
+            trial.set_user_attr("mlflow_gap", tracker.gap_summary())
+        return ranked[0].ndcg if by_rank else result.best_val_rmse
 
     @staticmethod
     def _report(trial: optuna.Trial, tracker, report) -> None:

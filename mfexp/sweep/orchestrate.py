@@ -6,14 +6,14 @@ import logging
 import time
 from dataclasses import replace
 
-import mlflow
 import optuna
 
 from mfexp.config import flatten
 from mfexp.registry import register_sweep_best
+from mfexp.sweep import once
 from mfexp.sweep import storage as st
 from mfexp.sweep.best import evaluate_best
-from mfexp.sweep.runner import SweepPlan, best_config_path, outcome_of, prepare, run_workers
+from mfexp.sweep.runner import SweepPlan, best_config_path, outcome_of, prepare, run_workers, workers_line
 from mfexp.sweep.results import ModelOutcome
 
 log = logging.getLogger("mfexp.sweep")
@@ -26,11 +26,15 @@ def run_sweep(plan: SweepPlan) -> list[ModelOutcome]:
     started = time.time()
     check_reachable(plan.tracking)  # before any storage is written or trial trained
     studies = prepare(plan)
+    _check_objective(plan, studies)
+    if plan.sweep.warm_start:
+        _warm_start(plan, studies)
     done = {m: st.counted_trials(s) for m, s in studies.items()}
     print(f"sweep {plan.sweep.name}: models {', '.join(plan.sweep.models)}, {plan.sweep.n_trials} trials each "
           f"({', '.join(f'{m} {n} done' for m, n in done.items())}), sampler {plan.sweep.sampler}, "
-          f"pruner {plan.sweep.pruner}, {plan.sweep.n_workers} worker(s)", flush=True)
-    tracker = Tracker(replace(plan.tracking, log_model=False))
+          f"pruner {plan.sweep.pruner}, {workers_line(plan)}", flush=True)
+    # the parent is a container: its trials and best runs carry the system metrics
+    tracker = Tracker(replace(plan.tracking, log_model=False, system_metrics=False))
     params = flatten({"sweep": {k: v for k, v in vars(plan.sweep).items() if k != "space"}})
     tags = {"mfexp.sweep": plan.sweep.name, "git_commit": git_commit(), "mfexp.command": plan.command}
     with tracker.run(run_name=f"sweep-{plan.sweep.name}", params=params, tags=tags, experiment=plan.experiment):
@@ -38,50 +42,106 @@ def run_sweep(plan: SweepPlan) -> list[ModelOutcome]:
             tracker.log_yaml({m: {"distributions": {k: repr(d) for k, d in s.distributions.items()},
                                   "fixed": s.fixed} for m, s in plan.spaces.items()}, "search_space.yaml")
         run_workers(plan, tracker.run_id)
-        outcomes = _evaluate(plan, studies, tracker.run_id)
-        if plan.sweep.ensemble and tracker.run_id:  # members are loaded back from their MLflow runs
-            blend = _ensemble(plan, outcomes, tracker.run_id)
-            outcomes += [blend] if blend else []
-        if tracker.run_id:  # each model's best in the MLflow model registry, the val winner aliased champion
-            register_sweep_best(plan.sweep.name, outcomes)
+        # one test evaluation and registry version per best trial, across all worker commands (once.py)
+        with st.exclusive(plan.sweep, next(iter(studies.values()))._storage):
+            outcomes = _evaluate(plan, studies, tracker)
+            if plan.sweep.ensemble and tracker.run_id:  # members are loaded back from their MLflow runs
+                blend = _ensemble(plan, outcomes, studies, tracker.run_id)
+                outcomes += [blend] if blend else []
+            if tracker.run_id:  # each model's best in the MLflow model registry, the val winner aliased champion
+                register_sweep_best(plan.sweep.name, outcomes)
         wall = time.time() - started
         paths = _report(plan, outcomes, studies, wall)
         if tracker.run_id:
+            from mfexp.sweep.report import overall_best, run_description
+
+            tracker.set_tags({"mlflow.note.content": run_description(plan.sweep.name, outcomes, wall, plan.command)})
             for path in paths:
-                mlflow.log_artifact(str(path), artifact_path="report")
-            best = [o for o in outcomes if o.best_val_rmse is not None]
-            if best:
-                top = min(best, key=lambda o: o.best_val_rmse)
-                tracker.log_metrics({"best_val_rmse": top.best_val_rmse, "wall_time_s": wall,
-                                     **({"best_test_rmse": top.test_rmse} if top.test_rmse is not None else {})})
+                tracker.log_artifact(path, artifact_path="report")
+            top = overall_best(outcomes)
+            if top is not None:
+                figures = {"best_val_rmse": top.best_val_rmse, "best_test_rmse": top.test_rmse,
+                           "wall_time_s": wall, **{f"best_{k}": v for k, v in top.ranking.items()}}
+                tracker.log_metrics({k: v for k, v in figures.items() if v is not None})
                 tracker.set_tags({"mfexp.best_model": top.model})
     _print_summary(plan, outcomes, paths, wall, tracking_uri() if plan.tracking.enabled else None)
     return outcomes
 
 
-def _evaluate(plan: SweepPlan, studies: dict[str, optuna.Study], parent_run_id) -> list[ModelOutcome]:
+def _warm_start(plan: SweepPlan, studies: dict[str, optuna.Study]) -> None:
+    from mfexp.sweep.warm import warm_start
+
+    with st.exclusive(plan.sweep, next(iter(studies.values()))._storage):  # once, however many start
+        counts = warm_start(plan, studies)
+    if counts:
+        print(f"warm start from sweep {plan.sweep.warm_start}: enqueued its best "
+              f"{', '.join(f'{n} {m}' for m, n in counts.items())} configuration(s)", flush=True)
+
+
+def _check_objective(plan: SweepPlan, studies: dict[str, optuna.Study]) -> None:
+    """A resumed sweep must keep its objective: Optuna reopens a study with its first direction."""
+    from mfexp.errors import ConfigError
+    from mfexp.sweep.objective import DIRECTIONS
+
+    for study in studies.values():
+        if study.direction.name.lower() != DIRECTIONS[plan.sweep.objective]:
+            raise ConfigError(f"study {study.study_name} was searched to {study.direction.name.lower()} its "
+                              f"objective, but sweep.objective={plan.sweep.objective} needs "
+                              f"{DIRECTIONS[plan.sweep.objective]}: start a new sweep (sweep.name=<new name>) "
+                              "for another objective, or keep the sweep's own.")
+
+
+def _evaluate(plan: SweepPlan, studies: dict[str, optuna.Study], tracker) -> list[ModelOutcome]:
     from mfexp.data import load_dataset
     from mfexp.sweep.objective import apply_params
 
-    data = load_dataset(apply_params(plan.bases[plan.sweep.models[0]], {}).data)
+    data_cfg = apply_params(plan.bases[plan.sweep.models[0]], {}).data
+    data = load_dataset(data_cfg)
+    tracker.log_datasets(data, data_cfg)  # the parent's row in the runs table: what the sweep used
+    parent_run_id = tracker.run_id
     outcomes = []
     for model, study in studies.items():
         out = outcome_of(plan, model, study)
         if out.n_complete:
-            print(f"[{model:>7}] best trial {out.best_trial} (val_rmse {out.best_val_rmse:.4f}): replayed to its "
+            best = study.best_trial  # outcome_of reads its value as val RMSE: the objective may be another
+            out.objective, out.best_objective = plan.sweep.objective, best.value
+            out.best_val_rmse = best.user_attrs.get("val_rmse", best.value if out.objective == "val_rmse" else None)
+        if out.n_complete and not once.settled(plan, model, study, out, best_config_path(plan, model)):
+            print(f"[{model:>7}] best trial {out.best_trial} ({out.objective} {best.value:.4f}): replayed to its "
                   "best epoch, then one evaluation on the test part", flush=True)
             evaluate_best(plan, model, study, data, parent_run_id, out, best_config_path(plan, model))
+            once.record(study, out)
         outcomes.append(out)
     return outcomes
 
 
-def _ensemble(plan: SweepPlan, outcomes: list[ModelOutcome], parent_run_id):
+def _ensemble(plan: SweepPlan, outcomes: list[ModelOutcome], studies, parent_run_id):
+    """The blend of the models' best runs, built once per set of best trials across worker
+    commands (a record in the first model's study says it was, as once.py does per model)."""
     from mfexp.data import load_dataset
-    from mfexp.sweep.ensemble import build_ensemble
+    from mfexp.sweep.ensemble import NAME, build_ensemble
     from mfexp.sweep.objective import apply_params
 
+    members = sorted(f"{o.model}:{o.best_trial}" for o in outcomes if o.best_run_id)
+    holder = studies[plan.sweep.models[0]]
+    key = "mfexp.ensemble." + ",".join(members)
+    record = holder.user_attrs.get(key)
+    if record is not None:
+        print(f"[{NAME:>7}] this blend was built and tested by {record['by']} (test_rmse "
+              f"{record['test_rmse']:.4f}): not again", flush=True)
+        return ModelOutcome(model=NAME, study_name="-", best_val_rmse=record["val_rmse"],
+                            test_rmse=record["test_rmse"], best_run_id=record["run_id"],
+                            best_params=record["weights"], n_complete=len(members))
     data_cfg = apply_params(plan.bases[plan.sweep.models[0]], {}).data
-    return build_ensemble(plan, outcomes, load_dataset(data_cfg), data_cfg, parent_run_id)
+    out = build_ensemble(plan, outcomes, load_dataset(data_cfg), data_cfg, parent_run_id)
+    if out is not None and out.best_run_id:
+        import os
+        import socket
+
+        holder.set_user_attr(key, {"run_id": out.best_run_id, "val_rmse": out.best_val_rmse,
+                                   "test_rmse": out.test_rmse, "weights": out.best_params,
+                                   "by": f"{socket.gethostname()}:{os.getpid()}"})
+    return out
 
 
 def _report(plan, outcomes, studies, wall):
@@ -97,7 +157,13 @@ def _print_summary(plan, outcomes, paths, wall, uri) -> None:
     print(summary_table(outcomes))
     print(f"\nreport: {paths[0]}" if paths else "")
     if uri:
-        print(f"MLflow experiment mfexp-sweep-{plan.sweep.name} in {uri}: browse it with make ui")
+        import mlflow
+
+        from mfexp.tracking import experiment_link
+
+        exp = mlflow.get_experiment_by_name(plan.experiment)
+        where = f": {experiment_link(exp.experiment_id)}" if exp else ""
+        print(f"MLflow experiment {plan.experiment} in {uri} (make ui){where}")
     for o in outcomes:
         if o.best_config_path:
             print(f"replay {o.model}: python -m mfexp.run --config-dir {st.sweep_dir(plan.sweep)} "

@@ -14,13 +14,15 @@ from typing import Any, Callable, Optional
 
 import optuna
 
-from mfexp.sweep.results import TUTORIAL_RMSE, ModelOutcome
+from mfexp.sweep.results import REFERENCE_ATTR, TUTORIAL_RMSE, ModelOutcome
 
 log = logging.getLogger(__name__)
 
 DASH = "—"
-HEADER = ["model", "best val RMSE", "test RMSE", "tutorial RMSE", "Δ vs tutorial",
-          "trials (complete/pruned/failed)", "wall time", "best params"]
+HEADER = ["model", "best val RMSE", "test RMSE", "tutorial RMSE", "Δ vs tutorial", "P@10", "R@10",
+          "NDCG@10", "coverage", "trials (complete/pruned/failed)", "wall time", "best params"]
+RANKING = ("test_precision_at_10", "test_recall_at_10", "test_ndcg_at_10", "test_coverage_at_10")
+NDCG_OBJECTIVE = "best val NDCG@10"  # a column of its own when a sweep chose by it
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
             optuna.trial.TrialState.FAIL)
 
@@ -35,7 +37,7 @@ def _delta(test: Optional[float], tutorial: Optional[float]) -> str:
     return DASH if test is None or tutorial is None else f"{test - tutorial:+.4f}"
 
 
-def _duration(seconds: Optional[float]) -> str:
+def duration(seconds: Optional[float]) -> str:
     if seconds is None:
         return DASH
     if seconds < 60:
@@ -55,28 +57,39 @@ def _params(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={_value(v)}" for k, v in params.items()) or DASH
 
 
-def _row(o: ModelOutcome) -> list[str]:
-    return [o.model, _rmse(o.best_val_rmse), _rmse(o.test_rmse), _rmse(o.tutorial_rmse),
-            _delta(o.test_rmse, o.tutorial_rmse), f"{o.n_complete}/{o.n_pruned}/{o.n_failed}",
-            _duration(o.wall_time_s), _params(o.best_params)]
+def _header(outcomes: list[ModelOutcome]) -> list[str]:
+    by_rank = any(o.objective == "val_ndcg_at_10" for o in outcomes)
+    return HEADER[:1] + [NDCG_OBJECTIVE] + HEADER[1:] if by_rank else HEADER
+
+
+def _row(o: ModelOutcome, header: list[str] = HEADER) -> list[str]:
+    ranking = [_rmse(o.ranking.get(k)) for k in RANKING]
+    row = [o.model, _rmse(o.best_val_rmse), _rmse(o.test_rmse), _rmse(o.tutorial_rmse),
+           _delta(o.test_rmse, o.tutorial_rmse), *ranking, f"{o.n_complete}/{o.n_pruned}/{o.n_failed}",
+           duration(o.wall_time_s), _params(o.best_params)]
+    if NDCG_OBJECTIVE in header:
+        row.insert(1, _rmse(o.best_objective if o.objective == "val_ndcg_at_10" else None))
+    return row
 
 
 def summary_table(outcomes: list[ModelOutcome]) -> str:
     """The report's table as aligned plain text: a header line, then one line per model."""
-    rows = [HEADER] + [_row(o) for o in outcomes]
-    widths = [max(len(r[c]) for r in rows) for c in range(len(HEADER))]
+    header = _header(outcomes)
+    rows = [header] + [_row(o, header) for o in outcomes]
+    widths = [max(len(r[c]) for r in rows) for c in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows)
 
 
 def _markdown_table(outcomes: list[ModelOutcome]) -> list[str]:
     esc = lambda cells: "| " + " | ".join(c.replace("|", r"\|") for c in cells) + " |"  # noqa: E731
-    return [esc(HEADER), "|" + "---|" * len(HEADER)] + [esc(_row(o)) for o in outcomes]
+    header = _header(outcomes)
+    return [esc(header), "|" + "---|" * len(header)] + [esc(_row(o, header)) for o in outcomes]
 
 
 def overall_best(outcomes: list[ModelOutcome]) -> Optional[ModelOutcome]:
-    """The model with the lowest validation RMSE (never chosen by test RMSE)."""
-    done = [o for o in outcomes if o.best_val_rmse is not None]
-    return min(done, key=lambda o: o.best_val_rmse) if done else None
+    """The model with the best validation figure, by the sweep's objective (never by test figures)."""
+    done = [o for o in outcomes if o.selection_value is not None]
+    return min(done, key=lambda o: o.selection_value) if done else None
 
 
 def _replay_lines(outcomes: list[ModelOutcome]) -> list[str]:
@@ -89,19 +102,62 @@ def _replay_lines(outcomes: list[ModelOutcome]) -> list[str]:
     return lines or ["(no best configs were written)"]
 
 
+def _best_line(outcomes: list[ModelOutcome]) -> str:
+    best = overall_best(outcomes)
+    if best is None:
+        return "**Best overall:** none (no model completed a trial)."
+    if best.objective == "val_ndcg_at_10":
+        return (f"**Best overall (by validation NDCG@10): `{best.model}`**: val NDCG@10 "
+                f"{_rmse(best.best_objective)}, test NDCG@10 {_rmse(best.ranking.get('test_ndcg_at_10'))}, "
+                f"test RMSE {_rmse(best.test_rmse)}.")
+    return (f"**Best overall (by validation RMSE): `{best.model}`**: val RMSE "
+            f"{_rmse(best.best_val_rmse)}, test RMSE {_rmse(best.test_rmse)}.")
+
+
+NOTE = ("The objective is measured on the validation holdout (val RMSE unless the sweep chose another); "
+        "test figures are the best trial's network at its best epoch, evaluated once on the test part. "
+        "Δ = test − tutorial. P@10, R@10, NDCG@10: top 10 of each test user among the items they had not "
+        "rated, hits = test items rated 4 or more; coverage: share of the catalogue in some user's top 10.")
+
+
+def _budget_lines(outcomes: list[ModelOutcome]) -> list[str]:
+    """A warning per model whose best trial was still improving when its epoch budget ran out."""
+    return [f"- ⚠ `{o.model}`: its best trial ({o.best_trial}) improved until its last allowed epoch "
+            "(train.epochs): val RMSE was still falling, so a larger epoch budget would likely do better."
+            for o in outcomes if o.budget_exhausted]
+
+
+def _peer_lines() -> list[str]:
+    from mfexp.sweep.results import PEER_RMSE
+
+    return ["## Other systems on u1 (quoted, not run by mfexp)", "",
+            "| system | u1.test RMSE | source |", "|---|---|---|",
+            *[f"| {name} | {rmse:.4f} | {source} |" for name, rmse, source in PEER_RMSE], "",
+            "Quoted for comparison only; each system's own protocol applies (see the source)."]
+
+
 def _render(sweep_name: str, outcomes: list[ModelOutcome], wall_time_s: float, command: str,
             plots: list[Path]) -> str:
-    best = overall_best(outcomes)
-    best_line = (f"**Best overall (by validation RMSE): `{best.model}`**: val RMSE "
-                 f"{_rmse(best.best_val_rmse)}, test RMSE {_rmse(best.test_rmse)}."
-                 if best else "**Best overall:** none (no model completed a trial).")
+    budget = _budget_lines(outcomes)
     return "\n".join([
         f"# Sweep report: {sweep_name}", "", f"Command: `{command}`", "",
-        f"Total wall time: {_duration(wall_time_s)}", "", *_markdown_table(outcomes), "",
-        "Val RMSE is the objective (validation holdout); test RMSE is the best trial's network at its "
-        "best epoch, evaluated once on the test part. Δ = test − tutorial.", "",
-        best_line, "", "## How to replay", "", *_replay_lines(outcomes), "", "## Plots", "",
+        f"Total wall time: {duration(wall_time_s)}", "", *_markdown_table(outcomes), "",
+        NOTE, "", _best_line(outcomes), "", *(budget + [""] if budget else []), *_peer_lines(), "",
+        "## How to replay", "", *_replay_lines(outcomes), "", "## Plots", "",
         *[f"![{p.stem}]({p.name})" for p in plots], ""])
+
+
+MAX_DESCRIPTION = 8000  # MLflow's longest tag value
+
+
+def run_description(sweep_name: str, outcomes: list[ModelOutcome], wall_time_s: float, command: str) -> str:
+    """The sweep parent run's MLflow description (markdown): the report's comparison table."""
+    text = "\n".join([  # the best first: the UI shows a description's first lines until "Show more"
+        _best_line(outcomes), "", f"Sweep `{sweep_name}`: `{command}`, {duration(wall_time_s)}.", "",
+        *_markdown_table(outcomes), "", NOTE, "",
+        "The full report with plots is this run's artifact `report/report.md`; each model's best is the "
+        "child run tagged `mfexp.best=true`."])
+    return text if len(text) <= MAX_DESCRIPTION else text[:MAX_DESCRIPTION - 40] + "\n\n(cut: see report/report.md)"
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -145,6 +201,15 @@ def _complete(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
 
 
+def _searched(study: optuna.Study) -> optuna.Study:
+    """The study's complete trials that were sampled, in an in-memory copy: reference trials
+    (enqueued with fixed values and no params, user attr mfexp.reference) would otherwise empty
+    the intersection of params that importance and parallel-coordinate plots are drawn over."""
+    view = optuna.create_study(directions=study.directions)
+    view.add_trials([t for t in _complete(study) if REFERENCE_ATTR not in t.user_attrs and t.params])
+    return view
+
+
 def _has_spread(study: optuna.Study) -> bool:
     """>= 2 complete trials and >= 1 param they all searched that takes more than one value."""
     trials = _complete(study)
@@ -159,13 +224,14 @@ def _model_plots(folder: Path, model: str, study: optuna.Study) -> list[Path]:
     if not _complete(study):
         return []
     out = [_save_plot(folder / f"history-{model}.png", lambda: vis.plot_optimization_history(study))]
+    searched = _searched(study)
     for name, fn in (("importance", vis.plot_param_importances),
                      ("parallel", vis.plot_parallel_coordinate)):
-        if _has_spread(study):
-            out.append(_save_plot(folder / f"{name}-{model}.png", lambda fn=fn: fn(study)))
+        if _has_spread(searched):
+            out.append(_save_plot(folder / f"{name}-{model}.png", lambda fn=fn: fn(searched)))
         else:
-            log.warning("skipping %s plot for %s: needs >= 2 complete trials and a searched "
-                        "parameter that varies", name, model)
+            log.warning("skipping %s plot for %s: needs >= 2 complete sampled trials (besides the "
+                        "reference) and a searched parameter that varies", name, model)
     return [p for p in out if p is not None]
 
 

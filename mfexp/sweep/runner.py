@@ -21,9 +21,9 @@ from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
 from mfexp.config import SweepConfig, TrackingConfig
-from mfexp.errors import MfexpError
+from mfexp.errors import ConfigError, MfexpError, clause
 from mfexp.sweep import storage as st
-from mfexp.sweep.objective import Objective, apply_params
+from mfexp.sweep.objective import DIRECTIONS, Objective, apply_params
 from mfexp.sweep.results import ModelOutcome
 from mfexp.sweep.space import SearchSpace
 
@@ -61,7 +61,8 @@ def _open_studies(plan: SweepPlan, worker: int) -> dict[str, optuna.Study]:
         epochs = int(plan.bases[model].train.epochs)
         grid = plan.spaces[model].grid() if plan.sweep.sampler == "grid" else None
         studies[model] = optuna.create_study(
-            study_name=st.study_name(plan.sweep, model), storage=storage, direction="minimize",
+            study_name=st.study_name(plan.sweep, model), storage=storage,
+            direction=DIRECTIONS[plan.sweep.objective],
             load_if_exists=True, sampler=st.make_sampler(plan.sweep, worker, grid),
             pruner=st.make_pruner(plan.sweep, epochs))
     return studies
@@ -75,10 +76,27 @@ def prepare(plan: SweepPlan) -> dict[str, optuna.Study]:
         for model, study in studies.items():
             _fail_orphans(study)
             reference = reference_trial(plan, model)
-            if plan.sweep.enqueue_tutorial and reference and not study.get_trials(deepcopy=False):
+            if plan.sweep.enqueue_tutorial and reference and reference_missing(study):
                 label, overrides = reference
                 study.enqueue_trial({}, user_attrs={REFERENCE_ATTR: label, "overrides": overrides})
     return studies
+
+
+# Why a trial can end FAIL without its configuration being at fault: run it again on resume.
+INTERRUPTED = ("interrupted", "worker died (orphaned trial)")
+
+
+def reference_missing(study: optuna.Study) -> bool:
+    """True when the study has no reference trial that ran, runs or waits: a new study, or one whose
+    reference was interrupted (Ctrl-C, SIGTERM, kill -9). A reference that failed on its own
+    (diverged) is not run again: training is deterministic, it would fail the same way."""
+    for trial in study.get_trials(deepcopy=False):
+        if REFERENCE_ATTR not in trial.user_attrs:
+            continue
+        reason = str(trial.user_attrs.get("fail_reason", ""))
+        if trial.state != TrialState.FAIL or not (reason in INTERRUPTED or not reason):
+            return False
+    return True
 
 
 def reference_trial(plan: SweepPlan, model: str) -> Optional[tuple[str, dict]]:
@@ -134,7 +152,8 @@ def _next_model(plan: SweepPlan, studies: dict[str, optuna.Study]) -> Optional[s
     return min(open_models, key=lambda m: counts[m]) if open_models else None
 
 
-def announce(model: str):
+def announce(model: str, progress=None):
+    """The console line of each finished trial, then (given a progress.SweepProgress) the sweep's progress."""
     def callback(study: optuna.Study, trial: FrozenTrial) -> None:
         params = "  ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in trial.params.items())
         if REFERENCE_ATTR in trial.user_attrs:
@@ -147,6 +166,8 @@ def announce(model: str):
             outcome = f"FAILED: {trial.user_attrs.get('fail_reason', 'see the log')}"
         secs = trial.duration.total_seconds() if trial.duration else 0.0
         print(f"[{model:>7}] trial {trial.number:3d}  {outcome:<24} {secs:5.1f}s  {params}", flush=True)
+        if progress is not None:
+            print(progress.line(), flush=True)
     return callback
 
 
@@ -160,7 +181,10 @@ def work(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: O
 
     _sigterm_as_interrupt()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line per trial says it
+    from mfexp.sweep.progress import SweepProgress
+
     studies = _open_studies(plan, worker)
+    progress = SweepProgress(studies, plan.sweep.n_trials, deadline)
     data = load_dataset(_base_config(plan).data)
     bases = _on_device(plan.bases, worker_device(plan.sweep, worker))
     failures = 0
@@ -171,22 +195,56 @@ def work(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: O
         study = studies[model]
         objective = Objective(model, bases[model], plan.spaces[model], data,
                               study_name=study.study_name, experiment=plan.experiment,
-                              parent_run_id=parent_run_id, tracking_cfg=replace(plan.tracking, log_model=False))
+                              parent_run_id=parent_run_id, tracking_cfg=replace(plan.tracking, log_model=False),
+                              objective=plan.sweep.objective)
         finished: list[FrozenTrial] = []
         study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=False,
-                       callbacks=[announce(model), lambda _s, t: finished.append(t)])
+                       callbacks=[announce(model, progress), lambda _s, t: finished.append(t)])
         if finished and finished[-1].state == TrialState.FAIL:
             failures += 1
             if failures >= plan.sweep.max_failures:
+                reason = str(finished[-1].user_attrs.get("fail_reason", "see the log above"))
+                cause = " (a diverged loss: often train.lr too high in the space)" if "diverged" in reason else ""
                 raise SweepStopped(f"sweep stopped: {failures} trials failed in this worker (sweep.max_failures="
-                                   f"{plan.sweep.max_failures}); the last: {finished[-1].user_attrs.get('fail_reason')}. "
-                                   "Fix the cause (often train.lr too high in the space), then run the sweep "
-                                   "again: it resumes.")
+                                   f"{plan.sweep.max_failures}); the last: {clause(reason)}. Fix the cause{cause}, "
+                                   "then run the sweep again: it resumes.")
+
+
+def assign_devices(sweep: SweepConfig, train_device: str) -> SweepConfig:
+    """Resolve sweep.devices against the GPUs MXNet sees, before any worker starts. auto: one
+    worker per GPU when train.device=auto and there are GPUs, else [] (n_workers as set, on
+    train.device: the CPU on a CPU host); a list must name only GPUs MXNet sees."""
+    from mfexp.train import visible_gpus
+
+    devices = sweep.devices
+    if devices == "auto":
+        devices = list(range(visible_gpus())) if train_device == "auto" else []
+    elif devices:
+        found = visible_gpus()
+        if max(devices) >= found:
+            raise ConfigError(f"sweep.devices={list(devices)} but MXNet sees {found} GPU(s) "
+                              "(mx.context.num_gpus()). List only GPUs this machine has, or set "
+                              "sweep.devices=[] to train on train.device; GPUs need make install GPU=1.")
+    sweep.devices = list(devices)
+    if sweep.devices:
+        sweep.n_workers = len(sweep.devices)  # one worker per GPU
+    return sweep
 
 
 def worker_device(sweep: SweepConfig, worker: int) -> Optional[str]:
-    """sweep.devices=[0,1,...]: worker w trains on gpu:devices[w]; otherwise the config's device."""
-    return f"gpu:{sweep.devices[worker]}" if sweep.devices else None
+    """sweep.devices=[0,1,...] (as assign_devices leaves it): worker w trains on gpu:devices[w];
+    otherwise (an empty list, or 'auto' never assigned) the config's train.device."""
+    return f"gpu:{sweep.devices[worker]}" if isinstance(sweep.devices, list) and sweep.devices else None
+
+
+def workers_line(plan: SweepPlan) -> str:
+    """'4 worker(s) on gpu:0, gpu:1, gpu:2, gpu:3' or '1 worker(s) on cpu': the console's first line."""
+    from mfexp.train import resolve_device
+
+    where = [worker_device(plan.sweep, w) for w in range(plan.sweep.n_workers)]
+    if None in where:  # every worker on the config's train.device
+        where = [resolve_device(str(plan.bases[plan.sweep.models[0]].train.device))[1]]
+    return f"{plan.sweep.n_workers} worker(s) on {', '.join(where)}"
 
 
 def _on_device(bases: dict[str, DictConfig], device: Optional[str]) -> dict[str, DictConfig]:
@@ -242,11 +300,19 @@ def _work_entry(plan: SweepPlan, worker: int, parent_run_id: Optional[str], dead
     import sys
 
     logging.basicConfig(level=logging.WARNING, format=f"[worker {worker}] %(message)s")
+    from mfexp.cli import quiet_mxnet
+
+    quiet_mxnet()  # MXNet's lazy_update note, once per process
     try:
         work(plan, worker, parent_run_id, deadline)
     except KeyboardInterrupt:
         sys.exit(130)
-    except MfexpError as err:
+    except Exception as caught:  # noqa: BLE001 - a user error, or a full disk behind another one
+        from mfexp.errors import full_disk_behind
+
+        err = caught if isinstance(caught, MfexpError) else full_disk_behind(caught)
+        if err is None:
+            raise
         print(f"mfexp: error: [worker {worker}] {err}", file=sys.stderr)
         sys.exit(err.exit_code)
 
@@ -264,5 +330,7 @@ def outcome_of(plan: SweepPlan, model: str, study: optuna.Study) -> ModelOutcome
     if out.n_complete:
         best = study.best_trial
         out.best_val_rmse, out.best_trial, out.best_params = best.value, best.number, dict(best.params)
+        budget = int(plan.bases[model].train.epochs)
+        out.budget_exhausted = best.user_attrs.get("best_epoch") == best.user_attrs.get("epochs_run") == budget
     return out
 

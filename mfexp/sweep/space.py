@@ -158,6 +158,19 @@ class SearchSpace:
         params.update(self.fixed)
         return params
 
+    def extremes(self) -> dict[str, list]:
+        """Each searched key's every choice, or the ends of its range (a continuous float's high
+        just below it): what a plan checks against the config before any trial runs."""
+        out: dict[str, list] = {}
+        for key, dist in self.distributions.items():
+            if isinstance(dist, CategoricalDistribution):
+                out[key] = list(dist.choices)
+            elif isinstance(dist, FloatDistribution) and dist.step is None:
+                out[key] = [dist.low, math.nextafter(dist.high, dist.low)]
+            else:
+                out[key] = [dist.low, dist.high]
+        return out
+
     def grid(self) -> dict[str, list]:
         """Every searched key's finite value list, for `optuna.samplers.GridSampler`."""
         out: dict[str, list] = {}

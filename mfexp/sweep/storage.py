@@ -58,9 +58,10 @@ def open_storage(sweep: SweepConfig) -> optuna.storages.BaseStorage:
         except OSError as err:
             raise ConfigError(f"cannot write the sweep's storage in {folder}/ ({err.strerror}). Make the "
                               "folder writable, or set sweep.root=<folder> or sweep.storage=<URL>.") from err
-        from optuna.storages.journal import JournalFileBackend
+        from mfexp.sweep import journal
 
-        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        journal.repair(path)  # a torn last record (a worker killed mid-write) would stop every start
+        return optuna.storages.JournalStorage(journal.SafeJournalFileBackend(str(path)))
     if "://" not in sweep.storage:
         raise ConfigError(f"sweep.storage must be an Optuna RDB URL such as sqlite:///sweep.db or "
                           f"postgresql://user@host/db, got {redact(sweep.storage)!r}.")
@@ -153,7 +154,8 @@ def exclusive(sweep: SweepConfig, storage: optuna.storages.BaseStorage) -> Itera
     """Held by one process of this sweep at a time, on every machine that shares its storage: for
     the check-then-act steps of starting a sweep (enqueue the reference trial into an empty study
     once, when several workers start at the same moment). PostgreSQL: an advisory lock (released
-    if the holder dies); MySQL: GET_LOCK; SQLite and the journal file: a file lock beside them."""
+    if the holder dies); MySQL: GET_LOCK; Redis: a Redis lock; SQLite and the journal file: a file
+    lock beside them."""
     backend = getattr(storage, "_backend", storage)  # create_study wraps an RDBStorage in a cache
     engine = getattr(backend, "engine", None)
     name = f"mfexp.sweep:{sweep.name}"
@@ -168,6 +170,10 @@ def exclusive(sweep: SweepConfig, storage: optuna.storages.BaseStorage) -> Itera
                 yield
             finally:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)" if pg else "SELECT RELEASE_LOCK(:k)"), key)
+        return
+    if sweep.storage and sweep.storage.startswith(("redis://", "rediss://")):
+        with _redis_lock(sweep.storage, name):
+            yield
         return
     if engine is not None and engine.dialect.name == "sqlite" and engine.url.database:
         path = Path(f"{engine.url.database}.lock")
@@ -186,6 +192,38 @@ def exclusive(sweep: SweepConfig, storage: optuna.storages.BaseStorage) -> Itera
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def _redis_lock(url: str, name: str, expiry_s: int = 60) -> Iterator[None]:
+    """A Redis lock (SET NX with an expiry, so a dead holder frees it after a minute), renewed
+    while held: the end-of-sweep evaluation it guards can take longer than the expiry."""
+    import threading
+
+    import redis
+
+    lock = redis.Redis.from_url(url).lock(name, timeout=expiry_s)
+    lock.acquire()
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(expiry_s / 3):
+            try:
+                lock.reacquire()
+            except redis.RedisError:
+                return
+
+    renewer = threading.Thread(target=renew, daemon=True, name="mfexp-redis-lock")
+    renewer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        renewer.join()
+        try:
+            lock.release()
+        except redis.exceptions.LockError:
+            log.warning("the sweep's Redis lock %s had expired before it was released", name)
+
+
 def _open_tier(url: str) -> optuna.storages.BaseStorage:
     """grpc://host:port: Optuna's gRPC storage proxy (run_grpc_proxy_server in front of an RDB);
     redis://...: Optuna's journal on Redis. Neither has heartbeats (see docs/scaling.md)."""
@@ -195,10 +233,19 @@ def _open_tier(url: str) -> optuna.storages.BaseStorage:
         if not host or not port.isdigit():
             raise ConfigError(f"sweep.storage must look like grpc://host:port, got {url!r}.")
         return optuna.storages.GrpcStorageProxy(host=host, port=int(port))
-    _needs("redis", "sweep.storage=redis://...", "pip install redis (into .venv)")
+    _needs("redis", "sweep.storage=redis://...", "make install (the redis extra), or pip install redis (into .venv)")
+    import redis
     from optuna.storages.journal import JournalRedisBackend
 
-    return optuna.storages.JournalStorage(JournalRedisBackend(url))
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=10).ping()
+    except (redis.RedisError, ValueError) as err:
+        raise ConfigError(f"cannot open sweep.storage={redact(url)}: {type(err).__name__}: "
+                          f"{redact(str(err)).splitlines()[0] if str(err) else ''}. Check the URL and that "
+                          "the Redis server is running and reachable.") from err
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.JournalStorage(JournalRedisBackend(url))
 
 
 def make_sampler(sweep: SweepConfig, worker: int = 0, grid: Optional[dict] = None) -> optuna.samplers.BaseSampler:
@@ -211,7 +258,10 @@ def make_sampler(sweep: SweepConfig, worker: int = 0, grid: Optional[dict] = Non
         # group=True: the reference trial (no sampled params) must not empty the joint space
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=5)
+            # constant_liar: workers sharing a study do not all propose around the same running trial
+            liar = sweep.n_workers > 1 or bool(sweep.storage)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=5,
+                                              constant_liar=liar)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "qmc":
@@ -244,8 +294,9 @@ def _needs(module: str, key: str, how: str) -> None:
     import importlib.util
 
     if importlib.util.find_spec(module) is None:
-        raise ConfigError(f"{key} needs the '{module}' package, which is not installed: {how}, "
-                          "or choose another sampler (tpe, random, qmc, grid).")
+        other = ("choose another sampler (tpe, random, qmc, grid)" if key.startswith("sweep.sampler") else
+                 "use another storage (sweep.storage=null: the journal file; or an RDB URL)")
+        raise ConfigError(f"{key} needs the '{module}' package, which is not installed: {how}, or {other}.")
 
 
 def counted_trials(study: optuna.Study) -> int:
