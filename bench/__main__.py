@@ -3,7 +3,7 @@ write bench/results/<section>.json, regenerate BENCHMARKS.md from every result p
 
 Sections (bench/sections.py): throughput, tutorial, overhead, scaling, workers, serving,
 sweep_efficiency, fm. Each runs in its own process (and starts its own children where isolation
-matters). The full run takes about 45-55 minutes on 2 cores, most of it sweep_efficiency and fm's
+matters). The full run takes about 40-50 minutes on 2 cores, most of it sweep_efficiency and fm's
 25M epoch; --quick uses tiny sizes
 (about 2 minutes) and only checks that the benchmark works.
 
