@@ -1,9 +1,10 @@
 """`python -m bench [--quick] [--only NAME,...]` (make bench ARGS=...): run the speed benchmarks,
 write bench/results/<section>.json, regenerate BENCHMARKS.md from every result present.
 
-Sections (bench/sections.py): throughput, tutorial, overhead, scaling, workers, sweep_efficiency.
-Each runs in its own process (and starts its own children where isolation matters). The full run
-takes about 30-40 minutes on 2 cores, most of it sweep_efficiency; --quick uses tiny sizes
+Sections (bench/sections.py): throughput, tutorial, overhead, scaling, workers, serving,
+sweep_efficiency, fm. Each runs in its own process (and starts its own children where isolation
+matters). The full run takes about 40-50 minutes on 2 cores, most of it sweep_efficiency and fm's
+25M epoch; --quick uses tiny sizes
 (about 2 minutes) and only checks that the benchmark works.
 
     python -m bench                      # everything, full sizes

@@ -25,12 +25,13 @@ TARGET_EPOCH_S = 60.0
 TARGET_RSS_MB = 4096.0
 
 
-class _OverBudget(Exception):
+class OverBudget(Exception):
     pass
 
 
-def _guard(budget_s: float, state: dict):
-    """Wrap mfexp.train.make_trainer so the epoch stops after `budget_s` seconds of training."""
+def guard(budget_s: float, state: dict, every: int = 32):
+    """Wrap mfexp.train.make_trainer so the epoch stops after `budget_s` seconds of training
+    (the clock is read every `every` steps, after a sync)."""
     import mxnet as mx
 
     import mfexp.train
@@ -46,12 +47,12 @@ def _guard(budget_s: float, state: dict):
             self.trainer.step(n)
             state["samples"] = state.get("samples", 0) + n
             state["steps"] = state.get("steps", 0) + 1
-            if state["steps"] % 32:  # the engine runs ahead of Python: look at the clock after a sync
+            if state["steps"] % every:  # the engine runs ahead of Python: look at the clock after a sync
                 return
             mx.nd.waitall()
             if time.perf_counter() - state["start"] > budget_s:
                 state["elapsed"] = time.perf_counter() - state["start"]
-                raise _OverBudget()
+                raise OverBudget()
 
     mfexp.train.make_trainer = lambda net, cfg: Guarded(make(net, cfg))
 
@@ -72,7 +73,7 @@ def child(n_ratings: int, batch: int, budget_s: float) -> dict:
     rss_data, peak_gen = common.rss_mb(), common.peak_rss_mb()
     common.reset_peak_rss()  # from here: what training adds to the data already in memory
     state: dict = {}
-    _guard(budget_s, state)
+    guard(budget_s, state)
     cfg = Config(model=named("plain", k=64),
                  train=TrainConfig(batch_size=batch, epochs=1, progress=False, sparse_grad=True))
     net = build_net(cfg, data, mx.cpu())
@@ -80,7 +81,7 @@ def child(n_ratings: int, batch: int, budget_s: float) -> dict:
     try:
         report = fit(net, data, cfg.train, mx.cpu(), eval_test=False, final_test=False).history[0]
         epoch_s, sps = report.epoch_time_s, report.samples_per_sec
-    except _OverBudget:
+    except OverBudget:
         extrapolated = True
         sps = state["samples"] / state["elapsed"]
         epoch_s = n_ratings / sps

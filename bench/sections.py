@@ -9,6 +9,7 @@ SECTIONS = {
     "workers": "bench.workers",  # 6. trials/h for 1 and 2 workers
     "serving": "bench.serving",  # issue 7: one user's scores, 20k predictions via pyfunc
     "sweep_efficiency": "bench.sweep_efficiency",  # 4. TPE + pruning vs random search
+    "fm": "bench.fm",  # issue 10: fm and svdpp samples/s, one fm epoch on 25M synthetic ratings
 }
 ORDER = tuple(SECTIONS)
 

@@ -6,7 +6,7 @@ and where one batch's time goes at the tutorial's batch size.
 from __future__ import annotations
 
 import time
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from bench import common
 
@@ -42,27 +42,29 @@ def train_config(model: str, batch_size: int, epochs: int, k: int = 64, sparse_g
 
 
 def measure(data, models: Sequence[str] = MODELS, batch_sizes: Sequence[int] = BATCH_SIZES,
-            epochs: int = 3) -> list[dict]:
-    """One row per (model, batch size): samples/s of each epoch, and the steady figure (median of
-    the epochs after the first, whose time includes building the graph). Batches of 1024 and more
-    get two epochs more: their epochs are short."""
+            epochs: int = 3, config: Callable = train_config, sparse: Sequence[bool] = (False, True),
+            section: str = SECTION) -> list[dict]:
+    """One row per (model, batch size, sparse grads): samples/s of each epoch, and the steady figure
+    (median of the epochs after the first, whose time includes building the graph). Batches of 1024
+    and more get two epochs more: their epochs are short. `config(model, batch, epochs, sparse_grad)`
+    gives the Config (default: the tutorial's settings at k=64)."""
     import mxnet as mx
 
     from mfexp.run import build_net
     from mfexp.train import fit
 
     rows = []
-    for model, batch, sparse in [(m, b, sp) for sp in (False, True) for m in models for b in batch_sizes]:
-        cfg = train_config(model, batch, epochs + (2 if batch >= 1024 else 0), sparse_grad=sparse)
+    for model, batch, sparse_grad in [(m, b, sp) for sp in sparse for m in models for b in batch_sizes]:
+        cfg = config(model, batch, epochs + (2 if batch >= 1024 else 0), sparse_grad=sparse_grad)
         net = build_net(cfg, data, mx.cpu())
         history = fit(net, data, cfg.train, mx.cpu(), eval_test=False).history
         per_epoch = [h.samples_per_sec for h in history]
         steady = common.median(per_epoch[1:]) if len(per_epoch) > 1 else per_epoch[0]
-        rows.append({"model": model, "batch_size": batch, "k": 64, "sparse_grad": sparse,
+        rows.append({"model": model, "batch_size": batch, "k": getattr(cfg.model, "k", None), "sparse_grad": sparse_grad,
                      "samples_per_sec": round(steady),
                      "per_epoch": [round(s) for s in per_epoch],
                      "epoch_time_s": round(history[-1].epoch_time_s, 4)})
-        common.say(SECTION, f"{model:>7} batch {batch:>4} {'sparse' if sparse else 'dense '}: "
+        common.say(section, f"{model:>7} batch {batch:>4} {'sparse' if sparse_grad else 'dense '}: "
                             f"{steady:>10,.0f} samples/s")
     return rows
 

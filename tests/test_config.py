@@ -80,20 +80,23 @@ def test_composition_errors_are_config_errors_naming_the_key(override, message):
 
 
 def test_the_main_jobs_config_composes_conf_sweep_default(tmp_path):
-    """`make sweep` composes conf/sweep.yaml with conf/sweep/default.yaml: the four models, their spaces
+    """`make sweep` composes conf/sweep.yaml with conf/sweep/default.yaml: the six models, their spaces
     (each value checked against the config at plan time) and the budget the README describes."""
     from mfexp.sweep.__main__ import build_plan
 
     plan = build_plan([f"sweep.root={tmp_path}"])
-    assert plan.sweep.name == "default" and plan.sweep.models == ["plain", "mlp", "dropout", "biased"]
-    assert (plan.sweep.n_trials, plan.sweep.sampler, plan.sweep.pruner) == (12, "tpe", "median")
+    assert plan.sweep.name == "default" and plan.sweep.models == ["plain", "mlp", "dropout", "biased", "svdpp", "fm"]
+    assert (plan.sweep.n_trials, plan.sweep.timeout, plan.sweep.sampler, plan.sweep.pruner) == (8, 450, "tpe", "median")
+    assert plan.sweep.ensemble
     for model in plan.sweep.models:
         train = plan.bases[model].train
-        assert (train.epochs, train.patience, train.wd, train.sparse_grad) == (25, 3, 0.0, True), model
+        assert (train.epochs, train.patience, train.wd, train.sparse_grad) == (30, 3, 0.0, True), model
         assert plan.bases[model].model.name == model
         space = plan.spaces[model]
         assert {"train.reg", "model.k", "train.lr", "train.batch_size"} <= set(space.distributions), model
     assert plan.spaces["plain"].fixed == {"train.optimizer": "adam"} == plan.spaces["biased"].fixed
+    assert plan.spaces["fm"].fixed == {"train.optimizer": "adam", "train.swa": 3} == plan.spaces["svdpp"].fixed
+    assert {"model.reg_features"} <= set(plan.spaces["fm"].distributions)
     assert plan.spaces["mlp"].fixed == {"train.optimizer": "sgd"} == plan.spaces["dropout"].fixed
     assert "model.dropout" in plan.spaces["dropout"].distributions
     assert "model.hidden" in plan.spaces["mlp"].distributions and "model.hidden" not in plan.spaces["plain"].distributions

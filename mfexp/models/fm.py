@@ -7,9 +7,10 @@ year, and its raters. Every feature j has a factor v_j (k values) and a linear w
 
     r = mean + sum_j x_j w_j + 1/2 (|sum_j x_j v_j|^2 - sum_j x_j^2 |v_j|^2)
 
-Blocks are computed for all users and all items once per batch (one CSR product each), then the
-batch's rows are gathered: on ML-100K that is cheaper than per-rating feature rows. L2 acts on
-the gathered vectors, with a multiplier per group (features, time) on top of train.reg.
+Blocks are one CSR product per side per batch (layers.SparseBlock): for all users and all items,
+then the batch's rows gathered, on ML-100K; for the batch's distinct rows only, sliced on the
+host, where a side has many more rows than a batch (ML-25M). L2 acts on the gathered vectors,
+with a multiplier per group (features, time) on top of train.reg.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import numpy as np
 from mxnet.gluon import Block
 
 from mfexp.models.base import ModelSettings, Recommender, Towers
-from mfexp.models.layers import SparseBlock, embedding, hstack, row_sq
+from mfexp.models.layers import SparseBlock, embedding, hstack
 
 TIME_BUCKETS = {"day": 1, "week": 7}
 
@@ -52,18 +53,17 @@ class _Side:
                        if present else None)
         self.ids = embedding(n, k + 1, sparse_grad)
 
-    def batch(self, index, k: int):
-        """(z, q, features) for the batch's rows: z = sum x_j [v_j, w_j], q = sum x_j^2 |v_j|^2,
-        features = the side and implicit part of z (for its own L2)."""
-        z = self.ids(index)
-        q = row_sq(mx.nd, mx.nd.slice_axis(z, axis=1, begin=0, end=k))
+    def batch(self, index, q_columns):
+        """(e, f, qf) for the batch's rows: e = the id's [v, w]; f = sum x_j [v_j, w_j] over the side
+        and implicit features; qf = sum x_j^2 (square([v_j, w_j]) @ q_columns), B x 2 (with FM's
+        q_columns: -|v_j|^2 / 2 and 0). f and qf are None without features."""
+        e = self.ids(index)
         if self.features is None:
-            return z, q, None
+            return e, None, None
         w = self.weight.data(index.context)
-        feats = self.features.product(w).take(index)
-        norms = mx.nd.sum(mx.nd.square(mx.nd.slice_axis(w, axis=1, begin=0, end=k)), axis=1, keepdims=True)
-        q = q + mx.nd.reshape(self.features.squared_product(norms).take(index), (-1,))
-        return z + feats, q, feats
+        f = self.features.product(w, index)
+        qf = self.features.squared_product(mx.nd.dot(mx.nd.square(w), q_columns), index)
+        return e, f, qf
 
     def all_rows(self, k: int):
         """numpy (z, q) for every row, as batch() computes them."""
@@ -116,29 +116,44 @@ class FM(Recommender, Block):
                 self.n_time = (data.n_days - 1) // TIME_BUCKETS[settings.time] + 1
                 self.time_embedding = embedding(self.n_time, k + 1, sparse_grad)
         self._users, self._items = users, items
+        self._cache = {}  # ctx -> the constant matrices of forward()
 
     def _time(self, days):
-        return mx.nd.floor(days / TIME_BUCKETS[self.settings.time])
+        bucket = TIME_BUCKETS[self.settings.time]
+        return days if bucket == 1 else mx.nd.floor(days / bucket)  # days are whole numbers already
+
+    def _constants(self, ctx):
+        """Constant (k+1) x 2 matrices M on ctx, one per kind of part, such that square(x) @ M (or
+        x @ M for "linear") is the part's share of (prediction - mean, L2 norm): all the FM's norms
+        as a few BLAS products. "q" turns |v_j|^2 into the features' self-interactions, -q/2."""
+        if ctx not in self._cache:
+            k, s = self.settings.k, self.settings
+            first_k = np.r_[np.ones(k), 0.0]  # |x[:k]|^2: the factors, not the linear weight
+            ones, zeros = np.ones(k + 1), np.zeros(k + 1)
+            last = np.r_[np.zeros(k), 1.0]
+            columns = {"id": (-0.5 * first_k, ones), "time": (-0.5 * first_k, s.reg_time * ones),
+                       "features": (zeros, s.reg_features * ones), "sum": (0.5 * first_k, zeros),
+                       "linear": (last, zeros), "q": (-0.5 * first_k, zeros)}
+            self._cache[ctx] = {name: mx.nd.array(np.stack(c, axis=1), ctx=ctx) for name, c in columns.items()}
+        return self._cache[ctx]
 
     def forward(self, users, items, days=None):
-        k, s = self.settings.k, self.settings
-        zu, qu, fu = self._users.batch(users, k)
-        zi, qi, fi = self._items.batch(items, k)
-        z, q = zu + zi, qu + qi
-        sq = row_sq(mx.nd, self.user_embedding(users)) + row_sq(mx.nd, self.item_embedding(items))
-        for f in (fu, fi):
-            if f is not None:
-                sq = sq + s.reg_features * row_sq(mx.nd, f)
+        """r = mean + w + (|v|^2 - q) / 2 with [v, w] the sum of every part's vector (user id, item id,
+        day, user and item features) and q the parts' self-interactions; the L2 norm weighs the parts'
+        |x|^2 by the group multipliers. Each part's share of both is one BLAS product of its squares
+        with a constant matrix (few, large ops per batch)."""
+        m = self._constants(users.context)
+        eu, fu, qu = self._users.batch(users, m["q"])
+        ei, fi, qi = self._items.batch(items, m["q"])
+        parts = [(eu, "id"), (ei, "id")]
         if self.n_time:
-            zt = self.time_embedding(self._time(days))
-            z = z + zt
-            qt = row_sq(mx.nd, mx.nd.slice_axis(zt, axis=1, begin=0, end=k))
-            q = q + qt
-            sq = sq + s.reg_time * row_sq(mx.nd, zt)
-        v = mx.nd.slice_axis(z, axis=1, begin=0, end=k)
-        linear = mx.nd.reshape(mx.nd.slice_axis(z, axis=1, begin=k, end=k + 1), (-1,))
-        pred = self.data.global_mean + linear + 0.5 * (row_sq(mx.nd, v) - q)
-        return pred, sq
+            parts.append((self.time_embedding(self._time(days)), "time"))
+        parts += [(f, "features") for f in (fu, fi) if f is not None]
+        z = mx.nd.add_n(*(x for x, _ in parts))
+        shares = [mx.nd.dot(mx.nd.square(x), m[kind]) for x, kind in parts + [(z, "sum")]]
+        shares += [mx.nd.dot(z, m["linear"])] + [q for q in (qu, qi) if q is not None]
+        pred, sq = mx.nd.split(mx.nd.add_n(*shares), num_outputs=2, axis=1, squeeze_axis=True)
+        return pred + self.data.global_mean, sq
 
     @classmethod
     def reference(cls, settings):

@@ -1,6 +1,8 @@
 """Pieces the networks share: BLAS row dot products, embeddings, and sparse feature blocks."""
 from __future__ import annotations
 
+from typing import Optional
+
 import mxnet as mx
 import numpy as np
 from mxnet import autograd
@@ -30,6 +32,8 @@ def _nd_csr(c: Csr, ctx: mx.Context):
 
 def hstack(blocks: list[Csr]) -> Csr:
     """Side-by-side columns of CSR matrices with the same rows: one product instead of several."""
+    if len(blocks) == 1:  # nothing to put side by side (a copy of a 25M-entry block costs seconds)
+        return blocks[0]
     rows, cols, vals, offset = [], [], [], 0
     for c in blocks:
         rows.append(np.repeat(np.arange(c.n_rows, dtype=np.int64), np.diff(c.indptr)))
@@ -44,46 +48,106 @@ def transpose(c: Csr) -> Csr:
     return Csr.from_coo(c.indices, rows, c.values, c.n_cols, c.n_rows)
 
 
-class _SparseDot(autograd.Function):
-    """X @ W with X a constant CSR matrix. MXNet 1.9's own backward of dot(csr, dense) falls back
-    to dense storage (slow, and a warning per batch); the gradient X^T @ dY is one more CSR product."""
+GATHER_RATIO = 4  # the batch-rows path when the matrix has more rows than this many times the batch
+TRANSPOSED_ROWS_MAX = 4096  # MXNet 1.9 CPU: dot(X^T, W, transpose_a=True) to dense copies X dense beyond ~10k rows
 
-    def __init__(self, x, xt):
+
+class _SparseDot(autograd.Function):
+    """X @ W from X^T, a constant CSR matrix, for X of many rows: forward dot(X^T, W, transpose_a=True)
+    as row-sparse, then dense; backward the plain CSR product X^T @ dY. (MXNet 1.9's own backward
+    of dot(csr, dense) falls back to dense storage: slow, and a warning per batch.)"""
+
+    def __init__(self, xt):
         super().__init__()
-        self.x, self.xt = x, xt
+        self.xt = xt
 
     def forward(self, w):
-        return mx.nd.sparse.dot(self.x, w)
+        return mx.nd.sparse.dot(self.xt, w, transpose_a=True).tostype("default")
 
     def backward(self, dy):
         return mx.nd.sparse.dot(self.xt, dy)
 
 
+def _times(xt, n_rows: int, w):
+    """X @ W, differentiable in W, from X^T (n_rows: X's). Both directions read X^T row by row:
+    W's rows in order, the output's few rows at random (cache-friendly for a batch's rows)."""
+    if n_rows <= TRANSPOSED_ROWS_MAX:  # MXNet's own autograd: its backward is X^T @ dY, no Python callback
+        return mx.nd.sparse.dot(xt, w, transpose_a=True, forward_stype="default")
+    return _SparseDot(xt)(w)
+
+
 class SparseBlock:
     """A (rows x features) CSR matrix of constant feature values, multiplied with a weight table
-    (features x d) for ALL rows at once: one CSR product per batch, then the batch's rows are
-    gathered. On ML-100K every user's (or item's) row costs less than gathering per rating, and
-    the whole product stays on the device. Also gives sum_j x_j^2 w_j for FM self-interactions."""
+    (features x d). Also gives sum_j x_j^2 w_j for FM self-interactions. Two ways to a batch's rows:
 
-    def __init__(self, matrix: Csr):
+    * all rows: X @ W for every row, one CSR product per batch on the device, then the batch's
+      rows are gathered. On ML-100K (943 users, 1682 items) a batch touches most rows anyway.
+    * batch rows: X^T's columns for the batch's distinct rows only (one vectorized pass over X^T
+      on the host), multiplied, and mapped back with the inverse index. On ML-25M (162k users) a
+      batch of 4096 touches few rows.
+
+    `gather` forces one (True: batch rows, False: all rows); None picks batch rows when the matrix
+    has more than GATHER_RATIO times as many rows as the batch has indices."""
+
+    def __init__(self, matrix: Csr, gather: Optional[bool] = None):
         self.matrix = matrix
-        self._ctx = {}
+        self.gather = gather
+        self._ctx = {}  # (ctx, squared) -> X^T (or (X*X)^T) on ctx, made when first needed
+        self._host_t = None  # X^T and a row -> batch position table, on the host, for the batch-rows path
+        self._batch = None  # (index, X^T's columns of its distinct rows, ...) of the last batch
 
-    def _on(self, ctx):
-        if ctx not in self._ctx:
-            sq = Csr(self.matrix.indptr, self.matrix.indices, self.matrix.values ** 2, self.matrix.n_cols)
-            self._ctx[ctx] = tuple(_nd_csr(m, ctx) for m in (self.matrix, transpose(self.matrix), sq, transpose(sq)))
-        return self._ctx[ctx]
+    def _on(self, ctx, squared: bool):
+        if (ctx, squared) not in self._ctx:
+            m = self.matrix
+            self._ctx[ctx, squared] = _nd_csr(transpose(Csr(m.indptr, m.indices, m.values ** 2, m.n_cols) if squared
+                                                        else m), ctx)
+        return self._ctx[ctx, squared]
 
-    def product(self, weight):
-        """(rows x d) = X @ weight, differentiable in weight."""
-        x, xt, _, _ = self._on(weight.context)
-        return _SparseDot(x, xt)(weight)
+    def batch_rows(self, index) -> bool:
+        """True when `index` takes the batch-rows path."""
+        if self.gather is not None:
+            return self.gather
+        return self.matrix.n_rows > GATHER_RATIO * index.shape[0]
 
-    def squared_product(self, column):
-        """(rows x 1) = (X*X) @ column: the FM's sum_j x_j^2 |v_j|^2 when column = |v_j|^2."""
-        _, _, sq, sqt = self._on(column.context)
-        return _SparseDot(sq, sqt)(column)
+    def _columns_of(self, index, squared: bool):
+        """(X_b^T: X^T's columns of the distinct rows of `index`, renumbered, values squared if
+        `squared`; the number of distinct rows; the inverse index), made once per batch."""
+        if self._batch is None or self._batch[0] is not index:
+            if self._host_t is None:  # int64 indices: numpy's fancy indexing converts int32 ones on every call
+                xt = transpose(self.matrix)
+                self._host_t = (xt.indptr, xt.indices.astype(np.int64), xt.values,
+                                np.zeros(self.matrix.n_rows, dtype=bool), np.zeros(self.matrix.n_rows, dtype=np.int64))
+            indptr, rows, values, in_batch, position = self._host_t
+            distinct, inverse = np.unique(index.asnumpy().astype(np.int64), return_inverse=True)
+            in_batch[distinct], position[distinct] = True, np.arange(len(distinct))
+            kept = np.flatnonzero(in_batch[rows])
+            in_batch[distinct] = False
+            sub = (np.searchsorted(kept, indptr), position[rows[kept]], values[kept])
+            inv = mx.nd.array(inverse, ctx=index.context, dtype="int32")
+            self._batch = (index, sub, len(distinct), inv, {})
+        _, (indptr, columns, values), n, inv, made = self._batch
+        if False not in made:
+            made[False] = mx.nd.sparse.csr_matrix((values, columns, indptr), shape=(len(indptr) - 1, n),
+                                                  ctx=index.context)
+        if squared and True not in made:
+            made[True] = mx.nd.square(made[False])  # CSR in, CSR out: no second copy from the host
+        return made[squared], n, inv
+
+    def _product(self, weight, index, squared: bool):
+        if index is not None and self.batch_rows(index):
+            xt, n, inverse = self._columns_of(index, squared)
+            return _times(xt, n, weight).take(inverse)
+        out = _times(self._on(weight.context, squared), self.matrix.n_rows, weight)
+        return out if index is None else out.take(index)
+
+    def product(self, weight, index=None):
+        """X @ weight, differentiable in weight: (rows x d), or (len(index) x d) for rows `index`."""
+        return self._product(weight, index, squared=False)
+
+    def squared_product(self, column, index=None):
+        """(X*X) @ column: the FM's sum_j x_j^2 |v_j|^2 when column = |v_j|^2 (one or more columns);
+        rows `index` if given."""
+        return self._product(column, index, squared=True)
 
     def numpy_product(self, weight: np.ndarray, power: int = 1) -> np.ndarray:
         """X @ weight in numpy (power=2: (X*X) @ weight), for towers read once after training."""

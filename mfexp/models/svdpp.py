@@ -48,7 +48,7 @@ class SVDpp(Recommender, Block):
             self.implicit = self.params.get("implicit_weight", shape=(data.n_items, k))
 
     def forward(self, users, items):
-        y = self._implicit.product(self.implicit.data(users.context)).take(users)
+        y = self._implicit.product(self.implicit.data(users.context), users)
         p = self.user_embedding(users) + y
         q = self.item_embedding(items)
         bu, bi = self.user_bias(users), self.item_bias(items)

@@ -1,0 +1,230 @@
+"""Section fm: training speed of the feature-aware models (issue 10). fm and svdpp samples/s on
+ML-100K u1.base at batch 1024 and 4096 with each model's reference settings; fm's two ways to a
+batch's feature rows side by side (layers.SparseBlock: all rows then gather, or the batch's
+distinct rows only); one fm epoch on the 25M synthetic set (bench/synthetic.py: implicit feedback
+from its ratings, and time), with its peak RSS, in a fresh process.
+
+    python -m bench.fm [--quick] [--budget S]
+    python -m bench.fm --child N_RATINGS --batch B --budget S   (the synthetic epoch; prints JSON)
+
+The synthetic epoch stops after `--budget` seconds of training and is extrapolated from the
+batches done (marked `extrapolated`), as the scaling section does.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from contextlib import contextmanager
+from typing import Optional, Sequence
+
+from bench import common, throughput
+from bench.synthetic import ML25M_ITEMS, ML25M_USERS
+
+SECTION = "fm"
+MODELS = ("fm", "svdpp")
+BATCH_SIZES = (1024, 4096)
+TARGET_SAMPLES = 300_000  # fm at batch >= 1024
+SYNTHETIC_RATINGS, QUICK_RATINGS = 25_000_000, 200_000
+SYNTHETIC_BATCH = 4096
+BUDGET_S = 300.0
+
+
+def reference_config(model: str, batch: int, epochs: int, sparse_grad: bool = False):
+    """The model's reference settings (its class's `reference`: optimizer, lr, reg, k, ...) at
+    another batch size: what a study of this model trains first."""
+    from mfexp.config import Config, TrainConfig
+    from mfexp.models.plugins import model_class, named
+
+    settings = named(model)
+    ref = model_class(settings._target_).reference(settings) or {}
+    part = {p: {k.split(".", 1)[1]: v for k, v in ref.items() if k.startswith(p + ".")} for p in ("model", "train")}
+    part["train"].update(batch_size=batch, epochs=epochs, progress=False, sparse_grad=sparse_grad)
+    return Config(model=named(model, **part["model"]), train=TrainConfig(**part["train"]))
+
+
+@contextmanager
+def sparse_path(path: str):
+    """Force SparseBlock's way to a batch's rows: "all" rows then gather, the batch's distinct
+    "rows" only, or "auto" (its own rule)."""
+    from mfexp.models import layers
+
+    saved = layers.GATHER_RATIO
+    layers.GATHER_RATIO = {"all": float("inf"), "rows": 0, "auto": saved}[path]
+    try:
+        yield
+    finally:
+        layers.GATHER_RATIO = saved
+
+
+def measure_paths(data, batch_sizes: Sequence[int], epochs: int) -> list[dict]:
+    """fm with each SparseBlock path forced, one after the other at each batch size (dense grads)."""
+    rows = []
+    for batch in batch_sizes:
+        for path in ("all", "rows"):
+            with sparse_path(path):
+                (row,) = throughput.measure(data, ("fm",), (batch,), epochs, config=reference_config,
+                                            sparse=(False,), section=f"{SECTION} {path:>4} rows")
+            rows.append({**row, "path": path})
+    return rows
+
+
+def child(n_ratings: int, batch: int, budget_s: float, n_users: int = ML25M_USERS, n_items: int = ML25M_ITEMS) -> dict:
+    """One fm epoch (reference settings, sparse grads) on `n_ratings` synthetic ML-25M-shaped ratings."""
+    import mxnet as mx
+    import numpy as np
+
+    from bench.scaling import OverBudget, guard
+    from bench.synthetic import describe, ml25m_like_dataset
+    from mfexp.run import build_net
+    from mfexp.train import fit
+
+    t = time.perf_counter()
+    data = ml25m_like_dataset(n_ratings, n_users=n_users, n_items=n_items)
+    gen_s = time.perf_counter() - t
+    shape = describe(data.train.users, data.train.items, data.train.ratings)
+    rss_data, peak_gen = common.rss_mb(), common.peak_rss_mb()
+    common.reset_peak_rss()  # from here: what the model and training add to the data in memory
+    cfg = reference_config("fm", batch, 1, sparse_grad=True)
+    t = time.perf_counter()
+    net = build_net(cfg, data, mx.cpu())  # builds the implicit feedback blocks from the ratings
+    build_s = time.perf_counter() - t
+    blocks = {side: getattr(net, side).features for side in ("_users", "_items")}
+    paths = {side.strip("_"): "batch rows" if b.batch_rows(np.empty(batch)) else "all rows"
+             for side, b in blocks.items()}
+    nnz = _distinct_row_nnz(data.train, blocks, batch)
+    state: dict = {}
+    guard(budget_s, state, every=4)  # batches take seconds here: look at the clock often
+    extrapolated = False
+    try:
+        report = fit(net, data, cfg.train, mx.cpu(), eval_test=False, final_test=False).history[0]
+        epoch_s, sps = report.epoch_time_s, report.samples_per_sec
+    except OverBudget:
+        extrapolated = True
+        sps = state["samples"] / state["elapsed"]
+        epoch_s = n_ratings / sps
+    return {"ratings": n_ratings, "batch_size": batch, "k": cfg.model.k, "epoch_s": round(epoch_s, 1),
+            "samples_per_sec": round(sps), "extrapolated": extrapolated,
+            "measured_samples": state.get("samples", n_ratings), "measured_s": round(state.get("elapsed", epoch_s), 1),
+            "generate_s": round(gen_s, 2), "build_s": round(build_s, 2), "paths": paths,
+            "feature_nnz": {side.strip("_"): b.matrix.nnz for side, b in blocks.items()},
+            "distinct_row_nnz_per_batch": nnz, "s_per_batch": round(batch / sps, 3),
+            "rss_after_data_mb": rss_data, "peak_rss_generating_mb": peak_gen,
+            "peak_rss_training_mb": common.peak_rss_mb(),
+            "peak_rss_mb": max(v for v in (peak_gen, common.peak_rss_mb()) if v is not None), "shape": shape}
+
+
+def _distinct_row_nnz(train, blocks: dict, batch: int, n_batches: int = 8) -> dict[str, int]:
+    """Mean entries in the feature rows of a batch's distinct users and items (random batches): what
+    one batch multiplies, whichever path it takes."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    out = {}
+    for side, ids in (("_users", train.users), ("_items", train.items)):
+        lengths = np.diff(blocks[side].matrix.indptr)
+        sums = [lengths[np.unique(ids[rng.integers(0, len(ids), batch)])].sum() for _ in range(n_batches)]
+        out[side.strip("_")] = int(np.mean(sums))
+    return out
+
+
+def settings_line(model: str) -> str:
+    cfg = reference_config(model, 0, 0)
+    t, m = cfg.train, cfg.model
+    return f"{model}: {t.optimizer}, lr {t.lr:g}, reg {t.reg:g}, k {m.k}"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the section")
+    parser.add_argument("--out", help="result file (default bench/results/fm.json)")
+    parser.add_argument("--child", type=int, metavar="N_RATINGS")
+    parser.add_argument("--batch", type=int, default=SYNTHETIC_BATCH)
+    parser.add_argument("--budget", type=float, default=BUDGET_S, help="seconds of synthetic training at most")
+    args = parser.parse_args(argv)
+    common.quiet_logs()
+    if args.child:
+        print(json.dumps(child(args.child, args.batch, args.budget)))
+        return 0
+    started = time.perf_counter()
+    load_before = common.machine()["load_avg"]
+    data = throughput.u1_train_only(args.quick)
+    epochs = 2 if args.quick else 3
+    rows = throughput.measure(data, MODELS, BATCH_SIZES, epochs, config=reference_config, section=SECTION)
+    paths = measure_paths(data, BATCH_SIZES, epochs)
+    n, budget = (QUICK_RATINGS, 3.0) if args.quick else (SYNTHETIC_RATINGS, args.budget)
+    _, proc = common.run_child(["-m", "bench.fm", "--child", str(n), "--batch", str(args.batch),
+                                "--budget", str(budget)])
+    synthetic = common.last_json_line(proc.stdout)
+    common.say(SECTION, f"{n:,} synthetic ratings: epoch {synthetic['epoch_s']:,.0f}s"
+                        f"{' (extrapolated)' if synthetic['extrapolated'] else ''}, "
+                        f"{synthetic['samples_per_sec']:,} samples/s, peak RSS {synthetic['peak_rss_mb']:,.0f} MiB")
+    fm_large = [r["samples_per_sec"] for r in rows if r["model"] == "fm" and r["batch_size"] >= 1024]
+    best = max(fm_large) if fm_large else None
+    at = f"{synthetic['ratings']:,} ratings" + (", extrapolated" if synthetic["extrapolated"] else "")
+    targets = [
+        common.target("fm at batch >= 1024 (ML-100K, reference settings)", ">= 300,000 samples/s", best, "samples/s",
+                      common.at_least(best, TARGET_SAMPLES)),
+        common.target(f"one fm epoch, 25M synthetic ratings, batch {args.batch}", "report", synthetic["epoch_s"], "s",
+                      None, f"{synthetic['samples_per_sec']:,} samples/s; {at}"),
+        common.target("peak RSS of that fm epoch", "report", synthetic["peak_rss_mb"], "MiB", None, at),
+    ]
+    notes = [
+        f"ML-100K: {len(data.train):,} ratings of u1.base; samples/s = the median of the epochs after the first, "
+        "training only; each model's reference settings at each batch size ("
+        + "; ".join(settings_line(m) for m in MODELS) + "); fm reads side features, implicit feedback and the day.",
+        "Paths: layers.SparseBlock picks 'batch rows' when a side has more than 4x as many rows as the "
+        "batch (ML-25M), else 'all rows' (ML-100K); here each is forced in turn (dense grads).",
+        "Synthetic: bench/synthetic.py, no side features: fm reads implicit feedback (both sides, from its "
+        "ratings) and the day (all timestamps are 0: one day). fm reference settings with "
+        "train.sparse_grad=true; the feature weight tables' gradients stay dense. peak RSS = VmHWM of the "
+        "fresh process (data generation, feature blocks and training together).",
+        f"1-minute load average: {load_before[0]:g} at the start, {common.machine()['load_avg'][0]:g} at the end "
+        "(2 cores; other work on the machine slows every figure).",
+    ]
+    common.write_result(args.out or common.RESULTS / f"{SECTION}.json", SECTION, args.quick, started,
+                        {"train_ratings": len(data.train), "epochs": epochs, "rows": rows, "paths": paths,
+                         "synthetic": synthetic, "budget_s": budget, "load_avg_start": load_before},
+                        targets, notes)
+    return 0
+
+
+def _table(rows: list[dict], label) -> list[str]:
+    batches = sorted({r["batch_size"] for r in rows})
+    lines = ["| | " + " | ".join(f"batch {b}" for b in batches) + " |", "|---|" + "---:|" * len(batches)]
+    for key in dict.fromkeys(label(r) for r in rows):
+        cells = {r["batch_size"]: r["samples_per_sec"] for r in rows if label(r) == key}
+        lines.append(f"| {key} | " + " | ".join(f"{cells.get(b, 0):,}" for b in batches) + " |")
+    return lines
+
+
+def render(result: dict) -> list[str]:
+    f = result["figures"]
+    s = f["synthetic"]
+    lines = [f"Training samples/s on ML-100K ({f['train_ratings']:,} ratings of u1.base, {f['epochs'] + 2} epochs, "
+             "median of the epochs after the first), each model's reference settings:", ""]
+    lines += _table(f["rows"], lambda r: f"{r['model']} k={r['k']}" + (", sparse grads" if r["sparse_grad"] else ""))
+    lines += ["", "fm's feature blocks, each way forced (dense grads):", ""]
+    lines += _table(f["paths"], lambda r: {"all": "all rows, then gather", "rows": "the batch's distinct rows"}[r["path"]])
+    mark = "*" if s["extrapolated"] else ""
+    lines += ["", f"One fm epoch (k={s['k']}, batch {s['batch_size']}) on synthetic ML-25M-shaped ratings, in a "
+              "fresh process:", "",
+              "| ratings | users seen | items seen | epoch (s) | samples/s | s per batch | peak RSS (MiB) "
+              "| RSS with the data (MiB) | feature blocks built (s) |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+              f"| {s['ratings']:,} | {s['shape']['users_seen']:,} | {s['shape']['items_seen']:,} | "
+              f"{s['epoch_s']:,.0f}{mark} | {s['samples_per_sec']:,} | {s['s_per_batch']:g} | {s['peak_rss_mb']:,.0f} | "
+              f"{s['rss_after_data_mb']:,.0f} | {s['build_s']:.1f} |", "",
+              f"Paths taken: users {s['paths']['users']}, items {s['paths']['items']}. Feature entries in the rows "
+              f"of one batch's distinct users / items (mean of 8 random batches): "
+              f"{s['distinct_row_nnz_per_batch']['users']:,} / {s['distinct_row_nnz_per_batch']['items']:,} "
+              f"(of {s['feature_nnz']['users']:,} / {s['feature_nnz']['items']:,} in all rows); an exact FM "
+              "multiplies all of them, forward and backward, in every batch."]
+    if s["extrapolated"]:
+        lines += ["", f"\\* stopped after {s['measured_s']:.0f} s of training ({s['measured_samples']:,} ratings) "
+                      "and extrapolated from the batches done."]
+    return lines
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
