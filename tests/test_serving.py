@@ -208,7 +208,7 @@ def test_sweep_registers_its_best_and_recommend_skips_rated_items(ratings_file, 
     for argv, message in ((["sweep.name=nope", "user=1"], "no sweep named 'nope'"),
                           (["sweep.name=smoke", "user=999999"], "user 999999 is not in"),
                           (["sweep.name=smoke", "model=mlp", "user=1"], "no finished best run for model mlp"),
-                          (["sweep.name=smoke", "users=1"], "cannot read 'users=1'")):
+                          (["sweep.name=smoke", "users=1"], "users is not a config key (did you mean user?)")):
         with pytest.raises(SystemExit) as exit_:
             main(argv)
         assert exit_.value.code == 2 and message in capsys.readouterr().err, argv
