@@ -86,7 +86,7 @@ def test_the_main_jobs_config_composes_conf_sweep_default(tmp_path):
 
     plan = build_plan([f"sweep.root={tmp_path}"])
     assert plan.sweep.name == "default" and plan.sweep.models == ["plain", "mlp", "dropout", "biased", "svdpp", "fm"]
-    assert (plan.sweep.n_trials, plan.sweep.timeout, plan.sweep.sampler, plan.sweep.pruner) == (8, 450, "tpe", "median")
+    assert (plan.sweep.n_trials, plan.sweep.timeout, plan.sweep.sampler, plan.sweep.pruner) == (8, 300, "tpe", "median")
     assert plan.sweep.ensemble
     for model in plan.sweep.models:
         train = plan.bases[model].train
