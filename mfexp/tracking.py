@@ -83,9 +83,16 @@ def run_link(run_id: Optional[str]) -> str:
 
 def set_experiment(name: str):
     """mlflow.set_experiment, tagging the experiment as model training (once) for the UI."""
+    from mlflow.exceptions import MlflowException
+
     exp = mlflow.set_experiment(name)
     if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
-        mlflow.tracking.MlflowClient().set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        try:
+            mlflow.tracking.MlflowClient().set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        except MlflowException:
+            # two processes tagging a new experiment at once: the other one's tag is the same
+            # (PostgreSQL answers the second insert with a unique violation); the tag is only for the UI
+            log.debug("experiment %s: tag %s set by another process", name, EXPERIMENT_KIND_TAG)
     return exp
 
 
