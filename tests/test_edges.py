@@ -777,3 +777,28 @@ def _group_pids(pgid: int) -> list[int]:
             except (ProcessLookupError, PermissionError):
                 continue
     return pids
+
+
+def test_a_signal_during_a_journal_append_waits_until_the_lock_is_free(tmp_path):
+    """Ctrl-C between taking the journal's lock and freeing it would leave the lock held for
+    Optuna's 30 s grace period: the append defers SIGINT until it has released the lock."""
+    import os
+    import signal
+
+    from mfexp.sweep.journal import SafeJournalFileBackend
+
+    path = tmp_path / "optuna.journal"
+    path.touch()
+    backend = SafeJournalFileBackend(str(path))
+    acquire = backend._append_lock.acquire
+
+    def acquire_then_interrupt():
+        got = acquire()
+        os.kill(os.getpid(), signal.SIGINT)  # arrives while the lock is held
+        return got
+
+    backend._append_lock.acquire = acquire_then_interrupt
+    with pytest.raises(KeyboardInterrupt):
+        backend.append_logs([{"op_code": 0, "worker_id": "w", "study_name": "s", "directions": [1]}])
+    assert not os.path.lexists(f"{path}.lock")  # released before the interrupt was delivered
+    assert path.read_text().count("\n") == 1  # and the record is whole

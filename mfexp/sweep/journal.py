@@ -19,6 +19,7 @@ the file back to where it started and raises DiskFull naming the file.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -34,6 +35,23 @@ from mfexp.errors import disk_full
 RECORD_START = b'{"op_code":'  # how Optuna 5 writes every record (json.dumps, separators=(",", ":"))
 
 
+@contextlib.contextmanager
+def _signals_deferred():
+    """SIGINT and SIGTERM wait until the block ends (then they are delivered as usual)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    deferred = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, deferred)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 class SafeJournalFileBackend(JournalFileBackend):
     """Optuna's JournalFileBackend whose appends are all or nothing (same format, same lock)."""
 
@@ -43,6 +61,11 @@ class SafeJournalFileBackend(JournalFileBackend):
         super().__init__(file_path, lock_obj=self._append_lock)
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        with _signals_deferred():  # Ctrl-C / SIGTERM between taking the lock and freeing it would
+            self._append(logs)     # leave it held, and the next write (marking the trial FAIL)
+                                   # would wait out Optuna's 30 s grace period
+
+    def _append(self, logs: list[dict[str, Any]]) -> None:
         data = ("\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n").encode("utf-8")
         try:
             self._append_lock.acquire()  # a symlink: on a full disk its creation can fail too
