@@ -21,9 +21,17 @@ from mfexp.sweep.runner import SweepStopped
 from mfexp.sweep.storage import open_storage, study_name
 
 
+def _as_from_a_terminal() -> None:
+    """A child started from a terminal has SIGINT at its default; one started from a process that
+    ignores it (as something earlier in a long pytest session may) inherits SIG_IGN, and Python then
+    never turns Ctrl-C into KeyboardInterrupt: the interrupt tests would hang."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _sweep_cli(args, cwd, **kw):
     return subprocess.Popen([sys.executable, "-m", "mfexp.sweep", *args], cwd=cwd, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_as_from_a_terminal, **kw)
 
 
 def _study(plan, model="biased"):
