@@ -44,9 +44,10 @@ def run_sweep(plan: SweepPlan) -> list[ModelOutcome]:
         run_workers(plan, tracker.run_id)
         # one test evaluation and registry version per best trial, across all worker commands (once.py)
         with st.exclusive(plan.sweep, next(iter(studies.values()))._storage):
-            outcomes = _evaluate(plan, studies, tracker)
+            data_cfg, data = _sweep_data(plan)
+            outcomes = _evaluate(plan, studies, tracker, data_cfg, data)
             if plan.sweep.ensemble and tracker.run_id:  # members are loaded back from their MLflow runs
-                blend = _ensemble(plan, outcomes, studies, tracker.run_id)
+                blend = _ensemble(plan, outcomes, studies, tracker.run_id, data_cfg, data)
                 outcomes += [blend] if blend else []
             if tracker.run_id:  # each model's best in the MLflow model registry, the val winner aliased champion
                 register_sweep_best(plan.sweep.name, outcomes)
@@ -91,12 +92,16 @@ def _check_objective(plan: SweepPlan, studies: dict[str, optuna.Study]) -> None:
                               "for another objective, or keep the sweep's own.")
 
 
-def _evaluate(plan: SweepPlan, studies: dict[str, optuna.Study], tracker) -> list[ModelOutcome]:
+def _sweep_data(plan: SweepPlan):
+    """(DataConfig, Dataset) of the sweep: loaded once for the test evaluations and the blend."""
     from mfexp.data import load_dataset
     from mfexp.sweep.objective import apply_params
 
     data_cfg = apply_params(plan.bases[plan.sweep.models[0]], {}).data
-    data = load_dataset(data_cfg)
+    return data_cfg, load_dataset(data_cfg)
+
+
+def _evaluate(plan: SweepPlan, studies: dict[str, optuna.Study], tracker, data_cfg, data) -> list[ModelOutcome]:
     tracker.log_datasets(data, data_cfg)  # the parent's row in the runs table: what the sweep used
     parent_run_id = tracker.run_id
     outcomes = []
@@ -115,12 +120,10 @@ def _evaluate(plan: SweepPlan, studies: dict[str, optuna.Study], tracker) -> lis
     return outcomes
 
 
-def _ensemble(plan: SweepPlan, outcomes: list[ModelOutcome], studies, parent_run_id):
+def _ensemble(plan: SweepPlan, outcomes: list[ModelOutcome], studies, parent_run_id, data_cfg, data):
     """The blend of the models' best runs, built once per set of best trials across worker
     commands (a record in the first model's study says it was, as once.py does per model)."""
-    from mfexp.data import load_dataset
     from mfexp.sweep.ensemble import NAME, build_ensemble
-    from mfexp.sweep.objective import apply_params
 
     members = sorted(f"{o.model}:{o.best_trial}" for o in outcomes if o.best_run_id)
     holder = studies[plan.sweep.models[0]]
@@ -132,8 +135,7 @@ def _ensemble(plan: SweepPlan, outcomes: list[ModelOutcome], studies, parent_run
         return ModelOutcome(model=NAME, study_name="-", best_val_rmse=record["val_rmse"],
                             test_rmse=record["test_rmse"], best_run_id=record["run_id"],
                             best_params=record["weights"], n_complete=len(members))
-    data_cfg = apply_params(plan.bases[plan.sweep.models[0]], {}).data
-    out = build_ensemble(plan, outcomes, load_dataset(data_cfg), data_cfg, parent_run_id)
+    out = build_ensemble(plan, outcomes, data, data_cfg, parent_run_id)
     if out is not None and out.best_run_id:
         import os
         import socket
