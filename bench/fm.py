@@ -74,10 +74,9 @@ def child(n_ratings: int, batch: int, budget_s: float, n_users: int = ML25M_USER
     import mxnet as mx
     import numpy as np
 
-    from bench.scaling import OverBudget, guard
+    from bench.scaling import guard, one_epoch
     from bench.synthetic import describe, ml25m_like_dataset
     from mfexp.run import build_net
-    from mfexp.train import fit
 
     t = time.perf_counter()
     data = ml25m_like_dataset(n_ratings, n_users=n_users, n_items=n_items)
@@ -95,14 +94,7 @@ def child(n_ratings: int, batch: int, budget_s: float, n_users: int = ML25M_USER
     nnz = _distinct_row_nnz(data.train, blocks, batch)
     state: dict = {}
     guard(budget_s, state, every=4)  # batches take seconds here: look at the clock often
-    extrapolated = False
-    try:
-        report = fit(net, data, cfg.train, mx.cpu(), eval_test=False, final_test=False).history[0]
-        epoch_s, sps = report.epoch_time_s, report.samples_per_sec
-    except OverBudget:
-        extrapolated = True
-        sps = state["samples"] / state["elapsed"]
-        epoch_s = n_ratings / sps
+    epoch_s, sps, extrapolated = one_epoch(net, data, cfg.train, n_ratings, state)
     return {"ratings": n_ratings, "batch_size": batch, "k": cfg.model.k, "epoch_s": round(epoch_s, 1),
             "samples_per_sec": round(sps), "extrapolated": extrapolated,
             "measured_samples": state.get("samples", n_ratings), "measured_s": round(state.get("elapsed", epoch_s), 1),

@@ -57,6 +57,21 @@ def guard(budget_s: float, state: dict, every: int = 32):
     mfexp.train.make_trainer = lambda net, cfg: Guarded(make(net, cfg))
 
 
+def one_epoch(net, data, train_cfg, n_ratings: int, state: dict) -> tuple[float, float, bool]:
+    """(epoch seconds, samples/s, extrapolated) of one training epoch under guard(): an epoch over
+    the budget is extrapolated from the batches it did."""
+    import mxnet as mx
+
+    from mfexp.train import fit
+
+    try:
+        report = fit(net, data, train_cfg, mx.cpu(), eval_test=False, final_test=False).history[0]
+        return report.epoch_time_s, report.samples_per_sec, False
+    except OverBudget:
+        sps = state["samples"] / state["elapsed"]
+        return n_ratings / sps, sps, True
+
+
 def child(n_ratings: int, batch: int, budget_s: float) -> dict:
     import mxnet as mx
 
@@ -64,7 +79,6 @@ def child(n_ratings: int, batch: int, budget_s: float) -> dict:
     from mfexp.config import Config, TrainConfig
     from mfexp.models.plugins import named
     from mfexp.run import build_net
-    from mfexp.train import fit
 
     t = time.perf_counter()
     data = ml25m_like_dataset(n_ratings)
@@ -77,14 +91,7 @@ def child(n_ratings: int, batch: int, budget_s: float) -> dict:
     cfg = Config(model=named("plain", k=64),
                  train=TrainConfig(batch_size=batch, epochs=1, progress=False, sparse_grad=True))
     net = build_net(cfg, data, mx.cpu())
-    extrapolated = False
-    try:
-        report = fit(net, data, cfg.train, mx.cpu(), eval_test=False, final_test=False).history[0]
-        epoch_s, sps = report.epoch_time_s, report.samples_per_sec
-    except OverBudget:
-        extrapolated = True
-        sps = state["samples"] / state["elapsed"]
-        epoch_s = n_ratings / sps
+    epoch_s, sps, extrapolated = one_epoch(net, data, cfg.train, n_ratings, state)
     return {"ratings": n_ratings, "batch_size": batch, "epoch_s": round(epoch_s, 3), "samples_per_sec": round(sps),
             "extrapolated": extrapolated, "measured_samples": state.get("samples", n_ratings),
             "generate_s": round(gen_s, 2), "rss_after_data_mb": rss_data, "peak_rss_generating_mb": peak_gen,
