@@ -102,6 +102,9 @@ class SweepConfig:
     warm_start_top_k: int = 3  # how many of them per model (its top COMPLETE trials)
     enqueue_tutorial: bool = True  # seed each study with its model's reference configuration
     ensemble: bool = True  # after the search, blend the models' best networks (weights fit on val only)
+    # train each chosen configuration again on train + holdout before its one test evaluation:
+    # false | true | [models] (mfexp/sweep/best.py says why the tutorial's towers are better left out)
+    refit: Any = False
     root: str = "sweeps"
     # model -> {dotted config key: Hydra override expression}; 'common' applies to every model
     space: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -186,7 +189,15 @@ def validate_sweep(sweep: SweepConfig) -> SweepConfig:
            "a sweep needs no warm start)", sweep.warm_start)
     _check(sweep.objective in OBJECTIVES, "sweep.objective", f"must be one of {', '.join(OBJECTIVES)}",
            sweep.objective)
+    refit = sweep.refit
+    _check(isinstance(refit, bool) or (isinstance(refit, list) and all(m in sweep.models for m in refit)),
+           "sweep.refit", "must be true, false or a list of the sweep's models (sweep.models)", refit)
     return sweep
+
+
+def refits(sweep: SweepConfig, model: str) -> bool:
+    """Whether sweep.refit asks for `model`'s chosen configuration to be trained again on train + holdout."""
+    return sweep.refit is True or (isinstance(sweep.refit, list) and model in sweep.refit)
 
 
 def _check_devices(devices: Any) -> None:

@@ -100,3 +100,14 @@ def test_the_main_jobs_config_composes_conf_sweep_default(tmp_path):
     assert plan.spaces["mlp"].fixed == {"train.optimizer": "sgd"} == plan.spaces["dropout"].fixed
     assert "model.dropout" in plan.spaces["dropout"].distributions
     assert "model.hidden" in plan.spaces["mlp"].distributions and "model.hidden" not in plan.spaces["plain"].distributions
+
+
+def test_sweep_refit_names_only_models_of_the_sweep():
+    from mfexp.config import SweepConfig, refits, validate_sweep
+    from mfexp.errors import ConfigError
+
+    sweep = validate_sweep(SweepConfig(models=["plain", "fm"], refit=["fm"]))
+    assert refits(sweep, "fm") and not refits(sweep, "plain")
+    assert refits(validate_sweep(SweepConfig(models=["plain"], refit=True)), "plain")
+    with pytest.raises(ConfigError, match=r"sweep.refit must be true, false or a list of the sweep's models"):
+        validate_sweep(SweepConfig(models=["plain"], refit=["svdpp"]))

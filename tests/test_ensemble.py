@@ -111,3 +111,51 @@ def test_served_fm_takes_an_optional_timestamp(ratings_file, tmp_path, mlflow_ur
     early = model.predict(plain.assign(timestamp=[880_000_000, 880_000_000]))
     late = model.predict(plain.assign(timestamp=[890_000_000, 890_000_000]))
     assert not np.allclose(early, late)  # the day reaches the model
+
+
+@pytest.mark.slow
+def test_refit_trains_the_choice_on_train_plus_holdout_and_blends_on_the_holdout_predictions_of_the_choice(
+        ratings_file, tmp_path, mlflow_uri):
+    """sweep.refit=[biased]: biased's best run holds a network trained on train + holdout (its
+    params say val_fraction 0) and logs the chosen network's holdout predictions, which are what
+    the blend's weights are fit on; plain is not refit and is evaluated as before."""
+    from mfexp.data import load_dataset
+    from mfexp.metrics import rmse
+    from mfexp.models.ensemble import fit_weights
+    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.orchestrate import run_sweep
+
+    plan = build_plan(["data=file", f"data.path={ratings_file}", "sweep=smoke", f"sweep.root={tmp_path / 'sweeps'}",
+                       "sweep.models=[plain,biased]", "sweep.refit=[biased]", "train.epochs=3",
+                       "train.batch_size=256"])
+    outcomes = run_sweep(plan)
+    plain, biased, blend = outcomes
+    runs = {o.model: mlflow.get_run(o.best_run_id) for o in outcomes}
+    assert runs["biased"].data.tags["mfexp.refit"] == "true" and runs["plain"].data.tags["mfexp.refit"] == "false"
+    assert runs["biased"].data.params["data.val_fraction"] == "0.0"
+    assert runs["plain"].data.params["data.val_fraction"] == "0.1"
+    assert "-refit" in runs["biased"].info.run_name
+    data = load_dataset(plan.bases["biased"].data)
+    path = mlflow.artifacts.download_artifacts(f"runs:/{biased.best_run_id}/val_predictions.npy",
+                                               dst_path=str(tmp_path / "dl"))
+    logged = np.load(path)
+    assert logged.shape == (len(data.val),)
+    # the logged predictions are of the chosen network: their RMSE is the best trial's val RMSE
+    assert rmse(data.val.ratings, np.clip(logged, data.rating_min, data.rating_max)) == \
+        pytest.approx(biased.best_val_rmse, abs=1e-4)
+    # the refit network itself has seen the holdout: its holdout error is lower than the choice's
+    refit = mlflow.pyfunc.load_model(f"runs:/{biased.best_run_id}/model")
+    pairs = pd.DataFrame({"user_id": data.user_ids[data.val.users].astype(np.int64),
+                          "movie_id": data.item_ids[data.val.items].astype(np.int64)})
+    assert rmse(data.val.ratings, np.asarray(refit.predict(pairs))) < biased.best_val_rmse
+    # the blend's weights are those the chosen networks' holdout predictions give (plain's own
+    # network never saw the holdout; biased's refit one did, so its logged predictions stand in)
+    from mfexp.sweep.ensemble import _member, _predictions
+
+    plain_val = _predictions([_member(plain.best_run_id).net], data.val)[:, 0]
+    weights, _ = fit_weights(np.column_stack([plain_val, logged]), data.val.ratings)
+    assert [blend.best_params["plain"], blend.best_params["biased"]] == pytest.approx(weights, abs=1e-4)
+    refit_val = _predictions([_member(biased.best_run_id).net], data.val)[:, 0]
+    assert not np.allclose(refit_val, logged, atol=1e-3)  # a different network: the blend did not use it
+    report = (tmp_path / "sweeps" / "smoke" / "report.md").read_text()
+    assert "`biased` (sweep.refit): the chosen configuration was trained again" in report and "`plain`," not in report

@@ -32,6 +32,20 @@ def _member(run_id: str):
         return model_io.load(folder)
 
 
+def _logged_val_predictions(run_id: str) -> Optional[np.ndarray]:
+    """The holdout predictions a refit best run logged of the network chosen before it was refit."""
+    import mlflow
+
+    from mfexp.sweep.best import VAL_PREDICTIONS
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{VAL_PREDICTIONS}", dst_path=tmp)
+        except Exception:  # noqa: BLE001 -- not a refit run: its own network never saw the holdout
+            return None
+        return np.load(path)
+
+
 def _predictions(nets, part) -> np.ndarray:
     import mxnet as mx
 
@@ -40,15 +54,19 @@ def _predictions(nets, part) -> np.ndarray:
     return np.column_stack([predict(net, part.users, part.items, mx.cpu(), part.timestamps) for net in nets])
 
 
-def build_ensemble(plan, outcomes: list[ModelOutcome], data, data_cfg,
-                   parent_run_id: Optional[str]) -> Optional[ModelOutcome]:
+def build_ensemble(plan, outcomes: list[ModelOutcome], data, data_cfg, parent_run_id: Optional[str],
+                   refit_data=None) -> Optional[ModelOutcome]:
     """The blend of the outcomes' best runs, logged and evaluated once on the test part; None when
-    fewer than two models have a logged best run. `data_cfg` is the DataConfig `data` came from."""
+    fewer than two models have a logged best run. `data_cfg` is the DataConfig `data` came from.
+    With sweep.refit, a member's best run holds the network trained on train + holdout: the weights
+    are fit on the holdout predictions it logged of the network chosen before (never on predictions
+    of a network that saw the holdout), and the blend is of the refit networks, on `refit_data`."""
     from dataclasses import asdict, replace
 
     import pandas as pd
 
     from mfexp import model_io
+    from mfexp.config import refits
     from mfexp.metrics import rmse
     from mfexp.models import ModelData
     from mfexp.models.base import NEEDS
@@ -62,12 +80,16 @@ def build_ensemble(plan, outcomes: list[ModelOutcome], data, data_cfg,
         return None
     nets = [_member(o.best_run_id).net for o in chosen]
     scale = (float(data.rating_min), float(data.rating_max))
-    val = _predictions(nets, data.val)
+    logged = [_logged_val_predictions(o.best_run_id) if refits(plan.sweep, o.model) else None for o in chosen]
+    val = np.column_stack([p if p is not None else _predictions([net], data.val)[:, 0]
+                           for p, net in zip(logged, nets)])
     weights, bias = fit_weights(val, data.val.ratings)
     cv_rmse = cross_validated_rmse(val, data.val.ratings, scale, seed=plan.sweep.seed)
     test_pred = np.clip(bias + _predictions(nets, data.test) @ weights, *scale)
     test_rmse = rmse(data.test.ratings, test_pred)
     fitted_val = rmse(data.val.ratings, np.clip(bias + val @ weights, *scale))
+    if refit_data is not None:  # what the refit members were trained on: train + holdout
+        data, data_cfg = refit_data, replace(data_cfg, val_fraction=0.0)
     ens = Ensemble.assemble(nets, weights, bias, ModelData.from_dataset(data, NEEDS), name=NAME)
     out = ModelOutcome(model=NAME, study_name="-", best_val_rmse=cv_rmse, test_rmse=test_rmse,
                        best_params={o.model: round(float(w), 4) for o, w in zip(chosen, weights)},

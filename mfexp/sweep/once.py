@@ -31,6 +31,7 @@ def settled(plan, model: str, study: optuna.Study, out: ModelOutcome, yaml_path:
     if record is not None:
         out.test_rmse, out.best_run_id = record.get("test_rmse"), record.get("run_id")
         out.ranking = dict(record.get("ranking") or {})
+        out.refit = bool(record.get("refit", False))
         out.best_config_path = str(_replay_yaml(plan, model, study, record, yaml_path))
         print(f"[{model:>7}] best trial {out.best_trial} was evaluated on the test part by {record.get('by')}"
               f" (test_rmse {_fmt(out.test_rmse)}): not again", flush=True)
@@ -49,7 +50,7 @@ def settled(plan, model: str, study: optuna.Study, out: ModelOutcome, yaml_path:
 def record(study: optuna.Study, out: ModelOutcome) -> None:
     """Say in the study that its best trial has been evaluated, with what result."""
     study.set_user_attr(ATTR.format(out.best_trial), {
-        "run_id": out.best_run_id, "test_rmse": out.test_rmse, "ranking": out.ranking,
+        "run_id": out.best_run_id, "test_rmse": out.test_rmse, "ranking": out.ranking, "refit": out.refit,
         "by": f"{socket.gethostname()}:{os.getpid()}"})
 
 

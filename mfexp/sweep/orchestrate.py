@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import optuna
 
-from mfexp.config import flatten
+from mfexp.config import flatten, refits
 from mfexp.registry import register_sweep_best
 from mfexp.sweep import once
 from mfexp.sweep import storage as st
@@ -44,10 +44,10 @@ def run_sweep(plan: SweepPlan) -> list[ModelOutcome]:
         run_workers(plan, tracker.run_id)
         # one test evaluation and registry version per best trial, across all worker commands (once.py)
         with st.exclusive(plan.sweep, next(iter(studies.values()))._storage):
-            data_cfg, data = _sweep_data(plan)
-            outcomes = _evaluate(plan, studies, tracker, data_cfg, data)
+            data_cfg, data, refit_data = _sweep_data(plan)
+            outcomes = _evaluate(plan, studies, tracker, data_cfg, data, refit_data)
             if plan.sweep.ensemble and tracker.run_id:  # members are loaded back from their MLflow runs
-                blend = _ensemble(plan, outcomes, studies, tracker.run_id, data_cfg, data)
+                blend = _ensemble(plan, outcomes, studies, tracker.run_id, data_cfg, data, refit_data)
                 outcomes += [blend] if blend else []
             if tracker.run_id:  # each model's best in the MLflow model registry, the val winner aliased champion
                 register_sweep_best(plan.sweep.name, outcomes)
@@ -93,15 +93,18 @@ def _check_objective(plan: SweepPlan, studies: dict[str, optuna.Study]) -> None:
 
 
 def _sweep_data(plan: SweepPlan):
-    """(DataConfig, Dataset) of the sweep: loaded once for the test evaluations and the blend."""
+    """(DataConfig, Dataset, Dataset without a holdout or None) of the sweep: loaded once for the
+    test evaluations and the blend; the third only when sweep.refit asks for it."""
     from mfexp.data import load_dataset
     from mfexp.sweep.objective import apply_params
 
     data_cfg = apply_params(plan.bases[plan.sweep.models[0]], {}).data
-    return data_cfg, load_dataset(data_cfg)
+    refit = any(refits(plan.sweep, m) for m in plan.sweep.models)
+    return data_cfg, load_dataset(data_cfg), load_dataset(replace(data_cfg, val_fraction=0.0)) if refit else None
 
 
-def _evaluate(plan: SweepPlan, studies: dict[str, optuna.Study], tracker, data_cfg, data) -> list[ModelOutcome]:
+def _evaluate(plan: SweepPlan, studies: dict[str, optuna.Study], tracker, data_cfg, data,
+              refit_data=None) -> list[ModelOutcome]:
     tracker.log_datasets(data, data_cfg)  # the parent's row in the runs table: what the sweep used
     parent_run_id = tracker.run_id
     outcomes = []
@@ -112,15 +115,20 @@ def _evaluate(plan: SweepPlan, studies: dict[str, optuna.Study], tracker, data_c
             out.objective, out.best_objective = plan.sweep.objective, best.value
             out.best_val_rmse = best.user_attrs.get("val_rmse", best.value if out.objective == "val_rmse" else None)
         if out.n_complete and not once.settled(plan, model, study, out, best_config_path(plan, model)):
-            print(f"[{model:>7}] best trial {out.best_trial} ({out.objective} {best.value:.4f}): replayed to its "
-                  "best epoch, then one evaluation on the test part", flush=True)
-            evaluate_best(plan, model, study, data, parent_run_id, out, best_config_path(plan, model))
+            again = refits(plan.sweep, model)
+            how = ("trained again on train + holdout for its best epoch count (sweep.refit)" if again else
+                   "replayed to its best epoch")
+            print(f"[{model:>7}] best trial {out.best_trial} ({out.objective} {best.value:.4f}): {how}, then one "
+                  "evaluation on the test part", flush=True)
+            evaluate_best(plan, model, study, data, parent_run_id, out, best_config_path(plan, model),
+                          refit_data if again else None)
             once.record(study, out)
         outcomes.append(out)
     return outcomes
 
 
-def _ensemble(plan: SweepPlan, outcomes: list[ModelOutcome], studies, parent_run_id, data_cfg, data):
+def _ensemble(plan: SweepPlan, outcomes: list[ModelOutcome], studies, parent_run_id, data_cfg, data,
+              refit_data=None):
     """The blend of the models' best runs, built once per set of best trials across worker
     commands (a record in the first model's study says it was, as once.py does per model)."""
     from mfexp.sweep.ensemble import NAME, build_ensemble
@@ -135,7 +143,7 @@ def _ensemble(plan: SweepPlan, outcomes: list[ModelOutcome], studies, parent_run
         return ModelOutcome(model=NAME, study_name="-", best_val_rmse=record["val_rmse"],
                             test_rmse=record["test_rmse"], best_run_id=record["run_id"],
                             best_params=record["weights"], n_complete=len(members))
-    out = build_ensemble(plan, outcomes, data, data_cfg, parent_run_id)
+    out = build_ensemble(plan, outcomes, data, data_cfg, parent_run_id, refit_data)
     if out is not None and out.best_run_id:
         import os
         import socket

@@ -120,9 +120,17 @@ NOTE = ("The objective is measured on the validation holdout (val RMSE unless th
         "rated, hits = test items rated 4 or more; coverage: share of the catalogue in some user's top 10.")
 
 
+def _refit_lines(outcomes: list[ModelOutcome]) -> list[str]:
+    refit = [f"`{o.model}`" for o in outcomes if o.refit]
+    if not refit:
+        return []
+    return [f"- {', '.join(refit)} (sweep.refit): the chosen configuration was trained again on train + holdout "
+            "for its best epoch count; the test figure is of that network, the choice is still the holdout's."]
+
+
 def _budget_lines(outcomes: list[ModelOutcome]) -> list[str]:
     """A warning per model whose best trial was still improving when its epoch budget ran out."""
-    return [f"- ⚠ `{o.model}`: its best trial ({o.best_trial}) improved until its last allowed epoch "
+    return _refit_lines(outcomes) + [f"- ⚠ `{o.model}`: its best trial ({o.best_trial}) improved until its last allowed epoch "
             "(train.epochs): val RMSE was still falling, so a larger epoch budget would likely do better."
             for o in outcomes if o.budget_exhausted]
 

@@ -44,6 +44,7 @@ class ModelOutcome:
     objective: str = "val_rmse"  # sweep.objective: what chose the best trial
     best_objective: Optional[float] = None  # the best trial's objective value (= best_val_rmse for val_rmse)
     ranking: dict[str, float] = field(default_factory=dict)  # test_precision_at_10, ... of the best, on test
+    refit: bool = False  # test_rmse is of the chosen configuration trained again on train + holdout
 
     @property
     def selection_value(self) -> Optional[float]:
