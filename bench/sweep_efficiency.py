@@ -1,49 +1,67 @@
-"""Section sweep_efficiency: wall time until the default sweep first reaches val RMSE <= 0.93,
-TPE + median pruning against random search without pruning, same budget and seed; trials/h.
+"""Section sweep_efficiency: how much sooner the default search (its sampler and pruner) finds
+what random search without pruning finds, per model of the default sweep, over several seeds.
 
-The default sweep's space, epochs (20) and early stopping (patience 3) on ONE model, biased
-(the only one of the four that reaches 0.93 on u1's holdout within a short budget; four models
-would quadruple the section's time). Each arm runs mfexp's own worker loop in a fresh process
-with the same sweep.seed, n_trials and sweep.timeout; every epoch's val RMSE is time-stamped
-as the objective reports it to Optuna.
+For each model and seed, two arms run mfexp's own worker loop in fresh processes, side by side
+with one core (one MXNet/OpenMP thread) each, so that both see the same machine, on u1 with the default sweep's space, epochs and early stopping, and no reference trial
+(a tuned starting point would measure earlier tuning, not the search):
 
-    python -m bench.sweep_efficiency [--quick]
-    python -m bench.sweep_efficiency --child ARM --trials N --timeout S [overrides...]
+1. random search without pruning, for a wall-time budget B: R = the best val RMSE it reached, and
+   t_random = when it first reached it;
+2. the default sampler and pruner (conf/sweep/default.yaml), same space, data, seed and budget B:
+   t_default = when it first reached val RMSE <= R (not reached within B: the ratio is at most
+   t_random / B, and B stands in for t_default in the sums, so they are upper bounds).
+
+ratio = t_random / t_default per model and seed; the section's figure is, per seed,
+sum(t_random) / sum(t_default) over the models, and its median over the seeds. Also each arm's best
+val RMSE at equal wall time (B), and the curves (best so far against seconds) as a PNG.
+Every epoch's val RMSE is time-stamped as the objective reports it to Optuna; time counts from the
+start of the worker loop (the data load and imports included, the same for both arms).
+
+    python -m bench.sweep_efficiency [--quick] [--models biased fm] [--seeds 0 1 2] [--budget 60]
+    python -m bench.sweep_efficiency --child ARM --model M --seed S --budget B [overrides...]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import subprocess
+import sys
 import time
 from typing import Optional, Sequence
 
 from bench import common
 
 SECTION = "sweep_efficiency"
-THRESHOLD = 0.93
-MODEL = "biased"
-ARMS = {"tpe+median": ["sweep.sampler=tpe", "sweep.pruner=median"],
-        "random, no pruning": ["sweep.sampler=random", "sweep.pruner=none"]}
+MODELS = ("plain", "mlp", "dropout", "biased", "svdpp", "fm")  # the default sweep's
+ARMS = {"default": [], "random": ["sweep.sampler=random", "sweep.pruner=none"]}
 QUICK_OVERRIDES = ["train.epochs=2", "train.batch_size=choice(512)"]
+PNG = "sweep_efficiency.png"
 
 
-def child(arm: str, n_trials: int, timeout: float, extra: Sequence[str]) -> dict:
+def child(arm: str, model: str, seed: int, budget: float, extra: Sequence[str], epochs: Optional[int] = None) -> dict:
+    import optuna
+
     import mfexp.sweep.objective as objective
     from mfexp.sweep.__main__ import build_plan
     from mfexp.sweep.runner import prepare, run_workers
 
-    name = "eff-" + "".join(c for c in arm if c.isalnum())
+    name = f"eff-{arm}-{model}-{seed}"
     os.environ["MLFLOW_TRACKING_URI"] = common.mlflow_store(name)
-    plan = build_plan([f"sweep.models=[{MODEL}]", f"sweep.n_trials={n_trials}", f"sweep.timeout={timeout}",
-                       f"sweep.name={name}", f"sweep.root={common.sweep_root(name)}", "sweep.seed=0",
-                       *ARMS[arm], *extra])
+    plan = build_plan([f"sweep.models=[{model}]", "sweep.n_trials=100000", f"sweep.timeout={budget}",
+                       f"sweep.name={name}", f"sweep.root={common.sweep_root(name)}", f"sweep.seed={seed}",
+                       "sweep.enqueue_tutorial=false", "sweep.ensemble=false", *ARMS[arm], *extra])
     reports: list[tuple[float, int, int, float]] = []
     report = objective.Objective._report
     start = 0.0
 
     def stamped(trial, tracker, epoch_report):
-        reports.append((time.perf_counter() - start, trial.number, epoch_report.epoch, epoch_report.val_rmse))
+        now = time.perf_counter() - start
+        if now > budget or (epochs is not None and len(reports) >= epochs):  # the budget is spent: the trial
+            # running at its end stops there
+            trial.study.stop()
+            raise optuna.TrialPruned("the bench's wall-time budget is spent")
+        reports.append((now, trial.number, epoch_report.epoch, epoch_report.val_rmse))
         report(trial, tracker, epoch_report)
 
     objective.Objective._report = staticmethod(stamped)
@@ -51,17 +69,98 @@ def child(arm: str, n_trials: int, timeout: float, extra: Sequence[str]) -> dict
     start = time.perf_counter()
     run_workers(plan, None)
     wall = time.perf_counter() - start
-    trials = studies[MODEL].get_trials(deepcopy=False)
+    trials = studies[model].get_trials(deepcopy=False)
     states = [t.state.name for t in trials]
-    hit = next((r for r in reports if r[3] <= THRESHOLD), None)
-    best = min((r[3] for r in reports), default=None)
-    return {"arm": arm, "wall_s": round(wall, 2), "trials": len(trials), "complete": states.count("COMPLETE"),
-            "pruned": states.count("PRUNED"), "failed": states.count("FAIL"),
-            "epochs_trained": len(reports), "best_val_rmse": best,
-            "time_to_target_s": round(hit[0], 2) if hit else None,
-            "target_trial": hit[1] if hit else None, "target_epoch": hit[2] if hit else None,
-            "trials_per_hour": round(len(trials) / wall * 3600, 1),
+    return {"arm": arm, "model": model, "seed": seed, "sampler": plan.sweep.sampler, "pruner": plan.sweep.pruner,
+            "wall_s": round(wall, 2), "trials": len(trials), "pruned": states.count("PRUNED"),
+            "failed": states.count("FAIL"), "epochs_trained": len(reports),
             "reports": [[round(t, 2), n, e, round(v, 5)] for t, n, e, v in reports]}
+
+
+def first_reach(reports: list, target: float) -> Optional[float]:
+    """Seconds at which val RMSE first came to `target` or below (None: never)."""
+    return next((t for t, _, _, v in reports if v <= target + 1e-12), None)
+
+
+def best_by(reports: list, seconds: float) -> Optional[float]:
+    return min((v for t, _, _, v in reports if t <= seconds), default=None)
+
+
+def compare(rnd: dict, dft: dict, budget: float) -> dict:
+    """The figures of one model and seed from its two arms' reports."""
+    R = best_by(rnd["reports"], float("inf"))
+    t_random = first_reach(rnd["reports"], R) if R is not None else None
+    t_default = first_reach(dft["reports"], R) if R is not None else None
+    # the same in epochs trained (a load-independent check of the seconds)
+    e_random = next((i + 1 for i, r in enumerate(rnd["reports"]) if r[3] <= R + 1e-12), None) if R else None
+    e_default = next((i + 1 for i, r in enumerate(dft["reports"]) if r[3] <= R + 1e-12), None) if R else None
+    ratio = bound = None
+    if t_random is not None:
+        if t_default is not None:
+            ratio = t_random / max(t_default, 1e-9)
+        else:
+            bound = t_random / budget  # the default would need more than the budget: the ratio is below this
+    return {"model": rnd["model"], "seed": rnd["seed"], "R": R, "t_random_s": t_random, "t_default_s": t_default,
+            "epochs_random": e_random, "epochs_default": e_default,
+            "ratio": None if ratio is None else round(ratio, 3), "ratio_below": None if bound is None else round(bound, 3),
+            "best_random_at_budget": best_by(rnd["reports"], budget),
+            "best_default_at_budget": best_by(dft["reports"], budget),
+            "random": {k: v for k, v in rnd.items() if k != "reports"},
+            "default": {k: v for k, v in dft.items() if k != "reports"}}
+
+
+def summed(rows: list[dict], budget: float) -> dict[int, dict]:
+    """Per seed: sum of t_random over the models / sum of t_default (the budget where not reached)."""
+    out = {}
+    for seed in sorted({r["seed"] for r in rows}):
+        mine = [r for r in rows if r["seed"] == seed and r["t_random_s"] is not None]
+        t_r = sum(r["t_random_s"] for r in mine)
+        t_d = sum(r["t_default_s"] if r["t_default_s"] is not None else budget for r in mine)
+        out[seed] = {"t_random_s": round(t_r, 2), "t_default_s": round(t_d, 2),
+                     "ratio": round(t_r / t_d, 3) if t_d > 0 else None,
+                     "upper_bound": any(r["t_default_s"] is None for r in mine)}
+    return out
+
+
+def plot(curves: dict, budget: float, path) -> None:
+    """Best val RMSE so far against seconds, one panel per model, one line per arm and seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(curves)
+    cols = min(3, len(models))
+    rows = (len(models) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
+    colors = {"random": "tab:blue", "default": "tab:orange"}
+    for ax, model in zip(axes.flat, models):
+        lows = []
+        for (arm, seed), reports in sorted(curves[model].items()):
+            xs, ys, best = [], [], float("inf")
+            for t, _, _, v in reports:
+                if v < best:
+                    best = v
+                    xs.append(t)
+                    ys.append(v)
+            if xs:
+                xs.append(budget), ys.append(best)
+                lows.append(best)
+                ax.step(xs, ys, where="post", color=colors[arm], alpha=0.8, lw=1.2,
+                        label=f"{arm}" if seed == min(s for a, s in curves[model] if a == arm) else None)
+        if lows:
+            ax.set_ylim(min(lows) - 0.005, min(lows) + 0.06)
+        ax.set_title(model)
+        ax.set_xlabel("seconds")
+        ax.set_ylabel("best val RMSE so far")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(models):]:
+        ax.axis("off")
+    fig.suptitle("default search (orange) vs random search without pruning (blue), one line per seed")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -69,60 +168,129 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out")
     parser.add_argument("--child", choices=list(ARMS))
-    parser.add_argument("--trials", type=int, default=12, help="per arm (the default sweep's per-model budget)")
-    parser.add_argument("--timeout", type=float, default=600.0, help="sweep.timeout per arm, seconds")
+    parser.add_argument("--model", default="biased")
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--budget", type=float, default=60.0, help="wall seconds per arm, model and seed")
+    parser.add_argument("--budget-epochs", type=int, help="development: a budget of epochs trained per arm "
+                                                           "(load-independent) on top of --budget")
+    parser.add_argument("--default-arm", action="append", default=[],
+                        help="development: an override for the default arm only (a lever to try)")
+    parser.add_argument("--random-from", help="an earlier result JSON of this section: reuse its random arms "
+                                                "(same models, seeds and budget) and run only the default arms")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     common.quiet_logs()
     if args.child:
-        print(json.dumps(child(args.child, args.trials, args.timeout, args.overrides)))
+        print(json.dumps(child(args.child, args.model, args.seed, args.budget, args.overrides, args.budget_epochs)))
         return 0
     started = time.perf_counter()
-    n_trials, timeout, extra = (2, 20.0, QUICK_OVERRIDES) if args.quick else (args.trials, args.timeout, args.overrides)
+    models, seeds, budget, extra = ((["biased"], [0], 15.0, QUICK_OVERRIDES) if args.quick else
+                                    (args.models, args.seeds, args.budget, args.overrides))
     common.scratch()
-    rows = []
-    for arm in ARMS:
-        _, proc = common.run_child(["-m", "bench.sweep_efficiency", "--child", arm, "--trials", str(n_trials),
-                                    "--timeout", str(timeout), *extra])
-        rows.append(common.last_json_line(proc.stdout))
-        r = rows[-1]
-        reached = f"reached {THRESHOLD} after {r['time_to_target_s']:.1f}s" if r["time_to_target_s"] is not None \
-            else f"never reached {THRESHOLD} (best {r['best_val_rmse']})"
-        common.say(SECTION, f"{arm}: {reached}; {r['trials']} trials in {r['wall_s']:.0f}s "
-                            f"({r['trials_per_hour']:,.0f}/h, {r['pruned']} pruned)")
-    tpe, rnd = rows
-    ratio, note = None, ""
-    if tpe["time_to_target_s"] is not None and rnd["time_to_target_s"] is not None:
-        ratio = round(rnd["time_to_target_s"] / max(tpe["time_to_target_s"], 1e-9), 3)
-    elif tpe["time_to_target_s"] is not None:
-        ratio = round(rnd["wall_s"] / max(tpe["time_to_target_s"], 1e-9), 3)
-        note = "random search never reached it: ratio is a lower bound (its whole wall time)"
-    else:
-        note = f"TPE + pruning did not reach {THRESHOLD} within the budget"
-    targets = [common.target(f"time to val RMSE <= {THRESHOLD}: random, no pruning / TPE + pruning", ">= 3x", ratio,
-                             "x", common.at_least(ratio, 3.0) if ratio is not None else None, note)]
-    notes = [f"Model {MODEL} only; the default sweep's space, epochs and patience; {n_trials} trials and "
-             f"sweep.timeout={timeout:.0f}s per arm, sweep.seed=0, one worker, MLflow tracking on (a ready "
-             "sqlite store). Both arms start with the tutorial's enqueued configuration, as the default "
-             "sweep does.", "Time is counted from the start of the worker loop (after the studies exist), "
-             "data loading included; the per-epoch val RMSE curve of each arm is in the JSON (`reports`: "
-             "seconds, trial, epoch, val_rmse)."] + ([f"quick overrides: {' '.join(extra)}"] if args.quick else [])
+    rows, curves = [], {}
+    earlier = {}
+    if args.random_from:
+        old = json.loads(open(args.random_from).read())["figures"]
+        earlier = {(r["model"], r["seed"]): {**r["random"], "reports": old["curves"][r["model"]][f"random:{r['seed']}"]}
+                   for r in old["rows"] if old["budget_s"] == budget}
+    for model in models:
+        for seed in seeds:
+            arms = {}
+            if (model, seed) in earlier:
+                arms["random"] = earlier[(model, seed)]
+                curves.setdefault(model, {})[("random", seed)] = arms["random"]["reports"]
+            todo = [a for a in ("random", "default") if a not in arms]
+            # side by side, one core each: both arms see the same machine, whatever else runs on it
+            procs = {arm: subprocess.Popen(
+                [sys.executable, "-m", "bench.sweep_efficiency", "--child", arm, "--model", model, "--seed", str(seed),
+                 "--budget", str(budget), *extra, *(args.default_arm if arm == "default" else []),
+                 *(["--budget-epochs", str(args.budget_epochs)] if args.budget_epochs else [])],
+                env=common.child_env(threads=1), cwd=common.scratch(), stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True) for arm in todo}
+            for arm, proc in procs.items():
+                out, err = proc.communicate()
+                if proc.returncode != 0:
+                    raise RuntimeError(f"{arm} arm of {model} seed {seed} exited with {proc.returncode}:\n"
+                                       + "\n".join((out + err).strip().splitlines()[-15:]))
+                arms[arm] = common.last_json_line(out)
+                curves.setdefault(model, {})[(arm, seed)] = arms[arm]["reports"]
+            row = compare(arms["random"], arms["default"], budget)
+            rows.append(row)
+            reached = (f"default reached it after {row['t_default_s']:.1f}s: {row['ratio']:.2f}x"
+                       if row["t_default_s"] is not None else
+                       f"default never reached it in {budget:.0f}s (ratio < {row['ratio_below']})")
+            common.say(SECTION, f"{model} seed {seed}: random best {row['R']} after {row['t_random_s']}s "
+                                f"({arms['random']['trials']} trials); {reached}; at {budget:.0f}s random "
+                                f"{row['best_random_at_budget']}, default {row['best_default_at_budget']} "
+                                f"({arms['default']['trials']} trials, {arms['default']['pruned']} pruned)")
+    per_seed = summed(rows, budget)
+    ratios = [s["ratio"] for s in per_seed.values() if s["ratio"] is not None]
+    ratio = common.median(ratios)
+    png = (common.RESULTS / PNG) if not args.out else (os.path.dirname(os.path.abspath(args.out)) + "/" + PNG)
+    os.makedirs(os.path.dirname(str(png)), exist_ok=True)
+    plot(curves, budget, png)
+    worse = [m for m in models
+             if (common.median([r["best_default_at_budget"] - r["best_random_at_budget"] for r in rows
+                                if r["model"] == m and None not in (r["best_default_at_budget"],
+                                                                    r["best_random_at_budget"])]) or 0) > 0]
+    bounded = any(s["upper_bound"] for s in per_seed.values())
+    targets = [
+        common.target("time to random search's best: random, no pruning / default search, summed over the models, "
+                      "median over seeds", ">= 3x", ratio, "x", common.at_least(ratio, 3.0),
+                      "per seed: " + ", ".join(f"{s}: {v['ratio']}x" for s, v in per_seed.items())
+                      + (" (upper bounds: the default missed R in some model)" if bounded else "")),
+        common.target("models where the default search's best val RMSE at equal wall time is above random's "
+                      "(median over seeds)", "0", len(worse), "models", len(worse) == 0,
+                      ", ".join(worse) if worse else "")]
+    default_sampler = rows[0]["default"] if rows else {}
+    notes = [f"Budget B = {budget:.0f} s of wall time per arm, model and seed; seeds {seeds}; the two arms run side by side, "
+             "one process and one thread each; MLflow "
+             "tracking on (a ready sqlite store); the default sweep's space, train.epochs and patience; no "
+             "reference trial in either arm.",
+             f"The default arm: sampler {default_sampler.get('sampler')}, pruner {default_sampler.get('pruner')} "
+             "(conf/sweep/default.yaml, mfexp/sweep/storage.py).",
+             f"Curves: bench/results/{PNG}; every epoch's report is in the JSON (`curves`)."] + \
+        ([f"quick overrides: {' '.join(extra)}"] if args.quick else [])
     common.write_result(args.out or common.RESULTS / f"{SECTION}.json", SECTION, args.quick, started,
-                        {"model": MODEL, "threshold": THRESHOLD, "n_trials": n_trials, "timeout_s": timeout,
-                         "overrides": list(extra), "arms": rows, "ratio": ratio}, targets, notes)
+                        {"models": models, "seeds": seeds, "budget_s": budget, "overrides": list(extra),
+                         "rows": rows, "per_seed": {str(k): v for k, v in per_seed.items()}, "ratio": ratio,
+                         "png": PNG, "curves": {m: {f"{a}:{s}": r for (a, s), r in c.items()}
+                                                for m, c in curves.items()}},
+                        targets, notes)
     return 0
+
+
+def _s(value) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _v(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def render(result: dict) -> list[str]:
     f = result["figures"]
-    lines = [f"Model {f['model']}, {f['n_trials']} trials per arm, timeout {f['timeout_s']:.0f} s, seed 0:", "",
-             f"| arm | time to val RMSE <= {f['threshold']} (s) | best val RMSE | trials (pruned) | epochs trained | "
-             "wall (s) | trials/h |", "|---|---:|---:|---:|---:|---:|---:|"]
-    for r in f["arms"]:
-        hit = f"{r['time_to_target_s']:.1f}" if r["time_to_target_s"] is not None else "not reached"
-        best = f"{r['best_val_rmse']:.4f}" if r["best_val_rmse"] is not None else "-"
-        lines.append(f"| {r['arm']} | {hit} | {best} | {r['trials']} ({r['pruned']}) | {r['epochs_trained']} | "
-                     f"{r['wall_s']:.0f} | {r['trials_per_hour']:,.0f} |")
+    if "rows" not in f:  # a result of the earlier, one-model form of this section
+        return ["(an earlier form of this section's result: re-run python -m bench.sweep_efficiency)"]
+    lines = [f"Budget {f['budget_s']:.0f} s per arm, model and seed; R = random search's best val RMSE "
+             "within it; t = seconds until an arm first reached R.", "",
+             "| model | seed | R (random's best) | t random (s) | t default (s) | ratio | best at B: random | "
+             "best at B: default | default trials (pruned) | random trials |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in f["rows"]:
+        ratio = f"{r['ratio']:.2f}x" if r["ratio"] is not None else (
+            f"< {r['ratio_below']:.2f}x" if r["ratio_below"] is not None else "-")
+        lines.append(f"| {r['model']} | {r['seed']} | {_v(r['R'])} | {_s(r['t_random_s'])} | "
+                     f"{_s(r['t_default_s']) if r['t_default_s'] is not None else 'not reached'} | {ratio} | "
+                     f"{_v(r['best_random_at_budget'])} | {_v(r['best_default_at_budget'])} | "
+                     f"{r['default']['trials']} ({r['default']['pruned']}) | {r['random']['trials']} |")
+    lines += ["", "| seed | sum t random (s) | sum t default (s) | ratio |", "|---:|---:|---:|---:|"]
+    for seed, s in f["per_seed"].items():
+        lines.append(f"| {seed} | {s['t_random_s']:.1f} | {s['t_default_s']:.1f} | "
+                     f"{'<= ' if s['upper_bound'] else ''}{s['ratio']}x |")
+    lines += ["", f"Median over seeds: **{f['ratio']}x**.", "", f"![best val RMSE so far](bench/results/{f['png']})"]
     return lines
 
 
