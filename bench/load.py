@@ -396,7 +396,8 @@ def explain(kind: str) -> Optional[str]:
 def judge(row: dict, n_trials: int, workers: int) -> dict[str, bool]:
     """Each check of a backend's run, True when it holds. `optuna`: exactly the budget counted,
     no FAIL, nothing left RUNNING or WAITING, numbers unique and contiguous, every trial owned by
-    one of the commands; `mlflow`: one trial run per Optuna trial and no other, none duplicated or
+    one of the commands, the reference trial enqueued once, no sampled configuration proposed
+    twice (commands whose samplers share a seed would); `mlflow`: one trial run per Optuna trial and no other, none duplicated or
     left RUNNING, status and run id matching, no tracking gaps, one finished parent run per
     command, the best run evaluated and registered once; `workers`: every command exited 0 and no
     lock error, traceback or mfexp error in their output."""
@@ -404,7 +405,8 @@ def judge(row: dict, n_trials: int, workers: int) -> dict[str, bool]:
     states = o["by_state"]
     optuna_ok = (o["counted"] == n_trials and states.get("FAIL", 0) == 0 and states.get("RUNNING", 0) == 0
                  and states.get("WAITING", 0) == 0 and o["trials"] == n_trials and o["numbers_unique"]
-                 and o["numbers_contiguous"] and o["trials_of_unknown_worker"] == 0)
+                 and o["numbers_contiguous"] and o["trials_of_unknown_worker"] == 0 and o["reference_trials"] == 1
+                 and o["repeated_configurations"] == 0)
     mlflow_ok = (m["trial_runs"] == o["trials"] and m["duplicate_trial_runs"] == 0 and m["running"] == 0
                  and m["trials_without_run"] == 0 and m["runs_without_trial"] == 0 and m["other_study"] == 0
                  and m["status_not_matching_state"] == 0 and m["run_id_not_matching"] == 0
@@ -436,7 +438,8 @@ def targets_of(row: dict, n_trials: int, workers: int) -> list[dict]:
         common.target(f"{b}: Optuna trials counted (COMPLETE+PRUNED), {workers} commands", f"= {n_trials}, no FAIL, "
                       "none left RUNNING", o["counted"], "trials", ok["optuna"],
                       f"{states}; numbers unique and 0..{o['trials'] - 1}: {o['numbers_contiguous']}; per command "
-                      f"{o['per_worker']}"),
+                      f"{o['per_worker']}; reference trials {o['reference_trials']}; configurations proposed twice "
+                      f"{o['repeated_configurations']}"),
         common.target(f"{b}: MLflow trial runs = Optuna trials, none duplicated or left RUNNING", "= Optuna's",
                       m["trial_runs"], "runs", ok["mlflow"],
                       f"Optuna {o['trials']}; duplicates {m['duplicate_trial_runs']}; RUNNING {m['running']}; "
@@ -513,7 +516,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "writes cost nothing here) holding the Optuna database and the `mlflow server` backend database; each "
         "command in its own folder with the same command line; artifacts proxied by the server.",
         "Checks (each target's verdict): Optuna: exactly the budget counted, no FAIL, none left RUNNING or "
-        "WAITING, trial numbers unique and contiguous; MLflow: one trial run (tag optuna.trial_number) per "
+        "WAITING, trial numbers unique and contiguous, the reference trial once, no configuration proposed "
+        "twice; MLflow: one trial run (tag optuna.trial_number) per "
         "Optuna trial, no duplicate (study, number), none RUNNING, status and mlflow_run_id matching Optuna, no "
         "tracking gap, one FINISHED parent run per command, the best trial evaluated and registered once; "
         "every command exits 0 with no line matching 'database is locked', 'deadlock', 'OperationalError', "

@@ -127,6 +127,8 @@ def test_load_checks_fail_on_a_dead_worker_an_overshoot_a_duplicate_run_or_a_loc
     assert load.judge(duplicated, 12, 4)["mlflow"] is False
     assert load.judge(_load_row(**{"optuna.by_state": {"COMPLETE": 12, "FAIL": 1}, "optuna.trials": 13,
                                    "mlflow.trial_runs": 13}), 12, 4)["optuna"] is False
+    assert load.judge(_load_row(**{"optuna.repeated_configurations": 3}), 12, 4)["optuna"] is False  # shared seeds
+    assert load.judge(_load_row(**{"optuna.reference_trials": 2}), 12, 4)["optuna"] is False  # enqueued twice
 
     err = tmp_path / "worker-2" / "worker.err"
     err.parent.mkdir()
