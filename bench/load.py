@@ -464,11 +464,14 @@ def parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--trials", type=int, help=f"the sweep's budget, shared by the commands (default {TRIALS})")
     parser.add_argument("--workers", type=int, default=WORKERS, help="worker commands started at once")
     parser.add_argument("--epochs", type=int, default=EPOCHS, help="per trial")
-    parser.add_argument("--timeout", type=float, help="seconds per backend before the workers are killed")
+    parser.add_argument("--timeout", type=float, help="seconds per backend before the workers are killed "
+                                                       "(default 6 per trial, at least 900)")
     parser.add_argument("--keep", action="store_true", help="keep the stores and the workers' output")
     args = parser.parse_args(argv)
     args.trials = args.trials or (QUICK_TRIALS if args.quick else TRIALS)
-    args.timeout = args.timeout or max(900.0, 30.0 * args.trials)
+    # the workers' time limit: 6 s a trial (about 1-3 s is expected), so that both backends end well
+    # inside `python -m bench --timeout 7200`, which would kill this process but not its children
+    args.timeout = args.timeout or max(900.0, 6.0 * args.trials)
     return args
 
 
