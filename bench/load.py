@@ -298,8 +298,9 @@ def run_journal(folder: Path, n_trials: int, workers: int, epochs: int, timeout:
     args = [sweep_args(name, n_trials, epochs, root, f"sweep.seed={i}") for i in range(workers)]
     ran = run_workers([folder / f"worker-{i}" for i in range(workers)], args, worker_env(uri), timeout)
     journal = root / name / "optuna.journal"
-    study = optuna.load_study(study_name=f"{name}-{MODEL}",
-                              storage=optuna.storages.JournalStorage(JournalFileBackend(str(journal))))
+    study = _study(lambda: optuna.load_study(
+        study_name=f"{name}-{MODEL}", storage=optuna.storages.JournalStorage(JournalFileBackend(str(journal)))),
+        ran, folder)
     facts = optuna_facts(study, ran["pids"])
     tracked = mlflow_facts(uri, name, f"{name}-{MODEL}", facts)
     artifacts = _artifact_folder(tracked["artifact_location"])
@@ -312,6 +313,18 @@ def run_journal(folder: Path, n_trials: int, workers: int, epochs: int, timeout:
             "optuna": facts, "mlflow": tracked, "sizes": sizes,
             "output": scan_output(_outputs(folder, workers), LOCK_PATTERNS),
             "other_output": scan_output(_outputs(folder, workers), OTHER_PATTERNS)}
+
+
+def _study(load, ran: dict, folder: Path):
+    """The sweep's study; without one (every command failed before creating it) an error that
+    shows why, from the first failed command's output."""
+    try:
+        return load()
+    except (KeyError, OSError) as err:
+        failed = [i for i, code in enumerate(ran["exit_codes"]) if code != 0] or [0]
+        tail = (folder / f"worker-{failed[0]}" / "worker.err").read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"no study after the workers (exit codes {ran['exit_codes']}; {type(err).__name__}: "
+                           f"{err}); worker {failed[0]}'s stderr ends:\n{tail}") from err
 
 
 def _artifact_folder(location: Optional[str]) -> Optional[Path]:
@@ -351,7 +364,7 @@ def run_postgres(folder: Path, n_trials: int, workers: int, epochs: int, timeout
                 for i in range(workers)]
         os.environ.update({k: v for k, v in worker_env(server.uri).items() if k.lower() == "no_proxy"})
         ran = run_workers([folder / f"worker-{i}" for i in range(workers)], args, worker_env(server.uri), timeout)
-        study = optuna.load_study(study_name=f"{name}-{MODEL}", storage=storage)
+        study = _study(lambda: optuna.load_study(study_name=f"{name}-{MODEL}", storage=storage), ran, folder)
         facts = optuna_facts(study, ran["pids"])
         tracked = mlflow_facts(server.uri, name, f"{name}-{MODEL}", facts)
         sizes = {"optuna_store_bytes": pg.database_size(optuna_db), "optuna_store": "PostgreSQL database",
