@@ -541,7 +541,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "trials/h: counted trials / (first command's start to last command's exit: imports, data, the trials, "
         "the end-of-sweep evaluation); search: / (first trial's start to last trial's end); steady: each "
         "command's first trial left out. Store sizes are after the run; a PostgreSQL database starts at "
-        "the empty database's size (template1).",
+        "the empty database's size (template1); with few trials, the per-trial growth is mostly the first "
+        "pages of each table and index.",
     ] + ([f"quick: {args.trials} trials in all"] if args.quick else [])
     common.write_result(args.out or common.RESULTS / f"{SECTION}.json", SECTION, args.quick, started,
                         {"n_trials": args.trials, "workers": args.workers, "epochs": args.epochs, "model": MODEL,
