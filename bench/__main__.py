@@ -1,15 +1,16 @@
 """`python -m bench [--quick] [--only NAME,...]` (make bench ARGS=...): run the speed benchmarks,
 write bench/results/<section>.json, regenerate BENCHMARKS.md from every result present.
 
-Sections (bench/sections.py): throughput, tutorial, overhead, scaling, workers, serving,
+Sections (bench/sections.py): throughput, tutorial, overhead, scaling, workers, load, serving,
 sweep_efficiency, fm. Each runs in its own process (and starts its own children where isolation
 matters). The full run takes about 40-50 minutes on 2 cores, most of it sweep_efficiency and fm's
-25M epoch; --quick uses tiny sizes
-(about 2 minutes) and only checks that the benchmark works.
+25M epoch, plus about half an hour for load (4 worker commands x 400 trials, twice); --quick uses
+tiny sizes (about 5 minutes) and only checks that the benchmark works.
 
     python -m bench                      # everything, full sizes
     python -m bench --quick              # a smoke test
     python -m bench --only throughput,scaling
+    python -m bench --only load --timeout 7200   # the load section alone (PostgreSQL: a throwaway cluster)
     python -m bench --report             # only regenerate BENCHMARKS.md from bench/results/
 """
 from __future__ import annotations

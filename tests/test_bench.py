@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from bench import common, report, throughput  # bench/ is importable through pytest's pythonpath
 from bench.synthetic import ml25m_like
@@ -80,3 +81,111 @@ def test_a_run_of_some_sections_keeps_the_other_sections_of_the_summary(tmp_path
     assert "| workers | workers target | report | 33 s |" in md and "22 s" not in md  # replaced
     assert "scaling 1.5, workers 3.5" in md
     assert md.index("## scaling") < md.index("## workers") and md.count("## workers") == 1
+
+
+# --- load: worker commands on one sweep, exact counts -----------------------------------------------
+
+def _load_row(**changes):
+    """What bench.load gathers from one backend's run: a clean one, with `changes` applied
+    (dotted keys reach into the nested facts)."""
+    row = {"backend": "journal", "exit_codes": [0, 0, 0, 0], "wall_s": 100.0,
+           "optuna": {"trials": 12, "counted": 12, "by_state": {"COMPLETE": 12}, "numbers_unique": True,
+                      "numbers_contiguous": True, "per_worker": [3, 3, 3, 3], "trials_of_unknown_worker": 0,
+                      "reference_trials": 1, "repeated_configurations": 0, "mlflow_gaps": 0, "search_s": 50.0,
+                      "steady_s": 40.0, "steady_trials": 8, "mean_trial_s": 2.0},
+           "mlflow": {"trial_runs": 12, "duplicate_trial_runs": 0, "other_study": 0, "trials_without_run": 0,
+                      "runs_without_trial": 0, "running": 0, "status_not_matching_state": 0,
+                      "run_id_not_matching": 0, "parent_runs": 4, "parents_finished": 4, "best_runs": 1,
+                      "registry_versions": 1, "other_runs": 0},
+           "output": {"lines": 0, "by_pattern": {}, "examples": [], "kinds": []},
+           "other_output": {"lines": 0, "by_pattern": {"MLflow tracking failed": 0}, "examples": [], "kinds": []},
+           "sizes": {"optuna_store_bytes": 30_000, "optuna_store": "journal file", "optuna_empty_bytes": 0,
+                     "mlflow_store_bytes": 2_000_000, "mlflow_store": "SQLite file", "mlflow_empty_bytes": 950_000,
+                     "artifacts_bytes": 10, "sweep_folders_bytes": 10}}
+    for key, value in changes.items():
+        *path, last = key.split(".")
+        target = row
+        for part in path:
+            target = target[part]
+        target[last] = value
+    return row
+
+
+def test_load_checks_fail_on_a_dead_worker_an_overshoot_a_duplicate_run_or_a_lock_error(tmp_path):
+    from bench import load
+
+    assert load.judge(_load_row(), 12, 4) == {"optuna": True, "mlflow": True, "workers": True}
+    # a worker killed mid-trial (what a kill -9 of one command gave on the journal): its trial stays
+    # RUNNING, the budget ends one short, its MLflow run stays RUNNING, its exit code is -9
+    dead = _load_row(**{"exit_codes": [0, -9, 0, 0], "optuna.counted": 11,
+                        "optuna.by_state": {"COMPLETE": 11, "RUNNING": 1}, "mlflow.running": 1,
+                        "mlflow.parents_finished": 3})
+    assert load.judge(dead, 12, 4) == {"optuna": False, "mlflow": False, "workers": False}
+    assert load.judge(_load_row(**{"optuna.counted": 13, "optuna.trials": 13, "mlflow.trial_runs": 13}),
+                      12, 4)["optuna"] is False  # one trial beyond the budget
+    duplicated = _load_row(**{"mlflow.duplicate_trial_runs": 1, "mlflow.trial_runs": 13})
+    assert load.judge(duplicated, 12, 4)["mlflow"] is False
+    assert load.judge(_load_row(**{"optuna.by_state": {"COMPLETE": 12, "FAIL": 1}, "optuna.trials": 13,
+                                   "mlflow.trial_runs": 13}), 12, 4)["optuna"] is False
+    assert load.judge(_load_row(**{"optuna.repeated_configurations": 3}), 12, 4)["optuna"] is False  # shared seeds
+    assert load.judge(_load_row(**{"optuna.reference_trials": 2}), 12, 4)["optuna"] is False  # enqueued twice
+
+    err = tmp_path / "worker-2" / "worker.err"
+    err.parent.mkdir()
+    err.write_text("progress 3/12 | a clock and a block are fine\n"
+                   "sqlalchemy.exc.OperationalError: (sqlite3.OperationalError) database is locked\n"
+                   "optuna: LockError while appending\n")
+    scan = load.scan_output([err, tmp_path / "absent.err"], load.LOCK_PATTERNS)
+    assert scan["lines"] == 2 and scan["by_pattern"]["database is locked"] == 1
+    assert scan["by_pattern"]["lock"] == 2 and scan["by_pattern"]["OperationalError"] == 1
+    assert load.judge(_load_row(output=scan), 12, 4)["workers"] is False
+
+    targets = load.targets_of(dead, 12, 4)
+    assert [t["met"] for t in targets] == [False, False, False, None]
+    assert "RUNNING 1" in targets[0]["note"] and "[0, -9, 0, 0]" in targets[2]["note"]
+    skipped = load.targets_of({"backend": "postgres", "skipped": "no PostgreSQL"}, 12, 4)
+    assert all(t["met"] is None and "no PostgreSQL" in t["note"] for t in skipped)
+    figures = {"n_trials": 12, "workers": 4, "epochs": 2, "model": "plain",
+               "rows": [dict(dead, **load.rates(dead)), {"backend": "postgres", "skipped": "no PostgreSQL"}]}
+    common.write_result(tmp_path / "load.json", "load", True, 0.0, figures, targets + skipped, [])
+    md = report.write_markdown(tmp_path, tmp_path / "BENCHMARKS.md").read_text()
+    assert "## load (quick)" in md and "| journal | 11 / 12 | COMPLETE 11, RUNNING 1 |" in md
+    assert "| postgres | skipped: no PostgreSQL |" in md and "| journal | journal file 0.03 MiB |" in md
+
+
+@pytest.mark.slow
+@pytest.mark.ml100k
+@pytest.mark.parametrize("backend", ["journal", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_load_quick_gives_exact_counts_and_no_lock_errors(backend, tmp_path, ml100k_cache):
+    """bench.load --quick for real: 4 worker commands on 12 trials of ML-100K u1, on the journal
+    file (SQLite MLflow store) or on PostgreSQL (an mlflow server on PostgreSQL too)."""
+    import os
+    import subprocess
+    import sys
+
+    from bench import load
+
+    if backend == "postgres":
+        from pg import require_bindir
+
+        require_bindir()  # skips without PostgreSQL; fails in CI
+    out = tmp_path / "load.json"
+    env = {**os.environ, common.TMP_ENV: str(tmp_path / "scratch")}
+    proc = subprocess.run([sys.executable, "-m", "bench.load", "--quick", "--backends", backend, "--out", str(out)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    result = json.loads(out.read_text())
+    [row] = result["figures"]["rows"]
+    assert not row.get("skipped"), row
+    assert row["checks"] == {"optuna": True, "mlflow": True, "workers": True}, json.dumps(row, indent=1)[:6000]
+    assert row["optuna"]["counted"] == row["optuna"]["trials"] == 12 and row["optuna"]["by_state"] == {"COMPLETE": 12}
+    assert row["mlflow"]["trial_runs"] == 12 and row["mlflow"]["duplicate_trial_runs"] == 0
+    assert row["output"]["lines"] == 0 and row["exit_codes"] == [0, 0, 0, 0]
+    assert sum(row["optuna"]["per_worker"]) == 12 and row["optuna"]["reference_trials"] == 1
+    assert row["sizes"]["optuna_store_bytes"] > 0 and row["sizes"]["mlflow_store_bytes"] > 0
+    assert [t["met"] for t in result["targets"]] == [True, True, True, None]
+    for key in ("server_log", "postgres_log"):  # PostgreSQL: every server-side error is one the writer expects
+        for kind, _n in row.get(key, {}).get("kinds", []):
+            assert load.explain(kind), (key, kind)
+    md = report.write_markdown(tmp_path, tmp_path / "BENCHMARKS.md").read_text()
+    assert f"| {backend} | 12 / 12 | COMPLETE 12 |" in md

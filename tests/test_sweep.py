@@ -158,6 +158,58 @@ def test_resume_makes_up_failed_trials(ratings_file, tmp_path, mlflow_uri):
     assert len(states) == 4  # exactly one new trial: the FAIL one did not count
 
 
+def test_workers_that_count_at_the_same_moment_never_run_more_trials_than_the_budget(ratings_file, tmp_path,
+                                                                                   monkeypatch):
+    """Counting the trials and starting one are a single step under storage.exclusive(): workers
+    that finish together and count at the same instant cannot all take the last open slot. The
+    window between count and start is widened here (0.1 s), so without the lock every worker took
+    it (8 counted trials of a budget of 6)."""
+    import threading
+    import time
+
+    import mfexp.data
+    from mfexp.sweep import runner
+
+    plan = build_plan(_args(ratings_file, tmp_path, "sweep.n_trials=6", "sweep.enqueue_tutorial=false",
+                            "sweep.pruner=none", "sweep.name=race"))
+    runner.prepare(plan)
+    counted = runner._next_model
+
+    def slow_count(*args):
+        model = counted(*args)
+        time.sleep(0.1)  # another worker counts meanwhile
+        return model
+
+    class Trivial:  # a trial in 20 ms, no training: only the counting is under test
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __call__(self, trial):
+            time.sleep(0.02)
+            return trial.suggest_float("x", 0.0, 1.0)
+
+    monkeypatch.setattr(runner, "_next_model", slow_count)
+    monkeypatch.setattr(runner, "Objective", Trivial)
+    monkeypatch.setattr(runner, "_sigterm_as_interrupt", lambda: None)  # workers are threads here
+    monkeypatch.setattr(mfexp.data, "load_dataset", lambda cfg: None)
+    errors = []
+
+    def worker(index):
+        try:
+            runner.work(plan, index, None, None)
+        except Exception as err:  # noqa: BLE001
+            errors.append(err)
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    trials = _trials(plan)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 6, [(t.number, t.state) for t in trials]
+
+
 @pytest.mark.slow
 def test_two_workers_share_a_study_without_losing_or_repeating_a_trial(ratings_file, tmp_path, mlflow_uri):
     plan = build_plan(_args(ratings_file, tmp_path, "sweep.n_trials=6", "sweep.n_workers=2"))
@@ -166,7 +218,7 @@ def test_two_workers_share_a_study_without_losing_or_repeating_a_trial(ratings_f
     numbers = [t.number for t in trials]
     assert numbers == list(range(len(numbers)))
     counted = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    assert 6 <= len(counted) <= 7  # one in-flight trial may overshoot
+    assert len(counted) == 6  # counted and started as one step: no overshoot
     assert len(counted) == len(trials)  # no FAIL, nothing left RUNNING: the workers did not trip over each other
     assert len({t.user_attrs["worker"] for t in trials}) == 2
     exp = mlflow.get_experiment_by_name("mfexp-sweep-smoke")

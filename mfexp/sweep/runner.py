@@ -6,6 +6,7 @@ gets the same budget even when `sweep.timeout` cuts the sweep short.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -188,18 +189,28 @@ def work(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: O
     data = load_dataset(_base_config(plan).data)
     bases = _on_device(plan.bases, worker_device(plan.sweep, worker))
     failures = 0
+    storage = next(iter(studies.values()))._storage
     while deadline is None or time.time() < deadline:
-        model = _next_model(plan, studies)
-        if model is None:
-            return
-        study = studies[model]
-        objective = Objective(model, bases[model], plan.spaces[model], data,
-                              study_name=study.study_name, experiment=plan.experiment,
-                              parent_run_id=parent_run_id, tracking_cfg=replace(plan.tracking, log_model=False),
-                              objective=plan.sweep.objective)
-        finished: list[FrozenTrial] = []
-        study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=False,
-                       callbacks=[announce(model, progress), lambda _s, t: finished.append(t)])
+        # Count and start as one step: the sweep's lock (storage.exclusive(), shared by every process
+        # on every machine) is held from the count until the trial exists (RUNNING), then released
+        # as the objective begins. Workers that count at the same moment would otherwise all take
+        # the last open slot and run up to one trial each beyond sweep.n_trials.
+        gate = contextlib.ExitStack()
+        gate.enter_context(st.exclusive(plan.sweep, storage))
+        try:
+            model = _next_model(plan, studies)
+            if model is None:
+                return
+            study = studies[model]
+            objective = Objective(model, bases[model], plan.spaces[model], data,
+                                  study_name=study.study_name, experiment=plan.experiment,
+                                  parent_run_id=parent_run_id, tracking_cfg=replace(plan.tracking, log_model=False),
+                                  objective=plan.sweep.objective)
+            finished: list[FrozenTrial] = []
+            study.optimize(_started(objective, gate), n_trials=1, catch=(Exception,), gc_after_trial=False,
+                           callbacks=[announce(model, progress), lambda _s, t: finished.append(t)])
+        finally:
+            gate.close()  # not released yet if the trial never started (a storage error)
         if finished and finished[-1].state == TrialState.FAIL:
             failures += 1
             if failures >= plan.sweep.max_failures:
@@ -208,6 +219,15 @@ def work(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: O
                 raise SweepStopped(f"sweep stopped: {failures} trials failed in this worker (sweep.max_failures="
                                    f"{plan.sweep.max_failures}); the last: {clause(reason)}. Fix the cause{cause}, "
                                    "then run the sweep again: it resumes.")
+
+
+def _started(objective, gate: contextlib.ExitStack):
+    """The objective, releasing `gate` first: by then Optuna has created the trial (or taken the
+    waiting one), so the other workers count it."""
+    def run(trial: optuna.Trial):
+        gate.close()
+        return objective(trial)
+    return run
 
 
 def assign_devices(sweep: SweepConfig, train_device: str) -> SweepConfig:
