@@ -105,6 +105,9 @@ class SweepConfig:
     # train each chosen configuration again on train + holdout before its one test evaluation:
     # false | true | [models] (mfexp/sweep/best.py says why the tutorial's towers are better left out)
     refit: Any = False
+    # train each chosen configuration with this many seeds (train.seed, +1, ...) and evaluate, log and
+    # serve the average of their predictions: the variance of one SGD run averaged away
+    average_seeds: int = 1
     root: str = "sweeps"
     # model -> {dotted config key: Hydra override expression}; 'common' applies to every model
     space: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -189,6 +192,7 @@ def validate_sweep(sweep: SweepConfig) -> SweepConfig:
            "a sweep needs no warm start)", sweep.warm_start)
     _check(sweep.objective in OBJECTIVES, "sweep.objective", f"must be one of {', '.join(OBJECTIVES)}",
            sweep.objective)
+    _check(sweep.average_seeds >= 1, "sweep.average_seeds", "must be >= 1", sweep.average_seeds)
     refit = sweep.refit
     _check(isinstance(refit, bool) or (isinstance(refit, list) and all(m in sweep.models for m in refit)),
            "sweep.refit", "must be true, false or a list of the sweep's models (sweep.models)", refit)

@@ -159,3 +159,37 @@ def test_refit_trains_the_choice_on_train_plus_holdout_and_blends_on_the_holdout
     assert not np.allclose(refit_val, logged, atol=1e-3)  # a different network: the blend did not use it
     report = (tmp_path / "sweeps" / "smoke" / "report.md").read_text()
     assert "`biased` (sweep.refit): the chosen configuration was trained again" in report and "`plain`," not in report
+
+
+@pytest.mark.slow
+def test_average_seeds_logs_the_average_of_that_many_seeds_and_the_blend_flattens_it(ratings_file, tmp_path,
+                                                                                    mlflow_uri):
+    """sweep.average_seeds=2: each best run's model is an equal-weight average of two networks
+    (train.seed and train.seed + 1), its test RMSE is the average's; the blend holds their nets."""
+    from mfexp.data import load_dataset
+    from mfexp.metrics import rmse
+    from mfexp.models.ensemble import Ensemble
+    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.ensemble import _member, _predictions
+    from mfexp.sweep.orchestrate import run_sweep
+
+    plan = build_plan(["data=file", f"data.path={ratings_file}", "sweep=smoke", f"sweep.root={tmp_path / 'sweeps'}",
+                       "sweep.models=[plain,biased]", "sweep.refit=[biased]", "sweep.average_seeds=2",
+                       "train.epochs=3", "train.batch_size=256"])
+    plain, biased, blend = run_sweep(plan)
+    data = load_dataset(plan.bases["biased"].data)
+    for out in (plain, biased):
+        run = mlflow.get_run(out.best_run_id)
+        assert run.data.tags["mfexp.average_seeds"] == "2"
+        net = _member(out.best_run_id).net
+        assert isinstance(net, Ensemble) and net.settings.name == out.model and net.settings.weights == [0.5, 0.5]
+        one, two = (_predictions([m], data.test)[:, 0] for m in net.members())
+        assert not np.allclose(one, two, atol=1e-4)  # two seeds, two networks
+        assert out.test_rmse == pytest.approx(rmse(data.test.ratings, np.clip((one + two) / 2, 1, 5)), abs=1e-5)
+    blended = _member(blend.best_run_id).net
+    assert len(blended.members()) == 4  # plain's two networks and biased's two, not nested averages
+    w = blend.best_params
+    assert blended.settings.weights == pytest.approx([w["plain"] / 2] * 2 + [w["biased"] / 2] * 2, abs=1e-4)
+    logged = np.load(mlflow.artifacts.download_artifacts(f"runs:/{biased.best_run_id}/val_predictions.npy",
+                                                         dst_path=str(tmp_path / "dl")))
+    assert logged.shape == (len(data.val),)

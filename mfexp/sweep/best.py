@@ -55,18 +55,75 @@ def refit_config(cfg: Config) -> Config:
 VAL_PREDICTIONS = "val_predictions.npy"
 
 
-def replayed_val_predictions(cfg: Config, data):
-    """(holdout predictions, holdout RMSE) of the best trial's network, replayed untracked."""
+def seeded(cfg: Config, i: int) -> Config:
+    """The i-th of sweep.average_seeds copies of a configuration: train.seed + i."""
+    return cfg if i == 0 else replace(cfg, train=replace(cfg.train, seed=cfg.train.seed + i))
+
+
+def replayed_val_predictions(cfg: Config, data, seeds: int = 1):
+    """(holdout predictions, holdout RMSE of the first) of the best trial's network replayed
+    untracked; with `seeds` > 1 the average of that many seeds' predictions."""
     import numpy as np
 
     from mfexp.run import build_net
     from mfexp.train import fit, predict, resolve_device
 
     ctx, _ = resolve_device(cfg.train.device)
-    net = build_net(cfg, data, ctx)
-    result = fit(net, data, cfg.train, ctx, eval_test=False, final_test=False)
-    part = data.val
-    return np.asarray(predict(net, part.users, part.items, ctx, part.timestamps), np.float32), result.final_val_rmse
+    part, preds, first = data.val, [], None
+    for i in range(seeds):
+        c = seeded(cfg, i)
+        net = build_net(c, data, ctx)
+        result = fit(net, data, c.train, ctx, eval_test=False, final_test=False)
+        first = result.final_val_rmse if first is None else first
+        preds.append(predict(net, part.users, part.items, ctx, part.timestamps))
+    return np.mean(preds, axis=0).astype(np.float32), first
+
+
+def train_seed_average(cfg: Config, data, tracker, seeds: int, on_trained=None):
+    """train_and_track for `seeds` copies of `cfg` (train.seed + i): the first's epochs are logged,
+    the average of all their predictions is the model logged (an Ensemble of equal weights named
+    after the model) and evaluated. Returns (the first's FitResult, its final_test_rmse the average's)."""
+    import mxnet as mx
+    import numpy as np
+    import pandas as pd
+
+    from mfexp import model_io
+    from mfexp.models import ModelData
+    from mfexp.models.base import NEEDS
+    from mfexp.models.ensemble import Ensemble
+    from mfexp.models.plugins import code_paths
+    from mfexp.run import build_net
+    from mfexp.train import evaluate, fit, resolve_device
+
+    ctx, device = resolve_device(cfg.train.device)
+    tracker.set_tags({"mfexp.device": device, "mfexp.average_seeds": str(seeds)})
+    tracker.log_yaml(asdict(cfg), "config.yaml")
+    tracker.log_datasets(data, cfg.data, test=True)
+    nets, first = [], None
+    for i in range(seeds):
+        c = seeded(cfg, i)
+        net = build_net(c, data, ctx)
+        hook = (lambda report: tracker.log_metrics(report.metrics(), step=report.epoch)) if i == 0 else None
+        result = fit(net, data, c.train, ctx, eval_test=False, final_test=False, on_epoch=hook)
+        first = result if first is None else first
+        nets.append(net)
+    avg = Ensemble.assemble(nets, [1.0 / seeds] * seeds, 0.0, ModelData.from_dataset(data, NEEDS), name=cfg.model.name)
+    first.final_test_rmse = evaluate(avg, data.test, mx.cpu(), (float(data.rating_min), float(data.rating_max)))
+    summary = {"best_epoch": first.best_epoch, "final_test_rmse": first.final_test_rmse}
+    if first.final_val_rmse is not None:
+        summary["final_val_rmse_seed0"] = first.final_val_rmse
+        summary["final_val_rmse"] = evaluate(avg, data.val, mx.cpu(), (float(data.rating_min), float(data.rating_max)))
+    tracker.log_metrics(summary)
+    trained = model_io.from_training(avg, data)
+    if on_trained is not None:
+        on_trained(trained)
+    first5 = slice(0, 5)
+    example = pd.DataFrame({"user_id": data.user_ids[data.train.users[first5]].astype(np.int64),
+                            "movie_id": data.item_ids[data.train.items[first5]].astype(np.int64)})
+    tracker.log_model(lambda folder: model_io.save(trained, folder), example, code_paths(cfg.model))
+    if first.final_val_rmse is not None:
+        first.final_val_rmse = summary["final_val_rmse"]
+    return first
 
 
 def write_replay_yaml(cfg: Config, path: Path, header: str) -> Path:
@@ -135,10 +192,10 @@ def evaluate_best(plan, model: str, study: optuna.Study, data, parent_run_id, ou
     from mfexp.tracking import Tracker
 
     cfg, val_rmse, val_pred = best_config(plan, model, study), trial_val_rmse(study), None
-    train_cfg, train_data = cfg, data
+    train_cfg, train_data, seeds = cfg, data, plan.sweep.average_seeds
     if refit_data is not None:
-        if plan.sweep.ensemble:  # the blend is fit on the holdout: predictions of a network that never saw it
-            val_pred, replayed = replayed_val_predictions(cfg, data)
+        if plan.sweep.ensemble:  # the blend is fit on the holdout: predictions of networks that never saw it
+            val_pred, replayed = replayed_val_predictions(cfg, data, seeds)
             _check_replay(model, replayed, val_rmse)
         train_cfg, train_data = refit_config(cfg), refit_data
     tags = {**run_tags(train_cfg, train_data), "mfexp.best": "true", "optuna.study_name": study.study_name,
@@ -149,8 +206,11 @@ def evaluate_best(plan, model: str, study: optuna.Study, data, parent_run_id, ou
     ranked = []
     with tracker.run(run_name=train_cfg.tracking.run_name, params=flatten(train_cfg), tags=tags,
                      experiment=plan.experiment):
-        result = train_and_track(train_cfg, train_data, tracker, eval_test=False,
-                                 on_trained=_test_ranking(model, train_data, ranked))
+        if seeds > 1:
+            result = train_seed_average(train_cfg, train_data, tracker, seeds, _test_ranking(model, train_data, ranked))
+        else:
+            result = train_and_track(train_cfg, train_data, tracker, eval_test=False,
+                                     on_trained=_test_ranking(model, train_data, ranked))
         ranking = ranked[0] if ranked else {}
         tracker.log_metrics({"test_rmse": result.final_test_rmse, "best_val_rmse_search": val_rmse, **ranking},
                             step=len(result.history))
@@ -161,11 +221,12 @@ def evaluate_best(plan, model: str, study: optuna.Study, data, parent_run_id, ou
                 path = Path(tmp) / VAL_PREDICTIONS
                 np.save(path, val_pred)
                 tracker.log_artifact(path)
-    if refit_data is None:
+    if refit_data is None and seeds == 1:
         _check_replay(model, result.final_val_rmse, val_rmse)
     out.test_rmse, out.best_run_id, out.ranking = result.final_test_rmse, tracker.run_id, ranking
     out.refit = refit_data is not None
     how = "refit on train + holdout for its best epoch count" if refit_data is not None else "at its best epoch"
+    how += f", the average of {seeds} seeds" if seeds > 1 else ""
     header = (f"best {model} of sweep {plan.sweep.name} (trial {study.best_trial.number}, val RMSE "
               f"{val_rmse:.4f}{'' if plan.sweep.objective == 'val_rmse' else ', ' + _chosen_by(plan, study)}), "
               f"{how}: test RMSE "

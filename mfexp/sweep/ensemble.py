@@ -90,7 +90,16 @@ def build_ensemble(plan, outcomes: list[ModelOutcome], data, data_cfg, parent_ru
     fitted_val = rmse(data.val.ratings, np.clip(bias + val @ weights, *scale))
     if refit_data is not None:  # what the refit members were trained on: train + holdout
         data, data_cfg = refit_data, replace(data_cfg, val_fraction=0.0)
-    ens = Ensemble.assemble(nets, weights, bias, ModelData.from_dataset(data, NEEDS), name=NAME)
+    flat_nets, flat_weights, flat_bias = [], [], bias  # a member that is itself an average: its own nets
+    for net, w in zip(nets, weights):
+        if isinstance(net, Ensemble):
+            flat_nets += net.members()
+            flat_weights += [w * sw for sw in net.settings.weights]
+            flat_bias += w * net.settings.bias
+        else:
+            flat_nets.append(net)
+            flat_weights.append(w)
+    ens = Ensemble.assemble(flat_nets, flat_weights, flat_bias, ModelData.from_dataset(data, NEEDS), name=NAME)
     out = ModelOutcome(model=NAME, study_name="-", best_val_rmse=cv_rmse, test_rmse=test_rmse,
                        best_params={o.model: round(float(w), 4) for o, w in zip(chosen, weights)},
                        n_complete=len(chosen))
@@ -111,7 +120,7 @@ def build_ensemble(plan, outcomes: list[ModelOutcome], data, data_cfg, parent_ru
         trained = model_io.from_training(ens, data)
         example = pd.DataFrame({"user_id": data.user_ids[:5].astype(np.int64),
                                 "movie_id": data.item_ids[:5].astype(np.int64)})
-        code = tuple(dict.fromkeys(p for net in nets for p in code_paths(net.settings)))
+        code = tuple(dict.fromkeys(p for net in flat_nets for p in code_paths(net.settings)))
         tracker.log_model(lambda folder: model_io.save(trained, folder), example, code)
     out.best_run_id = tracker.run_id
     print(f"[{NAME:>7}] blend of {', '.join(f'{o.model} {w:.3f}' for o, w in zip(chosen, weights))} "

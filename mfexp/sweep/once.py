@@ -24,10 +24,23 @@ from mfexp.sweep.results import ModelOutcome
 ATTR = "mfexp.evaluated.{}"
 
 
+def evaluation_suffix(plan, model: str) -> str:
+    """What else than the trial an evaluation depends on: another refit or seed count is another
+    evaluation (a sweep resumed with new end settings evaluates its bests again, once)."""
+    from mfexp.config import refits
+
+    return ((".refit" if refits(plan.sweep, model) else "")
+            + (f".seeds{plan.sweep.average_seeds}" if plan.sweep.average_seeds > 1 else ""))
+
+
+def _key(plan, model: str, trial) -> str:
+    return ATTR.format(trial) + evaluation_suffix(plan, model)
+
+
 def settled(plan, model: str, study: optuna.Study, out: ModelOutcome, yaml_path: Path) -> bool:
     """True when this command must not evaluate `model`'s best: evaluated already (`out` is filled
     from the record and the replay YAML written here too), or still being searched elsewhere."""
-    record = study.user_attrs.get(ATTR.format(out.best_trial))
+    record = study.user_attrs.get(_key(plan, model, out.best_trial))
     if record is not None:
         out.test_rmse, out.best_run_id = record.get("test_rmse"), record.get("run_id")
         out.ranking = dict(record.get("ranking") or {})
@@ -47,9 +60,9 @@ def settled(plan, model: str, study: optuna.Study, out: ModelOutcome, yaml_path:
     return False
 
 
-def record(study: optuna.Study, out: ModelOutcome) -> None:
+def record(plan, model: str, study: optuna.Study, out: ModelOutcome) -> None:
     """Say in the study that its best trial has been evaluated, with what result."""
-    study.set_user_attr(ATTR.format(out.best_trial), {
+    study.set_user_attr(_key(plan, model, out.best_trial), {
         "run_id": out.best_run_id, "test_rmse": out.test_rmse, "ranking": out.ranking, "refit": out.refit,
         "by": f"{socket.gethostname()}:{os.getpid()}"})
 

@@ -122,7 +122,7 @@ def _evaluate(plan: SweepPlan, studies: dict[str, optuna.Study], tracker, data_c
                   "evaluation on the test part", flush=True)
             evaluate_best(plan, model, study, data, parent_run_id, out, best_config_path(plan, model),
                           refit_data if again else None)
-            once.record(study, out)
+            once.record(plan, model, study, out)
         outcomes.append(out)
     return outcomes
 
@@ -135,7 +135,9 @@ def _ensemble(plan: SweepPlan, outcomes: list[ModelOutcome], studies, parent_run
 
     members = sorted(f"{o.model}:{o.best_trial}" for o in outcomes if o.best_run_id)
     holder = studies[plan.sweep.models[0]]
-    key = "mfexp.ensemble." + ",".join(members)
+    from mfexp.sweep.once import evaluation_suffix
+
+    key = "mfexp.ensemble." + ",".join(m + evaluation_suffix(plan, m.split(":")[0]) for m in members)
     record = holder.user_attrs.get(key)
     if record is not None:
         print(f"[{NAME:>7}] this blend was built and tested by {record['by']} (test_rmse "
