@@ -193,3 +193,5 @@ def test_average_seeds_logs_the_average_of_that_many_seeds_and_the_blend_flatten
     logged = np.load(mlflow.artifacts.download_artifacts(f"runs:/{biased.best_run_id}/val_predictions.npy",
                                                          dst_path=str(tmp_path / "dl")))
     assert logged.shape == (len(data.val),)
+    report = (tmp_path / "sweeps" / "smoke" / "report.md").read_text()
+    assert "`plain` (2), `biased` (2) (sweep.average_seeds)" in report

@@ -224,7 +224,7 @@ def evaluate_best(plan, model: str, study: optuna.Study, data, parent_run_id, ou
     if refit_data is None and seeds == 1:
         _check_replay(model, result.final_val_rmse, val_rmse)
     out.test_rmse, out.best_run_id, out.ranking = result.final_test_rmse, tracker.run_id, ranking
-    out.refit = refit_data is not None
+    out.refit, out.average_seeds = refit_data is not None, seeds
     how = "refit on train + holdout for its best epoch count" if refit_data is not None else "at its best epoch"
     how += f", the average of {seeds} seeds" if seeds > 1 else ""
     header = (f"best {model} of sweep {plan.sweep.name} (trial {study.best_trial.number}, val RMSE "

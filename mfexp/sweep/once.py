@@ -45,6 +45,7 @@ def settled(plan, model: str, study: optuna.Study, out: ModelOutcome, yaml_path:
         out.test_rmse, out.best_run_id = record.get("test_rmse"), record.get("run_id")
         out.ranking = dict(record.get("ranking") or {})
         out.refit = bool(record.get("refit", False))
+        out.average_seeds = int(record.get("average_seeds", 1))
         out.best_config_path = str(_replay_yaml(plan, model, study, record, yaml_path))
         print(f"[{model:>7}] best trial {out.best_trial} was evaluated on the test part by {record.get('by')}"
               f" (test_rmse {_fmt(out.test_rmse)}): not again", flush=True)
@@ -64,6 +65,7 @@ def record(plan, model: str, study: optuna.Study, out: ModelOutcome) -> None:
     """Say in the study that its best trial has been evaluated, with what result."""
     study.set_user_attr(_key(plan, model, out.best_trial), {
         "run_id": out.best_run_id, "test_rmse": out.test_rmse, "ranking": out.ranking, "refit": out.refit,
+        "average_seeds": out.average_seeds,
         "by": f"{socket.gethostname()}:{os.getpid()}"})
 
 

@@ -122,10 +122,16 @@ NOTE = ("The objective is measured on the validation holdout (val RMSE unless th
 
 def _refit_lines(outcomes: list[ModelOutcome]) -> list[str]:
     refit = [f"`{o.model}`" for o in outcomes if o.refit]
-    if not refit:
-        return []
-    return [f"- {', '.join(refit)} (sweep.refit): the chosen configuration was trained again on train + holdout "
-            "for its best epoch count; the test figure is of that network, the choice is still the holdout's."]
+    seeds = [f"`{o.model}` ({o.average_seeds})" for o in outcomes if o.average_seeds > 1]
+    lines = []
+    if refit:
+        lines.append(f"- {', '.join(refit)} (sweep.refit): the chosen configuration was trained again on train + "
+                     "holdout for its best epoch count; the test figure is of that network, the choice is still the "
+                     "holdout's.")
+    if seeds:
+        lines.append(f"- {', '.join(seeds)} (sweep.average_seeds): the test figure is of the average of that many "
+                     "seeds' networks of the chosen configuration.")
+    return lines
 
 
 def _budget_lines(outcomes: list[ModelOutcome]) -> list[str]:

@@ -45,6 +45,7 @@ class ModelOutcome:
     best_objective: Optional[float] = None  # the best trial's objective value (= best_val_rmse for val_rmse)
     ranking: dict[str, float] = field(default_factory=dict)  # test_precision_at_10, ... of the best, on test
     refit: bool = False  # test_rmse is of the chosen configuration trained again on train + holdout
+    average_seeds: int = 1  # test_rmse is of the average of this many seeds' networks
 
     @property
     def selection_value(self) -> Optional[float]:
