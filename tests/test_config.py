@@ -111,3 +111,14 @@ def test_sweep_refit_names_only_models_of_the_sweep():
     assert refits(validate_sweep(SweepConfig(models=["plain"], refit=True)), "plain")
     with pytest.raises(ConfigError, match=r"sweep.refit must be true, false or a list of the sweep's models"):
         validate_sweep(SweepConfig(models=["plain"], refit=["svdpp"]))
+
+
+def test_sweep_pruner_args_reach_the_pruner_and_bad_ones_stop_the_plan():
+    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.storage import make_pruner
+
+    plan = build_plan(["sweep.models=[plain]", "+sweep.pruner_args={n_startup_trials:1,n_warmup_steps:2}"])
+    pruner = make_pruner(plan.sweep, 30)
+    assert pruner._n_startup_trials == 1 and pruner._n_warmup_steps == 2
+    with pytest.raises(ConfigError, match=r"sweep.pruner_args=\{'min_resource': 2\} do not fit the median pruner"):
+        build_plan(["sweep.models=[plain]", "+sweep.pruner_args={min_resource:2}"])

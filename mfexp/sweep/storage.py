@@ -277,17 +277,24 @@ def make_sampler(sweep: SweepConfig, worker: int = 0, grid: Optional[dict] = Non
     raise ConfigError(f"unknown sweep.sampler {name!r}")
 
 
+PRUNER_DEFAULTS = {"median": (optuna.pruners.MedianPruner, {"n_startup_trials": 3, "n_warmup_steps": 3}),
+                   "hyperband": (optuna.pruners.HyperbandPruner, {"min_resource": 2, "reduction_factor": 3}),
+                   "successive-halving": (optuna.pruners.SuccessiveHalvingPruner,
+                                          {"min_resource": 2, "reduction_factor": 3}),
+                   "none": (optuna.pruners.NopPruner, {})}
+
+
 def make_pruner(sweep: SweepConfig, max_epochs: int) -> optuna.pruners.BasePruner:
-    name = sweep.pruner
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=3)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=2, max_resource=max_epochs, reduction_factor=3)
-    if name == "successive-halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=2, reduction_factor=3)
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    raise ConfigError(f"unknown sweep.pruner {name!r}")
+    if sweep.pruner not in PRUNER_DEFAULTS:
+        raise ConfigError(f"unknown sweep.pruner {sweep.pruner!r}")
+    cls, kwargs = PRUNER_DEFAULTS[sweep.pruner]
+    kwargs = {**kwargs, **({"max_resource": max_epochs} if sweep.pruner == "hyperband" else {}),
+              **dict(sweep.pruner_args or {})}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"sweep.pruner_args={dict(sweep.pruner_args)} do not fit the {sweep.pruner} pruner "
+                          f"({cls.__name__}): {err}. See Optuna's documentation of {cls.__name__}.") from None
 
 
 def _needs(module: str, key: str, how: str) -> None:
