@@ -189,3 +189,24 @@ def test_load_quick_gives_exact_counts_and_no_lock_errors(backend, tmp_path, ml1
             assert load.explain(kind), (key, kind)
     md = report.write_markdown(tmp_path, tmp_path / "BENCHMARKS.md").read_text()
     assert f"| {backend} | 12 / 12 | COMPLETE 12 |" in md
+
+
+def test_sweep_efficiency_compares_the_time_each_arm_first_reaches_random_searchs_best():
+    from bench.sweep_efficiency import compare, summed
+
+    def arm(name, reports, seed=0):
+        return {"arm": name, "model": "m", "seed": seed, "trials": 3, "pruned": 0, "reports": reports}
+
+    # (seconds, trial, epoch, val RMSE): random's best 0.90 comes at 30 s; the default has it at 10 s
+    rnd = arm("random", [[5.0, 0, 1, 0.95], [30.0, 1, 1, 0.90], [50.0, 2, 1, 0.92]])
+    dft = arm("default", [[4.0, 0, 1, 0.96], [10.0, 1, 1, 0.899], [20.0, 2, 1, 0.88]])
+    row = compare(rnd, dft, budget=60.0)
+    assert row["R"] == 0.90 and row["t_random_s"] == 30.0 and row["t_default_s"] == 10.0 and row["ratio"] == 3.0
+    assert (row["epochs_random"], row["epochs_default"]) == (2, 2)
+    assert (row["best_random_at_budget"], row["best_default_at_budget"]) == (0.90, 0.88)
+    # a default that never reaches R within the budget: the ratio is only bounded, and the sums say so
+    late = compare(rnd, arm("default", [[4.0, 0, 1, 0.93]]), budget=60.0)
+    assert late["ratio"] is None and late["ratio_below"] == 0.5 and late["t_default_s"] is None
+    per_seed = summed([row, {**late, "seed": 1}], budget=60.0)
+    assert per_seed[0] == {"t_random_s": 30.0, "t_default_s": 10.0, "ratio": 3.0, "upper_bound": False}
+    assert per_seed[1]["t_default_s"] == 60.0 and per_seed[1]["upper_bound"] is True
