@@ -3,8 +3,9 @@ write bench/results/<section>.json, regenerate BENCHMARKS.md from every result p
 
 Sections (bench/sections.py): throughput, tutorial, overhead, scaling, workers, load, serving,
 sweep_efficiency, fm. Each runs in its own process (and starts its own children where isolation
-matters). The full run takes about 40-50 minutes on 2 cores, most of it sweep_efficiency and fm's
-25M epoch, plus about half an hour for load (4 worker commands x 400 trials, twice); --quick uses
+matters). The full run takes about an hour on 2 cores: sweep_efficiency about 22 minutes (6 models x 3
+seeds x 60 s, two arms side by side), fm's 25M epoch, and load about 8 minutes (4 worker commands x 400
+trials, on two backends); --quick uses
 tiny sizes (about 5 minutes) and only checks that the benchmark works.
 
     python -m bench                      # everything, full sizes
