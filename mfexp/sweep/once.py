@@ -70,13 +70,15 @@ def record(plan, model: str, study: optuna.Study, out: ModelOutcome) -> None:
 
 
 def _replay_yaml(plan, model: str, study: optuna.Study, record: dict, yaml_path: Path) -> Path:
-    from mfexp.sweep.best import best_config, write_replay_yaml
+    from mfexp.config import refits
+    from mfexp.sweep.best import best_config, refit_config, write_replay_yaml
 
     header = (f"best {model} of sweep {plan.sweep.name} (trial {study.best_trial.number}, val RMSE "
               f"{study.best_value:.4f}), at its best epoch: test RMSE {_fmt(record.get('test_rmse'))} (MLflow run "
               f"{record.get('run_id')}). Replay: python -m mfexp.run --config-dir {yaml_path.parent} "
               f"--config-name {yaml_path.stem}")
-    return write_replay_yaml(best_config(plan, model, study), yaml_path, header)
+    cfg = best_config(plan, model, study)
+    return write_replay_yaml(refit_config(cfg) if refits(plan.sweep, model) else cfg, yaml_path, header)
 
 
 def _fmt(value) -> str:
