@@ -244,6 +244,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     png = (common.RESULTS / PNG) if not args.out else (os.path.dirname(os.path.abspath(args.out)) + "/" + PNG)
     os.makedirs(os.path.dirname(str(png)), exist_ok=True)
     plot(curves, budget, png)
+    if not args.quick and not args.out:  # the figure BENCHMARKS.md shows, kept in git (bench/results is not)
+        import shutil
+
+        shutil.copyfile(png, common.REPO / "docs" / PNG)
     worse = [m for m in models
              if (common.median([r["best_default_at_budget"] - r["best_random_at_budget"] for r in rows
                                 if r["model"] == m and None not in (r["best_default_at_budget"],
@@ -303,7 +307,7 @@ def render(result: dict) -> list[str]:
     for seed, s in f["per_seed"].items():
         lines.append(f"| {seed} | {s['t_random_s']:.1f} | {s['t_default_s']:.1f} | "
                      f"{'<= ' if s['upper_bound'] else ''}{s['ratio']}x |")
-    lines += ["", f"Median over seeds: **{f['ratio']}x**.", "", f"![best val RMSE so far](bench/results/{f['png']})"]
+    lines += ["", f"Median over seeds: **{f['ratio']}x**.", "", f"![best val RMSE so far](docs/{f['png']})"]
     return lines
 
 
