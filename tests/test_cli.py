@@ -57,7 +57,7 @@ def test_run_cannot_use_the_sweep_group_and_its_help_does_not_list_it(capsys):
     assert "model: biased, dropout, fm, mlp, plain, svdpp" in text and "--cfg job" in text
     assert "\n  sweep:" not in text and "Exit codes:" in text
     assert sweep_main(["--help"]) == 0
-    assert "\n  sweep: default, smoke" in capsys.readouterr().out
+    assert "\n  sweep: default, long, smoke" in capsys.readouterr().out
 
 
 def test_cfg_job_prints_the_composed_config_and_trains_nothing(tmp_path, monkeypatch, capsys):
