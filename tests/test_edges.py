@@ -836,7 +836,12 @@ def test_a_signal_during_a_journal_append_waits_until_the_lock_is_free(tmp_path)
         return got
 
     backend._append_lock.acquire = acquire_then_interrupt
-    with pytest.raises(KeyboardInterrupt):
-        backend.append_logs([{"op_code": 0, "worker_id": "w", "study_name": "s", "directions": [1]}])
+    # as from a terminal: a test run started in the background of a script inherits SIGINT ignored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            backend.append_logs([{"op_code": 0, "worker_id": "w", "study_name": "s", "directions": [1]}])
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert not os.path.lexists(f"{path}.lock")  # released before the interrupt was delivered
     assert path.read_text().count("\n") == 1  # and the record is whole
