@@ -129,6 +129,7 @@ class Tracker:
         self.run_id: Optional[str] = None
         self.gaps: list[str] = []
         self._missed: list[tuple[str, Optional[int]]] = []
+        self._missed_keys: dict[int, list[str]] = {}  # epoch -> the metric keys of its missed log_metrics
         self._down_since: Optional[float] = None  # monotonic time of the last failed call
 
     def _safe(self, what: str, call, *args, **kwargs):
@@ -147,11 +148,30 @@ class Tracker:
                             "has a gap until the store answers again", what, type(err).__name__, _reason(err))
             self._down_since = time.monotonic()
             self._miss(what, step)
+            if what == "log_metrics" and args and step is not None:
+                self._missed_keys.setdefault(step, list(args[0]))
             return None
         if self._down_since is not None:
             self._down_since = None
+            self._reconcile()
             log.warning("MLflow tracking is back (at %s); missed until then: %s", what, self.gap_summary())
         return result
+
+    def _reconcile(self) -> None:
+        """A call whose answer was lost (the store went away just after carrying it out) may be on
+        record although it failed here: ask the store which missed epochs' metrics it has, and keep
+        only what it lacks in the gaps."""
+        steps = [step for what, step in self._missed if what == "log_metrics" and step in self._missed_keys]
+        if not steps or self.run_id is None:
+            return
+        try:
+            client = mlflow.tracking.MlflowClient()
+            have = {m.step for m in client.get_metric_history(self.run_id, self._missed_keys[steps[0]][0])}
+        except Exception:  # noqa: BLE001 -- without an answer the gaps stay as they are (an over-count at worst)
+            return
+        recorded = {s for s in steps if s in have}  # an epoch's metrics are one call: all on record, or none
+        self._missed = [(w, s) for w, s in self._missed if not (w == "log_metrics" and s in recorded)]
+        self.gaps = [g for g in self.gaps if not any(g == f"log_metrics epoch {s}" for s in recorded)]
 
     def _miss(self, what: str, step: Optional[int]) -> None:
         self._missed.append((what, step))
@@ -187,7 +207,7 @@ class Tracker:
                             self._system_metrics())
         self.run_id = active.info.run_id if active is not None else None
         if self.run_id is None:  # no run to record anything in: one entry says it all
-            self._missed, self.gaps = [], []
+            self._missed, self.gaps, self._missed_keys = [], [], {}
             self._miss("the whole run", None)
         try:
             if self.run_id is not None:

@@ -845,3 +845,33 @@ def test_a_signal_during_a_journal_append_waits_until_the_lock_is_free(tmp_path)
         signal.signal(signal.SIGINT, previous)
     assert not os.path.lexists(f"{path}.lock")  # released before the interrupt was delivered
     assert path.read_text().count("\n") == 1  # and the record is whole
+
+
+def test_a_call_the_store_carried_out_whose_answer_was_lost_is_not_counted_as_missed(cfg, tiny_data, mlflow_uri,
+                                                                                    monkeypatch):
+    """The server went away just after recording epoch 2's metrics: the client saw an error. When
+    the store answers again, the tracker asks it which missed epochs it has: the gap names 3 only."""
+    import mlflow
+
+    from mfexp.run import train_and_track
+    from mfexp.tracking import Tracker
+
+    monkeypatch.setenv("MFEXP_TRACKING_RETRY_S", "0")
+    real = mlflow.log_metrics
+
+    def answer_lost_at_2_down_at_3(metrics, step=None, **kw):
+        if step == 2:
+            real(metrics, step=step, **kw)  # carried out, but the answer never came back
+            raise mlflow.exceptions.MlflowException("Connection aborted: RemoteDisconnected")
+        if step == 3:
+            raise mlflow.exceptions.MlflowException("Connection refused")
+        return real(metrics, step=step, **kw)
+
+    monkeypatch.setattr(mlflow, "log_metrics", answer_lost_at_2_down_at_3)
+    cfg.train.epochs, cfg.train.patience = 5, None
+    tracker = Tracker(cfg.tracking)
+    with tracker.run(run_name="lost", params={}, tags={}):
+        train_and_track(cfg, tiny_data, tracker, eval_test=False, final_test=False)
+    assert tracker.gap_summary() == "log_metrics at epochs 3"
+    history = mlflow.tracking.MlflowClient().get_metric_history(tracker.run_id, "val_rmse")
+    assert sorted(m.step for m in history) == [1, 2, 4, 5]
