@@ -147,6 +147,12 @@ def _alive(pid: int) -> bool:
 
 
 def _next_model(plan: SweepPlan, studies: dict[str, optuna.Study]) -> Optional[str]:
+    import warnings
+
+    with warnings.catch_warnings():  # a dead worker's trial must not hold its slot (RDB heartbeats): failed,
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # and retried as WAITING
+        for study in studies.values():
+            optuna.storages.fail_stale_trials(study)
     states = (*st.COUNTED, TrialState.RUNNING)
     counts = {m: len(s.get_trials(deepcopy=False, states=states)) for m, s in studies.items()}
     open_models = [m for m in plan.sweep.models if counts[m] < plan.sweep.n_trials]
