@@ -47,8 +47,6 @@ def train_and_track(cfg: Config, data, tracker, *, eval_test: bool = True, final
                     on_epoch=None, on_trained=None):
     """Train inside an active tracker run: per-epoch metrics, summary, config and model.
     `on_trained(trained)` sees the trained model (model_io.TrainedModel) before it is logged."""
-    from mfexp import model_io
-    from mfexp.models.plugins import code_paths
     from mfexp.train import fit, resolve_device
 
     ctx, device = resolve_device(cfg.train.device)
@@ -70,6 +68,15 @@ def train_and_track(cfg: Config, data, tracker, *, eval_test: bool = True, final
     if result.final_test_rmse is not None and eval_test:
         summary["final_test_rmse"] = result.final_test_rmse
     tracker.log_metrics(summary)
+    log_trained(tracker, net, data, cfg, on_trained)
+    return result
+
+
+def log_trained(tracker, net, data, cfg: Config, on_trained=None) -> None:
+    """Log a trained `net` as the run's model (with an input example); `on_trained` sees it first."""
+    from mfexp import model_io
+    from mfexp.models.plugins import code_paths
+
     trained = model_io.from_training(net, data)
     if on_trained is not None:
         on_trained(trained)
@@ -77,7 +84,6 @@ def train_and_track(cfg: Config, data, tracker, *, eval_test: bool = True, final
     example = pd.DataFrame({"user_id": data.user_ids[data.train.users[first]].astype(np.int64),
                             "movie_id": data.item_ids[data.train.items[first]].astype(np.int64)})
     tracker.log_model(lambda folder: model_io.save(trained, folder), example, code_paths(cfg.model))
-    return result
 
 
 def run(cfg: Config, data=None) -> dict:

@@ -84,15 +84,11 @@ def train_seed_average(cfg: Config, data, tracker, seeds: int, on_trained=None):
     the average of all their predictions is the model logged (an Ensemble of equal weights named
     after the model) and evaluated. Returns (the first's FitResult, its final_test_rmse the average's)."""
     import mxnet as mx
-    import numpy as np
-    import pandas as pd
 
-    from mfexp import model_io
     from mfexp.models import ModelData
     from mfexp.models.base import NEEDS
     from mfexp.models.ensemble import Ensemble
-    from mfexp.models.plugins import code_paths
-    from mfexp.run import build_net
+    from mfexp.run import build_net, log_trained
     from mfexp.train import evaluate, fit, resolve_device
 
     ctx, device = resolve_device(cfg.train.device)
@@ -114,13 +110,7 @@ def train_seed_average(cfg: Config, data, tracker, seeds: int, on_trained=None):
         summary["final_val_rmse_seed0"] = first.final_val_rmse
         summary["final_val_rmse"] = evaluate(avg, data.val, mx.cpu(), (float(data.rating_min), float(data.rating_max)))
     tracker.log_metrics(summary)
-    trained = model_io.from_training(avg, data)
-    if on_trained is not None:
-        on_trained(trained)
-    first5 = slice(0, 5)
-    example = pd.DataFrame({"user_id": data.user_ids[data.train.users[first5]].astype(np.int64),
-                            "movie_id": data.item_ids[data.train.items[first5]].astype(np.int64)})
-    tracker.log_model(lambda folder: model_io.save(trained, folder), example, code_paths(cfg.model))
+    log_trained(tracker, avg, data, cfg, on_trained)
     if first.final_val_rmse is not None:
         first.final_val_rmse = summary["final_val_rmse"]
     return first
