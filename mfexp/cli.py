@@ -29,7 +29,11 @@ EXIT_CODES = ("Exit codes: 0 done; 1 a run or sweep failed (a diverged loss, fai
 
 
 def register_schema(name: str = "mfexp_schema", node: Any = Config) -> None:
-    ConfigStore.instance().store(name=name, node=node)
+    schema = OmegaConf.structured(node)
+    # the model node comes whole from conf/model/<name>.yaml: merged onto the dataclass's default
+    # (plain's settings) it would keep keys such as `k` that another model's class does not have
+    schema.model = {}
+    ConfigStore.instance().store(name=name, node=schema)
 
 
 def to_object(dcfg: DictConfig) -> Any:

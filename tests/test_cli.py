@@ -54,7 +54,7 @@ def test_run_cannot_use_the_sweep_group_and_its_help_does_not_list_it(capsys):
     assert "python -m mfexp.run has no config group 'sweep'" in _fails(run_main, ["sweep=smoke"], capsys)
     assert run_main(["--help"]) == 0
     text = capsys.readouterr().out
-    assert "model: biased, dropout, fm, mlp, plain, svdpp" in text and "--cfg job" in text
+    assert "model: autorec, biased, dropout, fm, mlp, plain, svdpp" in text and "--cfg job" in text
     assert "\n  sweep:" not in text and "Exit codes:" in text
     assert sweep_main(["--help"]) == 0
     assert "\n  sweep: default, long, smoke" in capsys.readouterr().out

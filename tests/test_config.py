@@ -52,6 +52,21 @@ def test_defaults_are_the_tutorials(cfg):
     validate(cfg)
 
 
+def test_a_model_without_the_default_models_keys_composes_from_its_yaml_alone():
+    # conf/model/autorec.yaml has no `k`: composed onto the schema's default model (plain's
+    # settings) it used to keep plain's k, which AutoRec's settings refuse
+    from hydra import compose, initialize_config_dir
+
+    from mfexp import cli
+    from mfexp.models.autorec import AutoRecSettings
+
+    cli.register_schema()
+    with initialize_config_dir(config_dir=cli.CONF_DIR, version_base="1.3"):
+        dcfg = compose(config_name="config", overrides=["model=autorec", "model.hidden=32"])
+    cfg = validate(cli.to_object(dcfg))
+    assert type(cfg.model) is AutoRecSettings and cfg.model.hidden == 32 and not hasattr(cfg.model, "k")
+
+
 def test_flatten_gives_dotted_keys():
     cfg = validate(Config())
     flat = flatten(cfg)
@@ -100,6 +115,20 @@ def test_the_main_jobs_config_composes_conf_sweep_default(tmp_path):
     assert plan.spaces["mlp"].fixed == {"train.optimizer": "sgd"} == plan.spaces["dropout"].fixed
     assert "model.dropout" in plan.spaces["dropout"].distributions
     assert "model.hidden" in plan.spaces["mlp"].distributions and "model.hidden" not in plan.spaces["plain"].distributions
+
+
+def test_a_model_setting_given_to_every_model_is_left_out_where_a_model_lacks_it(tmp_path):
+    from mfexp.errors import ConfigError
+    from mfexp.sweep.__main__ import build_plan
+
+    # conf/sweep/smoke.yaml searches model.k for every model (sweep.space.common); autorec has no k
+    plan = build_plan(["sweep=smoke", "sweep.models=[biased,autorec]", f"sweep.root={tmp_path}",
+                       "model.hidden=choice(8,16)"])
+    assert "model.k" in plan.spaces["biased"].distributions and "model.k" not in plan.spaces["autorec"].distributions
+    assert "model.hidden" in plan.spaces["autorec"].distributions and "model.hidden" not in plan.spaces["biased"].distributions
+    # a key no model of the sweep has is a typo, not a key to leave out
+    with pytest.raises(ConfigError, match=r"sweep.space: model.kk is not a setting of any model of the sweep"):
+        build_plan(["sweep=smoke", f"sweep.root={tmp_path}", "model.kk=choice(8,16)"])
 
 
 def test_sweep_refit_names_only_models_of_the_sweep():

@@ -133,8 +133,8 @@ def test_champion_is_chosen_on_validation_rmse_never_on_test(in_store, trained):
     assert client.get_model_version_by_alias(registered_name("pick", CHAMPION), CHAMPION).tags["mfexp.model"] == "plain"
 
 
-@pytest.mark.parametrize("name", ["plain", "biased", "mlp", "dropout", "svdpp", "fm"])
-def test_recommend_scores_every_item_exactly_as_the_network_does(name, tiny_data):
+@pytest.mark.parametrize("name", ["plain", "biased", "mlp", "dropout", "svdpp", "fm", "autorec"])
+def test_recommend_scores_every_item_exactly_as_the_network_does(name, tiny_data, tmp_path):
     import mxnet as mx
 
     from mfexp import model_io
@@ -142,8 +142,8 @@ def test_recommend_scores_every_item_exactly_as_the_network_does(name, tiny_data
     from mfexp.models.plugins import named
     from mfexp.recommend import score_all, towers
 
-    values = {"hidden": 6} if name in ("mlp", "dropout") else {}
-    cfg = named(name, k=8, **values)
+    values = {"hidden": 6} if name in ("mlp", "dropout", "autorec") else {}
+    cfg = named(name, **({} if name == "autorec" else {"k": 8}), **values)
     net = build_for_data(cfg, tiny_data)
     net.initialize(mx.init.Uniform(0.5))
     net.hybridize(static_alloc=True)
@@ -153,10 +153,12 @@ def test_recommend_scores_every_item_exactly_as_the_network_does(name, tiny_data
                                     item_ids=ids, user_mean=np.full(n_users, 3.0, np.float32),
                                     item_mean=np.full(n_items, 3.0, np.float32),
                                     global_mean=3.0, rating_min=-10.0, rating_max=10.0, dataset="x")
-    assert towers(trained) is not None
+    assert (towers(trained) is None) == (name == "autorec")  # autorec: the generic path, through the network
+    reloaded = model_io.load(model_io.save(trained, tmp_path / "saved"))  # what it reads (ModelData) goes with it
     for user in (0, n_users - 1):
         want = model_io.predict_ids(trained, np.full(n_items, user + 1), ids)
         assert score_all(trained, user) == pytest.approx(want, abs=1e-4)
+        assert score_all(reloaded, user) == pytest.approx(want, abs=1e-4)
         assert np.ptp(want) > 0.01  # a network that says something
 
 

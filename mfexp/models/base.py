@@ -6,7 +6,8 @@ A model is a Gluon Block (or HybridBlock) that also subclasses `Recommender`:
 * `Settings`: its typed settings, a dataclass subclassing `ModelSettings`. `conf/model/<name>.yaml`
   names the class with `_target_` and supplies values; a key the dataclass lacks is refused.
 * `needs`: what it reads besides (user, item) indices: "implicit" (who rated what in the training
-  part), "user_side" / "item_side" (side features), "time" (the rating's day). `ModelData` carries
+  part), "user_side" / "item_side" (side features), "time" (the rating's day), "ratings" (the
+  training ratings themselves, item by item: an autoencoder's input). `ModelData` carries
   exactly those, built from the training part, and is saved with the model so a served model
   rebuilds a known user's features.
 * `__init__(settings, data: ModelData, sparse_grad=False)`; the forward pass takes
@@ -30,7 +31,7 @@ import numpy as np
 
 from mfexp.data.features import Csr, SideFeatures, implicit_feedback
 
-NEEDS = ("implicit", "user_side", "item_side", "time")
+NEEDS = ("implicit", "user_side", "item_side", "time", "ratings")
 SECONDS_PER_DAY = 86400
 
 
@@ -70,6 +71,7 @@ class ModelData:
     day0: int = 0  # unix time of day 0 (the first training rating's day)
     n_days: int = 1
     user_last_day: Optional[np.ndarray] = None  # each user's last training day: the default "when"
+    item_ratings: Optional[Csr] = None  # the training ratings, items x users (raw values)
 
     @staticmethod
     def from_dataset(data, needs=NEEDS) -> "ModelData":
@@ -77,6 +79,9 @@ class ModelData:
         out = ModelData(data.n_users, data.n_items, float(data.global_mean))
         if "implicit" in needs:
             out.user_items, out.item_users = implicit_feedback(train.users, train.items, data.n_users, data.n_items)
+        if "ratings" in needs:
+            out.item_ratings = Csr.from_coo(train.items, train.users, np.asarray(train.ratings, dtype=np.float32),
+                                            data.n_items, data.n_users)
         if "user_side" in needs:
             out.user_side = data.user_side
         if "item_side" in needs:
@@ -113,7 +118,7 @@ class ModelData:
 
     def arrays(self) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
-        for key in ("user_items", "item_users"):
+        for key in ("user_items", "item_users", "item_ratings"):
             if getattr(self, key) is not None:
                 out.update(getattr(self, key).arrays(f"{key}."))
         for key in ("user_side", "item_side"):
@@ -129,6 +134,7 @@ class ModelData:
                         day0=meta.get("day0", 0), n_days=meta.get("n_days", 1))
         out.user_items = Csr.from_arrays(arrays, "user_items.")
         out.item_users = Csr.from_arrays(arrays, "item_users.")
+        out.item_ratings = Csr.from_arrays(arrays, "item_ratings.")
         for key in ("user_side", "item_side"):
             matrix = Csr.from_arrays(arrays, f"{key}.")
             if matrix is not None:

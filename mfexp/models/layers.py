@@ -15,7 +15,8 @@ def rowdot(F, x, y):
     """Row-wise inner product as a matrix product with a ones vector: MXNet's CPU sum over
     axis 1 is several times slower than BLAS here (same values to ~1e-6)."""
     ones = F.ones_like(F.slice_axis(x, axis=0, begin=0, end=1))
-    return F.reshape(F.dot(x * y, ones, transpose_b=True), (-1,))
+    # elemwise_mul, not `*`: an NDArray's `*` is broadcast_mul, whose CPU backward is a slow reduction
+    return F.reshape(F.dot(F.elemwise_mul(x, y), ones, transpose_b=True), (-1,))
 
 
 def row_sq(F, x):

@@ -82,7 +82,7 @@ def compose_plan(args: Sequence[str]):
     if unknown:
         raise ConfigError(f"sweep.space has sections {sorted(unknown)}: use 'common' or a model name.")
     given = command_line_values(plain)
-    bases, spaces, raws, replaced = {}, {}, {}, {}
+    bases, spaces, raws, replaced, lacking = {}, {}, {}, {}, {}
     for model in sweep.models:
         base = compose_config([*plain, f"model={model}"])
         base.model = typed_node(base.model)  # every setting of the model's class, typed
@@ -92,6 +92,13 @@ def compose_plan(args: Sequence[str]):
         for key in [k for k in given if k in raw]:  # the command line wins over the space
             replaced.setdefault(key, []).append(f"{model} ({raw.pop(key)})")
         raw = merge_space_overrides(raw, [_as_plus(o, raw) for o in space_overrides])
+        own = {*model_class(settings._target_).search_space(settings), *dict(sweep.space.get(model, {}))}
+        for key in [k for k in raw if k.startswith("model.") and k not in own]:
+            # a model setting given to every model (sweep.space.common, the command line) that
+            # this model does not have (autorec has no k): left out of this model's space only
+            if OmegaConf.select(base, key, default="__missing__") == "__missing__":
+                lacking.setdefault(key, []).append(model)
+                raw.pop(key)
         where = f"sweep.space.{model}"
         space = parse_space(raw, where=where)
         for key in [*space.distributions, *space.fixed]:
@@ -102,6 +109,12 @@ def compose_plan(args: Sequence[str]):
                                OmegaConf.masked_copy(base, ["data", "model", "train", "tracking"]))
         check_space_values(base, space, raw, where)
         bases[model], spaces[model], raws[model] = base, space, raw
+    for key, models in lacking.items():
+        if len(models) == len(sweep.models):
+            raise ConfigError(f"sweep.space: {key} is not a setting of any model of the sweep "
+                              f"({', '.join(sweep.models)}); see python -m mfexp.sweep --cfg job for the keys.")
+        log.info("%s is not a setting of %s: that key is left out of %s search space.", key,
+                 ", ".join(models), "its" if len(models) == 1 else "their")
     for key, where in replaced.items():
         log.info("%s=%s from the command line replaces the search space's %s in %s: every sampled trial uses %s.",
                  key, given[key], key, ", ".join(where), given[key])
