@@ -95,20 +95,22 @@ def test_composition_errors_are_config_errors_naming_the_key(override, message):
 
 
 def test_the_main_jobs_config_composes_conf_sweep_default(tmp_path):
-    """`make sweep` composes conf/sweep.yaml with conf/sweep/default.yaml: the six models, their spaces
+    """`make sweep` composes conf/sweep.yaml with conf/sweep/default.yaml: the seven models, their spaces
     (each value checked against the config at plan time) and the budget the README describes."""
     from mfexp.sweep.__main__ import build_plan
 
     plan = build_plan([f"sweep.root={tmp_path}"])
-    assert plan.sweep.name == "default" and plan.sweep.models == ["plain", "mlp", "dropout", "biased", "svdpp", "fm"]
-    assert (plan.sweep.n_trials, plan.sweep.timeout, plan.sweep.sampler, plan.sweep.pruner) == (8, 300, "tpe", "median")
+    assert plan.sweep.name == "default" and plan.sweep.models == ["plain", "mlp", "dropout", "biased", "svdpp", "fm",
+                                                                   "autorec"]
+    assert (plan.sweep.n_trials, plan.sweep.timeout, plan.sweep.sampler, plan.sweep.pruner) == (8, 270, "tpe", "median")
     assert plan.sweep.ensemble
     for model in plan.sweep.models:
         train = plan.bases[model].train
         assert (train.epochs, train.patience, train.wd, train.sparse_grad) == (30, 3, 0.0, True), model
         assert plan.bases[model].model.name == model
         space = plan.spaces[model]
-        assert {"train.reg", "model.k", "train.lr", "train.batch_size"} <= set(space.distributions), model
+        size = "model.hidden" if model == "autorec" else "model.k"
+        assert {"train.reg", size, "train.lr", "train.batch_size"} <= set(space.distributions), model
     assert plan.spaces["plain"].fixed == {"train.optimizer": "adam"} == plan.spaces["biased"].fixed
     assert plan.spaces["fm"].fixed == {"train.optimizer": "adam", "train.swa": 3} == plan.spaces["svdpp"].fixed
     assert {"model.reg_features"} <= set(plan.spaces["fm"].distributions)
@@ -125,7 +127,8 @@ def test_a_model_setting_given_to_every_model_is_left_out_where_a_model_lacks_it
     plan = build_plan(["sweep=smoke", "sweep.models=[biased,autorec]", f"sweep.root={tmp_path}",
                        "model.hidden=choice(8,16)"])
     assert "model.k" in plan.spaces["biased"].distributions and "model.k" not in plan.spaces["autorec"].distributions
-    assert "model.hidden" in plan.spaces["autorec"].distributions and "model.hidden" not in plan.spaces["biased"].distributions
+    assert "model.hidden" in plan.spaces["autorec"].distributions
+    assert "model.hidden" not in plan.spaces["biased"].distributions
     # a key no model of the sweep has is a typo, not a key to leave out
     with pytest.raises(ConfigError, match=r"sweep.space: model.kk is not a setting of any model of the sweep"):
         build_plan(["sweep=smoke", f"sweep.root={tmp_path}", "model.kk=choice(8,16)"])

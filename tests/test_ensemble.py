@@ -195,3 +195,23 @@ def test_average_seeds_logs_the_average_of_that_many_seeds_and_the_blend_flatten
     assert logged.shape == (len(data.val),)
     report = (tmp_path / "sweeps" / "smoke" / "report.md").read_text()
     assert "`plain` (2), `biased` (2) (sweep.average_seeds)" in report
+
+
+def test_an_evaluation_record_without_its_end_settings_reads_them_from_its_key(monkeypatch, tmp_path):
+    """Records written before they carried refit / average_seeds are found under a key that names
+    them (once.evaluation_suffix): a resumed sweep's report must not call a 3-seed average one seed."""
+    from types import SimpleNamespace
+
+    import optuna
+
+    from mfexp.config import SweepConfig
+    from mfexp.sweep import once
+    from mfexp.sweep.results import ModelOutcome
+
+    plan = SimpleNamespace(sweep=SweepConfig(models=["fm"], refit=True, average_seeds=3))
+    study = optuna.create_study()
+    study.set_user_attr(once._key(plan, "fm", 7), {"run_id": "r", "test_rmse": 0.88, "by": "elsewhere"})
+    monkeypatch.setattr(once, "_replay_yaml", lambda *a: tmp_path / "best-fm.yaml")
+    out = ModelOutcome("fm", "s", best_trial=7)
+    assert once.settled(plan, "fm", study, out, tmp_path / "best-fm.yaml")
+    assert (out.refit, out.average_seeds, out.test_rmse) == (True, 3, 0.88)

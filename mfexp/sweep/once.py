@@ -40,12 +40,16 @@ def _key(plan, model: str, trial) -> str:
 def settled(plan, model: str, study: optuna.Study, out: ModelOutcome, yaml_path: Path) -> bool:
     """True when this command must not evaluate `model`'s best: evaluated already (`out` is filled
     from the record and the replay YAML written here too), or still being searched elsewhere."""
+    from mfexp.config import refits
+
     record = study.user_attrs.get(_key(plan, model, out.best_trial))
     if record is not None:
         out.test_rmse, out.best_run_id = record.get("test_rmse"), record.get("run_id")
         out.ranking = dict(record.get("ranking") or {})
-        out.refit = bool(record.get("refit", False))
-        out.average_seeds = int(record.get("average_seeds", 1))
+        # the key names the end settings (evaluation_suffix), so a record that predates these
+        # fields was made with this plan's: the report must not say "one seed" of a 3-seed average
+        out.refit = bool(record.get("refit", refits(plan.sweep, model)))
+        out.average_seeds = int(record.get("average_seeds", plan.sweep.average_seeds))
         out.best_config_path = str(_replay_yaml(plan, model, study, record, yaml_path))
         print(f"[{model:>7}] best trial {out.best_trial} was evaluated on the test part by {record.get('by')}"
               f" (test_rmse {_fmt(out.test_rmse)}): not again", flush=True)
