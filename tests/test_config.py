@@ -130,7 +130,7 @@ def test_a_model_setting_given_to_every_model_is_left_out_where_a_model_lacks_it
     assert "model.hidden" in plan.spaces["autorec"].distributions
     assert "model.hidden" not in plan.spaces["biased"].distributions
     # a key no model of the sweep has is a typo, not a key to leave out
-    with pytest.raises(ConfigError, match=r"sweep.space: model.kk is not a setting of any model of the sweep"):
+    with pytest.raises(ConfigError, match=r"sweep.space: model.kk is not a config key of any model of the sweep"):
         build_plan(["sweep=smoke", f"sweep.root={tmp_path}", "model.kk=choice(8,16)"])
 
 

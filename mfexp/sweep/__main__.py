@@ -111,7 +111,7 @@ def compose_plan(args: Sequence[str]):
         bases[model], spaces[model], raws[model] = base, space, raw
     for key, models in lacking.items():
         if len(models) == len(sweep.models):
-            raise ConfigError(f"sweep.space: {key} is not a setting of any model of the sweep "
+            raise ConfigError(f"sweep.space: {key} is not a config key of any model of the sweep "
                               f"({', '.join(sweep.models)}); see python -m mfexp.sweep --cfg job for the keys.")
         log.info("%s is not a setting of %s: that key is left out of %s search space.", key,
                  ", ".join(models), "its" if len(models) == 1 else "their")
