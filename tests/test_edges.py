@@ -817,11 +817,16 @@ def _group_pids(pgid: int) -> list[int]:
     return pids
 
 
-def test_a_signal_during_a_journal_append_waits_until_the_lock_is_free(tmp_path):
+@pytest.mark.parametrize("to", ["process", "another thread"])
+def test_a_signal_during_a_journal_append_waits_until_the_lock_is_free(tmp_path, to):
     """Ctrl-C between taking the journal's lock and freeing it would leave the lock held for
-    Optuna's 30 s grace period: the append defers SIGINT until it has released the lock."""
+    Optuna's 30 s grace period: the append defers SIGINT until it has released the lock. Also when
+    the kernel hands the signal to another thread (MXNet's, MLflow's): Python still runs the
+    handler in the main thread at once, so blocking the signal in the main thread is not enough."""
     import os
     import signal
+    import threading
+    import time
 
     from mfexp.sweep.journal import SafeJournalFileBackend
 
@@ -829,10 +834,17 @@ def test_a_signal_during_a_journal_append_waits_until_the_lock_is_free(tmp_path)
     path.touch()
     backend = SafeJournalFileBackend(str(path))
     acquire = backend._append_lock.acquire
+    done = threading.Event()
+    other = threading.Thread(target=done.wait, daemon=True)
+    other.start()
 
     def acquire_then_interrupt():
         got = acquire()
-        os.kill(os.getpid(), signal.SIGINT)  # arrives while the lock is held
+        if to == "process":
+            os.kill(os.getpid(), signal.SIGINT)  # arrives while the lock is held
+        else:
+            signal.pthread_kill(other.ident, signal.SIGINT)
+            time.sleep(0.2)  # the main thread runs Python's handler at its next bytecodes
         return got
 
     backend._append_lock.acquire = acquire_then_interrupt
@@ -843,6 +855,7 @@ def test_a_signal_during_a_journal_append_waits_until_the_lock_is_free(tmp_path)
             backend.append_logs([{"op_code": 0, "worker_id": "w", "study_name": "s", "directions": [1]}])
     finally:
         signal.signal(signal.SIGINT, previous)
+        done.set()
     assert not os.path.lexists(f"{path}.lock")  # released before the interrupt was delivered
     assert path.read_text().count("\n") == 1  # and the record is whole
 

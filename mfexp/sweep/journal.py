@@ -37,19 +37,35 @@ RECORD_START = b'{"op_code":'  # how Optuna 5 writes every record (json.dumps, s
 
 @contextlib.contextmanager
 def _signals_deferred():
-    """SIGINT and SIGTERM wait until the block ends (then they are delivered as usual)."""
+    """SIGINT and SIGTERM wait until the block ends (then they are delivered as usual).
+
+    The Python-level handlers are swapped for a recorder for the block's length. Blocking the
+    signals in the main thread (pthread_sigmask) is not enough: the kernel then hands them to
+    another thread (MXNet's, MLflow's), and Python still runs the handler in the main thread at
+    once, which could raise between taking the journal's lock and the `try` that frees it (CI saw
+    a SIGTERM'd sweep hang on its own lock)."""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    deferred = {signal.SIGINT, signal.SIGTERM}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, deferred)
+    received: list[int] = []
+
+    def record(signum, frame):
+        received.append(signum)
+
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    swapped = {s: h for s, h in old.items() if h is not None}  # None: a handler not set from Python
+    for s in swapped:
+        signal.signal(s, record)
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for s, h in swapped.items():
+            signal.signal(s, h)
+        if received:
+            signal.raise_signal(received[0])  # delivered as usual, now that the block is over
 
 
 class SafeJournalFileBackend(JournalFileBackend):
