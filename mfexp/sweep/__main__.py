@@ -87,12 +87,12 @@ def compose_plan(args: Sequence[str]):
         base = compose_config([*plain, f"model={model}"])
         base.model = typed_node(base.model)  # every setting of the model's class, typed
         settings = to_settings(base.model)
-        raw = {**model_class(settings._target_).search_space(settings),
-               **dict(sweep.space.get("common", {})), **dict(sweep.space.get(model, {}))}
+        default, section = model_class(settings._target_).search_space(settings), dict(sweep.space.get(model, {}))
+        own = {*default, *section}  # the keys this model's own space and section name
+        raw = {**default, **dict(sweep.space.get("common", {})), **section}
         for key in [k for k in given if k in raw]:  # the command line wins over the space
             replaced.setdefault(key, []).append(f"{model} ({raw.pop(key)})")
         raw = merge_space_overrides(raw, [_as_plus(o, raw) for o in space_overrides])
-        own = {*model_class(settings._target_).search_space(settings), *dict(sweep.space.get(model, {}))}
         for key in [k for k in raw if k.startswith("model.") and k not in own]:
             # a model setting given to every model (sweep.space.common, the command line) that
             # this model does not have (autorec has no k): left out of this model's space only
