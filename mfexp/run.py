@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from mfexp import cli
+from mfexp import cli, interrupt
 from mfexp.config import Config, flatten, validate
 from mfexp.errors import friendly_errors
 
@@ -138,6 +138,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     cli.log_to_stdout()
     cli.quiet_libraries()
+    interrupt.install()
     run(cli.to_object(dcfg))
     return 0
 

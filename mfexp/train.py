@@ -21,6 +21,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
 
+from mfexp import interrupt
 from mfexp.config import TrainConfig, parse_device
 from mfexp.errors import ConfigError, TrainingDiverged
 from mfexp.metrics import rmse
@@ -250,6 +251,7 @@ def fit(net: gluon.Block, data, cfg: TrainConfig, ctx: mx.Context, *, eval_test:
         sq_err = mx.nd.zeros((1,), ctx=ctx)
         bar = _progress(n, f"epoch {epoch}/{cfg.epochs}", cfg.progress)
         for b, lo in enumerate(range(0, n, cfg.batch_size)):
+            interrupt.check()  # a Ctrl-C / SIGTERM whose KeyboardInterrupt an NDArray's __del__ swallowed
             hi = min(lo + cfg.batch_size, n)
             with autograd.record():
                 loss, batch_sse = step(shuffled[lo:hi])

@@ -30,8 +30,20 @@ def _as_from_a_terminal() -> None:
 
 
 def _sweep_cli(args, cwd, **kw):
-    return subprocess.Popen([sys.executable, "-m", "mfexp.sweep", *args], cwd=cwd, text=True,
+    env = {**kw.pop("env", os.environ), "PYTHONFAULTHANDLER": "1"}  # SIGABRT dumps every thread's stack
+    return subprocess.Popen([sys.executable, "-m", "mfexp.sweep", *args], cwd=cwd, text=True, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_as_from_a_terminal, **kw)
+
+
+def _communicate(proc, timeout):
+    """proc.communicate, but a process that hangs is made to show where: its threads' stacks are in
+    the failure message."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        out, err = proc.communicate(timeout=30)
+        pytest.fail(f"the sweep did not end within {timeout}s; its stderr, with its stacks:\n{err[-12000:]}")
 
 
 def _study(plan, model="biased"):
@@ -178,7 +190,7 @@ def test_interrupt_fails_the_trial_kills_its_runs_exits_130_and_resumes(sig, rat
     time.sleep(2)
     started = time.time()
     proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
+    _, err = _communicate(proc, 60)
     assert proc.returncode == 130, err
     assert time.time() - started < 30
     assert "run the same command again" in err.lower()

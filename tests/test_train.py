@@ -105,3 +105,38 @@ def test_swa_returns_the_average_of_the_last_epochs_weights(tiny_data):
         assert p.data().asnumpy() == pytest.approx(want.asnumpy(), abs=1e-6), name
     assert result.history[-1].val_rmse == pytest.approx(evaluate(avg, tiny_data.val, mx.cpu(), (1.0, 5.0)))
     assert result.history[-1].val_rmse != _train(tiny_data, epochs=2)[1].history[-1].val_rmse
+
+
+def test_a_signal_whose_interrupt_a_del_swallowed_still_stops_training(tiny_data, monkeypatch):
+    """Python runs a signal handler wherever the main thread is, also inside a __del__ (MXNet frees
+    NDArrays in one): the KeyboardInterrupt is printed as 'Exception ignored' and dropped. The
+    training loop still stops at its next batch."""
+    import gc
+    import os
+    import signal
+    import sys
+
+    from mfexp import interrupt
+
+    monkeypatch.setattr(interrupt, "_pending", [])
+    dropped = []
+    monkeypatch.setattr(sys, "unraisablehook", dropped.append)  # where Python sends "Exception ignored"
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    class SignalledWhileFreed:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here, inside __del__
+
+    try:
+        interrupt.install()
+        gc.disable()  # so that the object is freed here, by its refcount, and nowhere else
+        SignalledWhileFreed()
+        gc.enable()
+        assert [type(d.exc_value) for d in dropped] == [KeyboardInterrupt]  # lost, as in CI
+        assert interrupt.pending() == signal.SIGTERM
+        with pytest.raises(KeyboardInterrupt, match="signal 15"):
+            _train(tiny_data, epochs=50)
+    finally:
+        gc.enable()
+        for s, h in old.items():
+            signal.signal(s, h)

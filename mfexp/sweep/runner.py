@@ -10,7 +10,6 @@ import contextlib
 import logging
 import multiprocessing
 import os
-import signal
 import socket
 import time
 from dataclasses import dataclass, replace
@@ -21,6 +20,7 @@ import optuna
 from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
+from mfexp import interrupt
 from mfexp.config import SweepConfig, TrackingConfig
 from mfexp.errors import ConfigError, MfexpError, clause
 from mfexp.sweep import storage as st
@@ -186,7 +186,7 @@ def work(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: O
     """One worker: load data once, then run trials until every model has its budget."""
     from mfexp.data import load_dataset
 
-    _sigterm_as_interrupt()
+    interrupt.install()  # SIGTERM (a scheduler's stop) as Ctrl-C: the trial FAIL, its runs KILLED
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line per trial says it
     from mfexp.sweep.progress import SweepProgress
 
@@ -285,13 +285,6 @@ def _on_device(bases: dict[str, DictConfig], device: Optional[str]) -> dict[str,
 
 def _base_config(plan: SweepPlan):
     return apply_params(plan.bases[plan.sweep.models[0]], {})
-
-
-def _sigterm_as_interrupt() -> None:
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, handler)
 
 
 def run_workers(plan: SweepPlan, parent_run_id: Optional[str]) -> None:
