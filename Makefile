@@ -54,7 +54,7 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-sweep: $(STAMP) ## the default sweep: plain, mlp, dropout and biased compared on u1 (sweeps/default/)
+sweep: $(STAMP) ## the default sweep: the seven models compared on u1, then blended, within 10 min (sweeps/default/)
 	$(PY) -m mfexp.sweep $(ARGS)
 
 run: $(STAMP) ## one training run: make run ARGS="model=mlp"
