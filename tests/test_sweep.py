@@ -190,7 +190,6 @@ def test_workers_that_count_at_the_same_moment_never_run_more_trials_than_the_bu
 
     monkeypatch.setattr(runner, "_next_model", slow_count)
     monkeypatch.setattr(runner, "Objective", Trivial)
-    monkeypatch.setattr(runner, "_sigterm_as_interrupt", lambda: None)  # workers are threads here
     monkeypatch.setattr(mfexp.data, "load_dataset", lambda cfg: None)
     errors = []
 
@@ -289,3 +288,27 @@ def test_a_two_model_sweep_gives_equal_budgets_one_report_row_each_and_the_real_
     winner = min(outcomes.values(), key=lambda o: o.best_val_rmse)
     champion = MlflowClient().get_model_version_by_alias(registered_name("smoke", "champion"), "champion")
     assert champion.run_id == winner.best_run_id
+
+
+def test_start_center_enqueues_the_middle_of_the_space_once_after_the_reference(ratings_file, tmp_path):
+    from mfexp.sweep.runner import REFERENCE_ATTR, START_ATTR, prepare
+
+    plan = build_plan(_args(ratings_file, tmp_path, "sweep.start=center"))
+    study = prepare(plan)["biased"]
+    prepare(plan)  # a resumed sweep, or a second worker command: nothing more
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    assert [REFERENCE_ATTR in t.user_attrs for t in waiting] == [True, False]
+    assert waiting[1].user_attrs[START_ATTR] == "center of the space"
+    assert waiting[1].system_attrs["fixed_params"] == plan.spaces["biased"].center()  # Optuna: params when asked
+    study.ask(), study.ask()  # both taken: the sweep never enqueues the center again
+    prepare(plan)
+    assert not study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    other = build_plan(_args(ratings_file, tmp_path, "sweep.start=sampler", "sweep.name=other"))
+    assert [START_ATTR in t.user_attrs for t in prepare(other)["biased"].get_trials(deepcopy=False)] == [False]
+
+
+def test_an_unknown_start_is_refused(ratings_file, tmp_path):
+    from mfexp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="sweep.start must be one of center, sampler, got 'middle'"):
+        build_plan(_args(ratings_file, tmp_path, "sweep.start=middle"))
