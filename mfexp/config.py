@@ -78,6 +78,7 @@ class Config:
 OBJECTIVES = ("val_rmse", "val_ndcg_at_10")
 SAMPLERS = ("tpe", "random", "gp", "cmaes", "qmc", "grid")
 PRUNERS = ("median", "hyperband", "successive-halving", "none")
+STARTS = ("center", "sampler")
 
 
 @dataclass
@@ -93,6 +94,9 @@ class SweepConfig:
     timeout: Optional[float] = None  # seconds of wall time after which no new trial starts
     sampler: str = "tpe"
     pruner: str = "median"
+    # the first searched trial of each new study: center (the middle of the model's space, as Ax
+    # starts) or sampler (the sampler's own first draw: TPE's are random)
+    start: str = "sampler"
     # keyword arguments of the Optuna pruner, over mfexp's (mfexp/sweep/storage.py make_pruner), e.g.
     # +sweep.pruner_args={n_startup_trials:1,n_warmup_steps:2} for the median pruner (Hydra needs the +
     # to put keys into an empty dict), or pruner_args: {...} in a conf/sweep/ file
@@ -190,6 +194,7 @@ def validate_sweep(sweep: SweepConfig) -> SweepConfig:
     _check(sweep.timeout is None or sweep.timeout > 0, "sweep.timeout", "must be > 0 or null", sweep.timeout)
     _check(sweep.sampler in SAMPLERS, "sweep.sampler", f"must be one of {', '.join(SAMPLERS)}", sweep.sampler)
     _check(sweep.pruner in PRUNERS, "sweep.pruner", f"must be one of {', '.join(PRUNERS)}", sweep.pruner)
+    _check(sweep.start in STARTS, "sweep.start", f"must be one of {', '.join(STARTS)}", sweep.start)
     _check(sweep.max_failures >= 1, "sweep.max_failures", "must be >= 1", sweep.max_failures)
     _check(sweep.warm_start_top_k >= 1, "sweep.warm_start_top_k", "must be >= 1", sweep.warm_start_top_k)
     _check(sweep.warm_start != sweep.name, "sweep.warm_start", "must name another, earlier sweep (resuming "

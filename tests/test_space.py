@@ -368,3 +368,16 @@ def test_merge_errors(override, problem):
         merge_space_overrides({"model.k": "choice(16,32)"}, [override])
     assert problem in str(err.value)
     assert override.split("=")[0] in str(err.value)
+
+
+def test_center_is_the_middle_of_each_key_on_its_step():
+    space = parse_space({"model.k": "choice(16,32,64,128)", "train.lr": "tag(log, interval(1e-4, 1e-2))",
+                         "model.dropout": "interval(0.0, 0.6)", "model.hidden": "interval(16,256)",
+                         "train.epochs": "range(5,30,5)", "model.q": "range(0.0,1.0,0.25)",
+                         "train.batch_size": "choice(512,1024)", "train.swa": "3"})
+    center = space.center()
+    assert center == {"model.k": 64, "train.lr": pytest.approx(1e-3), "model.dropout": pytest.approx(0.3),
+                      "model.hidden": 136, "train.epochs": 15, "model.q": 0.5, "train.batch_size": 1024}
+    assert type(center["model.hidden"]) is int and type(center["model.k"]) is int
+    for key, dist in space.distributions.items():  # Optuna takes every value as is
+        assert dist._contains(dist.to_internal_repr(center[key])), key

@@ -80,7 +80,23 @@ def prepare(plan: SweepPlan) -> dict[str, optuna.Study]:
             if plan.sweep.enqueue_tutorial and reference and reference_missing(study):
                 label, overrides = reference
                 study.enqueue_trial({}, user_attrs={REFERENCE_ATTR: label, "overrides": overrides})
+            enqueue_center(plan, model, study)
     return studies
+
+
+START_ATTR = "mfexp.start"
+
+
+def enqueue_center(plan: SweepPlan, model: str, study: optuna.Study) -> None:
+    """sweep.start=center: a new study's first searched trial is the middle of the model's space
+    (after its reference, if any). Once per study: the study remembers it, so a resumed sweep, or
+    another worker, does not enqueue it again."""
+    if plan.sweep.start != "center" or plan.sweep.sampler == "grid" or START_ATTR in study.user_attrs:
+        return
+    params = plan.spaces[model].center()
+    if params:
+        study.enqueue_trial(params, user_attrs={START_ATTR: "center of the space"})
+    study.set_user_attr(START_ATTR, "center")
 
 
 # Why a trial can end FAIL without its configuration being at fault: run it again on resume.

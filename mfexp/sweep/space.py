@@ -158,6 +158,22 @@ class SearchSpace:
         params.update(self.fixed)
         return params
 
+    def center(self) -> dict[str, Any]:
+        """The middle of every searched key: an interval's midpoint (its geometric mean when log),
+        on its step; a choice's middle value (of two middles, the later). Fixed keys are left out."""
+        out: dict[str, Any] = {}
+        for key, dist in self.distributions.items():
+            if isinstance(dist, CategoricalDistribution):
+                out[key] = dist.choices[len(dist.choices) // 2]
+                continue
+            mid = math.sqrt(dist.low * dist.high) if dist.log else (dist.low + dist.high) / 2
+            step = getattr(dist, "step", None)
+            if step:
+                mid = dist.low + round((mid - dist.low) / step) * step
+            out[key] = min(max(int(round(mid)) if isinstance(dist, IntDistribution) else float(mid), dist.low),
+                           dist.high)
+        return out
+
     def extremes(self) -> dict[str, list]:
         """Each searched key's every choice, or the ends of its range (a continuous float's high
         just below it): what a plan checks against the config before any trial runs."""
