@@ -397,6 +397,8 @@ EXPECTED = {
     "alembic_version": "Optuna's tables created by several commands at once: mfexp retries",
     "uq_experiments_workspace_name": "the sweep's MLflow experiment created by several commands at once: mfexp "
                                      "uses the one that won",
+    "experiment_tag_pk": "the new sweep experiment's UI tag (mlflow.experimentKind) set by several commands at "
+                         "once: mfexp keeps the one that won, the same value (tracking.set_experiment)",
     "metric_pk": "MLflow's log_model copies the run's metrics onto the logged model; MLflow skips those it has",
     # psycopg logs this when it closes a pipeline while an error raised inside it is already on its
     # way up: a second line for one of the errors above, which PostgreSQL's log names (and which
