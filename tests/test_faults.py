@@ -274,3 +274,33 @@ def test_a_killed_workers_trial_does_not_stay_running(ratings_file, tmp_path, ml
     _assert_reference_ran_again(trials, interrupted=orphan.number)
     run = mlflow.get_run(orphan.user_attrs["mlflow_run_id"])
     assert run.info.status == "KILLED"
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_multi_worker_sweeps_own_process_stops_its_workers_cleanly(ratings_file, tmp_path, mlflow_uri):
+    """`kill PID` (or a scheduler) signals the sweep's process alone, not its worker processes:
+    they must stop as on their own SIGTERM (trials FAIL, runs KILLED), not train on orphaned."""
+    args = _args(ratings_file, tmp_path, "sweep.n_trials=3", "sweep.n_workers=2", "train.epochs=400",
+                 "train.patience=null", "train.batch_size=16", "sweep.pruner=none", "sweep.enqueue_tutorial=false")
+    proc = _sweep_cli(args, tmp_path)
+    plan = build_plan(args)
+    deadline = time.time() + 180
+    while time.time() < deadline:  # wait until both workers train
+        time.sleep(1)
+        try:
+            if len([t for t in _study(plan).get_trials(deepcopy=False) if t.state == TrialState.RUNNING
+                    and "mlflow_run_id" in t.user_attrs]) == 2:
+                break
+        except KeyError:
+            continue
+    time.sleep(2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = _communicate(proc, 90)
+    assert proc.returncode == 130, err
+    assert "run the same command again" in err.lower()
+    trials = _study(plan).get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert {t.user_attrs["fail_reason"] for t in trials} == {"interrupted"}
+    runs = mlflow.search_runs(experiment_names=["mfexp-sweep-smoke"], output_format="list")
+    assert len([r for r in runs if "optuna.trial_number" in r.data.tags]) == 2  # and the sweep's parent run
+    assert {r.info.status for r in runs} == {"KILLED"}

@@ -24,7 +24,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
-from mfexp import cli
+from mfexp import cli, interrupt
 from mfexp.config import Config, SweepAppConfig, validate, validate_sweep
 from mfexp.errors import ConfigError, friendly_errors
 from mfexp.models import model_class, to_settings, typed_node
@@ -193,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_plan(root, raws)
         return 0
     started = time.time()
+    interrupt.install()  # also here: with sweep.n_workers > 1 this process only waits for its workers
     try:
         run_sweep(plan)
     except KeyboardInterrupt:

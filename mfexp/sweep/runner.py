@@ -10,6 +10,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import signal
 import socket
 import time
 from dataclasses import dataclass, replace
@@ -320,6 +321,10 @@ def run_workers(plan: SweepPlan, parent_run_id: Optional[str]) -> None:
         for p in procs:
             p.join()
     except KeyboardInterrupt:
+        if interrupt.pending() == signal.SIGTERM:  # sent to this process alone (`kill PID`, a scheduler):
+            for p in procs:                         # the workers stop as they would on their own SIGTERM.
+                if p.is_alive():                    # A Ctrl-C reached them already (one process group),
+                    p.terminate()                   # and a second signal would cut their clean-up short
         for p in procs:
             p.join(timeout=30)
         raise
