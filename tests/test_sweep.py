@@ -312,3 +312,43 @@ def test_an_unknown_start_is_refused(ratings_file, tmp_path):
 
     with pytest.raises(ConfigError, match="sweep.start must be one of center, sampler, got 'middle'"):
         build_plan(_args(ratings_file, tmp_path, "sweep.start=middle"))
+
+
+def test_a_worker_does_not_leave_while_a_dead_workers_trial_may_still_go_stale(ratings_file, tmp_path, monkeypatch):
+    """RDB storage with heartbeats: a worker that finds every slot taken, one of them by a trial whose
+    worker died moments ago (heartbeat not yet stale), waits for the heartbeat check instead of
+    leaving that trial RUNNING and the budget short; then runs its retry (CI: the PostgreSQL
+    killed-worker test, the kill just before the survivor's last count)."""
+    import time
+
+    import mfexp.data
+    from mfexp.sweep import runner
+
+    monkeypatch.setenv("MFEXP_HEARTBEAT_S", "1")
+    plan = build_plan(_args(ratings_file, tmp_path, "sweep.n_trials=2", "sweep.enqueue_tutorial=false",
+                            "sweep.pruner=none", "sweep.name=dead", f"sweep.storage=sqlite:///{tmp_path}/optuna.db"))
+    study = runner.prepare(plan)["biased"]
+    dead = study.ask()
+    dead.suggest_float("x", 0.0, 1.0)
+    study._storage.record_heartbeat(dead._trial_id)  # then its worker dies: no more heartbeats
+    done = study.ask()
+    study.tell(done, done.suggest_float("x", 0.0, 1.0))
+
+    class Trivial:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __call__(self, trial):
+            return trial.suggest_float("x", 0.0, 1.0)
+
+    monkeypatch.setattr(runner, "Objective", Trivial)
+    monkeypatch.setattr(mfexp.data, "load_dataset", lambda cfg: None)
+    started = time.time()
+    runner.work(plan, 0, None, started + 60)
+    assert time.time() - started < 30
+    trials = _trials(plan)
+    assert trials[dead.number].state == TrialState.FAIL
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == dead.number]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert retries[0].params == trials[dead.number].params
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]

@@ -223,7 +223,14 @@ def work(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: O
         try:
             model = _next_model(plan, studies)
             if model is None:
-                return
+                if not _may_go_stale(storage, studies):
+                    return
+                # Every slot is taken, but a trial that holds one may belong to a worker that died
+                # moments ago: its heartbeat is not stale yet. Leaving now would leave it RUNNING
+                # and the budget short (CI saw it). Look again, lock released, once per heartbeat.
+                gate.close()
+                time.sleep(min(storage.get_heartbeat_interval() or 1, 5))
+                continue
             study = studies[model]
             objective = Objective(model, bases[model], plan.spaces[model], data,
                                   study_name=study.study_name, experiment=plan.experiment,
@@ -242,6 +249,16 @@ def work(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: O
                 raise SweepStopped(f"sweep stopped: {failures} trials failed in this worker (sweep.max_failures="
                                    f"{plan.sweep.max_failures}); the last: {clause(reason)}. Fix the cause{cause}, "
                                    "then run the sweep again: it resumes.")
+
+
+def _may_go_stale(storage, studies: dict[str, optuna.Study]) -> bool:
+    """Whether some study holds a RUNNING trial whose worker's death the storage's heartbeats would
+    reveal (RDB storage: Optuna fails a trial whose heartbeat is older than twice the interval)."""
+    from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
+
+    if not (isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage)):
+        return False  # the journal file: a dead worker's trial is failed when the sweep next starts
+    return any(s.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) for s in studies.values())
 
 
 def _started(objective, gate: contextlib.ExitStack):
