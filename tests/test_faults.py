@@ -304,3 +304,29 @@ def test_sigterm_to_a_multi_worker_sweeps_own_process_stops_its_workers_cleanly(
     runs = mlflow.search_runs(experiment_names=["mfexp-sweep-smoke"], output_format="list")
     assert len([r for r in runs if "optuna.trial_number" in r.data.tags]) == 2  # and the sweep's parent run
     assert {r.info.status for r in runs} == {"KILLED"}
+
+
+def test_a_dead_workers_run_is_killed_also_when_it_had_just_finished(mlflow_uri):
+    """A worker can die between ending its trial's MLflow run (FINISHED) and Optuna recording the
+    trial: the trial is FAIL and retried, so its run must not pass for a finished trial (CI: the
+    PostgreSQL killed-worker test, the kill in that window). A run that ended FAILED keeps its status."""
+    from optuna.trial import create_trial
+
+    from mfexp.sweep.storage import kill_mlflow_run
+
+    mlflow.set_experiment("dead")
+    statuses = {}
+    for status in ("RUNNING", "FINISHED", "FAILED"):
+        run = mlflow.start_run()
+        if status != "RUNNING":
+            mlflow.end_run(status)
+        else:
+            mlflow.end_run()  # leave the fluent stack clean; put the run back to RUNNING below
+            mlflow.tracking.MlflowClient().update_run(run.info.run_id, "RUNNING")
+        trial = create_trial(state=TrialState.FAIL, user_attrs={"mlflow_run_id": run.info.run_id})
+        kill_mlflow_run(trial, "worker lost (no heartbeat)")
+        statuses[status] = mlflow.get_run(run.info.run_id)
+    assert {k: r.info.status for k, r in statuses.items()} == {"RUNNING": "KILLED", "FINISHED": "KILLED",
+                                                               "FAILED": "FAILED"}
+    assert statuses["FINISHED"].data.tags["mfexp.fail_reason"] == "worker lost (no heartbeat)"
+    assert statuses["FINISHED"].data.tags["optuna.trial_state"] == "FAIL"

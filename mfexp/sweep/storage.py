@@ -131,7 +131,9 @@ class StaleTrialCallback:
 
 def kill_mlflow_run(trial: optuna.trial.FrozenTrial, reason: str) -> None:
     """Mark the MLflow run of a trial whose worker died KILLED (tags: optuna.trial_state FAIL, the
-    reason), if it is still RUNNING. MLflow errors are logged, never raised: the sweep goes on."""
+    reason), if it is RUNNING, or FINISHED: the worker died after ending its run but before Optuna
+    recorded the trial, which is FAIL now and retried, so the run must not pass for a finished
+    trial. MLflow errors are logged, never raised: the sweep goes on."""
     run_id = trial.user_attrs.get("mlflow_run_id")
     if not run_id:
         return
@@ -139,8 +141,8 @@ def kill_mlflow_run(trial: optuna.trial.FrozenTrial, reason: str) -> None:
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient()
-        if client.get_run(run_id).info.status != "RUNNING":
-            return
+        if client.get_run(run_id).info.status not in ("RUNNING", "FINISHED"):
+            return  # FAILED or KILLED already: its own end said more
         client.set_tag(run_id, "optuna.trial_state", "FAIL")
         client.set_tag(run_id, "mfexp.fail_reason", reason)
         client.set_terminated(run_id, "KILLED")
