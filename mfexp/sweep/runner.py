@@ -252,8 +252,9 @@ def work(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: O
 
 
 def _may_go_stale(storage, studies: dict[str, optuna.Study]) -> bool:
-    """Whether some study holds a RUNNING trial whose worker's death the storage's heartbeats would
-    reveal (RDB storage: Optuna fails a trial whose heartbeat is older than twice the interval)."""
+    """Whether the storage has heartbeats (RDB: Optuna fails a trial whose heartbeat is older than
+    twice the interval) and some study holds a RUNNING trial. That trial's worker may be alive (then
+    this worker waits for it to end, at most one trial) or dead (then it goes stale and is retried)."""
     from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 
     if not (isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage)):
