@@ -113,13 +113,16 @@ def at_most(value: Optional[float], bound: float) -> Optional[bool]:
 
 
 def write_result(path: Path, section: str, quick: bool, started: float, figures: dict, targets: list,
-                 notes: Sequence[str] = ()) -> dict[str, Any]:
+                 notes: Sequence[str] = (), run: Optional[dict] = None) -> dict[str, Any]:
+    """`run`: the command, clock, wall time and machine of the run whose figures these are, when they
+    are re-derived from an earlier result rather than measured now."""
     result = {
         "schema": SCHEMA, "section": section, "quick": quick,
         "command": f"python -m {module_of(section)}" + (" --quick" if quick else ""),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_s": round(time.perf_counter() - started, 2),
         "machine": machine(), "figures": figures, "targets": targets, "notes": list(notes),
     }
+    result.update({k: run[k] for k in ("command", "finished", "wall_s", "machine")} if run else {})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")

@@ -136,6 +136,70 @@ def compare(rnd: dict, dft: dict, budget: float) -> dict:
             "default": {k: v for k, v in dft.items() if k != "reports"}}
 
 
+def trial_spans(reports: list) -> list[list[tuple[float, int, float]]]:
+    """Per trial, in the order they ran: [(seconds since the trial started, epoch, val RMSE)]. One worker
+    runs its trials one after another, so a trial starts when the one before it last reported (its
+    start-up, and the end of the trial before, count as its own)."""
+    by_trial: dict[int, list] = {}
+    for t, n, e, v in reports:
+        by_trial.setdefault(n, []).append((t, e, v))
+    spans, end = [], 0.0
+    for n in sorted(by_trial):
+        spans.append([(t - end, e, v) for t, e, v in by_trial[n]])
+        end = by_trial[n][-1][0]
+    return spans
+
+
+def pruning_ceiling(reports: list, target: float) -> Optional[float]:
+    """Seconds to `target` had every trial that never reaches it stopped at its first epoch report:
+    what a pruner that knew the future would make of these trials. No pruner can do better on the
+    same draws, and TPE's first trials are random search's own draws (same seed)."""
+    clock = 0.0
+    for span in trial_spans(reports):
+        reach = next((dt for dt, _, v in span if v <= target + 1e-12), None)
+        if reach is not None:
+            return clock + reach
+        clock += span[0][0]
+    return None
+
+
+def replay(reports: list, target: float, make_pruner) -> Optional[float]:
+    """Seconds to `target` had the pruner `make_pruner()` judged these trials, epoch by epoch, as
+    Optuna does. Exact for random search's trials (its draws do not depend on which trials were
+    pruned), up to the machine's noise: random search with that pruner. None: it pruned the trial
+    that reaches `target`."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(pruner=make_pruner())
+    clock = 0.0
+    for span in trial_spans(reports):
+        trial, pruned = study.ask(), False
+        for dt, epoch, v in span:
+            if v <= target + 1e-12:
+                return clock + dt
+            trial.report(v, epoch)
+            if trial.should_prune():
+                clock, pruned = clock + dt, True
+                break
+        else:
+            clock += span[-1][0]
+        if pruned:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, min(v for _, _, v in span))
+    return None
+
+
+def default_pruner(overrides: Sequence[str]):
+    """The default arm's pruner, as the sweep would make it (conf/sweep/default.yaml + overrides)."""
+    from mfexp.sweep.__main__ import compose_plan
+    from mfexp.sweep.storage import make_pruner
+
+    plan, root, _ = compose_plan([f"sweep.models=[{MODELS[0]}]", *overrides])
+    return lambda: make_pruner(plan.sweep, root.train.epochs)
+
+
 def summed(rows: list[dict], budget: float) -> dict[int, dict]:
     """Per seed: sum of t_random over the models / sum of t_default (the budget where not reached)."""
     out = {}
@@ -206,6 +270,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="development: an override for the default arm only (a lever to try)")
     parser.add_argument("--random-from", help="an earlier result JSON of this section: reuse its random arms "
                                                 "(same models, seeds and budget) and run only the default arms")
+    parser.add_argument("--reanalyse", metavar="RESULT_JSON",
+                        help="run nothing: re-derive the figures of an earlier result of this section (its rows "
+                             "and curves) with this version's analysis, into --out or bench/results")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     common.quiet_logs()
@@ -213,6 +280,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(json.dumps(child(args.child, args.model, args.seed, args.budget, args.overrides, args.budget_epochs)))
         return 0
     started = time.perf_counter()
+    if args.reanalyse:
+        return reanalyse(args.reanalyse, args.out, args.default_arm, started)
     models, seeds, budget, extra = ((["biased"], [0], 15.0, QUICK_OVERRIDES) if args.quick else
                                     (args.models, args.seeds, args.budget, args.overrides))
     common.scratch()
@@ -253,13 +322,35 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                 f"({arms['random']['trials']} trials); {reached}; at {budget:.0f}s random "
                                 f"{row['best_random_at_budget']}, default {row['best_default_at_budget']} "
                                 f"({arms['default']['trials']} trials, {arms['default']['pruned']} pruned)")
+    return finish(rows, curves, models, seeds, budget, extra, args.default_arm, started, args.quick, args.out)
+
+
+def finish(rows: list[dict], curves: dict, models: Sequence[str], seeds: Sequence[int], budget: float,
+           extra: Sequence[str], default_arm: Sequence[str], started: float, quick: bool, out,
+           reanalysed: Optional[dict] = None) -> int:
+    """The section's figures from its rows and curves: ratios per seed, what pruning alone could
+    gain on random search's own draws, the PNG, the targets; the result file."""
     per_seed = summed(rows, budget)
     ratios = [s["ratio"] for s in per_seed.values() if s["ratio"] is not None]
     ratio = common.median(ratios)
-    png = (common.RESULTS / PNG) if not args.out else (os.path.dirname(os.path.abspath(args.out)) + "/" + PNG)
+    # what pruning alone can do with random search's draws (TPE's first trials are those same draws)
+    make_pruner = default_pruner([*extra, *default_arm])
+    for row in rows:
+        reports = curves[row["model"]][("random", row["seed"])]
+        if row["R"] is not None:
+            row["t_ceiling_s"] = _round(pruning_ceiling(reports, row["R"]))
+            row["t_random_default_pruner_s"] = _round(replay(reports, row["R"], make_pruner))
+    ceiling = {seed: summed([{**r, "t_default_s": r["t_ceiling_s"]} for r in rows if "t_ceiling_s" in r], budget)
+               .get(seed, {}).get("ratio") for seed in per_seed}
+    pruned_random = summed([{**r, "t_default_s": r["t_random_default_pruner_s"]} for r in rows
+                            if "t_ceiling_s" in r], budget)
+    for seed, s in per_seed.items():
+        s["ceiling_ratio"] = ceiling[seed]
+        s["random_with_default_pruner_ratio"] = pruned_random[seed]["ratio"]
+    png = (common.RESULTS / PNG) if not out else (os.path.dirname(os.path.abspath(out)) + "/" + PNG)
     os.makedirs(os.path.dirname(str(png)), exist_ok=True)
     plot(curves, budget, png)
-    if not args.quick and not args.out:  # the figure BENCHMARKS.md shows, kept in git (bench/results is not)
+    if not quick and not out:  # the figure BENCHMARKS.md shows, kept in git (bench/results is not)
         import shutil
 
         shutil.copyfile(png, common.REPO / "docs" / PNG)
@@ -268,30 +359,63 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                 if r["model"] == m and None not in (r["best_default_at_budget"],
                                                                     r["best_random_at_budget"])]) or 0) > 0]
     bounded = any(s["upper_bound"] for s in per_seed.values())
+    ceiling_median = common.median([c for c in ceiling.values() if c is not None])
     targets = [
         common.target("time to random search's best: random, no pruning / default search, summed over the models, "
                       "median over seeds", ">= 3x", ratio, "x", common.at_least(ratio, 3.0),
                       "per seed: " + ", ".join(f"{s}: {v['ratio']}x" for s, v in per_seed.items())
-                      + (" (upper bounds: the default missed R in some model)" if bounded else "")),
+                      + (" (upper bounds: the default missed R in some model)" if bounded else "")
+                      + f"; the most any pruner could make of random's draws: {ceiling_median}x"),
         common.target("models where the default search's best val RMSE at equal wall time is above random's "
                       "(median over seeds)", "0", len(worse), "models", len(worse) == 0,
-                      ", ".join(worse) if worse else "")]
+                      ", ".join(worse) if worse else ""),
+        common.target("pruning's ceiling: the same ratio had every trial of random search that misses R stopped at its "
+                      "first epoch (a pruner that knew the future), median over seeds", "report", ceiling_median, "x",
+                      None, "per seed: " + ", ".join(f"{s}: {c}x" for s, c in ceiling.items())
+                      + "; random search with the default pruner (replayed): "
+                      + ", ".join(f"{s}: {v['random_with_default_pruner_ratio']}x" for s, v in per_seed.items()))]
     default_sampler = rows[0]["default"] if rows else {}
-    notes = [f"Budget B = {budget:.0f} s of wall time per arm, model and seed; seeds {seeds}; the two arms run side by side, "
-             "one process and one thread each; MLflow "
+    notes = [f"Budget B = {budget:.0f} s of wall time per arm, model and seed; seeds {list(seeds)}; the two arms run side "
+             "by side, one process and one thread each; MLflow "
              "tracking on (a ready sqlite store); the default sweep's space, train.epochs and patience; no "
              "reference trial in either arm.",
              f"The default arm: sampler {default_sampler.get('sampler')}, pruner {default_sampler.get('pruner')} "
              "(conf/sweep/default.yaml, mfexp/sweep/storage.py).",
+             "Pruning's ceiling and the replay come from random search's recorded curves (bench/sweep_efficiency.py "
+             "pruning_ceiling, replay): its trials in the order they ran, each epoch's duration as measured. TPE's "
+             "first 5 trials are random search's own draws (same seed), and R usually comes among them at this "
+             "budget; so unless the sampler proposes better than random from its first trials, no pruner can take "
+             "the ratio past the ceiling.",
              f"Curves: bench/results/{PNG}; every epoch's report is in the JSON (`curves`)."] + LEVERS + \
-        ([f"quick overrides: {' '.join(extra)}"] if args.quick else [])
-    common.write_result(args.out or common.RESULTS / f"{SECTION}.json", SECTION, args.quick, started,
-                        {"models": models, "seeds": seeds, "budget_s": budget, "overrides": list(extra),
-                         "rows": rows, "per_seed": {str(k): v for k, v in per_seed.items()}, "ratio": ratio,
+        ([f"quick overrides: {' '.join(extra)}"] if quick else []) + \
+        ([f"Figures re-derived (`--reanalyse`) from the run of {reanalysed['finished']} ({reanalysed['wall_s']:.0f} s, "
+          f"command `{reanalysed['command']}`), whose rows and curves are kept as they were."] if reanalysed else [])
+    common.write_result(out or common.RESULTS / f"{SECTION}.json", SECTION, quick, started,
+                        {"models": list(models), "seeds": list(seeds), "budget_s": budget,
+                         "overrides": list(extra), "rows": rows,
+                         "per_seed": {str(k): v for k, v in per_seed.items()}, "ratio": ratio,
+                         "ceiling_ratio": ceiling_median,
                          "png": PNG, "curves": {m: {f"{a}:{s}": r for (a, s), r in c.items()}
                                                 for m, c in curves.items()}},
-                        targets, notes)
+                        targets, notes, run=reanalysed)
     return 0
+
+
+def reanalyse(path, out, default_arm: Sequence[str], started: float) -> int:
+    old = json.loads(open(path).read())
+    if old.get("section") != SECTION or "rows" not in old.get("figures", {}):
+        raise SystemExit(f"{path}: not a result of the {SECTION} section with rows and curves")
+    f = old["figures"]
+    curves = {m: {(k.split(":")[0], int(k.split(":")[1])): r for k, r in c.items()} for m, c in f["curves"].items()}
+    rows = [compare({**r["random"], "reports": curves[r["model"]][("random", r["seed"])]},
+                    {**r["default"], "reports": curves[r["model"]][("default", r["seed"])]}, f["budget_s"])
+            for r in f["rows"]]
+    return finish(rows, curves, f["models"], f["seeds"], f["budget_s"], f.get("overrides", []), default_arm,
+                  started, old.get("quick", False), out, reanalysed=old)
+
+
+def _round(value: Optional[float]) -> Optional[float]:
+    return None if value is None else round(value, 2)
 
 
 def _s(value) -> str:
@@ -307,21 +431,26 @@ def render(result: dict) -> list[str]:
     if "rows" not in f:  # a result of the earlier, one-model form of this section
         return ["(an earlier form of this section's result: re-run python -m bench.sweep_efficiency)"]
     lines = [f"Budget {f['budget_s']:.0f} s per arm, model and seed; R = random search's best val RMSE "
-             "within it; t = seconds until an arm first reached R.", "",
-             "| model | seed | R (random's best) | t random (s) | t default (s) | ratio | best at B: random | "
-             "best at B: default | default trials (pruned) | random trials |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "within it; t = seconds until an arm first reached R; ceiling = the same for random search's trials "
+             "had each one that misses R stopped at its first epoch (no pruner does better on those draws).", "",
+             "| model | seed | R (random's best) | t random (s) | t default (s) | ratio | t ceiling (s) | "
+             "best at B: random | best at B: default | default trials (pruned) | random trials |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in f["rows"]:
         ratio = f"{r['ratio']:.2f}x" if r["ratio"] is not None else (
             f"< {r['ratio_below']:.2f}x" if r["ratio_below"] is not None else "-")
         lines.append(f"| {r['model']} | {r['seed']} | {_v(r['R'])} | {_s(r['t_random_s'])} | "
                      f"{_s(r['t_default_s']) if r['t_default_s'] is not None else 'not reached'} | {ratio} | "
+                     f"{_s(r.get('t_ceiling_s'))} | "
                      f"{_v(r['best_random_at_budget'])} | {_v(r['best_default_at_budget'])} | "
                      f"{r['default']['trials']} ({r['default']['pruned']}) | {r['random']['trials']} |")
-    lines += ["", "| seed | sum t random (s) | sum t default (s) | ratio |", "|---:|---:|---:|---:|"]
+    lines += ["", "| seed | sum t random (s) | sum t default (s) | ratio | pruning's ceiling | random + default pruner "
+              "(replayed) |", "|---:|---:|---:|---:|---:|---:|"]
     for seed, s in f["per_seed"].items():
+        ceiling, replayed = s.get("ceiling_ratio"), s.get("random_with_default_pruner_ratio")
         lines.append(f"| {seed} | {s['t_random_s']:.1f} | {s['t_default_s']:.1f} | "
-                     f"{'<= ' if s['upper_bound'] else ''}{s['ratio']}x |")
+                     f"{'<= ' if s['upper_bound'] else ''}{s['ratio']}x | "
+                     f"{'-' if ceiling is None else f'{ceiling}x'} | {'-' if replayed is None else f'{replayed}x'} |")
     lines += ["", f"Median over seeds: **{f['ratio']}x**.", "", f"![best val RMSE so far](docs/{f['png']})"]
     return lines
 

@@ -210,3 +210,26 @@ def test_sweep_efficiency_compares_the_time_each_arm_first_reaches_random_search
     per_seed = summed([row, {**late, "seed": 1}], budget=60.0)
     assert per_seed[0] == {"t_random_s": 30.0, "t_default_s": 10.0, "ratio": 3.0, "upper_bound": False}
     assert per_seed[1]["t_default_s"] == 60.0 and per_seed[1]["upper_bound"] is True
+
+
+def test_sweep_efficiency_bounds_what_pruning_can_make_of_random_searchs_own_trials():
+    import optuna
+
+    from bench.sweep_efficiency import pruning_ceiling, replay, trial_spans
+
+    # (seconds since the arm started, trial, epoch, val RMSE): three trials one after another; only the
+    # third reaches R = 0.90, at its second epoch
+    reports = [[3.0, 0, 1, 1.00], [5.0, 0, 2, 0.95], [7.0, 0, 3, 0.93],
+               [10.0, 1, 1, 1.10], [12.0, 1, 2, 1.05], [14.0, 1, 3, 1.02],
+               [17.0, 2, 1, 0.96], [19.0, 2, 2, 0.90]]
+    assert trial_spans(reports)[1] == [(3.0, 1, 1.10), (5.0, 2, 1.05), (7.0, 3, 1.02)]  # from the trial's start
+    # a pruner that knew the future stops trials 0 and 1 at their first report: 3 + 3 + 5 s
+    assert pruning_ceiling(reports, 0.90) == 11.0
+    assert pruning_ceiling(reports, 0.85) is None
+    # no pruning: the time as recorded
+    assert replay(reports, 0.90, optuna.pruners.NopPruner) == 19.0
+    # a median pruner after one trial stops trial 1 at epoch 1 (1.10 > 1.00): 7 + 3 + 5 s
+    median = lambda: optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)  # noqa: E731
+    assert replay(reports, 0.90, median) == 15.0
+    # a pruner that stops the trial that would reach R (0.96 at its epoch 1) has no time to R on these draws
+    assert replay(reports, 0.90, lambda: optuna.pruners.ThresholdPruner(upper=0.955)) is None
