@@ -77,7 +77,7 @@ class Config:
 
 OBJECTIVES = ("val_rmse", "val_ndcg_at_10")
 SAMPLERS = ("tpe", "random", "gp", "cmaes", "qmc", "grid")
-PRUNERS = ("median", "hyperband", "successive-halving", "none")
+PRUNERS = ("median", "forecast", "hyperband", "successive-halving", "none")
 STARTS = ("center", "sampler")
 
 

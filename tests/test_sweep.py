@@ -117,7 +117,7 @@ def test_pruning_stops_a_trial_early(ratings_file, tmp_path, mlflow_uri):
 GOOD, BAD = 0.02, 1e-6  # Adam's lr: learns in a few epochs / stays at the global mean
 
 
-@pytest.mark.parametrize("pruner", ["median", "successive-halving", "hyperband"])
+@pytest.mark.parametrize("pruner", ["median", "forecast", "successive-halving", "hyperband"])
 def test_the_real_pruners_prune_bad_trials_and_pruned_trials_count(pruner, ratings_file, tmp_path, mlflow_uri):
     """The sweep's own pruners (storage.make_pruner), not a stand-in: 3 good trials, then bad ones."""
     args = _args(ratings_file, tmp_path, f"sweep.pruner={pruner}", "sweep.enqueue_tutorial=false",

@@ -30,6 +30,7 @@ from optuna.trial import TrialState
 
 from mfexp.config import SweepConfig
 from mfexp.errors import ConfigError
+from mfexp.sweep.pruners import ForecastPruner
 from mfexp.tracking import redact
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)  # toward sweep.n_trials; FAIL does not count
@@ -283,6 +284,7 @@ PRUNER_DEFAULTS = {"median": (optuna.pruners.MedianPruner, {"n_startup_trials": 
                    "hyperband": (optuna.pruners.HyperbandPruner, {"min_resource": 2, "reduction_factor": 3}),
                    "successive-halving": (optuna.pruners.SuccessiveHalvingPruner,
                                           {"min_resource": 2, "reduction_factor": 3}),
+                   "forecast": (ForecastPruner, {"window": 2, "warmup": 3}),
                    "none": (optuna.pruners.NopPruner, {})}
 
 
@@ -291,6 +293,7 @@ def make_pruner(sweep: SweepConfig, max_epochs: int) -> optuna.pruners.BasePrune
         raise ConfigError(f"unknown sweep.pruner {sweep.pruner!r}")
     cls, kwargs = PRUNER_DEFAULTS[sweep.pruner]
     kwargs = {**kwargs, **({"max_resource": max_epochs} if sweep.pruner == "hyperband" else {}),
+              **({"max_epochs": max_epochs} if sweep.pruner == "forecast" else {}),
               **dict(sweep.pruner_args or {})}
     try:
         return cls(**kwargs)
