@@ -270,9 +270,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="development: an override for the default arm only (a lever to try)")
     parser.add_argument("--random-from", help="an earlier result JSON of this section: reuse its random arms "
                                                 "(same models, seeds and budget) and run only the default arms")
-    parser.add_argument("--reanalyse", metavar="RESULT_JSON",
-                        help="run nothing: re-derive the figures of an earlier result of this section (its rows "
-                             "and curves) with this version's analysis, into --out or bench/results")
+    parser.add_argument("--reanalyse", metavar="RESULT_JSON", nargs="+",
+                        help="run nothing: re-derive the figures of earlier results of this section (their rows "
+                             "and curves; several with the same budget are merged) with this version's analysis, "
+                             "into --out or bench/results")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     common.quiet_logs()
@@ -322,12 +323,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                 f"({arms['random']['trials']} trials); {reached}; at {budget:.0f}s random "
                                 f"{row['best_random_at_budget']}, default {row['best_default_at_budget']} "
                                 f"({arms['default']['trials']} trials, {arms['default']['pruned']} pruned)")
-    return finish(rows, curves, models, seeds, budget, extra, args.default_arm, started, args.quick, args.out)
+    return finish(rows, curves, models, seeds, budget, extra, args.default_arm, started, args.quick, args.out,
+                  argv=list(sys.argv[1:] if argv is None else argv))
 
 
 def finish(rows: list[dict], curves: dict, models: Sequence[str], seeds: Sequence[int], budget: float,
            extra: Sequence[str], default_arm: Sequence[str], started: float, quick: bool, out,
-           reanalysed: Optional[dict] = None) -> int:
+           reanalysed: Optional[dict] = None, argv: Optional[Sequence[str]] = None) -> int:
     """The section's figures from its rows and curves: ratios per seed, what pruning alone could
     gain on random search's own draws, the PNG, the targets; the result file."""
     per_seed = summed(rows, budget)
@@ -386,13 +388,16 @@ def finish(rows: list[dict], curves: dict, models: Sequence[str], seeds: Sequenc
              "first 5 trials are random search's own draws (same seed), and R usually comes among them at this "
              "budget; so unless the sampler proposes better than random from its first trials, no pruner can take "
              "the ratio past the ceiling.",
-             f"Curves: bench/results/{PNG}; every epoch's report is in the JSON (`curves`)."] + LEVERS + \
+             f"Curves: bench/results/{PNG}; every epoch's report is in the JSON (`curves`)."] + \
+        ([f"Run as `python -m bench.sweep_efficiency {' '.join(argv)}`" + (
+            " (the random arms reused from that earlier run, so each default arm ran beside another default arm or "
+            "alone, not beside its random arm)" if "--random-from" in argv else "") + "."] if argv else []) + LEVERS + \
         ([f"quick overrides: {' '.join(extra)}"] if quick else []) + \
         ([f"Figures re-derived (`--reanalyse`) from the run of {reanalysed['finished']} ({reanalysed['wall_s']:.0f} s, "
           f"command `{reanalysed['command']}`), whose rows and curves are kept as they were."] if reanalysed else [])
     common.write_result(out or common.RESULTS / f"{SECTION}.json", SECTION, quick, started,
                         {"models": list(models), "seeds": list(seeds), "budget_s": budget,
-                         "overrides": list(extra), "rows": rows,
+                         "overrides": list(extra), "argv": list(argv or []), "rows": rows,
                          "per_seed": {str(k): v for k, v in per_seed.items()}, "ratio": ratio,
                          "ceiling_ratio": ceiling_median,
                          "png": PNG, "curves": {m: {f"{a}:{s}": r for (a, s), r in c.items()}
@@ -401,17 +406,34 @@ def finish(rows: list[dict], curves: dict, models: Sequence[str], seeds: Sequenc
     return 0
 
 
-def reanalyse(path, out, default_arm: Sequence[str], started: float) -> int:
-    old = json.loads(open(path).read())
-    if old.get("section") != SECTION or "rows" not in old.get("figures", {}):
-        raise SystemExit(f"{path}: not a result of the {SECTION} section with rows and curves")
-    f = old["figures"]
-    curves = {m: {(k.split(":")[0], int(k.split(":")[1])): r for k, r in c.items()} for m, c in f["curves"].items()}
-    rows = [compare({**r["random"], "reports": curves[r["model"]][("random", r["seed"])]},
-                    {**r["default"], "reports": curves[r["model"]][("default", r["seed"])]}, f["budget_s"])
-            for r in f["rows"]]
-    return finish(rows, curves, f["models"], f["seeds"], f["budget_s"], f.get("overrides", []), default_arm,
-                  started, old.get("quick", False), out, reanalysed=old)
+def reanalyse(paths: Sequence[str], out, default_arm: Sequence[str], started: float) -> int:
+    """Re-derive the figures of earlier results (several: runs of other models or seeds, same budget,
+    merged) with this version's analysis."""
+    olds = [json.loads(open(path).read()) for path in paths]
+    for path, old in zip(paths, olds):
+        if old.get("section") != SECTION or "rows" not in old.get("figures", {}):
+            raise SystemExit(f"{path}: not a result of the {SECTION} section with rows and curves")
+    if len({old["figures"]["budget_s"] for old in olds}) > 1:
+        raise SystemExit(f"{', '.join(paths)}: their budgets differ; only runs with the same budget merge")
+    rows, curves, models, seeds = [], {}, [], []
+    for old in olds:
+        f = old["figures"]
+        for m, c in f["curves"].items():
+            curves.setdefault(m, {}).update({(k.split(":")[0], int(k.split(":")[1])): r for k, r in c.items()})
+        rows += [compare({**r["random"], "reports": curves[r["model"]][("random", r["seed"])]},
+                         {**r["default"], "reports": curves[r["model"]][("default", r["seed"])]}, f["budget_s"])
+                 for r in f["rows"]]
+        models += [m for m in f["models"] if m not in models]
+        seeds += [s for s in f["seeds"] if s not in seeds]
+    pairs = [(r["model"], r["seed"]) for r in rows]
+    if len(set(pairs)) < len(pairs):
+        raise SystemExit(f"{', '.join(paths)}: a model and seed appear in more than one of them")
+    first = olds[0]
+    run = {**first, "command": "; ".join(dict.fromkeys(old["command"] for old in olds)),
+           "finished": max(old["finished"] for old in olds), "wall_s": sum(old["wall_s"] for old in olds)}
+    return finish(rows, curves, models, sorted(seeds), first["figures"]["budget_s"],
+                  first["figures"].get("overrides", []), default_arm, started, first.get("quick", False), out,
+                  reanalysed=run)
 
 
 def _round(value: Optional[float]) -> Optional[float]:

@@ -233,3 +233,34 @@ def test_sweep_efficiency_bounds_what_pruning_can_make_of_random_searchs_own_tri
     assert replay(reports, 0.90, median) == 15.0
     # a pruner that stops the trial that would reach R (0.96 at its epoch 1) has no time to R on these draws
     assert replay(reports, 0.90, lambda: optuna.pruners.ThresholdPruner(upper=0.955)) is None
+
+
+def test_sweep_efficiency_reanalyse_merges_runs_and_derives_the_ceiling(tmp_path):
+    from bench import sweep_efficiency as se
+
+    def result(seed):
+        rnd = [[3.0, 0, 1, 1.00], [5.0, 0, 2, 0.95], [8.0, 1, 1, 1.10], [10.0, 1, 2, 0.90]]
+        dft = [[3.0, 0, 1, 1.00], [5.0, 0, 2, 0.95], [8.0, 1, 1, 0.90]]
+        arm = lambda name: {"arm": name, "model": "plain", "seed": seed, "trials": 2, "pruned": 0,  # noqa: E731
+                            "sampler": "tpe", "pruner": "median"}
+        row = se.compare({**arm("random"), "reports": rnd}, {**arm("default"), "reports": dft}, 60.0)
+        return {"section": se.SECTION, "quick": False, "command": "python -m bench.sweep_efficiency",
+                "finished": f"2026-12-0{seed + 1}T00:00:00+0000", "wall_s": 100.0, "machine": {"cores": 2},
+                "figures": {"models": ["plain"], "seeds": [seed], "budget_s": 60.0, "overrides": [], "rows": [row],
+                            "curves": {"plain": {f"random:{seed}": rnd, f"default:{seed}": dft}}}}
+
+    paths = []
+    for seed in (0, 1):
+        paths.append(tmp_path / f"r{seed}.json")
+        paths[-1].write_text(json.dumps(result(seed)))
+    out = tmp_path / "out" / "sweep_efficiency.json"
+    assert se.main(["--reanalyse", *map(str, paths), "--out", str(out)]) == 0
+    merged = json.loads(out.read_text())
+    f = merged["figures"]
+    assert f["seeds"] == [0, 1] and [r["seed"] for r in f["rows"]] == [0, 1]
+    # random reached 0.90 at 10 s; the default at 8 s; stopping trial 0 at its first epoch: 3 + 5 s
+    assert f["per_seed"]["0"]["ratio"] == 1.25 and f["rows"][0]["t_ceiling_s"] == 8.0 and f["ceiling_ratio"] == 1.25
+    assert merged["wall_s"] == 200.0 and merged["finished"] == "2026-12-02T00:00:00+0000"  # the runs', not now
+    assert any("re-derived" in n for n in merged["notes"])
+    with pytest.raises(SystemExit, match="more than one"):
+        se.main(["--reanalyse", str(paths[0]), str(paths[0]), "--out", str(out)])
