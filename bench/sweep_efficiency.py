@@ -17,7 +17,10 @@ val RMSE at equal wall time (B), and the curves (best so far against seconds) as
 Every epoch's val RMSE is time-stamped as the objective reports it to Optuna; time counts from the
 start of the worker loop (the data load and imports included, the same for both arms).
 
-    python -m bench.sweep_efficiency [--quick] [--models biased fm] [--seeds 0 1 2] [--budget 60]
+Budget 180 s: at 60 s random search's best came within its first few trials, and pruning's ceiling
+(below) was 1.9x, so no pruner could reach the 3x target there; at 180 s it is 3.3x.
+
+    python -m bench.sweep_efficiency [--quick] [--models biased fm] [--seeds 0 1 2] [--budget 180]
     python -m bench.sweep_efficiency --child ARM --model M --seed S --budget B [overrides...]
 """
 from __future__ import annotations
@@ -33,8 +36,8 @@ from typing import Optional, Sequence
 from bench import common
 
 SECTION = "sweep_efficiency"
-# the default sweep's models when this was measured; autorec came later (a 60 s arm holds about
-# one of its trials; `--models autorec` measures it)
+# the default sweep's models when this was measured; autorec came later (a 180 s arm holds a few of
+# its trials; `--models autorec` measures it)
 MODELS = ("plain", "mlp", "dropout", "biased", "svdpp", "fm")
 ARMS = {"default": [], "random": ["sweep.sampler=random", "sweep.pruner=none", "sweep.start=sampler"]}
 QUICK_OVERRIDES = ["train.epochs=2", "train.batch_size=choice(512)"]
@@ -44,13 +47,27 @@ PNG = "sweep_efficiency.png"
 LEVERS = [
     "Lever measured, not adopted: `sweep.start=center` (each study's first trial at the middle of its "
     "space, then TPE; `python -m bench --only sweep_efficiency` with it set in conf/sweep/default.yaml, "
-    "2026-12-03, 1210 s): median **0.801x** (per seed 0.612x / 1.694x / 0.801x, upper bounds), and the "
+    "2026-12-03, 60 s budget, 1210 s): median **0.801x** (per seed 0.612x / 1.694x / 0.801x, upper bounds), and the "
     "default's best at 60 s above random's for dropout and fm. The center was the fastest to R in 3 of 18 "
     "model-seeds (plain 1: 13.8x, biased 1: 17.1x, dropout 1: 4.5x) and slower in the rest: after a good "
     "first trial the median pruner stops most later ones by epoch 4 (plain 0: 32 of 35 pruned) and TPE, "
-    "fed pruned trials, did not find random's best. The random arm of the same run differed from this "
-    "table's (e.g. plain seed 0: 11 trials, R 0.9150 at 29.9 s): the figure moves with the machine's "
-    "load by more than the levers tried so far move it.",
+    "fed pruned trials, did not find random's best.",
+    "Budget 60 s (2026-12-03, `python -m bench.sweep_efficiency --budget 60`, TPE + median, 1201 s): median "
+    "**0.994x** (per seed 0.881x / 1.121x / 0.994x); pruning's ceiling 1.77x / 2.29x / 1.90x; random search with "
+    "the median pruner, replayed, 0.88x / 1.10x / 1.00x. Every pruner tried on those curves by replay (median with "
+    "1 or 3 startup trials and warmup 3-12, percentile 25 and 75, successive halving from epoch 1 or 2, hyperband) "
+    "gave 0.69x-1.20x: at 60 s nothing on the pruner side can reach 3x, hence the 180 s budget.",
+    "Budget 180 s, TPE + median (2026-12-03, `python -m bench.sweep_efficiency --budget 180`, 3372 s): median "
+    "**0.978x** (per seed <= 0.801x / <= 1.069x / <= 0.978x); the default's best at 180 s above random's for plain "
+    "and fm. plain seed 0: 98 trials, 92 pruned, best 0.9219 against random's 0.9063 (lr 1e-3, k 128, val 2.77 "
+    "after one epoch, all 30 epochs): the median rule stops the slow starters that win here and TPE learns from "
+    "the fast ones. Random search with the median pruner, replayed: 0.87x / 0.88x / 0.69x.",
+    "Lever adopted: `sweep.pruner=forecast` (mfexp/sweep/pruners.py). At 180 s (the table above: its default arms "
+    "run against the random arms of the TPE + median run, `--random-from`, two default arms side by side as random "
+    "and default ran before; merged with `--reanalyse`): median **1.053x** against 0.978x, and no model behind "
+    "random at equal time against 2 (plain seed 0: 0.9041 against 0.9219). At 60 s (same way, against the 60 s "
+    "run's random arms): median 0.964x against 0.994x, within the run-to-run noise (the same trials' times differ "
+    "by up to 15% between runs), dropout behind random at 60 s (its seed 0 and 1 winners came at 59 s).",
 ]
 
 
@@ -263,7 +280,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--budget", type=float, default=60.0, help="wall seconds per arm, model and seed")
+    parser.add_argument("--budget", type=float, default=180.0, help="wall seconds per arm, model and seed")
     parser.add_argument("--budget-epochs", type=int, help="development: a budget of epochs trained per arm "
                                                            "(load-independent) on top of --budget")
     parser.add_argument("--default-arm", action="append", default=[],
@@ -385,16 +402,16 @@ def finish(rows: list[dict], curves: dict, models: Sequence[str], seeds: Sequenc
              "(conf/sweep/default.yaml, mfexp/sweep/storage.py).",
              "Pruning's ceiling and the replay come from random search's recorded curves (bench/sweep_efficiency.py "
              "pruning_ceiling, replay): its trials in the order they ran, each epoch's duration as measured. TPE's "
-             "first 5 trials are random search's own draws (same seed), and R usually comes among them at this "
-             "budget; so unless the sampler proposes better than random from its first trials, no pruner can take "
-             "the ratio past the ceiling.",
+             "first 5 trials are random search's own draws (same seed); pruning alone, on random's draws, cannot take "
+             "the ratio past the ceiling: beyond it only a sampler that proposes better than random can go.",
              f"Curves: bench/results/{PNG}; every epoch's report is in the JSON (`curves`)."] + \
         ([f"Run as `python -m bench.sweep_efficiency {' '.join(argv)}`" + (
             " (the random arms reused from that earlier run, so each default arm ran beside another default arm or "
             "alone, not beside its random arm)" if "--random-from" in argv else "") + "."] if argv else []) + LEVERS + \
         ([f"quick overrides: {' '.join(extra)}"] if quick else []) + \
-        ([f"Figures re-derived (`--reanalyse`) from the run of {reanalysed['finished']} ({reanalysed['wall_s']:.0f} s, "
-          f"command `{reanalysed['command']}`), whose rows and curves are kept as they were."] if reanalysed else [])
+        ([f"Figures re-derived (`--reanalyse`) from the run(s) `{reanalysed['command']}` (finished "
+          f"{reanalysed['finished']}, {reanalysed['wall_s']:.0f} s of wall time summed over them), whose rows and "
+          "curves are kept as they were."] if reanalysed else [])
     common.write_result(out or common.RESULTS / f"{SECTION}.json", SECTION, quick, started,
                         {"models": list(models), "seeds": list(seeds), "budget_s": budget,
                          "overrides": list(extra), "argv": list(argv or []), "rows": rows,
@@ -429,7 +446,9 @@ def reanalyse(paths: Sequence[str], out, default_arm: Sequence[str], started: fl
     if len(set(pairs)) < len(pairs):
         raise SystemExit(f"{', '.join(paths)}: a model and seed appear in more than one of them")
     first = olds[0]
-    run = {**first, "command": "; ".join(dict.fromkeys(old["command"] for old in olds)),
+    commands = [old["command"] + (" " + " ".join(old["figures"]["argv"]) if old["figures"].get("argv") else "")
+                for old in olds]
+    run = {**first, "command": "; ".join(dict.fromkeys(commands)),
            "finished": max(old["finished"] for old in olds), "wall_s": sum(old["wall_s"] for old in olds)}
     return finish(rows, curves, models, sorted(seeds), first["figures"]["budget_s"],
                   first["figures"].get("overrides", []), default_arm, started, first.get("quick", False), out,
