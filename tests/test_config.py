@@ -102,7 +102,7 @@ def test_the_main_jobs_config_composes_conf_sweep_default(tmp_path):
     plan = build_plan([f"sweep.root={tmp_path}"])
     assert plan.sweep.name == "default" and plan.sweep.models == ["plain", "mlp", "dropout", "biased", "svdpp", "fm",
                                                                    "autorec"]
-    assert (plan.sweep.n_trials, plan.sweep.timeout, plan.sweep.sampler, plan.sweep.pruner) == (8, 270, "tpe", "median")
+    assert (plan.sweep.n_trials, plan.sweep.timeout, plan.sweep.sampler, plan.sweep.pruner) == (8, 270, "tpe", "forecast")
     assert plan.sweep.ensemble
     for model in plan.sweep.models:
         train = plan.bases[model].train
@@ -149,8 +149,9 @@ def test_sweep_pruner_args_reach_the_pruner_and_bad_ones_stop_the_plan():
     from mfexp.sweep.__main__ import build_plan
     from mfexp.sweep.storage import make_pruner
 
-    plan = build_plan(["sweep.models=[plain]", "+sweep.pruner_args={n_startup_trials:1,n_warmup_steps:2}"])
+    plan = build_plan(["sweep.models=[plain]", "sweep.pruner=median",
+                       "+sweep.pruner_args={n_startup_trials:1,n_warmup_steps:2}"])
     pruner = make_pruner(plan.sweep, 30)
     assert pruner._n_startup_trials == 1 and pruner._n_warmup_steps == 2
     with pytest.raises(ConfigError, match=r"sweep.pruner_args=\{'min_resource': 2\} do not fit the median pruner"):
-        build_plan(["sweep.models=[plain]", "+sweep.pruner_args={min_resource:2}"])
+        build_plan(["sweep.models=[plain]", "sweep.pruner=median", "+sweep.pruner_args={min_resource:2}"])
