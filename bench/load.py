@@ -399,6 +399,8 @@ EXPECTED = {
                                      "uses the one that won",
     "experiment_tag_pk": "the new sweep experiment's UI tag (mlflow.experimentKind) set by several commands at "
                          "once: mfexp keeps the one that won, the same value (tracking.set_experiment)",
+    "dataset_pk": "the same data parts logged (mlflow.log_inputs) into the sweep's experiment by several commands "
+                  "at once: MLflow checks, then inserts; mfexp retries and the retry finds the one that won",
     "metric_pk": "MLflow's log_model copies the run's metrics onto the logged model; MLflow skips those it has",
     # psycopg logs this when it closes a pipeline while an error raised inside it is already on its
     # way up: a second line for one of the errors above, which PostgreSQL's log names (and which
