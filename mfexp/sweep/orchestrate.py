@@ -27,8 +27,6 @@ def run_sweep(plan: SweepPlan) -> list[ModelOutcome]:
     check_reachable(plan.tracking)  # before any storage is written or trial trained
     studies = prepare(plan)
     _check_objective(plan, studies)
-    if plan.sweep.warm_start:
-        _warm_start(plan, studies)
     done = {m: st.counted_trials(s) for m, s in studies.items()}
     print(f"sweep {plan.sweep.name}: models {', '.join(plan.sweep.models)}, {plan.sweep.n_trials} trials each "
           f"({', '.join(f'{m} {n} done' for m, n in done.items())}), sampler {plan.sweep.sampler}, "
@@ -67,16 +65,6 @@ def run_sweep(plan: SweepPlan) -> list[ModelOutcome]:
                 tracker.set_tags({"mfexp.best_model": top.model})
     _print_summary(plan, outcomes, paths, wall, tracking_uri() if plan.tracking.enabled else None)
     return outcomes
-
-
-def _warm_start(plan: SweepPlan, studies: dict[str, optuna.Study]) -> None:
-    from mfexp.sweep.warm import warm_start
-
-    with st.exclusive(plan.sweep, next(iter(studies.values()))._storage):  # once, however many start
-        counts = warm_start(plan, studies)
-    if counts:
-        print(f"warm start from sweep {plan.sweep.warm_start}: enqueued its best "
-              f"{', '.join(f'{n} {m}' for m, n in counts.items())} configuration(s)", flush=True)
 
 
 def _check_objective(plan: SweepPlan, studies: dict[str, optuna.Study]) -> None:

@@ -72,7 +72,8 @@ def _open_studies(plan: SweepPlan, worker: int) -> dict[str, optuna.Study]:
 
 def prepare(plan: SweepPlan) -> dict[str, optuna.Study]:
     """Create (or reopen) the storage and every study once, before any worker starts; enqueue the
-    tutorial's configuration in new studies; fail the RUNNING trials of dead workers."""
+    tutorial's configuration in new studies (and sweep.warm_start's configurations, once); fail the
+    RUNNING trials of dead workers."""
     studies = _open_studies(plan, worker=0)
     with st.exclusive(plan.sweep, next(iter(studies.values()))._storage):  # one enqueue, however many start
         for model, study in studies.items():
@@ -82,7 +83,18 @@ def prepare(plan: SweepPlan) -> dict[str, optuna.Study]:
                 label, overrides = reference
                 study.enqueue_trial({}, user_attrs={REFERENCE_ATTR: label, "overrides": overrides})
             enqueue_center(plan, model, study)
+        if plan.sweep.warm_start:
+            _warm_start(plan, studies)
     return studies
+
+
+def _warm_start(plan: SweepPlan, studies: dict[str, optuna.Study]) -> None:
+    from mfexp.sweep.warm import warm_start
+
+    counts = warm_start(plan, studies)
+    if counts:
+        print(f"warm start from sweep {plan.sweep.warm_start}: enqueued its best "
+              f"{', '.join(f'{n} {m}' for m, n in counts.items())} configuration(s)", flush=True)
 
 
 START_ATTR = "mfexp.start"
