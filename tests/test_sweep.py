@@ -352,3 +352,25 @@ def test_a_worker_does_not_leave_while_a_dead_workers_trial_may_still_go_stale(r
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
     assert retries[0].params == trials[dead.number].params
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+
+
+def test_a_best_trial_stopped_by_its_own_epoch_budget_is_flagged_whatever_the_budget():
+    """budget_exhausted: the best epoch is the last one run and the trial's own train.epochs (a
+    reference may bring more than the sweep's) ran out; a trial that stopped on patience is not."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from mfexp.sweep.runner import outcome_of
+
+    plan = SimpleNamespace(bases={"biased": OmegaConf.create({"train": {"epochs": 30}})})
+
+    def outcome(**attrs):
+        study = optuna.create_study()
+        study.add_trial(optuna.trial.create_trial(value=0.9, user_attrs=attrs))
+        return outcome_of(plan, "biased", study)
+
+    assert outcome(best_epoch=30, epochs_run=30).budget_exhausted  # trials from before epochs_budget was kept
+    assert outcome(best_epoch=60, epochs_run=60, epochs_budget=60).budget_exhausted
+    assert not outcome(best_epoch=30, epochs_run=30, epochs_budget=60).budget_exhausted  # it had 30 more
+    assert not outcome(best_epoch=27, epochs_run=30, epochs_budget=30).budget_exhausted  # patience stopped it

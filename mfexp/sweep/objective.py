@@ -109,6 +109,7 @@ class Objective:
                 raise
             trial.set_user_attr("best_epoch", result.best_epoch)
             trial.set_user_attr("epochs_run", len(result.history))
+            trial.set_user_attr("epochs_budget", int(cfg.train.epochs))  # a reference may bring its own
             trial.set_user_attr("val_rmse", result.best_val_rmse)
             trial.set_user_attr("duration_s", round(time.perf_counter() - started, 3))
             if by_rank:

@@ -400,7 +400,7 @@ def outcome_of(plan: SweepPlan, model: str, study: optuna.Study) -> ModelOutcome
     if out.n_complete:
         best = study.best_trial
         out.best_val_rmse, out.best_trial, out.best_params = best.value, best.number, dict(best.params)
-        budget = int(plan.bases[model].train.epochs)
+        budget = best.user_attrs.get("epochs_budget", int(plan.bases[model].train.epochs))
         out.budget_exhausted = best.user_attrs.get("best_epoch") == best.user_attrs.get("epochs_run") == budget
     return out
 
