@@ -374,3 +374,13 @@ def test_a_best_trial_stopped_by_its_own_epoch_budget_is_flagged_whatever_the_bu
     assert outcome(best_epoch=60, epochs_run=60, epochs_budget=60).budget_exhausted
     assert not outcome(best_epoch=30, epochs_run=30, epochs_budget=60).budget_exhausted  # it had 30 more
     assert not outcome(best_epoch=27, epochs_run=30, epochs_budget=30).budget_exhausted  # patience stopped it
+
+
+def test_biased_mfs_reference_trial_gets_twice_the_sweeps_epochs_the_others_their_own(ratings_file, tmp_path):
+    from mfexp.models.base import TUTORIAL_TRAIN
+    from mfexp.sweep.runner import reference_trial
+
+    plan = build_plan(_args(ratings_file, tmp_path, "sweep.models=[biased,plain]", "train.epochs=7"))
+    label, biased = reference_trial(plan, "biased")
+    assert label == "tutorial" and biased == {**TUTORIAL_TRAIN, "model.k": 64, "train.epochs": 14}
+    assert "train.epochs" not in reference_trial(plan, "plain")[1]  # the sweep's own 7

@@ -151,6 +151,9 @@ class Recommender:
     needs: ClassVar[frozenset] = frozenset()
     space: ClassVar[dict[str, str]] = {}  # default search space: dotted key -> Hydra sweep expression
     reference_label: ClassVar[str] = "tutorial"
+    # the reference trial trains for this many times the sweep's train.epochs (a regime slower to
+    # converge than those the space holds)
+    reference_epochs: ClassVar[float] = 1.0
 
     settings: ModelSettings
     data: ModelData

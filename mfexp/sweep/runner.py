@@ -136,6 +136,8 @@ def reference_trial(plan: SweepPlan, model: str) -> Optional[tuple[str, dict]]:
     settings = to_settings(plan.bases[model].model)
     cls = model_class(settings._target_)
     overrides = cls.reference(settings)
+    if overrides and cls.reference_epochs != 1.0:
+        overrides = {**overrides, "train.epochs": max(1, round(plan.bases[model].train.epochs * cls.reference_epochs))}
     return (cls.reference_label, overrides) if overrides else None
 
 
