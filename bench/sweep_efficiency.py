@@ -68,6 +68,19 @@ LEVERS = [
     "random at equal time against 2 (plain seed 0: 0.9041 against 0.9219). At 60 s (same way, against the 60 s "
     "run's random arms): median 0.964x against 0.994x, within the run-to-run noise (the same trials' times differ "
     "by up to 15% between runs), dropout behind random at 60 s (its seed 0 and 1 winners came at 59 s).",
+    "Lever measured, not adopted (it needs an earlier sweep): `sweep.warm_start` from a sweep of the same budget "
+    "on fold u2 (TPE + forecast, 180 s per model, no reference trial: `python -m mfexp.sweep sweep.name=u2a "
+    "sweep.root=/tmp/s7/warm data.split=u2 'sweep.models=[plain,mlp,dropout]' sweep.n_trials=100000 "
+    "sweep.timeout=540 sweep.enqueue_tutorial=false sweep.ensemble=false`, and u2b for biased, svdpp and fm, side by "
+    "side, one thread each), its top 3 configurations per model enqueued first, then TPE + forecast on u1 against "
+    "the same random arms (`--random-from`, `--default-arm sweep.root=/tmp/s7/warm --default-arm "
+    "sweep.warm_start=u2a`, resp. u2b, two commands side by side, merged with `--reanalyse`, 2026-12-03): median "
+    "**1.282x** (per seed <= 1.282x / <= 1.884x / <= 1.066x) against 1.053x cold. u2's best configuration reaches "
+    "within 0.001 of random's 180 s best within 25 s for plain, dropout, biased, svdpp and fm (curves: "
+    "docs/sweep_efficiency_warm.png), and exactly reaches it sooner for biased (2.6x / 40x / 23x) and fm (1.5x / "
+    "4.1x / 2.9x); but plain seeds 0 and 2 stay at 0.90713 against 0.90628 and 0.90710 (with that early "
+    "incumbent, 70 of their 72 trials were pruned), and mlp's u2 best is 0.010-0.015 worse "
+    "on u1 than random's 180 s best. Behind random at 180 s: 5 model-seeds (plain 0 and 2, mlp 0 and 1, svdpp 2).",
 ]
 
 
