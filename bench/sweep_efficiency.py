@@ -75,9 +75,9 @@ LEVERS = [
     "side, one thread each), its top 3 configurations per model enqueued first, then TPE + forecast on u1 against "
     "the same random arms (`--random-from`, `--default-arm sweep.root=/tmp/s7/warm --default-arm "
     "sweep.warm_start=u2a`, resp. u2b, two commands side by side, merged with `--reanalyse`, 2026-12-03): median "
-    "**1.282x** (per seed <= 1.282x / <= 1.884x / <= 1.066x) against 1.053x cold. u2's best configuration reaches "
-    "within 0.001 of random's 180 s best within 25 s for plain, dropout, biased, svdpp and fm (curves: "
-    "docs/sweep_efficiency_warm.png), and exactly reaches it sooner for biased (2.6x / 40x / 23x) and fm (1.5x / "
+    "**1.282x** (per seed <= 1.282x / <= 1.884x / <= 1.066x) against 1.053x cold. The warm-started search comes "
+    "within 0.001 of random's 180 s best by 55 s for plain, dropout, biased, svdpp and fm in every seed (random "
+    "search: 11-173 s; curves: docs/sweep_efficiency_warm.png), and exactly reaches it sooner for biased (2.6x / 40x / 23x) and fm (1.5x / "
     "4.1x / 2.9x); but plain seeds 0 and 2 stay at 0.90713 against 0.90628 and 0.90710 (with that early "
     "incumbent, 70 of their 72 trials were pruned), and mlp's u2 best is 0.010-0.015 worse "
     "on u1 than random's 180 s best. Behind random at 180 s: 5 model-seeds (plain 0 and 2, mlp 0 and 1, svdpp 2).",
