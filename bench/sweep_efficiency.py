@@ -42,6 +42,7 @@ MODELS = ("plain", "mlp", "dropout", "biased", "svdpp", "fm")
 ARMS = {"default": [], "random": ["sweep.sampler=random", "sweep.pruner=none", "sweep.start=sampler"]}
 QUICK_OVERRIDES = ["train.epochs=2", "train.batch_size=choice(512)"]
 PNG = "sweep_efficiency.png"
+NEAR = 0.001  # the looser bar reported beside the target's: within this much val RMSE of R
 # Levers measured with this whole section (all six models, seeds 0-2, 60 s), one at a time, against
 # the default of their day; kept here so that every rendering of the section lists them.
 LEVERS = [
@@ -75,7 +76,8 @@ LEVERS = [
     "side, one thread each), its top 3 configurations per model enqueued first, then TPE + forecast on u1 against "
     "the same random arms (`--random-from`, `--default-arm sweep.root=/tmp/s7/warm --default-arm "
     "sweep.warm_start=u2a`, resp. u2b, two commands side by side, merged with `--reanalyse`, 2026-12-03): median "
-    "**1.282x** (per seed <= 1.282x / <= 1.884x / <= 1.066x) against 1.053x cold. The warm-started search comes "
+    "**1.282x** (per seed <= 1.282x / <= 1.884x / <= 1.066x) against 1.053x cold; to within 0.001 of R, 2.465x "
+    "(1.642x / 2.465x / 3.104x) against 1.051x cold. The warm-started search comes "
     "within 0.001 of random's 180 s best by 55 s for plain, dropout, biased, svdpp and fm in every seed (random "
     "search: 11-173 s; curves: docs/sweep_efficiency_warm.png), and exactly reaches it sooner for biased (2.6x / 40x / 23x) and fm (1.5x / "
     "4.1x / 2.9x); but plain seeds 0 and 2 stay at 0.90713 against 0.90628 and 0.90710 (with that early "
@@ -219,6 +221,16 @@ def replay(reports: list, target: float, make_pruner) -> Optional[float]:
         else:
             study.tell(trial, min(v for _, _, v in span))
     return None
+
+
+def near_ratios(rows: list[dict], curves: dict, budget: float, tol: float = NEAR) -> dict[int, Optional[float]]:
+    """Per seed, the section's ratio with the bar at R + `tol` instead of R: random's time to come
+    within `tol` of its own best over the default's, summed over the models. A looser reading beside
+    the target's: an arm that stops 0.0001 short of R counts as the whole budget there."""
+    derived = [{"seed": r["seed"], "t_random_s": first_reach(curves[r["model"]][("random", r["seed"])], r["R"] + tol),
+                "t_default_s": first_reach(curves[r["model"]][("default", r["seed"])], r["R"] + tol)}
+               for r in rows if r["R"] is not None]
+    return {seed: v["ratio"] for seed, v in summed(derived, budget).items()}
 
 
 def default_pruner(overrides: Sequence[str]):
@@ -376,9 +388,12 @@ def finish(rows: list[dict], curves: dict, models: Sequence[str], seeds: Sequenc
                .get(seed, {}).get("ratio") for seed in per_seed}
     pruned_random = summed([{**r, "t_default_s": r["t_random_default_pruner_s"]} for r in rows
                             if "t_ceiling_s" in r], budget)
+    near = near_ratios(rows, curves, budget)
     for seed, s in per_seed.items():
         s["ceiling_ratio"] = ceiling[seed]
         s["random_with_default_pruner_ratio"] = pruned_random[seed]["ratio"]
+        s["near_ratio"] = near.get(seed)
+    near_median = common.median([v for v in near.values() if v is not None])
     png = (common.RESULTS / PNG) if not out else (os.path.dirname(os.path.abspath(out)) + "/" + PNG)
     os.makedirs(os.path.dirname(str(png)), exist_ok=True)
     plot(curves, budget, png)
@@ -405,7 +420,10 @@ def finish(rows: list[dict], curves: dict, models: Sequence[str], seeds: Sequenc
                       "first epoch (a pruner that knew the future), median over seeds", "report", ceiling_median, "x",
                       None, "per seed: " + ", ".join(f"{s}: {c}x" for s, c in ceiling.items())
                       + "; random search with the default pruner (replayed): "
-                      + ", ".join(f"{s}: {v['random_with_default_pruner_ratio']}x" for s, v in per_seed.items()))]
+                      + ", ".join(f"{s}: {v['random_with_default_pruner_ratio']}x" for s, v in per_seed.items())),
+        common.target(f"the same ratio to within {NEAR} of R (a looser bar, beside the target's), median over seeds",
+                      "report", near_median, "x", None,
+                      "per seed: " + ", ".join(f"{s}: {v}x" for s, v in near.items()))]
     default_sampler = rows[0]["default"] if rows else {}
     notes = [f"Budget B = {budget:.0f} s of wall time per arm, model and seed; seeds {list(seeds)}; the two arms run side "
              "by side, one process and one thread each; MLflow "
@@ -429,7 +447,7 @@ def finish(rows: list[dict], curves: dict, models: Sequence[str], seeds: Sequenc
                         {"models": list(models), "seeds": list(seeds), "budget_s": budget,
                          "overrides": list(extra), "argv": list(argv or []), "rows": rows,
                          "per_seed": {str(k): v for k, v in per_seed.items()}, "ratio": ratio,
-                         "ceiling_ratio": ceiling_median,
+                         "ceiling_ratio": ceiling_median, "near": NEAR, "near_ratio": near_median,
                          "png": PNG, "curves": {m: {f"{a}:{s}": r for (a, s), r in c.items()}
                                                 for m, c in curves.items()}},
                         targets, notes, run=reanalysed)
@@ -498,13 +516,15 @@ def render(result: dict) -> list[str]:
                      f"{_s(r.get('t_ceiling_s'))} | "
                      f"{_v(r['best_random_at_budget'])} | {_v(r['best_default_at_budget'])} | "
                      f"{r['default']['trials']} ({r['default']['pruned']}) | {r['random']['trials']} |")
+    near = f.get("near", NEAR)
     lines += ["", "| seed | sum t random (s) | sum t default (s) | ratio | pruning's ceiling | random + default pruner "
-              "(replayed) |", "|---:|---:|---:|---:|---:|---:|"]
+              f"(replayed) | ratio to within {near} of R |", "|---:|---:|---:|---:|---:|---:|---:|"]
     for seed, s in f["per_seed"].items():
-        ceiling, replayed = s.get("ceiling_ratio"), s.get("random_with_default_pruner_ratio")
+        ceiling, replayed, loose = s.get("ceiling_ratio"), s.get("random_with_default_pruner_ratio"), s.get("near_ratio")
         lines.append(f"| {seed} | {s['t_random_s']:.1f} | {s['t_default_s']:.1f} | "
                      f"{'<= ' if s['upper_bound'] else ''}{s['ratio']}x | "
-                     f"{'-' if ceiling is None else f'{ceiling}x'} | {'-' if replayed is None else f'{replayed}x'} |")
+                     f"{'-' if ceiling is None else f'{ceiling}x'} | {'-' if replayed is None else f'{replayed}x'} | "
+                     f"{'-' if loose is None else f'{loose}x'} |")
     lines += ["", f"Median over seeds: **{f['ratio']}x**.", "", f"![best val RMSE so far](docs/{f['png']})"]
     return lines
 

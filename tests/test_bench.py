@@ -212,6 +212,22 @@ def test_sweep_efficiency_compares_the_time_each_arm_first_reaches_random_search
     assert per_seed[1]["t_default_s"] == 60.0 and per_seed[1]["upper_bound"] is True
 
 
+def test_sweep_efficiency_reads_the_same_curves_at_a_looser_bar_beside_the_targets():
+    from bench.sweep_efficiency import compare, near_ratios
+
+    def arm(name, reports):
+        return {"arm": name, "model": "m", "seed": 0, "trials": 3, "pruned": 0, "reports": reports}
+
+    # random's best 0.900 at 40 s, 0.9008 already at 20 s; the default stops at 0.9005 (10 s), short of R
+    rnd = arm("random", [[20.0, 0, 1, 0.9008], [40.0, 1, 1, 0.900]])
+    dft = arm("default", [[10.0, 0, 1, 0.9005], [30.0, 1, 1, 0.901]])
+    row = compare(rnd, dft, budget=60.0)
+    assert row["t_default_s"] is None  # the target's bar: not reached, the whole budget counts
+    curves = {"m": {("random", 0): rnd["reports"], ("default", 0): dft["reports"]}}
+    assert near_ratios([row], curves, 60.0, tol=0.001) == {0: 2.0}  # within 0.001: 20 s against 10 s
+    assert near_ratios([row], curves, 60.0, tol=0.0) == {0: round(40.0 / 60.0, 3)}  # the target's own bar
+
+
 def test_sweep_efficiency_bounds_what_pruning_can_make_of_random_searchs_own_trials():
     import optuna
 
