@@ -101,6 +101,9 @@ class SweepConfig:
     # +sweep.pruner_args={n_startup_trials:1,n_warmup_steps:2} for the median pruner (Hydra needs the +
     # to put keys into an empty dict), or pruner_args: {...} in a conf/sweep/ file
     pruner_args: dict[str, Any] = field(default_factory=dict)
+    # keyword arguments of the Optuna sampler, over mfexp's (mfexp/sweep/storage.py make_sampler), e.g.
+    # '+sweep.sampler_args={multivariate:false,group:false}' for TPE's independent form
+    sampler_args: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     max_failures: int = 10  # stop the sweep after this many FAIL trials in this invocation
     # what each trial is judged by, on the validation holdout: val_rmse (minimised) or val_ndcg_at_10

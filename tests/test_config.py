@@ -155,3 +155,16 @@ def test_sweep_pruner_args_reach_the_pruner_and_bad_ones_stop_the_plan():
     assert pruner._n_startup_trials == 1 and pruner._n_warmup_steps == 2
     with pytest.raises(ConfigError, match=r"sweep.pruner_args=\{'min_resource': 2\} do not fit the median pruner"):
         build_plan(["sweep.models=[plain]", "sweep.pruner=median", "+sweep.pruner_args={min_resource:2}"])
+
+
+def test_sweep_sampler_args_reach_the_sampler_over_mfexps_and_bad_ones_stop_the_plan():
+    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.storage import make_sampler
+
+    default = make_sampler(build_plan(["sweep.models=[plain]"]).sweep)
+    assert default._multivariate and default._group and default._n_startup_trials == 5
+    plan = build_plan(["sweep.models=[plain]", "+sweep.sampler_args={multivariate:false,group:false,n_startup_trials:3}"])
+    tpe = make_sampler(plan.sweep)
+    assert not tpe._multivariate and not tpe._group and tpe._n_startup_trials == 3
+    with pytest.raises(ConfigError, match=r"sweep.sampler_args=\{'scramble': True\} do not fit the random sampler"):
+        build_plan(["sweep.models=[plain]", "sweep.sampler=random", "+sweep.sampler_args={scramble:true}"])

@@ -72,9 +72,11 @@ def compose_plan(args: Sequence[str]):
     sweep = validate_sweep(app.sweep)
     validate(app)
     assign_devices(sweep, app.train.device)  # auto: one worker per GPU MXNet sees
-    from mfexp.sweep.storage import make_pruner
+    from mfexp.sweep.storage import make_pruner, make_sampler
 
     make_pruner(sweep, app.train.epochs)  # sweep.pruner_args must fit the pruner before anything runs
+    if sweep.sampler_args:  # and sweep.sampler_args the sampler
+        make_sampler(sweep)
     if app.data.val_fraction <= 0:
         raise ConfigError("a sweep chooses on the validation holdout: data.val_fraction must be > 0 "
                           "(the test part is never used to choose).")

@@ -258,26 +258,33 @@ def make_sampler(sweep: SweepConfig, worker: int = 0, grid: Optional[dict] = Non
         seed = (seed + 10_000 * zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())) % 2**32
     name = sweep.sampler
     if name == "tpe":
-        # group=True: the reference trial (no sampled params) must not empty the joint space
+        # group=True: the reference trial (no sampled params) must not empty the joint space;
+        # constant_liar: workers sharing a study do not all propose around the same running trial
+        cls, kwargs = optuna.samplers.TPESampler, {"seed": seed, "multivariate": True, "group": True,
+                                                    "n_startup_trials": 5,
+                                                    "constant_liar": sweep.n_workers > 1 or bool(sweep.storage)}
+    elif name == "random":
+        cls, kwargs = optuna.samplers.RandomSampler, {"seed": seed}
+    elif name == "qmc":
+        cls, kwargs = optuna.samplers.QMCSampler, {"seed": sweep.seed, "scramble": True}
+    elif name == "grid":
+        cls, kwargs = optuna.samplers.GridSampler, {"search_space": grid or {}, "seed": seed}
+    elif name == "gp":
+        _needs("torch", "sweep.sampler=gp", "pip install torch (into .venv)")
+        cls, kwargs = optuna.samplers.GPSampler, {"seed": seed}
+    elif name == "cmaes":
+        _needs("cmaes", "sweep.sampler=cmaes", "pip install cmaes (into .venv)")
+        cls, kwargs = optuna.samplers.CmaEsSampler, {"seed": seed}
+    else:
+        raise ConfigError(f"unknown sweep.sampler {name!r}")
+    args = dict(sweep.sampler_args or {})
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            # constant_liar: workers sharing a study do not all propose around the same running trial
-            liar = sweep.n_workers > 1 or bool(sweep.storage)
-            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=5,
-                                              constant_liar=liar)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "qmc":
-        return optuna.samplers.QMCSampler(seed=sweep.seed, scramble=True)
-    if name == "grid":
-        return optuna.samplers.GridSampler(grid or {}, seed=seed)
-    if name == "gp":
-        _needs("torch", "sweep.sampler=gp", "pip install torch (into .venv)")
-        return optuna.samplers.GPSampler(seed=seed)
-    if name == "cmaes":
-        _needs("cmaes", "sweep.sampler=cmaes", "pip install cmaes (into .venv)")
-        return optuna.samplers.CmaEsSampler(seed=seed)
-    raise ConfigError(f"unknown sweep.sampler {name!r}")
+            return cls(**{**kwargs, **args})
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"sweep.sampler_args={args} do not fit the {name} sampler ({cls.__name__}): {err}. "
+                          f"See Optuna's documentation of {cls.__name__}.") from None
 
 
 PRUNER_DEFAULTS = {"median": (optuna.pruners.MedianPruner, {"n_startup_trials": 3, "n_warmup_steps": 3}),
