@@ -8,20 +8,44 @@ past 60 s, its last stderr line "KeyboardInterrupt: signal 15").
 
 `install()` sets handlers that remember the signal as well as raising KeyboardInterrupt at once;
 `check()`, called at safe points (each training batch), raises it again when the first one was
-lost. Nothing here knows about MXNet, Optuna or MLflow.
+lost. `deferred()` holds the KeyboardInterrupt back until a block ends: a store call torn in the
+middle of a database transaction leaves its connection holding the lock, and the next call of the
+same process (marking the trial FAIL, its run KILLED) waits on it for ever (CI saw a SIGTERM'd
+sweep hang so, in MLflow's SQLite store). Nothing here knows about MXNet, Optuna or MLflow.
 """
 from __future__ import annotations
 
 import signal
 import threading
-from typing import Optional
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 _pending: list[int] = []
+_deferred: list[int] = []  # per open deferred() block of the main thread: len(_pending) when it opened
 
 
 def _handler(signum, frame) -> None:
     _pending.append(signum)
-    raise KeyboardInterrupt(f"signal {signum}")
+    if _deferred and len(_pending) == _deferred[-1] + 1:
+        return  # the first signal inside a deferred() block: raised when the block ends
+    raise KeyboardInterrupt(f"signal {signum}")  # a second one raises at once: a way out of a hung call
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """Run the block whole: a SIGINT/SIGTERM that comes during it raises KeyboardInterrupt when it
+    ends (a second signal during it raises at once). Outside the main thread, where no handler
+    runs, it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _deferred.append(len(_pending))
+    try:
+        yield
+    finally:
+        opened = _deferred.pop()
+    if len(_pending) > opened:
+        raise KeyboardInterrupt(f"signal {_pending[opened]}")
 
 
 def install() -> None:

@@ -18,6 +18,7 @@ from typing import Any, Iterator, Optional
 import mlflow
 import yaml
 
+from mfexp import interrupt
 from mfexp.config import TrackingConfig
 from mfexp.errors import ConfigError, clause
 
@@ -331,13 +332,24 @@ RETRY_DELAYS_S = (0.1, 0.3, 1.0, 3.0)
 
 
 def _with_retries(call, *args, **kwargs):
+    # a database store's call runs whole: a Ctrl-C / SIGTERM inside its transaction would leave the
+    # connection holding the lock, and the next call (the trial's FAIL, the run's KILLED) would wait on
+    # it for ever; it stops the process as soon as the call returns (a second signal at once)
+    guard = interrupt.deferred if _database_store() else contextlib.nullcontext
     for delay in (*RETRY_DELAYS_S, None):
         try:
-            return call(*args, **kwargs)
+            with guard():
+                return call(*args, **kwargs)
         except Exception as err:  # noqa: BLE001 -- re-raised unless it is a race another try survives
             if delay is None or not any(t in str(err) for t in TRANSIENT):
                 raise
             time.sleep(delay)
+
+
+def _database_store() -> bool:
+    """True when MLflow tracks into a database (SQLAlchemy: sqlite, postgresql, mysql, mssql)."""
+    scheme = mlflow.get_tracking_uri().split(":", 1)[0].split("+", 1)[0].lower()
+    return scheme in ("sqlite", "postgresql", "postgres", "mysql", "mssql")
 
 
 def retry_seconds() -> float:

@@ -140,3 +140,48 @@ def test_a_signal_whose_interrupt_a_del_swallowed_still_stops_training(tiny_data
         gc.enable()
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def test_a_signal_during_a_database_store_call_stops_the_process_only_once_the_call_is_whole(monkeypatch, mlflow_uri):
+    """A Ctrl-C / SIGTERM torn into MLflow's SQL transaction left the connection holding SQLite's lock,
+    and the trial's FAIL tag waited on it for ever (CI). The store call now runs whole; the
+    KeyboardInterrupt comes right after it, and a second signal during it raises at once."""
+    import os
+    import signal
+
+    import mlflow
+
+    from mfexp import interrupt
+    from mfexp.config import TrackingConfig
+    from mfexp.tracking import Tracker
+
+    monkeypatch.setattr(interrupt, "_pending", [])
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    finished = []
+
+    def signalled_set_tags(tags, times=1):
+        for _ in range(times):
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here, in the middle of the call
+        finished.append(tags)
+        return real(tags)
+
+    real = mlflow.set_tags
+    try:
+        interrupt.install()
+        tracker = Tracker(TrackingConfig(experiment="deferred"))
+        with tracker.run(run_name="r", params={}, tags={}):
+            monkeypatch.setattr(mlflow, "set_tags", signalled_set_tags)
+            with pytest.raises(KeyboardInterrupt, match="signal 15"):
+                tracker.set_tags({"a": "1"})
+            assert finished == [{"a": "1"}]  # the call ran to its end, then the interrupt came
+            assert mlflow.get_run(tracker.run_id).data.tags["a"] == "1"
+            monkeypatch.setattr(mlflow, "set_tags", lambda tags: signalled_set_tags(tags, times=2))
+            with pytest.raises(KeyboardInterrupt):
+                tracker.set_tags({"b": "2"})  # a second signal: at once, a way out of a hung call
+            assert finished == [{"a": "1"}]
+            monkeypatch.setattr(mlflow, "set_tags", real)
+            interrupt._pending.clear()
+        assert mlflow.get_run(tracker.run_id).info.status == "FINISHED"  # the store answers: no lock left
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
