@@ -8,10 +8,10 @@ past 60 s, its last stderr line "KeyboardInterrupt: signal 15").
 
 `install()` sets handlers that remember the signal as well as raising KeyboardInterrupt at once;
 `check()`, called at safe points (each training batch), raises it again when the first one was
-lost. `deferred()` holds the KeyboardInterrupt back until a block ends: a store call torn in the
-middle of a database transaction leaves its connection holding the lock, and the next call of the
-same process (marking the trial FAIL, its run KILLED) waits on it for ever (CI saw a SIGTERM'd
-sweep hang so, in MLflow's SQLite store). Nothing here knows about MXNet, Optuna or MLflow.
+lost. `deferred()` makes a block run whole, its signals delivered when it ends: a journal append
+or a database store call torn between taking a lock and freeing it leaves the lock held, and the
+process's next write (marking the trial FAIL, its run KILLED) waits on it (CI saw SIGTERM'd sweeps
+hang on both). Nothing here knows about MXNet, Optuna or MLflow.
 """
 from __future__ import annotations
 
@@ -21,31 +21,11 @@ from contextlib import contextmanager
 from typing import Iterator, Optional
 
 _pending: list[int] = []
-_deferred: list[int] = []  # per open deferred() block of the main thread: len(_pending) when it opened
 
 
 def _handler(signum, frame) -> None:
     _pending.append(signum)
-    if _deferred and len(_pending) == _deferred[-1] + 1:
-        return  # the first signal inside a deferred() block: raised when the block ends
-    raise KeyboardInterrupt(f"signal {signum}")  # a second one raises at once: a way out of a hung call
-
-
-@contextmanager
-def deferred() -> Iterator[None]:
-    """Run the block whole: a SIGINT/SIGTERM that comes during it raises KeyboardInterrupt when it
-    ends (a second signal during it raises at once). Outside the main thread, where no handler
-    runs, it does nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    _deferred.append(len(_pending))
-    try:
-        yield
-    finally:
-        opened = _deferred.pop()
-    if len(_pending) > opened:
-        raise KeyboardInterrupt(f"signal {_pending[opened]}")
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def install() -> None:
@@ -68,3 +48,42 @@ def check() -> None:
     """Raise KeyboardInterrupt if a signal came (its first KeyboardInterrupt may have been lost)."""
     if _pending:
         raise KeyboardInterrupt(f"signal {_pending[0]}")
+
+
+@contextmanager
+def deferred(second_at_once: bool = False) -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block ends (then they are delivered as usual, to whatever
+    handlers were set). With `second_at_once`, a second signal during the block is delivered at
+    once: a way out of a call that hangs. Outside the main thread, where no handler runs, it does
+    nothing.
+
+    The Python-level handlers are swapped for a recorder for the block's length. Blocking the
+    signals in the main thread (pthread_sigmask) is not enough: the kernel then hands them to
+    another thread (MXNet's, MLflow's), and Python still runs the handler in the main thread at
+    once, which could raise between taking a lock and the `try` that frees it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    swapped = {s: h for s, h in old.items() if h is not None}  # None: a handler not set from Python
+
+    def restore() -> None:
+        for s, h in swapped.items():
+            signal.signal(s, h)
+
+    def record(signum, frame) -> None:
+        received.append(signum)
+        if second_at_once and len(received) > 1:
+            restore()
+            received.clear()  # delivered now, not again when the block ends
+            signal.raise_signal(signum)
+
+    for s in swapped:
+        signal.signal(s, record)
+    try:
+        yield
+    finally:
+        restore()
+        if received:
+            signal.raise_signal(received[0])  # delivered as usual, now that the block is over

@@ -335,10 +335,10 @@ def _with_retries(call, *args, **kwargs):
     # a database store's call runs whole: a Ctrl-C / SIGTERM inside its transaction would leave the
     # connection holding the lock, and the next call (the trial's FAIL, the run's KILLED) would wait on
     # it for ever; it stops the process as soon as the call returns (a second signal at once)
-    guard = interrupt.deferred if _database_store() else contextlib.nullcontext
+    database = _database_store()
     for delay in (*RETRY_DELAYS_S, None):
         try:
-            with guard():
+            with interrupt.deferred(second_at_once=True) if database else contextlib.nullcontext():
                 return call(*args, **kwargs)
         except Exception as err:  # noqa: BLE001 -- re-raised unless it is a race another try survives
             if delay is None or not any(t in str(err) for t in TRANSIENT):
@@ -347,9 +347,14 @@ def _with_retries(call, *args, **kwargs):
 
 
 def _database_store() -> bool:
-    """True when MLflow tracks into a database (SQLAlchemy: sqlite, postgresql, mysql, mssql)."""
-    scheme = mlflow.get_tracking_uri().split(":", 1)[0].split("+", 1)[0].lower()
-    return scheme in ("sqlite", "postgresql", "postgres", "mysql", "mssql")
+    """True when MLflow tracks into a database (its SQLAlchemy store: sqlite, postgresql, mysql, mssql)."""
+    from mlflow.utils.uri import extract_db_type_from_uri
+
+    try:
+        extract_db_type_from_uri(mlflow.get_tracking_uri())
+    except Exception:  # noqa: BLE001 -- MLflow's answer for any other URI (a server, a folder)
+        return False
+    return True
 
 
 def retry_seconds() -> float:

@@ -19,7 +19,6 @@ the file back to where it started and raises DiskFull naming the file.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
@@ -30,42 +29,10 @@ from typing import Any, Optional
 
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
+from mfexp import interrupt
 from mfexp.errors import disk_full
 
 RECORD_START = b'{"op_code":'  # how Optuna 5 writes every record (json.dumps, separators=(",", ":"))
-
-
-@contextlib.contextmanager
-def _signals_deferred():
-    """SIGINT and SIGTERM wait until the block ends (then they are delivered as usual).
-
-    The Python-level handlers are swapped for a recorder for the block's length. Blocking the
-    signals in the main thread (pthread_sigmask) is not enough: the kernel then hands them to
-    another thread (MXNet's, MLflow's), and Python still runs the handler in the main thread at
-    once, which could raise between taking the journal's lock and the `try` that frees it (CI saw
-    a SIGTERM'd sweep hang on its own lock)."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-
-    def record(signum, frame):
-        received.append(signum)
-
-    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    swapped = {s: h for s, h in old.items() if h is not None}  # None: a handler not set from Python
-    for s in swapped:
-        signal.signal(s, record)
-    try:
-        yield
-    finally:
-        for s, h in swapped.items():
-            signal.signal(s, h)
-        if received:
-            signal.raise_signal(received[0])  # delivered as usual, now that the block is over
 
 
 class SafeJournalFileBackend(JournalFileBackend):
@@ -77,7 +44,7 @@ class SafeJournalFileBackend(JournalFileBackend):
         super().__init__(file_path, lock_obj=self._append_lock)
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
-        with _signals_deferred():  # Ctrl-C / SIGTERM between taking the lock and freeing it would
+        with interrupt.deferred():  # Ctrl-C / SIGTERM between taking the lock and freeing it would
             self._append(logs)     # leave it held, and the next write (marking the trial FAIL)
                                    # would wait out Optuna's 30 s grace period
 
