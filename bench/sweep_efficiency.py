@@ -22,6 +22,11 @@ Budget 180 s: at 60 s random search's best came within its first few trials, and
 
     python -m bench.sweep_efficiency [--quick] [--models biased fm] [--seeds 0 1 2] [--budget 180]
     python -m bench.sweep_efficiency --child ARM --model M --seed S --budget B [overrides...]
+    python -m bench.sweep_efficiency --noise RESULT_JSON [--train-seeds 1 2 3] [--out OUT_JSON]
+
+--noise: how much of R is the training seed's luck (every trial of a sweep trains with train.seed 0):
+random search's best trial of each model and seed, redrawn from its sampler and seed, trained again
+with seeds 0 (the recorded run), 1, 2, 3.
 """
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 from bench import common
 
@@ -100,9 +105,7 @@ def child(arm: str, model: str, seed: int, budget: float, extra: Sequence[str], 
 
     name = f"eff-{arm}-{model}-{seed}"
     os.environ["MLFLOW_TRACKING_URI"] = common.mlflow_store(name)
-    plan = build_plan([f"sweep.models=[{model}]", "sweep.n_trials=100000", f"sweep.timeout={budget}",
-                       f"sweep.name={name}", f"sweep.root={common.sweep_root(name)}", f"sweep.seed={seed}",
-                       "sweep.enqueue_tutorial=false", "sweep.ensemble=false", *ARMS[arm], *extra])
+    plan = build_plan(_arm_args(arm, model, seed, budget, name, extra))
     import mfexp.sweep.runner as runner
 
     reports: list[tuple[float, int, int, float]] = []
@@ -138,7 +141,130 @@ def child(arm: str, model: str, seed: int, budget: float, extra: Sequence[str], 
     return {"arm": arm, "model": model, "seed": seed, "sampler": plan.sweep.sampler, "pruner": plan.sweep.pruner,
             "wall_s": round(wall, 2), "trials": len(trials), "pruned": states.count("PRUNED"),
             "failed": states.count("FAIL"), "epochs_trained": len(reports),
+            "params": [t.params for t in sorted(trials, key=lambda t: t.number)],
             "reports": [[round(t, 2), n, e, round(v, 5)] for t, n, e, v in reports]}
+
+
+def _arm_args(arm: str, model: str, seed: int, budget: float, name: str, extra: Sequence[str]) -> list[str]:
+    return [f"sweep.models=[{model}]", "sweep.n_trials=100000", f"sweep.timeout={budget}",
+            f"sweep.name={name}", f"sweep.root={common.sweep_root(name)}", f"sweep.seed={seed}",
+            "sweep.enqueue_tutorial=false", "sweep.ensemble=false", *ARMS[arm], *extra]
+
+
+def random_draws(model: str, seed: int, n: int, extra: Sequence[str]) -> list[dict]:
+    """The first `n` configurations the random arm drew for this model and seed. Random search's draws
+    do not depend on how its trials went, so the same sampler, seed and space give them again without
+    training anything."""
+    import optuna
+
+    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.storage import make_sampler
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    plan = build_plan(_arm_args("random", model, seed, 1, f"draws-{model}-{seed}", extra))
+    study = optuna.create_study(sampler=make_sampler(plan.sweep))
+    drawn = []
+    for _ in range(n):
+        trial = study.ask()
+        drawn.append(plan.spaces[model].suggest(trial))
+        study.tell(trial, 0.0)
+    return drawn
+
+
+def retrain(model: str, seed: int, trial: int, train_seeds: Sequence[int], extra: Sequence[str]) -> dict:
+    """Random search's trial `trial` of this model and seed, trained again, untracked, once per training
+    seed (train.seed; every trial of a sweep trains with seed 0, so seed 0 repeats the recorded run)."""
+    from mfexp.data import load_dataset
+    from mfexp.run import build_net
+    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.objective import apply_params
+    from mfexp.train import fit, resolve_device
+
+    params = random_draws(model, seed, trial + 1, extra)[trial]
+    plan = build_plan(_arm_args("random", model, seed, 1, f"retrain-{model}-{seed}", extra))
+    base = plan.bases[model]
+    data = load_dataset(base.data)
+    runs = []
+    for train_seed in train_seeds:
+        cfg = apply_params(base, {**params, "train.seed": train_seed})
+        ctx, _ = resolve_device(cfg.train.device)
+        started = time.perf_counter()
+        result = fit(build_net(cfg, data, ctx), data, cfg.train, ctx, eval_test=False, final_test=False)
+        runs.append({"train_seed": train_seed, "val_rmse": round(result.best_val_rmse, 5),
+                     "best_epoch": result.best_epoch, "seconds": round(time.perf_counter() - started, 2)})
+    return {"model": model, "seed": seed, "trial": trial, "params": {k: v for k, v in params.items()},
+            "runs": runs}
+
+
+def noise(path: str, out: Optional[str], train_seeds: Sequence[int], models: Sequence[str],
+          seeds: Sequence[int]) -> int:
+    """How much of R is its training seed's luck: random search's best trial of each model and seed
+    (from an earlier result) trained again with train.seed 0 (the recorded run) and `train_seeds`, two
+    at a time, one thread each. The figures go into that result (or --out) as `noise`; a later
+    --reanalyse of it keeps them."""
+    result = json.loads(open(path).read())
+    f = result["figures"]
+    todo = []
+    for r in f["rows"]:
+        if r["R"] is None or r["model"] not in models or r["seed"] not in seeds:
+            continue
+        reports = f["curves"][r["model"]][f"random:{r['seed']}"]
+        trial = next(n for _, n, _, v in reports if v <= r["R"] + 1e-12)
+        todo.append((r["model"], r["seed"], trial, r["R"]))
+    found = []
+    for i in range(0, len(todo), 2):
+        procs = [(job, subprocess.Popen(
+            [sys.executable, "-m", "bench.sweep_efficiency", "--child", "retrain", "--model", job[0], "--seed",
+             str(job[1]), "--trial", str(job[2]), "--train-seeds", "0", *map(str, train_seeds),
+             *f.get("overrides", [])],
+            env=common.child_env(threads=1), cwd=common.scratch(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)) for job in todo[i:i + 2]]
+        for (model, seed, trial, R), proc in procs:
+            stdout, err = proc.communicate()
+            if proc.returncode != 0:
+                raise RuntimeError(f"retraining {model} seed {seed} trial {trial} exited with {proc.returncode}:\n"
+                                   + "\n".join((stdout + err).strip().splitlines()[-15:]))
+            got = common.last_json_line(stdout)
+            got["R"] = R
+            found.append(got)
+            common.say(SECTION, f"{model} seed {seed}: random's best (trial {trial}, R {R}) retrained: "
+                                + ", ".join(f"seed {x['train_seed']} {x['val_rmse']}" for x in got["runs"]))
+    f["noise"] = found
+    result["notes"] = [n for n in result.get("notes", []) if not n.startswith("Seed noise:")] + [
+        f"Seed noise: `python -m bench.sweep_efficiency --noise {path} --train-seeds "
+        f"{' '.join(map(str, train_seeds))}` ({time.strftime('%Y-%m-%d')})."]
+    with open(out or path, "w") as fh:
+        json.dump(result, fh, indent=1)
+    common.say(SECTION, f"noise figures written to {out or path}")
+    return 0
+
+
+def seed_sd(noise_rows: list[dict]) -> dict[str, float]:
+    """Per model, the median over its retrained trials of the val RMSE's sd over the training seeds."""
+    out = {}
+    for model in dict.fromkeys(n["model"] for n in noise_rows):
+        sd = noise_summary([n for n in noise_rows if n["model"] == model])["median_sd"]
+        if sd is not None:
+            out[model] = sd
+    return out
+
+
+def noise_summary(noise_rows: list[dict], tol: float = NEAR) -> dict:
+    """What the retrained best trials say: whether seed 0 repeated the recorded R, and how often
+    another training seed of random's own best configuration reaches R (and R + tol)."""
+    others = [(n["R"], x["val_rmse"]) for n in noise_rows for x in n["runs"] if x["train_seed"] != 0]
+    repeats = [abs(x["val_rmse"] - n["R"]) for n in noise_rows for x in n["runs"] if x["train_seed"] == 0]
+    spreads = []
+    for n in noise_rows:
+        vals = [x["val_rmse"] for x in n["runs"]]
+        if len(vals) > 1:
+            mean = sum(vals) / len(vals)
+            spreads.append((sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5)
+    return {"retrained": len(others), "reach_R": sum(v <= R + 1e-12 for R, v in others),
+            "reach_near": sum(v <= R + tol + 1e-12 for R, v in others),
+            "mean_above_R": round(sum(v - R for R, v in others) / len(others), 5) if others else None,
+            "median_sd": round(common.median(spreads), 5) if spreads else None,
+            "max_repeat_diff": round(max(repeats), 5) if repeats else None}
 
 
 def first_reach(reports: list, target: float) -> Optional[float]:
@@ -228,13 +354,17 @@ def replay(reports: list, target: float, make_pruner) -> Optional[float]:
     return None
 
 
-def near_ratios(rows: list[dict], curves: dict, budget: float, tol: float = NEAR) -> dict[int, Optional[float]]:
+def near_ratios(rows: list[dict], curves: dict, budget: float,
+                tol: Union[float, dict[str, float]] = NEAR) -> dict[int, Optional[float]]:
     """Per seed, the section's ratio with the bar at R + `tol` instead of R: random's time to come
     within `tol` of its own best over the default's, summed over the models. A looser reading beside
-    the target's: an arm that stops 0.0001 short of R counts as the whole budget there."""
-    derived = [{"seed": r["seed"], "t_random_s": first_reach(curves[r["model"]][("random", r["seed"])], r["R"] + tol),
-                "t_default_s": first_reach(curves[r["model"]][("default", r["seed"])], r["R"] + tol)}
-               for r in rows if r["R"] is not None]
+    the target's: an arm that stops 0.0001 short of R counts as the whole budget there. `tol` may be
+    per model ({model: tol}; models without one are left out)."""
+    bar = (lambda m: tol.get(m)) if isinstance(tol, dict) else (lambda m: tol)
+    derived = [{"seed": r["seed"],
+                "t_random_s": first_reach(curves[r["model"]][("random", r["seed"])], r["R"] + bar(r["model"])),
+                "t_default_s": first_reach(curves[r["model"]][("default", r["seed"])], r["R"] + bar(r["model"]))}
+               for r in rows if r["R"] is not None and bar(r["model"]) is not None]
     return {seed: v["ratio"] for seed, v in summed(derived, budget).items()}
 
 
@@ -305,7 +435,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out")
-    parser.add_argument("--child", choices=list(ARMS))
+    parser.add_argument("--child", choices=[*ARMS, "retrain"])
     parser.add_argument("--model", default="biased")
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -321,9 +451,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="run nothing: re-derive the figures of earlier results of this section (their rows "
                              "and curves; several with the same budget are merged) with this version's analysis, "
                              "into --out or bench/results")
+    parser.add_argument("--noise", metavar="RESULT_JSON",
+                        help="run no arms: train random search's best trial of each model and seed of that result "
+                             "again with train.seed 0 and --train-seeds; the figures go into it (or --out)")
+    parser.add_argument("--train-seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--trial", type=int, help="(--child retrain) the random arm's trial number")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     common.quiet_logs()
+    if args.child == "retrain":
+        print(json.dumps(retrain(args.model, args.seed, args.trial, args.train_seeds, args.overrides)))
+        return 0
+    if args.noise:
+        return noise(args.noise, args.out, args.train_seeds, args.models, args.seeds)
     if args.child:
         print(json.dumps(child(args.child, args.model, args.seed, args.budget, args.overrides, args.budget_epochs)))
         return 0
@@ -376,7 +516,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def finish(rows: list[dict], curves: dict, models: Sequence[str], seeds: Sequence[int], budget: float,
            extra: Sequence[str], default_arm: Sequence[str], started: float, quick: bool, out,
-           reanalysed: Optional[dict] = None, argv: Optional[Sequence[str]] = None) -> int:
+           reanalysed: Optional[dict] = None, argv: Optional[Sequence[str]] = None,
+           noise_rows: Optional[list] = None) -> int:
     """The section's figures from its rows and curves: ratios per seed, what pruning alone could
     gain on random search's own draws, the PNG, the targets; the result file."""
     per_seed = summed(rows, budget)
@@ -429,6 +570,19 @@ def finish(rows: list[dict], curves: dict, models: Sequence[str], seeds: Sequenc
         common.target(f"the same ratio to within {NEAR} of R (a looser bar, beside the target's), median over seeds",
                       "report", near_median, "x", None,
                       "per seed: " + ", ".join(f"{s}: {v}x" for s, v in near.items()))]
+    if noise_rows:
+        ns, sd = noise_summary(noise_rows), seed_sd(noise_rows)
+        by_sd = near_ratios(rows, curves, budget, tol=sd)
+        targets.append(common.target(
+            "seed luck in R: random search's own best configuration, trained again with another train.seed, "
+            "reaches R", "report", ns["reach_R"], f"of {ns['retrained']} runs", None,
+            f"within {NEAR} of R: {ns['reach_near']}; on average {ns['mean_above_R']} above R; median sd over "
+            f"the seeds {ns['median_sd']}; seed 0 repeats the recorded run to {ns['max_repeat_diff']}"))
+        targets.append(common.target(
+            "the same ratio to within one seed sd of R (each model's median sd over the training seeds), median "
+            "over seeds", "report", common.median([v for v in by_sd.values() if v is not None]), "x", None,
+            "per seed: " + ", ".join(f"{s}: {v}x" for s, v in by_sd.items()) + "; sd per model: "
+            + ", ".join(f"{m} {v}" for m, v in sd.items())))
     default_sampler = rows[0]["default"] if rows else {}
     notes = [f"Budget B = {budget:.0f} s of wall time per arm, model and seed; seeds {list(seeds)}; the two arms run side "
              "by side, one process and one thread each; MLflow "
@@ -453,7 +607,7 @@ def finish(rows: list[dict], curves: dict, models: Sequence[str], seeds: Sequenc
                          "overrides": list(extra), "argv": list(argv or []), "rows": rows,
                          "per_seed": {str(k): v for k, v in per_seed.items()}, "ratio": ratio,
                          "ceiling_ratio": ceiling_median, "near": NEAR, "near_ratio": near_median,
-                         "png": PNG, "curves": {m: {f"{a}:{s}": r for (a, s), r in c.items()}
+                         "png": PNG, **({"noise": noise_rows} if noise_rows else {}), "curves": {m: {f"{a}:{s}": r for (a, s), r in c.items()}
                                                 for m, c in curves.items()}},
                         targets, notes, run=reanalysed)
     return 0
@@ -468,9 +622,10 @@ def reanalyse(paths: Sequence[str], out, default_arm: Sequence[str], started: fl
             raise SystemExit(f"{path}: not a result of the {SECTION} section with rows and curves")
     if len({old["figures"]["budget_s"] for old in olds}) > 1:
         raise SystemExit(f"{', '.join(paths)}: their budgets differ; only runs with the same budget merge")
-    rows, curves, models, seeds = [], {}, [], []
+    rows, curves, models, seeds, noise_rows = [], {}, [], [], []
     for old in olds:
         f = old["figures"]
+        noise_rows += f.get("noise", [])
         for m, c in f["curves"].items():
             curves.setdefault(m, {}).update({(k.split(":")[0], int(k.split(":")[1])): r for k, r in c.items()})
         rows += [compare({**r["random"], "reports": curves[r["model"]][("random", r["seed"])]},
@@ -488,7 +643,7 @@ def reanalyse(paths: Sequence[str], out, default_arm: Sequence[str], started: fl
            "finished": max(old["finished"] for old in olds), "wall_s": sum(old["wall_s"] for old in olds)}
     return finish(rows, curves, models, sorted(seeds), first["figures"]["budget_s"],
                   first["figures"].get("overrides", []), default_arm, started, first.get("quick", False), out,
-                  reanalysed=run)
+                  reanalysed=run, noise_rows=noise_rows)
 
 
 def _round(value: Optional[float]) -> Optional[float]:
@@ -531,6 +686,19 @@ def render(result: dict) -> list[str]:
                      f"{'-' if ceiling is None else f'{ceiling}x'} | {'-' if replayed is None else f'{replayed}x'} | "
                      f"{'-' if loose is None else f'{loose}x'} |")
     lines += ["", f"Median over seeds: **{f['ratio']}x**.", "", f"![best val RMSE so far](docs/{f['png']})"]
+    if f.get("noise"):
+        seeds = sorted({x["train_seed"] for n in f["noise"] for x in n["runs"]})
+        lines += ["", "Seed luck in R: random search's best trial of each model and seed trained again, untracked, with "
+                  "each train.seed (every trial of a sweep trains with seed 0: seed 0 repeats it):", "",
+                  "| model | seed | trial | R | " + " | ".join(f"train.seed {s}" for s in seeds)
+                  + " | other seeds at or below R |",
+                  "|---|---:|---:|---:|" + "---:|" * len(seeds) + "---:|"]
+        for n in f["noise"]:
+            by = {x["train_seed"]: x["val_rmse"] for x in n["runs"]}
+            others = [v for s, v in by.items() if s != 0]
+            lines.append(f"| {n['model']} | {n['seed']} | {n['trial']} | {_v(n['R'])} | "
+                         + " | ".join(_v(by.get(s)) for s in seeds)
+                         + f" | {sum(v <= n['R'] + 1e-12 for v in others)} of {len(others)} |")
     return lines
 
 
