@@ -384,3 +384,20 @@ def test_biased_mfs_reference_trial_gets_twice_the_sweeps_epochs_the_others_thei
     label, biased = reference_trial(plan, "biased")
     assert label == "tutorial" and biased == {**TUTORIAL_TRAIN, "model.k": 64, "train.epochs": 14}
     assert "train.epochs" not in reference_trial(plan, "plain")[1]  # the sweep's own 7
+
+
+def test_plain_mfs_trials_get_twice_the_sweeps_epochs_and_its_pruner_that_horizon(ratings_file, tmp_path):
+    from mfexp.sweep.runner import _open_studies, epoch_budget
+
+    base = ["data=file", f"data.path={ratings_file}", f"sweep.root={tmp_path / 'sweeps'}", "sweep.models=[plain,biased]"]
+    plan = build_plan(base)  # the default sweep: train.epochs 30
+    assert plan.spaces["plain"].fixed["train.epochs"] == 60 and "train.epochs" not in plan.spaces["biased"].fixed
+    assert (epoch_budget(plan, "plain"), epoch_budget(plan, "biased")) == (60, 30)
+    studies = _open_studies(plan, 0)
+    assert (studies["plain"].pruner.max_epochs, studies["biased"].pruner.max_epochs) == (60, 30)
+    # train.epochs on the command line is every model's, as any value given there
+    given = build_plan([*base, "train.epochs=3", "sweep.name=given"])
+    assert "train.epochs" not in given.spaces["plain"].fixed and epoch_budget(given, "plain") == 3
+    # a searched train.epochs: the pruner looks as far as its highest value
+    searched = build_plan([*base, "sweep.name=searched", "train.epochs=choice(10,20)"])
+    assert epoch_budget(searched, "plain") == 20

@@ -154,6 +154,9 @@ class Recommender:
     # the reference trial trains for this many times the sweep's train.epochs (a regime slower to
     # converge than those the space holds)
     reference_epochs: ClassVar[float] = 1.0
+    # in a sweep, this model's trials train for this many times train.epochs: a fixed train.epochs in
+    # its default space (sweep.space.<model> or train.epochs on the command line set it outright)
+    sweep_epochs: ClassVar[float] = 1.0
 
     settings: ModelSettings
     data: ModelData

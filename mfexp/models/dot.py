@@ -22,6 +22,9 @@ class DotProduct(Recommender, HybridBlock):
     space = {"model.k": "choice(16,32,64,128)", "train.reg": "tag(log, interval(1e-3, 0.3))",
              "train.optimizer": "adam", "train.lr": "tag(log, interval(5e-4, 2e-2))",
              "train.batch_size": "choice(128,256,512)"}
+    # its winners here (Adam, lr ~1e-3, reg ~0.01) were still improving at 30 epochs, and stop on patience at
+    # 31-44 given 60, where the forecast pruner keeps the longer budget cheap (BENCHMARKS.md, sweep_efficiency)
+    sweep_epochs = 2.0
 
     def __init__(self, settings: DotSettings, data, sparse_grad: bool = False, **kwargs):
         super().__init__(**kwargs)

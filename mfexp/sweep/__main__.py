@@ -89,7 +89,10 @@ def compose_plan(args: Sequence[str]):
         base = compose_config([*plain, f"model={model}"])
         base.model = typed_node(base.model)  # every setting of the model's class, typed
         settings = to_settings(base.model)
-        default, section = model_class(settings._target_).search_space(settings), dict(sweep.space.get(model, {}))
+        cls = model_class(settings._target_)
+        default, section = cls.search_space(settings), dict(sweep.space.get(model, {}))
+        if cls.sweep_epochs != 1.0 and "train.epochs" not in default:
+            default["train.epochs"] = str(max(1, round(base.train.epochs * cls.sweep_epochs)))
         own = {*default, *section}  # the keys this model's own space and section name
         raw = {**default, **dict(sweep.space.get("common", {})), **section}
         for key in [k for k in given if k in raw]:  # the command line wins over the space

@@ -56,11 +56,23 @@ class SweepStopped(MfexpError):
     exit_code = 1
 
 
+def epoch_budget(plan: SweepPlan, model: str) -> int:
+    """The most epochs a trial of `model` trains for (the pruner's horizon): its space's train.epochs
+    where the space fixes or searches it (the highest), else the base config's."""
+    space = plan.spaces[model]
+    if "train.epochs" in space.fixed:
+        return int(space.fixed["train.epochs"])
+    dist = space.distributions.get("train.epochs")
+    if dist is not None:
+        return int(max(dist.choices) if hasattr(dist, "choices") else dist.high)
+    return int(plan.bases[model].train.epochs)
+
+
 def _open_studies(plan: SweepPlan, worker: int) -> dict[str, optuna.Study]:
     storage = st.open_storage(plan.sweep)
     studies = {}
     for model in plan.sweep.models:
-        epochs = int(plan.bases[model].train.epochs)
+        epochs = epoch_budget(plan, model)
         grid = plan.spaces[model].grid() if plan.sweep.sampler == "grid" else None
         studies[model] = optuna.create_study(
             study_name=st.study_name(plan.sweep, model), storage=storage,
