@@ -116,6 +116,11 @@ LEVERS = [
     "(svdpp 0.90149 / 0.90111 / 0.90097, fm 0.88439 / 0.88452 / 0.88454). Those of their best trials that had run all "
     "30 epochs stop on patience at 32-33, best at 29-30. Ratio: svdpp 1.00x / <= 0.92x / 1.02x, fm 1.02x / 1.36x / "
     "1.01x, against 1.08x / <= 0.72x / 1.17x and 0.84x / 1.39x / 0.95x at 30 epochs, within the noise.",
+    "Lever measured, not adopted: weight averaging over the last 3 epochs for the towers (`python -m "
+    "bench.sweep_efficiency --models mlp dropout train.swa=3`, 2026-12-03, 1135 s), as svdpp and fm have it, against "
+    "their large seed sd. Random search's best at 180 s got worse in 5 of 6 model-seeds: mlp 0.9371 / 0.9323 / 0.9370 "
+    "against 0.9237 / 0.9282 / 0.9398, dropout 0.9431 / 0.9376 / 0.9391 against 0.9235 / 0.9249 / 0.9395. Ratio: mlp "
+    "<= 0.56x / 0.99x / <= 0.67x, dropout 0.52x / 1.12x / <= 0.15x.",
 ]
 
 
