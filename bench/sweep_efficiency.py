@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -133,7 +134,8 @@ def child(arm: str, model: str, seed: int, budget: float, extra: Sequence[str], 
 
     name = f"eff-{arm}-{model}-{seed}"
     os.environ["MLFLOW_TRACKING_URI"] = common.mlflow_store(name)
-    plan = build_plan(_arm_args(arm, model, seed, budget, name, extra))
+    plan = build_plan([*_arm_args(arm, model, seed, budget, extra), f"sweep.name={name}",
+                       f"sweep.root={common.sweep_root(name)}"])
     import mfexp.sweep.runner as runner
 
     reports: list[tuple[float, int, int, float]] = []
@@ -173,23 +175,29 @@ def child(arm: str, model: str, seed: int, budget: float, extra: Sequence[str], 
             "reports": [[round(t, 2), n, e, round(v, 5)] for t, n, e, v in reports]}
 
 
-def _arm_args(arm: str, model: str, seed: int, budget: float, name: str, extra: Sequence[str]) -> list[str]:
-    return [f"sweep.models=[{model}]", "sweep.n_trials=100000", f"sweep.timeout={budget}",
-            f"sweep.name={name}", f"sweep.root={common.sweep_root(name)}", f"sweep.seed={seed}",
+def _arm_args(arm: str, model: str, seed: int, budget: float, extra: Sequence[str]) -> list[str]:
+    """An arm's sweep overrides (its sweep.name and sweep.root aside)."""
+    return [f"sweep.models=[{model}]", "sweep.n_trials=100000", f"sweep.timeout={budget}", f"sweep.seed={seed}",
             "sweep.enqueue_tutorial=false", "sweep.ensemble=false", *ARMS[arm], *extra]
 
 
-def random_draws(model: str, seed: int, n: int, extra: Sequence[str]) -> list[dict]:
+def _random_plan(model: str, seed: int, extra: Sequence[str]):
+    """The random arm's plan, to draw and train from (it opens no storage)."""
+    from mfexp.sweep.__main__ import build_plan
+
+    return build_plan(_arm_args("random", model, seed, 1, extra))
+
+
+def random_draws(model: str, seed: int, n: int, extra: Sequence[str], plan=None) -> list[dict]:
     """The first `n` configurations the random arm drew for this model and seed. Random search's draws
     do not depend on how its trials went, so the same sampler, seed and space give them again without
     training anything."""
     import optuna
 
-    from mfexp.sweep.__main__ import build_plan
     from mfexp.sweep.storage import make_sampler
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    plan = build_plan(_arm_args("random", model, seed, 1, f"draws-{model}-{seed}", extra))
+    plan = plan or _random_plan(model, seed, extra)
     study = optuna.create_study(sampler=make_sampler(plan.sweep))
     drawn = []
     for _ in range(n):
@@ -204,12 +212,11 @@ def retrain(model: str, seed: int, trial: int, train_seeds: Sequence[int], extra
     seed (train.seed; every trial of a sweep trains with seed 0, so seed 0 repeats the recorded run)."""
     from mfexp.data import load_dataset
     from mfexp.run import build_net
-    from mfexp.sweep.__main__ import build_plan
     from mfexp.sweep.objective import apply_params
     from mfexp.train import fit, resolve_device
 
-    params = random_draws(model, seed, trial + 1, extra)[trial]
-    plan = build_plan(_arm_args("random", model, seed, 1, f"retrain-{model}-{seed}", extra))
+    plan = _random_plan(model, seed, extra)
+    params = random_draws(model, seed, trial + 1, extra, plan)[trial]
     base = plan.bases[model]
     data = load_dataset(base.data)
     runs = []
@@ -220,8 +227,22 @@ def retrain(model: str, seed: int, trial: int, train_seeds: Sequence[int], extra
         result = fit(build_net(cfg, data, ctx), data, cfg.train, ctx, eval_test=False, final_test=False)
         runs.append({"train_seed": train_seed, "val_rmse": round(result.best_val_rmse, 5),
                      "best_epoch": result.best_epoch, "seconds": round(time.perf_counter() - started, 2)})
-    return {"model": model, "seed": seed, "trial": trial, "params": {k: v for k, v in params.items()},
-            "runs": runs}
+    return {"model": model, "seed": seed, "trial": trial, "params": params, "runs": runs}
+
+
+def _spawn(args: Sequence[str]) -> subprocess.Popen:
+    """`python -m bench.sweep_efficiency ARGS` in the scratch folder, one MXNet/OpenMP thread."""
+    return subprocess.Popen([sys.executable, "-m", "bench.sweep_efficiency", *args], env=common.child_env(threads=1),
+                            cwd=common.scratch(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _collect(proc: subprocess.Popen, what: str) -> dict:
+    """A child's result (its last JSON line); its output's tail in the error if it failed."""
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        tail = "\n".join((out + err).strip().splitlines()[-15:])
+        raise RuntimeError(f"{what} exited with {proc.returncode}:\n{tail}")
+    return common.last_json_line(out)
 
 
 def noise(path: str, out: Optional[str], train_seeds: Sequence[int], models: Sequence[str],
@@ -230,7 +251,7 @@ def noise(path: str, out: Optional[str], train_seeds: Sequence[int], models: Seq
     (from an earlier result) trained again with train.seed 0 (the recorded run) and `train_seeds`, two
     at a time, one thread each. The figures go into that result (or --out) as `noise`; a later
     --reanalyse of it keeps them."""
-    result = json.loads(open(path).read())
+    result = load_result(path)
     f = result["figures"]
     todo = []
     for r in f["rows"]:
@@ -241,18 +262,12 @@ def noise(path: str, out: Optional[str], train_seeds: Sequence[int], models: Seq
         todo.append((r["model"], r["seed"], trial, r["R"]))
     found = []
     for i in range(0, len(todo), 2):
-        procs = [(job, subprocess.Popen(
-            [sys.executable, "-m", "bench.sweep_efficiency", "--child", "retrain", "--model", job[0], "--seed",
-             str(job[1]), "--trial", str(job[2]), "--train-seeds", "0", *map(str, train_seeds),
-             "--", *f.get("overrides", [])],  # "--": the overrides are not more seeds
-            env=common.child_env(threads=1), cwd=common.scratch(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True)) for job in todo[i:i + 2]]
+        procs = [(job, _spawn(["--child", "retrain", "--model", job[0], "--seed", str(job[1]), "--trial", str(job[2]),
+                               "--train-seeds", "0", *map(str, train_seeds),
+                               "--", *f.get("overrides", [])]))  # "--": the overrides are not more seeds
+                 for job in todo[i:i + 2]]
         for (model, seed, trial, R), proc in procs:
-            stdout, err = proc.communicate()
-            if proc.returncode != 0:
-                raise RuntimeError(f"retraining {model} seed {seed} trial {trial} exited with {proc.returncode}:\n"
-                                   + "\n".join((stdout + err).strip().splitlines()[-15:]))
-            got = common.last_json_line(stdout)
+            got = _collect(proc, f"retraining {model} seed {seed} trial {trial}")
             got["R"] = R
             found.append(got)
             common.say(SECTION, f"{model} seed {seed}: random's best (trial {trial}, R {R}) retrained: "
@@ -282,12 +297,7 @@ def noise_summary(noise_rows: list[dict], tol: float = NEAR) -> dict:
     another training seed of random's own best configuration reaches R (and R + tol)."""
     others = [(n["R"], x["val_rmse"]) for n in noise_rows for x in n["runs"] if x["train_seed"] != 0]
     repeats = [abs(x["val_rmse"] - n["R"]) for n in noise_rows for x in n["runs"] if x["train_seed"] == 0]
-    spreads = []
-    for n in noise_rows:
-        vals = [x["val_rmse"] for x in n["runs"]]
-        if len(vals) > 1:
-            mean = sum(vals) / len(vals)
-            spreads.append((sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5)
+    spreads = [statistics.stdev(x["val_rmse"] for x in n["runs"]) for n in noise_rows if len(n["runs"]) > 1]
     return {"retrained": len(others), "reach_R": sum(v <= R + 1e-12 for R, v in others),
             "reach_near": sum(v <= R + tol + 1e-12 for R, v in others),
             "mean_above_R": round(sum(v - R for R, v in others) / len(others), 5) if others else None,
@@ -396,7 +406,7 @@ def near_ratios(rows: list[dict], curves: dict, budget: float,
     return {seed: v["ratio"] for seed, v in summed(derived, budget).items()}
 
 
-def default_pruner(overrides: Sequence[str], model: str = MODELS[0]):
+def default_pruner(overrides: Sequence[str], model: str):
     """The default arm's pruner for `model`, as the sweep would make it (conf/sweep/default.yaml +
     overrides; its horizon is the model's epoch budget)."""
     from mfexp.sweep.__main__ import build_plan
@@ -518,18 +528,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 curves.setdefault(model, {})[("random", seed)] = arms["random"]["reports"]
             todo = [a for a in ("random", "default") if a not in arms]
             # side by side, one core each: both arms see the same machine, whatever else runs on it
-            procs = {arm: subprocess.Popen(
-                [sys.executable, "-m", "bench.sweep_efficiency", "--child", arm, "--model", model, "--seed", str(seed),
-                 "--budget", str(budget), *extra, *(args.default_arm if arm == "default" else []),
-                 *(["--budget-epochs", str(args.budget_epochs)] if args.budget_epochs else [])],
-                env=common.child_env(threads=1), cwd=common.scratch(), stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, text=True) for arm in todo}
+            procs = {arm: _spawn(["--child", arm, "--model", model, "--seed", str(seed), "--budget", str(budget),
+                                  *extra, *(args.default_arm if arm == "default" else []),
+                                  *(["--budget-epochs", str(args.budget_epochs)] if args.budget_epochs else [])])
+                     for arm in todo}
             for arm, proc in procs.items():
-                out, err = proc.communicate()
-                if proc.returncode != 0:
-                    raise RuntimeError(f"{arm} arm of {model} seed {seed} exited with {proc.returncode}:\n"
-                                       + "\n".join((out + err).strip().splitlines()[-15:]))
-                arms[arm] = common.last_json_line(out)
+                arms[arm] = _collect(proc, f"{arm} arm of {model} seed {seed}")
                 curves.setdefault(model, {})[(arm, seed)] = arms[arm]["reports"]
             row = compare(arms["random"], arms["default"], budget)
             rows.append(row)
@@ -637,8 +641,9 @@ def finish(rows: list[dict], curves: dict, models: Sequence[str], seeds: Sequenc
                          "overrides": list(extra), "argv": list(argv or []), "rows": rows,
                          "per_seed": {str(k): v for k, v in per_seed.items()}, "ratio": ratio,
                          "ceiling_ratio": ceiling_median, "near": NEAR, "near_ratio": near_median,
-                         "png": PNG, **({"noise": noise_rows} if noise_rows else {}), "curves": {m: {f"{a}:{s}": r for (a, s), r in c.items()}
-                                                for m, c in curves.items()}},
+                         "png": PNG, **({"noise": noise_rows} if noise_rows else {}),
+                         "curves": {m: {f"{a}:{s}": r for (a, s), r in c.items()}
+                                    for m, c in curves.items()}},
                         targets, notes, run=reanalysed)
     return 0
 
@@ -646,10 +651,7 @@ def finish(rows: list[dict], curves: dict, models: Sequence[str], seeds: Sequenc
 def reanalyse(paths: Sequence[str], out, default_arm: Sequence[str], started: float) -> int:
     """Re-derive the figures of earlier results (several: runs of other models or seeds, same budget,
     merged) with this version's analysis."""
-    olds = [json.loads(open(path).read()) for path in paths]
-    for path, old in zip(paths, olds):
-        if old.get("section") != SECTION or "rows" not in old.get("figures", {}):
-            raise SystemExit(f"{path}: not a result of the {SECTION} section with rows and curves")
+    olds = [load_result(path) for path in paths]
     if len({old["figures"]["budget_s"] for old in olds}) > 1:
         raise SystemExit(f"{', '.join(paths)}: their budgets differ; only runs with the same budget merge")
     rows, curves, models, seeds, noise_rows = [], {}, [], [], []
@@ -674,6 +676,17 @@ def reanalyse(paths: Sequence[str], out, default_arm: Sequence[str], started: fl
     return finish(rows, curves, models, sorted(seeds), first["figures"]["budget_s"],
                   first["figures"].get("overrides", []), default_arm, started, first.get("quick", False), out,
                   reanalysed=run, noise_rows=noise_rows)
+
+
+def load_result(path: str) -> dict:
+    """An earlier result of this section with rows and curves; a clear exit for anything else."""
+    try:
+        result = json.loads(open(path).read())
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"{path}: cannot read it as a result of the {SECTION} section ({err})") from None
+    if not isinstance(result, dict) or result.get("section") != SECTION or "rows" not in result.get("figures", {}):
+        raise SystemExit(f"{path}: not a result of the {SECTION} section with rows and curves")
+    return result
 
 
 def _round(value: Optional[float]) -> Optional[float]:
