@@ -18,7 +18,9 @@ Every epoch's val RMSE is time-stamped as the objective reports it to Optuna; ti
 start of the worker loop (the data load and imports included, the same for both arms).
 
 Budget 180 s: at 60 s random search's best came within its first few trials, and pruning's ceiling
-(below) was 1.9x, so no pruner could reach the 3x target there; at 180 s it is 3.3x.
+(below) was 1.9x, so no pruner could reach the 3x target there; at 180 s it was 3.5x over the six
+models before autorec, 2.8x with it (autorec's 180 s hold 4-5 trials, its best among the first).
+The figures are also cut at shorter budgets from the same runs (`budget_ratios`).
 
     python -m bench.sweep_efficiency [--quick] [--models biased fm] [--seeds 0 1 2] [--budget 180]
     python -m bench.sweep_efficiency --child ARM --model M --seed S --budget B [overrides...]
@@ -42,9 +44,8 @@ from typing import Optional, Sequence, Union
 from bench import common
 
 SECTION = "sweep_efficiency"
-# the default sweep's models when this was measured; autorec came later (a 180 s arm holds a few of
-# its trials; `--models autorec` measures it)
-MODELS = ("plain", "mlp", "dropout", "biased", "svdpp", "fm")
+# the default sweep's models (conf/sweep/default.yaml); autorec's 180 s arms hold 4-5 of its trials
+MODELS = ("plain", "mlp", "dropout", "biased", "svdpp", "fm", "autorec")
 ARMS = {"default": [], "random": ["sweep.sampler=random", "sweep.pruner=none", "sweep.start=sampler"]}
 QUICK_OVERRIDES = ["train.epochs=2", "train.batch_size=choice(512)"]
 PNG = "sweep_efficiency.png"
@@ -122,6 +123,12 @@ LEVERS = [
     "their large seed sd. Random search's best at 180 s got worse in 5 of 6 model-seeds: mlp 0.9371 / 0.9323 / 0.9370 "
     "against 0.9237 / 0.9282 / 0.9398, dropout 0.9431 / 0.9376 / 0.9391 against 0.9235 / 0.9249 / 0.9395. Ratio: mlp "
     "<= 0.56x / 0.99x / <= 0.67x, dropout 0.52x / 1.12x / <= 0.15x.",
+    "Lever measured by replay, not adopted: epochs as the pruner's resource at 180 s (`python -m bench.sweep_efficiency "
+    "--reanalyse <the 180 s results> --default-arm sweep.pruner=hyperband`, resp. `sweep.pruner=successive-halving`, "
+    "with `'+sweep.pruner_args={min_resource:1}'` or 5 beside the default 2; 2026-12-03). Random search with that "
+    "pruner, replayed on its recorded curves: hyperband 0.82x / 0.94x / 0.50x (min_resource 2), 1.08x / 0.95x / "
+    "0.59x (1), 0.95x / 0.89x / 0.56x (5); successive halving 0.72x / 0.90x / 0.50x; against 1.15x / 1.03x / 1.24x "
+    "with the forecast pruner. They stop the slow starters that win here, as the median rule did.",
 ]
 
 
@@ -406,6 +413,24 @@ def near_ratios(rows: list[dict], curves: dict, budget: float,
     return {seed: v["ratio"] for seed, v in summed(derived, budget).items()}
 
 
+def budget_ratios(rows: list[dict], curves: dict, budget: float, steps: int = 6) -> dict[float, dict[int, dict]]:
+    """Per shorter budget b = B/steps, 2B/steps, ..., B: the section's ratio per seed had both arms been
+    stopped at b, from the same runs (R_b = random's best within b). Says whether the default search
+    gains on random search as the budget grows, without running again."""
+    out = {}
+    for i in range(1, steps + 1):
+        b = round(budget * i / steps, 2)
+        derived = []
+        for r in rows:
+            rnd = [x for x in curves[r["model"]][("random", r["seed"])] if x[0] <= b]
+            dft = [x for x in curves[r["model"]][("default", r["seed"])] if x[0] <= b]
+            R = best_by(rnd, b)
+            if R is not None:
+                derived.append({"seed": r["seed"], "t_random_s": first_reach(rnd, R), "t_default_s": first_reach(dft, R)})
+        out[b] = {seed: {"ratio": v["ratio"], "upper_bound": v["upper_bound"]} for seed, v in summed(derived, b).items()}
+    return out
+
+
 def default_pruner(overrides: Sequence[str], model: str):
     """The default arm's pruner for `model`, as the sweep would make it (conf/sweep/default.yaml +
     overrides; its horizon is the model's epoch budget)."""
@@ -574,6 +599,10 @@ def finish(rows: list[dict], curves: dict, models: Sequence[str], seeds: Sequenc
         s["random_with_default_pruner_ratio"] = pruned_random[seed]["ratio"]
         s["near_ratio"] = near.get(seed)
     near_median = common.median([v for v in near.values() if v is not None])
+    by_budget = budget_ratios(rows, curves, budget)
+    budget_medians = {b: common.median([v["ratio"] for v in per.values() if v["ratio"] is not None])
+                      for b, per in by_budget.items()}
+    half = min(budget_medians, key=lambda b: abs(b - budget / 2))
     png = (common.RESULTS / PNG) if not out else (os.path.dirname(os.path.abspath(out)) + "/" + PNG)
     os.makedirs(os.path.dirname(str(png)), exist_ok=True)
     plot(curves, budget, png)
@@ -603,7 +632,10 @@ def finish(rows: list[dict], curves: dict, models: Sequence[str], seeds: Sequenc
                       + ", ".join(f"{s}: {v['random_with_default_pruner_ratio']}x" for s, v in per_seed.items())),
         common.target(f"the same ratio to within {NEAR} of R (a looser bar, beside the target's), median over seeds",
                       "report", near_median, "x", None,
-                      "per seed: " + ", ".join(f"{s}: {v}x" for s, v in near.items()))]
+                      "per seed: " + ", ".join(f"{s}: {v}x" for s, v in near.items())),
+        common.target(f"the same ratio had both arms stopped at {half:g} s (cut from the same runs), median over seeds",
+                      "report", budget_medians[half], "x", None,
+                      "at each budget: " + ", ".join(f"{b:g} s: {m}x" for b, m in budget_medians.items()))]
     if noise_rows:
         ns, sd = noise_summary(noise_rows), seed_sd(noise_rows)
         by_sd = near_ratios(rows, curves, budget, tol=sd)
@@ -641,6 +673,7 @@ def finish(rows: list[dict], curves: dict, models: Sequence[str], seeds: Sequenc
                          "overrides": list(extra), "argv": list(argv or []), "rows": rows,
                          "per_seed": {str(k): v for k, v in per_seed.items()}, "ratio": ratio,
                          "ceiling_ratio": ceiling_median, "near": NEAR, "near_ratio": near_median,
+                         "budget_ratios": {f"{b:g}": {str(s): v for s, v in per.items()} for b, per in by_budget.items()},
                          "png": PNG, **({"noise": noise_rows} if noise_rows else {}),
                          "curves": {m: {f"{a}:{s}": r for (a, s), r in c.items()}
                                     for m, c in curves.items()}},
@@ -728,7 +761,18 @@ def render(result: dict) -> list[str]:
                      f"{'<= ' if s['upper_bound'] else ''}{s['ratio']}x | "
                      f"{'-' if ceiling is None else f'{ceiling}x'} | {'-' if replayed is None else f'{replayed}x'} | "
                      f"{'-' if loose is None else f'{loose}x'} |")
-    lines += ["", f"Median over seeds: **{f['ratio']}x**.", "", f"![best val RMSE so far](docs/{f['png']})"]
+    lines += ["", f"Median over seeds: **{f['ratio']}x**."]
+    if f.get("budget_ratios"):
+        seeds = sorted({s for per in f["budget_ratios"].values() for s in per}, key=int)
+        lines += ["", "The same ratio had both arms been stopped sooner (cut from the same runs: R is random's best "
+                  "within that budget):", "", "| budget (s) | " + " | ".join(f"seed {s}" for s in seeds) + " | median |",
+                  "|---:|" + "---:|" * (len(seeds) + 1)]
+        for b, per in f["budget_ratios"].items():
+            cells = [("<= " if per[s]["upper_bound"] else "") + f"{per[s]['ratio']}x" if s in per and per[s]["ratio"]
+                     is not None else "-" for s in seeds]
+            lines.append(f"| {b} | " + " | ".join(cells) + " | "
+                         + f"{common.median([v['ratio'] for v in per.values() if v['ratio'] is not None])}x |")
+    lines += ["", f"![best val RMSE so far](docs/{f['png']})"]
     if f.get("noise"):
         seeds = sorted({x["train_seed"] for n in f["noise"] for x in n["runs"]})
         lines += ["", "Seed luck in R: random search's best trial of each model and seed trained again, untracked, with "

@@ -232,6 +232,30 @@ def test_sweep_efficiency_reads_the_same_curves_at_a_looser_bar_beside_the_targe
     assert near_ratios([row], curves, 60.0, tol={"other": 0.001}) == {}
 
 
+def test_sweep_efficiency_cuts_both_arms_at_shorter_budgets_from_the_same_runs():
+    from bench.sweep_efficiency import budget_ratios, compare
+
+    def arm(name, reports):
+        return {"arm": name, "model": "m", "seed": 0, "trials": 3, "pruned": 0, "reports": reports}
+
+    # random: 0.95 at 10 s, 0.92 at 25 s, 0.90 at 50 s; default: 0.95 at 5 s, 0.91 at 20 s, 0.89 at 55 s
+    rnd = arm("random", [[10.0, 0, 1, 0.95], [25.0, 1, 1, 0.92], [50.0, 2, 1, 0.90]])
+    dft = arm("default", [[5.0, 0, 1, 0.95], [20.0, 1, 1, 0.91], [55.0, 2, 1, 0.89]])
+    row = compare(rnd, dft, budget=60.0)
+    curves = {"m": {("random", 0): rnd["reports"], ("default", 0): dft["reports"]}}
+    by = budget_ratios([row], curves, 60.0, steps=3)
+    assert list(by) == [20.0, 40.0, 60.0]
+    # at 20 s R is 0.95: random 10 s against 5 s; at 40 s R is 0.92: 25 s against 20 s
+    assert by[20.0][0] == {"ratio": 2.0, "upper_bound": False}
+    assert by[40.0][0] == {"ratio": 1.25, "upper_bound": False}
+    # at 60 s, the budget itself: the section's own figure (50 s against 55 s)
+    assert by[60.0][0]["ratio"] == round(50.0 / 55.0, 3) == row["ratio"]
+    # a default arm that never gets there within the shorter budget counts it whole, as an upper bound
+    late = arm("default", [[15.0, 0, 1, 0.96], [35.0, 1, 1, 0.90]])
+    curves["m"][("default", 0)] = late["reports"]
+    assert budget_ratios([row], curves, 60.0, steps=3)[20.0][0] == {"ratio": 0.5, "upper_bound": True}
+
+
 def test_sweep_efficiency_bounds_what_pruning_can_make_of_random_searchs_own_trials():
     import optuna
 
@@ -282,6 +306,7 @@ def test_sweep_efficiency_reanalyse_merges_runs_and_derives_the_ceiling(tmp_path
     assert f["per_seed"]["0"]["ratio"] == 1.25 and f["rows"][0]["t_ceiling_s"] == 8.0 and f["ceiling_ratio"] == 1.25
     assert merged["wall_s"] == 200.0 and merged["finished"] == "2026-12-02T00:00:00+0000"  # the runs', not now
     assert any("re-derived" in n for n in merged["notes"])
+    assert f["budget_ratios"]["60"]["0"] == {"ratio": 1.25, "upper_bound": False}  # at the full budget: the same
     with pytest.raises(SystemExit, match="more than one"):
         se.main(["--reanalyse", str(paths[0]), str(paths[0]), "--out", str(out)])
 
