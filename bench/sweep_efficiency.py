@@ -170,9 +170,11 @@ def child(arm: str, model: str, seed: int, budget: float, extra: Sequence[str], 
 
     objective.Objective._report = staticmethod(stamped)
     studies = prepare(plan)
-    start = time.perf_counter()
+    start, started_at = time.perf_counter(), time.time()
     run_workers(plan, None)
     wall = time.perf_counter() - start
+    if plan.sweep.n_workers > 1:  # the workers are processes of their own, which the stamps above do not reach
+        reports = tracked_reports(plan.experiment, started_at, budget)
     trials = studies[model].get_trials(deepcopy=False)
     states = [t.state.name for t in trials]
     return {"arm": arm, "model": model, "seed": seed, "sampler": plan.sweep.sampler, "pruner": plan.sweep.pruner,
@@ -180,6 +182,26 @@ def child(arm: str, model: str, seed: int, budget: float, extra: Sequence[str], 
             "failed": states.count("FAIL"), "epochs_trained": len(reports),
             "params": [t.params for t in sorted(trials, key=lambda t: t.number)],
             "reports": [[round(t, 2), n, e, round(v, 5)] for t, n, e, v in reports]}
+
+
+def tracked_reports(experiment: str, started_at: float, budget: float) -> list[tuple[float, int, int, float]]:
+    """Every trial's val RMSE per epoch from the MLflow store (the trial runs' metric history), stamped in
+    seconds since `started_at`, those within `budget` only, in time order: an arm's reports when several
+    workers ran it (each a process that logs its own epochs; the sweep's timeout stops new trials at the
+    budget, and the epochs the last ones ran after it do not count)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=10_000) if exp else []
+    reports = []
+    for run in (r for r in runs if "optuna.trial_number" in r.data.tags):
+        number = int(run.data.tags["optuna.trial_number"])
+        for m in client.get_metric_history(run.info.run_id, "val_rmse"):
+            t = m.timestamp / 1000.0 - started_at
+            if t <= budget:
+                reports.append((t, number, m.step, m.value))
+    return sorted(reports)
 
 
 def _arm_args(arm: str, model: str, seed: int, budget: float, extra: Sequence[str]) -> list[str]:
