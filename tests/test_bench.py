@@ -256,6 +256,29 @@ def test_sweep_efficiency_cuts_both_arms_at_shorter_budgets_from_the_same_runs()
     assert budget_ratios([row], curves, 60.0, steps=3)[20.0][0] == {"ratio": 0.5, "upper_bound": True}
 
 
+def test_sweep_efficiency_reads_a_multi_worker_arms_epochs_from_the_mlflow_store(tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    from bench.sweep_efficiency import tracked_reports
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'm.db'}")
+    client = MlflowClient()
+    exp = client.create_experiment("mfexp-sweep-x")
+    t0 = 1_800_000_000.0
+    # two workers' trials, interleaved in time; a run without a trial number (a parent) is left out
+    for number, epochs in ((0, [(2.0, 0.95), (4.0, 0.92)]), (1, [(3.0, 0.99), (5.0, 0.90), (70.0, 0.89)])):
+        run = client.create_run(exp, tags={"optuna.trial_number": str(number)})
+        for step, (t, v) in enumerate(epochs, start=1):
+            client.log_metric(run.info.run_id, "val_rmse", v, timestamp=int((t0 + t) * 1000), step=step)
+            client.log_metric(run.info.run_id, "train_rmse", 0.5, timestamp=int((t0 + t) * 1000), step=step)
+    parent = client.create_run(exp)
+    client.log_metric(parent.info.run_id, "val_rmse", 0.1, timestamp=int((t0 + 1) * 1000), step=1)
+    # in time order, val RMSE only, the epoch after the 60 s budget dropped
+    assert tracked_reports("mfexp-sweep-x", t0, 60.0) == [(2.0, 0, 1, 0.95), (3.0, 1, 1, 0.99), (4.0, 0, 2, 0.92),
+                                                          (5.0, 1, 2, 0.90)]
+    assert tracked_reports("mfexp-sweep-none", t0, 60.0) == []
+
+
 def test_sweep_efficiency_bounds_what_pruning_can_make_of_random_searchs_own_trials():
     import optuna
 
