@@ -236,9 +236,11 @@ def random_draws(model: str, seed: int, n: int, extra: Sequence[str], plan=None)
     return drawn
 
 
-def retrain(model: str, seed: int, trial: int, train_seeds: Sequence[int], extra: Sequence[str]) -> dict:
+def retrain(model: str, seed: int, trial: int, train_seeds: Sequence[int], extra: Sequence[str],
+            epochs: Optional[int] = None) -> dict:
     """Random search's trial `trial` of this model and seed, trained again, untracked, once per training
-    seed (train.seed; every trial of a sweep trains with seed 0, so seed 0 repeats the recorded run)."""
+    seed (train.seed; every trial of a sweep trains with seed 0, so seed 0 repeats the recorded run).
+    epochs: at most this many epochs, for a trial whose run the arm's budget cut short."""
     from mfexp.data import load_dataset
     from mfexp.run import build_net
     from mfexp.sweep.objective import apply_params
@@ -251,12 +253,14 @@ def retrain(model: str, seed: int, trial: int, train_seeds: Sequence[int], extra
     runs = []
     for train_seed in train_seeds:
         cfg = apply_params(base, {**params, "train.seed": train_seed})
+        if epochs is not None and epochs < cfg.train.epochs:
+            cfg = apply_params(base, {**params, "train.seed": train_seed, "train.epochs": epochs})
         ctx, _ = resolve_device(cfg.train.device)
         started = time.perf_counter()
         result = fit(build_net(cfg, data, ctx), data, cfg.train, ctx, eval_test=False, final_test=False)
         runs.append({"train_seed": train_seed, "val_rmse": round(result.best_val_rmse, 5),
-                     "best_epoch": result.best_epoch, "seconds": round(time.perf_counter() - started, 2)})
-    return {"model": model, "seed": seed, "trial": trial, "params": params, "runs": runs}
+                     "best_epoch": result.best_epoch, "epochs": len(result.history), "seconds": round(time.perf_counter() - started, 2)})
+    return {"model": model, "seed": seed, "trial": trial, "params": params, "epochs_cap": epochs, "runs": runs}
 
 
 def _spawn(args: Sequence[str]) -> subprocess.Popen:
@@ -288,20 +292,24 @@ def noise(path: str, out: Optional[str], train_seeds: Sequence[int], models: Seq
             continue
         reports = f["curves"][r["model"]][f"random:{r['seed']}"]
         trial = next(n for _, n, _, v in reports if v <= r["R"] + 1e-12)
-        todo.append((r["model"], r["seed"], trial, r["R"]))
+        todo.append((r["model"], r["seed"], trial, r["R"], budget_cut(reports, trial)))
     found = []
     for i in range(0, len(todo), 2):
         procs = [(job, _spawn(["--child", "retrain", "--model", job[0], "--seed", str(job[1]), "--trial", str(job[2]),
+                               *(["--epochs-cap", str(job[4])] if job[4] else []),
                                "--train-seeds", "0", *map(str, train_seeds),
                                "--", *f.get("overrides", [])]))  # "--": the overrides are not more seeds
                  for job in todo[i:i + 2]]
-        for (model, seed, trial, R), proc in procs:
+        for (model, seed, trial, R, _), proc in procs:
             got = _collect(proc, f"retraining {model} seed {seed} trial {trial}")
             got["R"] = R
             found.append(got)
             common.say(SECTION, f"{model} seed {seed}: random's best (trial {trial}, R {R}) retrained: "
                                 + ", ".join(f"seed {x['train_seed']} {x['val_rmse']}" for x in got["runs"]))
-    f["noise"] = found
+    redone = {(n["model"], n["seed"]) for n in found}  # rows of other models and seeds are kept
+    order = [(r["model"], r["seed"]) for r in f["rows"]]
+    f["noise"] = sorted([n for n in f.get("noise", []) if (n["model"], n["seed"]) not in redone] + found,
+                        key=lambda n: order.index((n["model"], n["seed"])) if (n["model"], n["seed"]) in order else len(order))
     result["notes"] = [n for n in result.get("notes", []) if not n.startswith("Seed noise:")] + [
         f"Seed noise: `python -m bench.sweep_efficiency --noise {path} --train-seeds "
         f"{' '.join(map(str, train_seeds))}` ({time.strftime('%Y-%m-%d')})."]
@@ -309,6 +317,13 @@ def noise(path: str, out: Optional[str], train_seeds: Sequence[int], models: Seq
         json.dump(result, fh, indent=1)
     common.say(SECTION, f"noise figures written to {out or path}")
     return 0
+
+
+def budget_cut(reports: list, trial: int) -> Optional[int]:
+    """The epochs `trial` ran if the arm's budget may have cut it short (it is the arm's last trial):
+    retrained with more, it would reach what the recorded run never had the time to. None otherwise."""
+    last = max(n for _, n, _, _ in reports)
+    return max(e for _, n, e, _ in reports if n == trial) if trial == last else None
 
 
 def seed_sd(noise_rows: list[dict]) -> dict[str, float]:
@@ -543,11 +558,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "again with train.seed 0 and --train-seeds; the figures go into it (or --out)")
     parser.add_argument("--train-seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--trial", type=int, help="(--child retrain) the random arm's trial number")
+    parser.add_argument("--epochs-cap", type=int, help="(--child retrain) train at most this many epochs")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     common.quiet_logs()
     if args.child == "retrain":
-        print(json.dumps(retrain(args.model, args.seed, args.trial, args.train_seeds, args.overrides)))
+        print(json.dumps(retrain(args.model, args.seed, args.trial, args.train_seeds, args.overrides, args.epochs_cap)))
         return 0
     if args.noise:
         return noise(args.noise, args.out, args.train_seeds, args.models, args.seeds)

@@ -350,6 +350,29 @@ def test_sweep_efficiency_seed_luck_summary_counts_other_seeds_against_R():
     assert s["max_repeat_diff"] == 0.0001
 
 
+def test_sweep_efficiency_retrains_a_trial_the_budget_cut_for_the_epochs_it_had():
+    from bench.sweep_efficiency import budget_cut
+
+    # trial 1 stopped on its own after 3 epochs; trial 2, the arm's last, ran 2 before the budget ended
+    reports = [[3.0, 0, 1, 1.0], [5.0, 1, 1, 0.95], [6.0, 1, 2, 0.93], [7.0, 1, 3, 0.94], [9.0, 2, 1, 0.96],
+               [11.0, 2, 2, 0.92]]
+    assert budget_cut(reports, 2) == 2
+    assert budget_cut(reports, 1) is None  # not the last: it ended on its own, retrained in full
+
+
+@pytest.mark.slow
+@pytest.mark.ml100k
+def test_sweep_efficiency_retrain_honours_the_epoch_cap(ml100k_cache, tmp_path, monkeypatch):
+    from bench import sweep_efficiency as se
+
+    monkeypatch.setenv("MFEXP_BENCH_TMP", str(tmp_path))
+    extra = ["train.epochs=3", "train.patience=null", "train.batch_size=choice(1024)"]
+    full = se.retrain("biased", 4, 0, [0], extra)
+    capped = se.retrain("biased", 4, 0, [0], extra, epochs=2)
+    assert full["runs"][0]["epochs"] == 3 and capped["runs"][0]["epochs"] == 2 and capped["epochs_cap"] == 2
+    assert se.retrain("biased", 4, 0, [0], extra, epochs=5)["runs"][0]["epochs"] == 3  # a cap above the budget: none
+
+
 @pytest.mark.slow
 @pytest.mark.ml100k
 def test_sweep_efficiency_redraws_exactly_what_the_random_arm_tried(ml100k_cache, tmp_path):
