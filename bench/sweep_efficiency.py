@@ -97,12 +97,15 @@ LEVERS = [
     "but behind random at 180 s for plain and mlp (median over seeds), where multivariate TPE is behind for none.",
     "Seed luck in R (2026-12-03, `python -m bench.sweep_efficiency --noise <a result of this section> --train-seeds "
     "1 2 3`, the last table below): every trial of a sweep trains with train.seed 0, so R is one seed's draw. Random "
-    "search's own best configuration, trained again with seeds 1-3, reaches R in 15 of 54 runs and lands 0.0034 above "
-    "it on average; the sd over seeds is about 0.001 for svdpp, fm and biased, 0.0016 for plain, 0.004 for dropout and "
-    "0.0095 for mlp (whose seed 0 does not even repeat itself exactly: 0.0030 apart). So reaching R exactly is partly a "
+    "search's own best configuration, trained again with seeds 1-3, reaches R in 18 of 63 runs (seven models) and "
+    "lands 0.0029 above it on average; the sd over seeds is about 0.001 for svdpp, fm, biased and autorec, 0.0016 for "
+    "plain, 0.004 for dropout and 0.009 for mlp. Seed 0 repeats every recorded R exactly: training is deterministic. "
+    "(mlp seeds 0 and 1 first seemed not to, 0.0030 apart: their best trials were the arms' last, cut by the budget "
+    "at epochs 19 and 23, and the retrain ran on to 21 and 24; a trial the budget cut is now retrained for the "
+    "epochs it had.) So reaching R exactly is partly a "
     "draw for a search that cannot propose random's very configuration, and so is the ceiling: a pruner that knew the "
-    "future knew the seed's luck too. A looser bar barely changes the reading: 1.297x to within 0.001 of R, 1.303x to "
-    "within one seed sd, against 1.233x at R. On spaces of 4-6 keys where most draws are good, with 8-46 trials per "
+    "future knew the seed's luck too. A looser bar barely changes the reading: 1.273x to within 0.001 of R, 1.279x to "
+    "within one seed sd, against 1.213x at R. On spaces of 4-6 keys where most draws are good, with 4-46 trials per "
     "model in 180 s, TPE and pruning find random search's best little sooner than random search does.",
     "Lever adopted: plain MF's trials train for twice train.epochs (60; `sweep_epochs` in mfexp/models/dot.py), "
     "the forecast pruner's horizon with them (`python -m bench.sweep_efficiency --models plain train.epochs=60`, "
@@ -129,6 +132,15 @@ LEVERS = [
     "pruner, replayed on its recorded curves: hyperband 0.82x / 0.94x / 0.50x (min_resource 2), 1.08x / 0.95x / "
     "0.59x (1), 0.95x / 0.89x / 0.56x (5); successive halving 0.72x / 0.90x / 0.50x; against 1.15x / 1.03x / 1.24x "
     "with the forecast pruner. They stop the slow starters that win here, as the median rule did.",
+    "Lever measured, kept as it was: TPE's `constant_liar` when two workers share a study (on by default with "
+    "sweep.n_workers > 1; `python -m bench.sweep_efficiency --models biased plain --random-from <the 180 s results> "
+    "--default-arm sweep.n_workers=2`, then the same with `--default-arm '+sweep.sampler_args={constant_liar:false}'`, "
+    "2026-12-03, one arm at a time, two workers of one thread each; their epochs read from the MLflow store). Time to "
+    "R summed over the two models: 314.6 s (R missed once) / 52.2 s / 133.6 s with it, 322.6 s (missed once) / 64.4 s "
+    "/ 75.4 s without. Best at 180 s: plain 0.9040 / 0.9044 / 0.9047 with it against 0.9060 / 0.9044 / 0.9057, "
+    "biased 0.9039 / 0.9039 / 0.9034 against 0.9031 / 0.9032 / 0.9033. Mixed, within the noise: it stays on, as "
+    "Optuna advises for parallel workers. (Two workers use both cores where a random arm uses one: these runs "
+    "compare the two settings, not the search against random.)",
 ]
 
 
@@ -814,14 +826,16 @@ def render(result: dict) -> list[str]:
     if f.get("noise"):
         seeds = sorted({x["train_seed"] for n in f["noise"] for x in n["runs"]})
         lines += ["", "Seed luck in R: random search's best trial of each model and seed trained again, untracked, with "
-                  "each train.seed (every trial of a sweep trains with seed 0: seed 0 repeats it):", "",
+                  "each train.seed (every trial of a sweep trains with seed 0: seed 0 repeats it; a trial the arm's "
+                  "budget cut is retrained for the epochs it had):", "",
                   "| model | seed | trial | R | " + " | ".join(f"train.seed {s}" for s in seeds)
                   + " | other seeds at or below R |",
                   "|---|---:|---:|---:|" + "---:|" * len(seeds) + "---:|"]
         for n in f["noise"]:
             by = {x["train_seed"]: x["val_rmse"] for x in n["runs"]}
             others = [v for s, v in by.items() if s != 0]
-            lines.append(f"| {n['model']} | {n['seed']} | {n['trial']} | {_v(n['R'])} | "
+            trial = f"{n['trial']}" + (f" (cut at epoch {n['epochs_cap']})" if n.get("epochs_cap") else "")
+            lines.append(f"| {n['model']} | {n['seed']} | {trial} | {_v(n['R'])} | "
                          + " | ".join(_v(by.get(s)) for s in seeds)
                          + f" | {sum(v <= n['R'] + 1e-12 for v in others)} of {len(others)} |")
     return lines
