@@ -61,7 +61,24 @@ def test_a_maximised_objective_is_forecast_upwards():
     assert _finish(study, [0.01, 0.05, 0.09], prune_as_it_goes=True) is None  # rising 0.04 a step
 
 
-@pytest.mark.parametrize("bad", [dict(max_epochs=0), dict(max_epochs=30, window=0), dict(max_epochs=30, margin=-1)])
+def test_a_decaying_pace_stops_a_trial_that_the_kept_pace_would_spare():
+    best = [1.0, 0.95, 0.93, 0.92, 0.91, 0.905]
+    slow = [1.0, 0.95, 0.93, 0.922, 0.921, 0.920]
+    # at epoch 6 its pace is 0.001 an epoch, 24 epochs left: kept, 0.920 - 0.024 = 0.896 could beat 0.905;
+    # shrinking by 0.9 an epoch it gains at most 0.001 * 0.9 * (1 - 0.9 ** 24) / 0.1 = 0.0083: 0.9117, it cannot
+    assert _finish(_with(best, _study()), slow, prune_as_it_goes=True) is None
+    assert _finish(_with(best, _study(decay=0.9)), slow, prune_as_it_goes=True) == 6
+    # still gaining 0.0045 an epoch at epoch 5 (at most 0.038 more): kept by both
+    assert _finish(_with(best, _study(decay=0.9)), slow[:5], prune_as_it_goes=True) is None
+
+
+def _with(curve, study):
+    _finish(study, curve)
+    return study
+
+
+@pytest.mark.parametrize("bad", [dict(max_epochs=0), dict(max_epochs=30, window=0), dict(max_epochs=30, margin=-1),
+                                 dict(max_epochs=30, decay=1.0), dict(max_epochs=30, decay=0.0)])
 def test_bad_settings_are_refused(bad):
     with pytest.raises(ValueError, match="need max_epochs"):
         ForecastPruner(**bad)
