@@ -275,17 +275,17 @@ def retrain(model: str, seed: int, trial: int, train_seeds: Sequence[int], extra
     plan = _random_plan(model, seed, extra)
     params = random_draws(model, seed, trial + 1, extra, plan)[trial]
     base = plan.bases[model]
+    if epochs is not None and epochs < apply_params(base, params).train.epochs:
+        params = {**params, "train.epochs": epochs}
     data = load_dataset(base.data)
     runs = []
     for train_seed in train_seeds:
         cfg = apply_params(base, {**params, "train.seed": train_seed})
-        if epochs is not None and epochs < cfg.train.epochs:
-            cfg = apply_params(base, {**params, "train.seed": train_seed, "train.epochs": epochs})
         ctx, _ = resolve_device(cfg.train.device)
         started = time.perf_counter()
         result = fit(build_net(cfg, data, ctx), data, cfg.train, ctx, eval_test=False, final_test=False)
-        runs.append({"train_seed": train_seed, "val_rmse": round(result.best_val_rmse, 5),
-                     "best_epoch": result.best_epoch, "epochs": len(result.history), "seconds": round(time.perf_counter() - started, 2)})
+        runs.append({"train_seed": train_seed, "val_rmse": round(result.best_val_rmse, 5), "best_epoch": result.best_epoch,
+                     "epochs": len(result.history), "seconds": round(time.perf_counter() - started, 2)})
     return {"model": model, "seed": seed, "trial": trial, "params": params, "epochs_cap": epochs, "runs": runs}
 
 
@@ -333,9 +333,9 @@ def noise(path: str, out: Optional[str], train_seeds: Sequence[int], models: Seq
             common.say(SECTION, f"{model} seed {seed}: random's best (trial {trial}, R {R}) retrained: "
                                 + ", ".join(f"seed {x['train_seed']} {x['val_rmse']}" for x in got["runs"]))
     redone = {(n["model"], n["seed"]) for n in found}  # rows of other models and seeds are kept
-    order = [(r["model"], r["seed"]) for r in f["rows"]]
+    order = {(r["model"], r["seed"]): i for i, r in enumerate(f["rows"])}  # the rows' order, as the table shows them
     f["noise"] = sorted([n for n in f.get("noise", []) if (n["model"], n["seed"]) not in redone] + found,
-                        key=lambda n: order.index((n["model"], n["seed"])) if (n["model"], n["seed"]) in order else len(order))
+                        key=lambda n: order[(n["model"], n["seed"])])
     result["notes"] = [n for n in result.get("notes", []) if not n.startswith("Seed noise:")] + [
         f"Seed noise: `python -m bench.sweep_efficiency --noise {path} --train-seeds "
         f"{' '.join(map(str, train_seeds))}` ({time.strftime('%Y-%m-%d')})."]
@@ -485,11 +485,11 @@ def budget_ratios(rows: list[dict], curves: dict, budget: float, steps: int = 6)
         b = round(budget * i / steps, 2)
         derived = []
         for r in rows:
-            rnd = [x for x in curves[r["model"]][("random", r["seed"])] if x[0] <= b]
-            dft = [x for x in curves[r["model"]][("default", r["seed"])] if x[0] <= b]
-            R = best_by(rnd, b)
+            R = best_by(curves[r["model"]][("random", r["seed"])], b)
             if R is not None:
-                derived.append({"seed": r["seed"], "t_random_s": first_reach(rnd, R), "t_default_s": first_reach(dft, R)})
+                t_default = first_reach(curves[r["model"]][("default", r["seed"])], R)
+                derived.append({"seed": r["seed"], "t_random_s": first_reach(curves[r["model"]][("random", r["seed"])], R),
+                                "t_default_s": t_default if t_default is not None and t_default <= b else None})
         out[b] = {seed: {"ratio": v["ratio"], "upper_bound": v["upper_bound"]} for seed, v in summed(derived, b).items()}
     return out
 

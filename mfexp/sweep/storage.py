@@ -306,7 +306,9 @@ def make_pruner(sweep: SweepConfig, max_epochs: int) -> optuna.pruners.BasePrune
         return cls(**kwargs)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"sweep.pruner_args={dict(sweep.pruner_args)} do not fit the {sweep.pruner} pruner "
-                          f"({cls.__name__}): {err}. See Optuna's documentation of {cls.__name__}.") from None
+                          f"({cls.__name__}): {err}. See "
+                          + ("its docstring in mfexp/sweep/pruners.py" if cls is ForecastPruner
+                             else f"Optuna's documentation of {cls.__name__}") + ".") from None
 
 
 def _needs(module: str, key: str, how: str) -> None:
