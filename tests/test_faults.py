@@ -276,6 +276,44 @@ def test_a_killed_workers_trial_does_not_stay_running(ratings_file, tmp_path, ml
     assert run.info.status == "KILLED"
 
 
+def test_a_dead_local_workers_trial_is_failed_and_retried_once_like_a_stale_heartbeat(tmp_path):
+    """A sweep starting after a worker on this host was killed finds its RUNNING trial by the dead
+    pid: FAIL and one retry, the same outcome as the heartbeat path on RDB storage (whichever
+    notices first). The retry carries the params, not the dead worker's identity or MLflow run."""
+    import socket
+
+    from mfexp.sweep.runner import _fail_orphans
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "j")))
+    study = optuna.create_study(study_name="orphans", storage=storage)
+    dist = optuna.distributions.FloatDistribution(0, 1)
+    for x, owner in ((0.25, f"{socket.gethostname()}:{dead.pid}"), (0.5, f"{socket.gethostname()}:{os.getpid()}")):
+        trial_id = storage.create_new_trial(study._study_id)
+        storage.set_trial_param(trial_id, "x", x, dist)
+        storage.set_trial_user_attr(trial_id, "worker", owner)
+        storage.set_trial_user_attr(trial_id, "mlflow_run_id", "not-a-run")  # MLflow errors are only logged
+        storage.set_trial_user_attr(trial_id, "mfexp.reference", "tutorial")
+
+    _fail_orphans(study)
+    _fail_orphans(study)  # a second start (or worker) neither fails it again nor retries twice
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING]
+    assert "worker died" in trials[0].user_attrs["fail_reason"]
+    retry = trials[2]
+    assert retry.params == {"x": 0.25}
+    assert retry.system_attrs["failed_trial"] == 0 and retry.system_attrs["retry_history"] == [0]
+    assert retry.user_attrs == {"mfexp.reference": "tutorial"}  # retried as the reference, nobody's yet
+
+    storage.set_trial_state_values(storage.get_trial_id_from_study_id_trial_number(study._study_id, 2),
+                                   TrialState.RUNNING)
+    storage.set_trial_user_attr(retry._trial_id, "worker", f"{socket.gethostname()}:{dead.pid}")
+    _fail_orphans(study)  # the retry's worker died too: failed, not retried a second time
+    assert [t.state for t in study.get_trials(deepcopy=False)] == [TrialState.FAIL, TrialState.RUNNING,
+                                                                  TrialState.FAIL]
+
+
 @pytest.mark.slow
 def test_sigterm_to_a_multi_worker_sweeps_own_process_stops_its_workers_cleanly(ratings_file, tmp_path, mlflow_uri):
     """`kill PID` (or a scheduler) signals the sweep's process alone, not its worker processes:

@@ -222,9 +222,14 @@ def test_a_worker_killed_mid_trial_has_its_trial_failed_and_retried(pg_database,
                 study = _study(storage, "killed")
             except Exception:  # tables or study not created yet
                 return None
-            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                if t.user_attrs.get("worker", "").endswith(f":{victim.pid}") and "mlflow_run_id" in t.user_attrs:
-                    return t
+            trials = study.get_trials(deepcopy=False)
+            # the survivor must be past its start: there it would find the victim's dead pid and fail
+            # the trial itself (retried the same way), and this test is about the heartbeat
+            if any(t.user_attrs.get("worker", "").endswith(f":{survivor.pid}") for t in trials):
+                for t in trials:
+                    if (t.state == TrialState.RUNNING and "mlflow_run_id" in t.user_attrs
+                            and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")):
+                        return t
             if victim.proc.poll() is not None or survivor.proc.poll() is not None:
                 pytest.fail(f"a worker ended before the victim ran a trial:\n{victim.log()}\n{survivor.log()}")
             return None

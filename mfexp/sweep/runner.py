@@ -154,9 +154,10 @@ def reference_trial(plan: SweepPlan, model: str) -> Optional[tuple[str, dict]]:
 
 
 def _fail_orphans(study: optuna.Study) -> None:
-    """RUNNING trials whose worker process on this host is gone (kill -9) become FAIL, and their
-    MLflow runs KILLED. On RDB storage, trials whose heartbeat is stale (dead workers on any host)
-    are failed first, each retried once (storage.StaleTrialCallback)."""
+    """RUNNING trials whose worker process on this host is gone (kill -9) become FAIL, each retried
+    once (storage.retry_once), and their MLflow runs KILLED. On RDB storage, trials whose heartbeat
+    is stale (dead workers on any host) are failed first, the same way (storage.StaleTrialCallback):
+    which of the two finds a dead worker first makes no difference."""
     import warnings
 
     with warnings.catch_warnings():
@@ -174,9 +175,10 @@ def _fail_orphans(study: optuna.Study) -> None:
                 study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue  # another worker (or Optuna's heartbeat check) got there first
+            retried = st.retry_once(study, trial)
             st.kill_mlflow_run(trial, "worker died (orphaned trial)")
-            log.warning("trial %d of %s was left RUNNING by a dead worker: marked FAIL",
-                        trial.number, study.study_name)
+            log.warning("trial %d of %s was left RUNNING by a dead worker: marked FAIL%s",
+                        trial.number, study.study_name, " and retried" if retried else "")
 
 
 def _alive(pid: int) -> bool:

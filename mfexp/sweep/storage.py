@@ -115,8 +115,7 @@ def _create_rdb_storage(url: str, heartbeat: int) -> optuna.storages.RDBStorage:
 
 class StaleTrialCallback:
     """Run by Optuna for each trial it fails for a stale heartbeat (its worker died): enqueue one
-    retry of it (Optuna's RetryHeartbeatStaleTrialCallback: system attrs failed_trial and
-    retry_history on the copy), then mark the dead trial's MLflow run KILLED."""
+    retry of it (retry_once), then mark the dead trial's MLflow run KILLED."""
 
     def __init__(self, max_retry: int = 1):
         self.max_retry = max_retry
@@ -124,10 +123,32 @@ class StaleTrialCallback:
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         log.warning("trial %d of %s lost its worker (no heartbeat): marked FAIL and retried",
                     trial.number, study.study_name)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=self.max_retry)(study, trial)
+        retry_once(study, trial, self.max_retry)
         kill_mlflow_run(trial, "worker lost (no heartbeat)")
+
+
+# What a retry must not inherit from the trial its dead worker left: whose it was (another
+# worker's orphan check would fail the retry as the dead worker's before it records its own) and
+# which MLflow run it had.
+NOT_RETRIED = ("worker", "mlflow_run_id", "fail_reason")
+
+
+def retry_once(study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retry: int = 1) -> bool:
+    """Enqueue a WAITING copy of a trial its worker's death failed: same params and user attrs
+    (a reference trial is retried as the reference), system attrs `failed_trial` (the first of the
+    chain) and `retry_history`, as Optuna's RetryHeartbeatStaleTrialCallback writes them. At most
+    `max_retry` retries per chain; returns whether one was enqueued. Whichever path found the dead
+    worker (stale heartbeat, or a dead pid on this host), the outcome is the same."""
+    history = [*trial.system_attrs.get("retry_history", []), trial.number]
+    if len(history) > max_retry:
+        return False
+    system_attrs = {**trial.system_attrs, "failed_trial": trial.system_attrs.get("failed_trial", trial.number),
+                    "retry_history": history}
+    study.add_trial(optuna.create_trial(
+        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+        user_attrs={k: v for k, v in trial.user_attrs.items() if k not in NOT_RETRIED},
+        system_attrs=system_attrs))
+    return True
 
 
 def kill_mlflow_run(trial: optuna.trial.FrozenTrial, reason: str) -> None:
