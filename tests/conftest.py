@@ -110,3 +110,32 @@ def ml100k_cache():
     load_ml100k()
     return cache_root() / CACHE_SUBDIR
 # --- end mfexp.data ---------------------------------------------------------------------------
+
+
+# --- the checkout stays clean --------------------------------------------------------------------
+# What mfexp writes where a user runs it: a test that runs it with the checkout as its cwd (MLflow
+# puts a new experiment's artifacts under ./mlruns of the cwd, whatever the store) leaves files in
+# the developer's own mlruns/ and sweeps/, mixed with theirs. Each test runs in tmp_path instead.
+WATCHED = ("mlruns", "mlflow.db", "sweeps", "mlartifacts", "optuna.journal")
+
+
+def _footprint() -> set[str]:
+    root, found = Path(_ROOT), set()
+    for name in WATCHED:
+        path = root / name
+        if path.is_file():
+            found.add(name)
+        elif path.is_dir():
+            found.update(str(f.relative_to(root)) for f in path.rglob("*"))
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _the_checkout_stays_clean():
+    before = _footprint()
+    yield
+    new = sorted(_footprint() - before)
+    if new:
+        pytest.fail(f"the tests wrote {len(new)} file(s) into the checkout, e.g. {new[:5]}: run the code under "
+                    "test with cwd=tmp_path (if you ran mfexp in this checkout meanwhile, run the tests again)",
+                    pytrace=False)

@@ -388,7 +388,7 @@ def test_sweep_efficiency_redraws_exactly_what_the_random_arm_tried(ml100k_cache
     extra = ["train.epochs=1", "train.batch_size=choice(512,1024)"]
     out = subprocess.run([sys.executable, "-m", "bench.sweep_efficiency", "--child", "random", "--model", "biased",
                           "--seed", "4", "--budget", "120", "--budget-epochs", "4", *extra],
-                         env=env, cwd=common.REPO, capture_output=True, text=True, timeout=300)
+                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)  # its ./mlruns
     assert out.returncode == 0, out.stderr[-2000:]
     ran = common.last_json_line(out.stdout)["params"]
     assert len(ran) >= 4 and ran[0]

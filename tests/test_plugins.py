@@ -31,10 +31,11 @@ def test_plugin_model_trains_sweeps_logs_serves_and_recommends(ratings_file, tmp
     from mfexp.sweep.__main__ import build_plan
     from mfexp.sweep.orchestrate import run_sweep
 
-    root = Path(__file__).resolve().parents[1]
+    # cwd tmp_path, as the store's: MLflow puts artifacts under ./mlruns of the cwd (the checkout
+    # is on PYTHONPATH, conftest.py, so tests.plugins imports from anywhere)
     out = subprocess.run([sys.executable, "-m", "mfexp.run", SEARCHPATH, "model=scaled_dot", "data=file",
                           f"data.path={ratings_file}", "train.epochs=2", "train.progress=false"],
-                         capture_output=True, text=True, cwd=root, timeout=300)
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "done: model=scaled_dot" in out.stdout
 
