@@ -217,6 +217,7 @@ def test_a_worker_killed_mid_trial_has_its_trial_failed_and_retried(pg_database,
     # Heartbeat 1 s: a dead worker's trial is stale after the 2 s grace period.
     workers = _start_workers(2, tmp_path, ratings_path, "killed", storage, mlflow_server, heartbeat_s=1)
     victim, survivor = workers
+
     def survivor_started(trials):
         return any(t.user_attrs.get("worker", "").endswith(f":{survivor.pid}") for t in trials)
 
@@ -240,9 +241,10 @@ def test_a_worker_killed_mid_trial_has_its_trial_failed_and_retried(pg_database,
             return None
 
         running = wait_until(victim_running, 240, every=0.05, what="a RUNNING trial of the victim worker")
+        # read before the kill: a survivor that starts after it may find the dead pid
+        by_heartbeat = survivor_started(_study(storage, "killed").get_trials(deepcopy=False))
         victim.proc.send_signal(signal.SIGKILL)
         victim.proc.wait(timeout=30)
-        by_heartbeat = survivor_started(_study(storage, "killed").get_trials(deepcopy=False))
         killed = _study(storage, "killed").trials[running.number]
         assert killed.state == TrialState.RUNNING, "the kill did not land mid-trial"
         code = survivor.wait()
