@@ -190,3 +190,36 @@ def test_report_flags_a_budget_that_ran_out_and_quotes_peer_figures(tmp_path):
     flagged = [line for line in text.splitlines() if line.startswith("- ⚠")]
     assert len(flagged) == 1 and "`fm`" in flagged[0] and "trial (3)" in flagged[0]
     assert "| myFM 0.4 Bayesian FM rank 10 + implicit + side features + day (untuned) | 0.8828 |" in text
+
+
+def test_history_plot_shows_pruned_trials_and_the_reference_apart(studies):
+    """Optuna's own history plot drops pruned trials and labels trials 0.5, 1.5: ours shows every
+    finished trial (a pruned one at the value it had when stopped), the reference trial apart."""
+    import matplotlib.pyplot as plt
+
+    from mfexp.sweep.report import _draw_history
+
+    ax = _draw_history("plain", studies["plain"])
+    try:
+        points = {c.get_label(): c.get_offsets().tolist() for c in ax.collections}
+        assert points["reference"] == [[0, 1.02]]
+        assert points["complete"] == [[1, 0.98], [3, 0.95], [5, 0.96]]
+        assert points["pruned (value when stopped)"] == [[2, 1.2]]
+        best = next(line for line in ax.get_lines() if line.get_label() == "best so far")
+        assert list(best.get_ydata()) == [1.02, 0.98, 0.98, 0.95, 0.95, 0.95]
+        assert ax.get_ylabel() == "val RMSE" and "1 failed" in ax.get_title()
+        ax.figure.canvas.draw()
+        assert all(float(t).is_integer() for t in ax.get_xticks())
+    finally:
+        plt.close("all")
+
+
+def test_a_reference_trial_that_wins_shows_its_fixed_values():
+    """The reference trial is enqueued with fixed values (no params): the report names it and shows
+    those values, where it showed a dash."""
+    from mfexp.sweep.report import _best_params
+
+    o = ModelOutcome(model="biased", study_name="s", best_val_rmse=0.9068, best_trial=0, best_reference="tutorial",
+                     best_params={"train.optimizer": "sgd", "train.lr": 0.05})
+    assert _best_params(o) == "reference (tutorial): train.optimizer=sgd, train.lr=0.05"
+    assert "reference (tutorial): train.optimizer=sgd" in summary_table([o])

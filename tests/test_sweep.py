@@ -376,6 +376,27 @@ def test_a_best_trial_stopped_by_its_own_epoch_budget_is_flagged_whatever_the_bu
     assert not outcome(best_epoch=27, epochs_run=30, epochs_budget=30).budget_exhausted  # patience stopped it
 
 
+def test_a_winning_reference_trial_reports_its_label_and_fixed_values():
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from mfexp.sweep.runner import REFERENCE_ATTR, outcome_of
+
+    plan = SimpleNamespace(bases={"biased": OmegaConf.create({"train": {"epochs": 30}})})
+    study = optuna.create_study()
+    fixed = {"train.optimizer": "sgd", "train.lr": 0.05, "train.epochs": 60}
+    study.add_trial(optuna.trial.create_trial(value=0.9, user_attrs={REFERENCE_ATTR: "tutorial", "overrides": fixed}))
+    study.add_trial(optuna.trial.create_trial(value=0.95, params={"train.lr": 0.01},
+                                              distributions={"train.lr": optuna.distributions.FloatDistribution(1e-3, 1)}))
+    out = outcome_of(plan, "biased", study)
+    assert (out.best_trial, out.best_reference, out.best_params) == (0, "tutorial", fixed)
+    study.add_trial(optuna.trial.create_trial(value=0.85, params={"train.lr": 0.02},
+                                              distributions={"train.lr": optuna.distributions.FloatDistribution(1e-3, 1)}))
+    out = outcome_of(plan, "biased", study)
+    assert (out.best_trial, out.best_reference, out.best_params) == (2, None, {"train.lr": 0.02})
+
+
 def test_biased_mfs_reference_trial_gets_twice_the_sweeps_epochs_the_others_their_own(ratings_file, tmp_path):
     from mfexp.models.base import TUTORIAL_TRAIN
     from mfexp.sweep.runner import reference_trial

@@ -57,6 +57,11 @@ def _params(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={_value(v)}" for k, v in params.items()) or DASH
 
 
+def _best_params(o: ModelOutcome) -> str:
+    """The best trial's sampled values; for a model's reference trial, its label and fixed values."""
+    return f"reference ({o.best_reference}): {_params(o.best_params)}" if o.best_reference else _params(o.best_params)
+
+
 def _header(outcomes: list[ModelOutcome]) -> list[str]:
     by_rank = any(o.objective == "val_ndcg_at_10" for o in outcomes)
     return HEADER[:1] + [NDCG_OBJECTIVE] + HEADER[1:] if by_rank else HEADER
@@ -66,7 +71,7 @@ def _row(o: ModelOutcome, header: list[str] = HEADER) -> list[str]:
     ranking = [_rmse(o.ranking.get(k)) for k in RANKING]
     row = [o.model, _rmse(o.best_val_rmse), _rmse(o.test_rmse), _rmse(o.tutorial_rmse),
            _delta(o.test_rmse, o.tutorial_rmse), *ranking, f"{o.n_complete}/{o.n_pruned}/{o.n_failed}",
-           duration(o.wall_time_s), _params(o.best_params)]
+           duration(o.wall_time_s), _best_params(o)]
     if NDCG_OBJECTIVE in header:
         row.insert(1, _rmse(o.best_objective if o.objective == "val_ndcg_at_10" else None))
     return row
@@ -233,11 +238,11 @@ def _has_spread(study: optuna.Study) -> bool:
     return any(len({repr(t.params[p]) for t in trials}) > 1 for p in common)
 
 
-def _model_plots(folder: Path, model: str, study: optuna.Study) -> list[Path]:
+def _model_plots(folder: Path, model: str, study: optuna.Study, objective: str = "val_rmse") -> list[Path]:
     vis = optuna.visualization.matplotlib
     if not _complete(study):
         return []
-    out = [_save_plot(folder / f"history-{model}.png", lambda: vis.plot_optimization_history(study))]
+    out = [_save_plot(folder / f"history-{model}.png", lambda: _draw_history(model, study, objective))]
     searched = _searched(study)
     for name, fn in (("importance", vis.plot_param_importances),
                      ("parallel", vis.plot_parallel_coordinate)):
@@ -249,19 +254,72 @@ def _model_plots(folder: Path, model: str, study: optuna.Study) -> list[Path]:
     return [p for p in out if p is not None]
 
 
+OBJECTIVE_LABEL = {"val_rmse": "val RMSE", "val_ndcg_at_10": "val NDCG@10"}
+
+
+def _draw_history(model: str, study: optuna.Study, objective: str = "val_rmse") -> Any:
+    """Every finished trial of one model: complete ones at their objective, pruned ones at the value
+    they had when stopped, the reference trial apart, and the best so far as a step line. (Optuna's
+    own history plot shows complete trials only, on fractional trial ticks.)"""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    trials = sorted(study.get_trials(deepcopy=False, states=FINISHED), key=lambda t: t.number)
+    groups: dict[str, tuple[list[int], list[float]]] = {"complete": ([], []), "reference": ([], []),
+                                                        "pruned (value when stopped)": ([], [])}
+    best_x, best_y, best = [], [], None
+    for t in trials:
+        if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None:
+            key = "reference" if REFERENCE_ATTR in t.user_attrs else "complete"
+            best = t.value if best is None else (max if maximize else min)(best, t.value)
+            value = t.value
+        elif t.state == optuna.trial.TrialState.PRUNED and t.intermediate_values:
+            key, value = "pruned (value when stopped)", t.intermediate_values[max(t.intermediate_values)]
+        else:
+            key, value = None, None
+        if key:
+            groups[key][0].append(t.number)
+            groups[key][1].append(value)
+        if best is not None:
+            best_x.append(t.number)
+            best_y.append(best)
+    n_failed = sum(t.state == optuna.trial.TrialState.FAIL for t in trials)
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    style = {"complete": dict(marker="o", color="C0"), "reference": dict(marker="*", s=140, color="C1"),
+             "pruned (value when stopped)": dict(marker="x", color="0.55")}
+    for key, (xs, ys) in groups.items():
+        if xs:
+            ax.scatter(xs, ys, label=key, zorder=3, **style[key])
+    if best_x:
+        ax.step(best_x, best_y, where="post", color="C3", linewidth=1.5, label="best so far", zorder=2)
+    label = OBJECTIVE_LABEL.get(objective, objective)
+    title = f"{model}: {label} per trial"
+    if n_failed:
+        title += f" ({n_failed} failed, not shown)"
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="trial number", ylabel=label, title=title)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
+    return ax
+
+
 def best_so_far(study: optuna.Study) -> tuple[list[int], list[float]]:
     """(trial numbers, best value so far) over finished trials; only COMPLETE ones improve it."""
+    better = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
     xs, ys, best = [], [], None
     for t in sorted(study.get_trials(deepcopy=False, states=FINISHED), key=lambda t: t.number):
         if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None:
-            best = t.value if best is None else min(best, t.value)
+            best = t.value if best is None else better(best, t.value)
         if best is not None:
             xs.append(t.number)
             ys.append(best)
     return xs, ys
 
 
-def _draw_best_so_far(studies: dict[str, optuna.Study]) -> Any:
+def _draw_best_so_far(studies: dict[str, optuna.Study], objective: str = "val_rmse") -> Any:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
@@ -271,13 +329,14 @@ def _draw_best_so_far(studies: dict[str, optuna.Study]) -> Any:
         xs, ys = best_so_far(study)
         if xs:
             ax.step(xs, ys, where="post", color=color, marker=".", label=model)
-        if model in TUTORIAL_RMSE:
+        if model in TUTORIAL_RMSE and objective == "val_rmse":  # the tutorial published test figures only
             ax.axhline(TUTORIAL_RMSE[model], color=color, linestyle="--", linewidth=1,
-                       label=f"tutorial {model} ({TUTORIAL_RMSE[model]})")
+                       label=f"tutorial {model}, u1.test ({TUTORIAL_RMSE[model]})")
+    label = OBJECTIVE_LABEL.get(objective, objective)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set(xlabel="trial number", ylabel="best val RMSE so far", title="Best validation RMSE so far")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="best")
+    ax.set(xlabel="trial number", ylabel=f"best {label} so far", title=f"Best {label} so far, per model")
+    if ax.get_legend_handles_labels()[0]:  # beside the axes: inside, it hid the lines of the tutorial
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
     ax.grid(alpha=0.3)
     return ax
 
@@ -292,9 +351,11 @@ def write_report(folder: Path, sweep_name: str, outcomes: list[ModelOutcome],
     order += [m for m in studies if m not in order]
     ordered = {m: studies[m] for m in order}
     plots: list[Path] = []
+    objectives = {o.model: o.objective for o in outcomes}
+    objective = next(iter(objectives.values()), "val_rmse")
     for model, study in ordered.items():
-        plots += _model_plots(folder, model, study)
-    combined = _save_plot(folder / "best-so-far.png", lambda: _draw_best_so_far(ordered))
+        plots += _model_plots(folder, model, study, objectives.get(model, "val_rmse"))
+    combined = _save_plot(folder / "best-so-far.png", lambda: _draw_best_so_far(ordered, objective))
     plots += [combined] if combined else []
     report = folder / "report.md"
     _write_atomic(report, _render(sweep_name, outcomes, wall_time_s, command, plots))

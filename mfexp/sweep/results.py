@@ -30,7 +30,8 @@ class ModelOutcome:
     study_name: str
     best_val_rmse: Optional[float] = None  # the objective: validation-holdout RMSE
     best_trial: Optional[int] = None
-    best_params: dict[str, Any] = field(default_factory=dict)
+    best_params: dict[str, Any] = field(default_factory=dict)  # a reference trial's: its fixed values
+    best_reference: Optional[str] = None  # the best trial is the model's reference configuration (its label)
     test_rmse: Optional[float] = None  # the best trial's network at its best epoch, on the test part, once
     best_run_id: Optional[str] = None  # the MLflow run tagged mfexp.best=true
     best_config_path: Optional[str] = None  # sweeps/<name>/best-<model>.yaml

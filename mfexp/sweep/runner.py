@@ -416,6 +416,9 @@ def outcome_of(plan: SweepPlan, model: str, study: optuna.Study) -> ModelOutcome
     if out.n_complete:
         best = study.best_trial
         out.best_val_rmse, out.best_trial, out.best_params = best.value, best.number, dict(best.params)
+        if REFERENCE_ATTR in best.user_attrs:  # enqueued with fixed values, so no params: show those
+            out.best_reference = str(best.user_attrs[REFERENCE_ATTR])
+            out.best_params = dict(best.user_attrs.get("overrides") or {})
         budget = best.user_attrs.get("epochs_budget", int(plan.bases[model].train.epochs))
         out.budget_exhausted = best.user_attrs.get("best_epoch") == best.user_attrs.get("epochs_run") == budget
     return out
