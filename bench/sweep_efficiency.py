@@ -174,11 +174,11 @@ LEVERS = [
     " 1.92x; GP + forecast 1.35x / 1.37x / 1.48x; GP without pruning <= 0.86x / <= 0.98x / <= 0.89x. GPSampler "
     "fits complete trials only: with the forecast pruner stopping 25-39 of 29-43 trials it had its 5 only at "
     "trials 20 and 23 in two model-seeds and never in the other four, and drew until then what random search "
-    "drew (same seed, checked trial by trial), so that arm measures random search "
-    "with the forecast pruner, live (the replay gave 1.15x / 1.03x / 1.24x over seven models). Without pruning "
-    "its picks were slow (14-22 trials in 180 s against 26-33) and reached R in 2 of 6 model-seeds. And its "
-    "torch is a 5.4 GB install here (the registry holds the CUDA build only), too much for `make sweep`'s set-"
-    "up.",
+    "drew (same seed, checked trial by trial), so that arm measures random search with the forecast pruner, "
+    "live: 1.35x / 1.37x / 1.48x, where the replay on random search's recorded curves gives 1.34x / 1.33x / "
+    "1.50x (the replay holds). Without pruning its picks were slow (14-22 trials in 180 s against 26-33) and "
+    "reached R in 2 of 6 model-seeds. And its torch is a 5.4 GB install here (the registry holds the CUDA build"
+    " only), too much for `make sweep`'s set-up.",
     "Reproduced on another machine (the same 2026-12-06 run): R is the same to the fifth decimal for all 9 "
     "model-seeds (svdpp 0.90149 / 0.90111 / 0.90097, fm 0.88439 / 0.88452 / 0.88454, dropout 0.92348 / 0.9249 / "
     "0.93951); the times move with the machine (svdpp random 115 / 161 / 96 s against 102 / 130 / 96 s), the "
