@@ -169,3 +169,18 @@ def test_sweep_sampler_args_reach_the_sampler_over_mfexps_and_bad_ones_stop_the_
     assert not tpe._multivariate and not tpe._group and tpe._n_startup_trials == 3
     with pytest.raises(ConfigError, match=r"sweep.sampler_args=\{'scramble': True\} do not fit the random sampler"):
         build_plan(["sweep.models=[plain]", "sweep.sampler=random", "+sweep.sampler_args={scramble:true}"])
+
+
+def test_the_gp_sampler_without_torch_says_which_torch_to_install(monkeypatch):
+    """PyPI's default torch is the CUDA build (about 5 GB): the message points at the CPU one."""
+    import importlib.util
+
+    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.storage import make_sampler
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else find_spec(name, *a))
+    plan = build_plan(["sweep.models=[plain]"])
+    plan.sweep.sampler = "gp"
+    with pytest.raises(ConfigError, match=r"sweep.sampler=gp needs the 'torch' package.*download.pytorch.org/whl/cpu"):
+        make_sampler(plan.sweep)

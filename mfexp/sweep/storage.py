@@ -291,7 +291,8 @@ def make_sampler(sweep: SweepConfig, worker: int = 0, grid: Optional[dict] = Non
     elif name == "grid":
         cls, kwargs = optuna.samplers.GridSampler, {"search_space": grid or {}, "seed": seed}
     elif name == "gp":
-        _needs("torch", "sweep.sampler=gp", "pip install torch (into .venv)")
+        _needs("torch", "sweep.sampler=gp", "pip install torch --index-url https://download.pytorch.org/whl/cpu "
+               "(into .venv; the CPU build: PyPI's default build brings CUDA, about 5 GB)")
         cls, kwargs = optuna.samplers.GPSampler, {"seed": seed}
     elif name == "cmaes":
         _needs("cmaes", "sweep.sampler=cmaes", "pip install cmaes (into .venv)")
