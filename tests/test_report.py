@@ -223,3 +223,13 @@ def test_a_reference_trial_that_wins_shows_its_fixed_values():
                      best_params={"train.optimizer": "sgd", "train.lr": 0.05})
     assert _best_params(o) == "reference (tutorial): train.optimizer=sgd, train.lr=0.05"
     assert "reference (tutorial): train.optimizer=sgd" in summary_table([o])
+
+
+def test_a_model_whose_every_trial_was_pruned_still_gets_its_history(tmp_path):
+    pruned = _study([(TrialState.PRUNED, {"k": 16, "lr": 0.01}, None), (TrialState.PRUNED, {"k": 32, "lr": 0.02}, None)])
+    paths = write_report(tmp_path, "demo", [ModelOutcome(model="plain", study_name="s", n_pruned=2)],
+                         {"plain": pruned}, 1.0, "cmd")
+    assert {p.name for p in paths[1:]} == {"history-plain.png", "best-so-far.png"}
+    empty = optuna.create_study()
+    paths = write_report(tmp_path / "e", "demo", [ModelOutcome(model="plain", study_name="s")], {"plain": empty}, 1.0, "cmd")
+    assert {p.name for p in paths[1:]} == {"best-so-far.png"}

@@ -240,8 +240,10 @@ def _has_spread(study: optuna.Study) -> bool:
 
 def _model_plots(folder: Path, model: str, study: optuna.Study, objective: str = "val_rmse") -> list[Path]:
     vis = optuna.visualization.matplotlib
-    if not _complete(study):
+    pruned = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
+    if not _complete(study) and not any(t.intermediate_values for t in pruned):
         return []
+    # a model whose every trial was pruned still gets its history: where each was stopped
     out = [_save_plot(folder / f"history-{model}.png", lambda: _draw_history(model, study, objective))]
     searched = _searched(study)
     for name, fn in (("importance", vis.plot_param_importances),
