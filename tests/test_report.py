@@ -233,3 +233,31 @@ def test_a_model_whose_every_trial_was_pruned_still_gets_its_history(tmp_path):
     empty = optuna.create_study()
     paths = write_report(tmp_path / "e", "demo", [ModelOutcome(model="plain", study_name="s")], {"plain": empty}, 1.0, "cmd")
     assert {p.name for p in paths[1:]} == {"best-so-far.png"}
+
+
+def test_one_far_pruned_trial_does_not_squash_the_history_plot():
+    """A slow starter pruned at val 1.5 once flattened every other trial into a line at the bottom:
+    the scale is cut a little beyond the best 90% and the cut trials are drawn at its edge."""
+    import matplotlib.pyplot as plt
+
+    from mfexp.sweep.report import _draw_history
+
+    C, P = TrialState.COMPLETE, TrialState.PRUNED
+    trials = [(C, {"k": 16, "lr": 0.01}, 0.91 + i / 1000) for i in range(9)] + [(P, {"k": 32, "lr": 0.05}, None)]
+    study = _study(trials)
+    study.add_trial(create_trial(params={"k": 8}, distributions={"k": DISTS["k"]}, state=P,
+                                 intermediate_values={3: 1.5}))
+    ax = _draw_history("plain", study)
+    try:
+        off = next(c for c in ax.collections if "off the scale" in c.get_label())
+        assert [x for x, _ in off.get_offsets().tolist()] == [10]  # the one at 1.5; 1.2 is within the best 90%
+        assert 1.2 < ax.get_ylim()[1] < 1.5
+        kept = next(c for c in ax.collections if c.get_label() == "complete")
+        assert len(kept.get_offsets()) == 9
+    finally:
+        plt.close("all")
+    ax = _draw_history("plain", _study(trials[:9]))  # nothing far off: nothing cut
+    try:
+        assert not [c for c in ax.collections if "off the scale" in c.get_label()]
+    finally:
+        plt.close("all")

@@ -291,9 +291,16 @@ def _draw_history(model: str, study: optuna.Study, objective: str = "val_rmse") 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     style = {"complete": dict(marker="o", color="C0"), "reference": dict(marker="*", s=140, color="C1"),
              "pruned (value when stopped)": dict(marker="x", color="0.55")}
+    edge = _outlier_edge([v for _, ys in groups.values() for v in ys], maximize)
+    off: tuple[list[int], list[float]] = ([], [])
     for key, (xs, ys) in groups.items():
-        if xs:
-            ax.scatter(xs, ys, label=key, zorder=3, **style[key])
+        keep = [(x, y) for x, y in zip(xs, ys) if edge is None or (y >= edge if maximize else y <= edge)]
+        off[0].extend(x for x, y in zip(xs, ys) if (x, y) not in keep)
+        if keep:
+            ax.scatter(*zip(*keep), label=key, zorder=3, **style[key])
+    if off[0]:  # one pruned trial at 1.5 squashed the trials that matter into a line at the bottom
+        ax.scatter(off[0], [edge] * len(off[0]), marker="v" if maximize else "^", color="0.55", zorder=3,
+                   label=f"{'below' if maximize else 'above'} {edge:.3f} (off the scale)")
     if best_x:
         ax.step(best_x, best_y, where="post", color="C3", linewidth=1.5, label="best so far", zorder=2)
     label = OBJECTIVE_LABEL.get(objective, objective)
@@ -306,6 +313,22 @@ def _draw_history(model: str, study: optuna.Study, objective: str = "val_rmse") 
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
     return ax
+
+
+def _outlier_edge(values: list[float], maximize: bool) -> Optional[float]:
+    """Where to cut the history plot's scale on the bad side: None when the values are not spread by a
+    few bad ones; else a bit beyond the worst of the best 90%, so the trials near the best stay
+    readable (the cut ones are drawn at the edge)."""
+    import numpy as np
+
+    if len(values) < 5:
+        return None
+    v = -np.asarray(values) if maximize else np.asarray(values)
+    best, q90 = float(v.min()), float(np.quantile(v, 0.9))
+    edge = q90 + 0.25 * (q90 - best)
+    if v.max() <= best + 2 * (q90 - best) or q90 == best:
+        return None
+    return -edge if maximize else edge
 
 
 def best_so_far(study: optuna.Study) -> tuple[list[int], list[float]]:
