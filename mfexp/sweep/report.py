@@ -270,36 +270,31 @@ def _draw_history(model: str, study: optuna.Study, objective: str = "val_rmse") 
     trials = sorted(study.get_trials(deepcopy=False, states=FINISHED), key=lambda t: t.number)
     groups: dict[str, tuple[list[int], list[float]]] = {"complete": ([], []), "reference": ([], []),
                                                         "pruned (value when stopped)": ([], [])}
-    best_x, best_y, best = [], [], None
     for t in trials:
         if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None:
-            key = "reference" if REFERENCE_ATTR in t.user_attrs else "complete"
-            best = t.value if best is None else (max if maximize else min)(best, t.value)
-            value = t.value
+            key, value = ("reference" if REFERENCE_ATTR in t.user_attrs else "complete"), t.value
         elif t.state == optuna.trial.TrialState.PRUNED and t.intermediate_values:
             key, value = "pruned (value when stopped)", t.intermediate_values[max(t.intermediate_values)]
         else:
-            key, value = None, None
-        if key:
-            groups[key][0].append(t.number)
-            groups[key][1].append(value)
-        if best is not None:
-            best_x.append(t.number)
-            best_y.append(best)
+            continue
+        groups[key][0].append(t.number)
+        groups[key][1].append(value)
+    best_x, best_y = best_so_far(study)
     n_failed = sum(t.state == optuna.trial.TrialState.FAIL for t in trials)
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     style = {"complete": dict(marker="o", color="C0"), "reference": dict(marker="*", s=140, color="C1"),
              "pruned (value when stopped)": dict(marker="x", color="0.55")}
     edge = _outlier_edge([v for _, ys in groups.values() for v in ys], maximize)
-    off: tuple[list[int], list[float]] = ([], [])
+    on_scale = lambda y: edge is None or (y >= edge if maximize else y <= edge)  # noqa: E731
+    off: list[int] = []
     for key, (xs, ys) in groups.items():
-        keep = [(x, y) for x, y in zip(xs, ys) if edge is None or (y >= edge if maximize else y <= edge)]
-        off[0].extend(x for x, y in zip(xs, ys) if (x, y) not in keep)
+        keep = [(x, y) for x, y in zip(xs, ys) if on_scale(y)]
+        off += [x for x, y in zip(xs, ys) if not on_scale(y)]
         if keep:
             ax.scatter(*zip(*keep), label=key, zorder=3, **style[key])
-    if off[0]:  # one pruned trial at 1.5 squashed the trials that matter into a line at the bottom
-        ax.scatter(off[0], [edge] * len(off[0]), marker="v" if maximize else "^", color="0.55", zorder=3,
+    if off:  # one pruned trial at 1.5 squashed the trials that matter into a line at the bottom
+        ax.scatter(off, [edge] * len(off), marker="v" if maximize else "^", color="0.55", zorder=3,
                    label=f"{'below' if maximize else 'above'} {edge:.3f} (off the scale)")
     if best_x:
         ax.step(best_x, best_y, where="post", color="C3", linewidth=1.5, label="best so far", zorder=2)
