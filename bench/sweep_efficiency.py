@@ -477,6 +477,14 @@ def pruning_ceiling(reports: list, target: float) -> Optional[float]:
     return None
 
 
+def hindsight(reports: list, target: float) -> Optional[float]:
+    """Seconds to `target` for a search that knew random search's winner (the first of its trials to
+    reach `target`) and tried it first, alone: that trial's own time to `target`. A bound on the
+    sampler's side beside pruning_ceiling's: a search gets past it only with a configuration that
+    reaches R sooner than random search's winner does."""
+    return next((dt for span in trial_spans(reports) for dt, _, v in span if v <= target + 1e-12), None)
+
+
 def replay(reports: list, target: float, make_pruner) -> Optional[float]:
     """Seconds to `target` had the pruner `make_pruner()` judged these trials, epoch by epoch, as
     Optuna does. Exact for random search's trials (its draws do not depend on which trials were
@@ -695,14 +703,18 @@ def finish(rows: list[dict], curves: dict, models: Sequence[str], seeds: Sequenc
         reports = curves[row["model"]][("random", row["seed"])]
         if row["R"] is not None:
             row["t_ceiling_s"] = _round(pruning_ceiling(reports, row["R"]))
+            row["t_hindsight_s"] = _round(hindsight(reports, row["R"]))
             row["t_random_default_pruner_s"] = _round(replay(reports, row["R"], pruners[row["model"]]))
     ceiling = {seed: summed([{**r, "t_default_s": r["t_ceiling_s"]} for r in rows if "t_ceiling_s" in r], budget)
                .get(seed, {}).get("ratio") for seed in per_seed}
+    known = {seed: summed([{**r, "t_default_s": r["t_hindsight_s"]} for r in rows if "t_hindsight_s" in r], budget)
+             .get(seed, {}).get("ratio") for seed in per_seed}
     pruned_random = summed([{**r, "t_default_s": r["t_random_default_pruner_s"]} for r in rows
                             if "t_ceiling_s" in r], budget)
     near = near_ratios(rows, curves, budget)
     for seed, s in per_seed.items():
         s["ceiling_ratio"] = ceiling[seed]
+        s["hindsight_ratio"] = known[seed]
         s["random_with_default_pruner_ratio"] = pruned_random[seed]["ratio"]
         s["near_ratio"] = near.get(seed)
     near_median = common.median([v for v in near.values() if v is not None])
@@ -723,6 +735,7 @@ def finish(rows: list[dict], curves: dict, models: Sequence[str], seeds: Sequenc
                                                                     r["best_random_at_budget"])]) or 0) > 0]
     bounded = any(s["upper_bound"] for s in per_seed.values())
     ceiling_median = common.median([c for c in ceiling.values() if c is not None])
+    known_median = common.median([c for c in known.values() if c is not None])
     targets = [
         common.target("time to random search's best: random, no pruning / default search, summed over the models, "
                       "median over seeds", ">= 3x", ratio, "x", common.at_least(ratio, 3.0),
@@ -737,6 +750,10 @@ def finish(rows: list[dict], curves: dict, models: Sequence[str], seeds: Sequenc
                       None, "per seed: " + ", ".join(f"{s}: {c}x" for s, c in ceiling.items())
                       + "; random search with the default pruner (replayed): "
                       + ", ".join(f"{s}: {v['random_with_default_pruner_ratio']}x" for s, v in per_seed.items())),
+        common.target("hindsight: the same ratio for a search that knew random search's winner and tried it first "
+                      "(its own time to R, nothing before it), median over seeds", "report", known_median, "x", None,
+                      "per seed: " + ", ".join(f"{s}: {c}x" for s, c in known.items())
+                      + "; beyond it only a configuration that reaches R sooner than random's winner"),
         common.target(f"the same ratio to within {NEAR} of R (a looser bar, beside the target's), median over seeds",
                       "report", near_median, "x", None,
                       "per seed: " + ", ".join(f"{s}: {v}x" for s, v in near.items())),
@@ -779,7 +796,7 @@ def finish(rows: list[dict], curves: dict, models: Sequence[str], seeds: Sequenc
                         {"models": list(models), "seeds": list(seeds), "budget_s": budget,
                          "overrides": list(extra), "argv": list(argv or []), "rows": rows,
                          "per_seed": {str(k): v for k, v in per_seed.items()}, "ratio": ratio,
-                         "ceiling_ratio": ceiling_median, "near": NEAR, "near_ratio": near_median,
+                         "ceiling_ratio": ceiling_median, "hindsight_ratio": known_median, "near": NEAR, "near_ratio": near_median,
                          "budget_ratios": {f"{b:g}": {str(s): v for s, v in per.items()} for b, per in by_budget.items()},
                          "png": PNG, **({"noise": noise_rows} if noise_rows else {}),
                          "curves": {m: {f"{a}:{s}": r for (a, s), r in c.items()}
@@ -847,26 +864,29 @@ def render(result: dict) -> list[str]:
         return ["(an earlier form of this section's result: re-run python -m bench.sweep_efficiency)"]
     lines = [f"Budget {f['budget_s']:.0f} s per arm, model and seed; R = random search's best val RMSE "
              "within it; t = seconds until an arm first reached R; ceiling = the same for random search's trials "
-             "had each one that misses R stopped at its first epoch (no pruner does better on those draws).", "",
-             "| model | seed | R (random's best) | t random (s) | t default (s) | ratio | t ceiling (s) | "
+             "had each one that misses R stopped at its first epoch (no pruner does better on those draws); "
+             "hindsight = random's winner tried first, alone (its own time to R).", "",
+             "| model | seed | R (random's best) | t random (s) | t default (s) | ratio | t ceiling (s) | t hindsight (s) | "
              "best at B: random | best at B: default | default trials (pruned) | random trials |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in f["rows"]:
         ratio = f"{r['ratio']:.2f}x" if r["ratio"] is not None else (
             f"< {r['ratio_below']:.2f}x" if r["ratio_below"] is not None else "-")
         lines.append(f"| {r['model']} | {r['seed']} | {_v(r['R'])} | {_s(r['t_random_s'])} | "
                      f"{_s(r['t_default_s']) if r['t_default_s'] is not None else 'not reached'} | {ratio} | "
-                     f"{_s(r.get('t_ceiling_s'))} | "
+                     f"{_s(r.get('t_ceiling_s'))} | {_s(r.get('t_hindsight_s'))} | "
                      f"{_v(r['best_random_at_budget'])} | {_v(r['best_default_at_budget'])} | "
                      f"{r['default']['trials']} ({r['default']['pruned']}) | {r['random']['trials']} |")
     near = f.get("near", NEAR)
-    lines += ["", "| seed | sum t random (s) | sum t default (s) | ratio | pruning's ceiling | random + default pruner "
-              f"(replayed) | ratio to within {near} of R |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += ["", "| seed | sum t random (s) | sum t default (s) | ratio | pruning's ceiling | hindsight | "
+              f"random + default pruner (replayed) | ratio to within {near} of R |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for seed, s in f["per_seed"].items():
         ceiling, replayed, loose = s.get("ceiling_ratio"), s.get("random_with_default_pruner_ratio"), s.get("near_ratio")
+        known = s.get("hindsight_ratio")
         lines.append(f"| {seed} | {s['t_random_s']:.1f} | {s['t_default_s']:.1f} | "
                      f"{'<= ' if s['upper_bound'] else ''}{s['ratio']}x | "
-                     f"{'-' if ceiling is None else f'{ceiling}x'} | {'-' if replayed is None else f'{replayed}x'} | "
+                     f"{'-' if ceiling is None else f'{ceiling}x'} | {'-' if known is None else f'{known}x'} | "
+                     f"{'-' if replayed is None else f'{replayed}x'} | "
                      f"{'-' if loose is None else f'{loose}x'} |")
     lines += ["", f"Median over seeds: **{f['ratio']}x**."]
     if f.get("budget_ratios"):

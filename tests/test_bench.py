@@ -282,7 +282,7 @@ def test_sweep_efficiency_reads_a_multi_worker_arms_epochs_from_the_mlflow_store
 def test_sweep_efficiency_bounds_what_pruning_can_make_of_random_searchs_own_trials():
     import optuna
 
-    from bench.sweep_efficiency import pruning_ceiling, replay, trial_spans
+    from bench.sweep_efficiency import hindsight, pruning_ceiling, replay, trial_spans
 
     # (seconds since the arm started, trial, epoch, val RMSE): three trials one after another; only the
     # third reaches R = 0.90, at its second epoch
@@ -293,6 +293,9 @@ def test_sweep_efficiency_bounds_what_pruning_can_make_of_random_searchs_own_tri
     # a pruner that knew the future stops trials 0 and 1 at their first report: 3 + 3 + 5 s
     assert pruning_ceiling(reports, 0.90) == 11.0
     assert pruning_ceiling(reports, 0.85) is None
+    # a search that knew the winner (trial 2) and tried it first: its own 5 s; for 0.95, trial 0's own 5 s
+    assert hindsight(reports, 0.90) == 5.0 and hindsight(reports, 0.95) == 5.0 and hindsight(reports, 0.85) is None
+    assert hindsight(reports, 0.93) == 7.0
     # no pruning: the time as recorded
     assert replay(reports, 0.90, optuna.pruners.NopPruner) == 19.0
     # a median pruner after one trial stops trial 1 at epoch 1 (1.10 > 1.00): 7 + 3 + 5 s
@@ -327,6 +330,9 @@ def test_sweep_efficiency_reanalyse_merges_runs_and_derives_the_ceiling(tmp_path
     assert f["seeds"] == [0, 1] and [r["seed"] for r in f["rows"]] == [0, 1]
     # random reached 0.90 at 10 s; the default at 8 s; stopping trial 0 at its first epoch: 3 + 5 s
     assert f["per_seed"]["0"]["ratio"] == 1.25 and f["rows"][0]["t_ceiling_s"] == 8.0 and f["ceiling_ratio"] == 1.25
+    # random's winner (trial 1) alone reaches 0.90 in its own 10 - 5 s
+    assert f["rows"][0]["t_hindsight_s"] == 5.0 and f["per_seed"]["0"]["hindsight_ratio"] == 2.0
+    assert f["hindsight_ratio"] == 2.0 and any(t["name"].startswith("hindsight") for t in merged["targets"])
     assert merged["wall_s"] == 200.0 and merged["finished"] == "2026-12-02T00:00:00+0000"  # the runs', not now
     assert any("re-derived" in n for n in merged["notes"])
     assert f["budget_ratios"]["60"]["0"] == {"ratio": 1.25, "upper_bound": False}  # at the full budget: the same
