@@ -193,6 +193,18 @@ LEVERS = [
     "0.9105 against 0.9083). Within the run-to-run noise: the default's own dropout arms, run again beside it, "
     "took 89.5 s where they had taken 104.8 s (seed 0). The replay's gain did not survive the live search, as "
     "decay 0.9 alone had not before.",
+    "Lever measured live, not adopted: epochs as the pruner's resource, Hyperband from epoch 1 (`--default-arm "
+    "sweep.pruner=hyperband --default-arm '+sweep.pruner_args={min_resource:1}'`, reduction factor 3; the minimum "
+    "that replayed best), against the same random arms as the line above (`--random-from`, biased and plain beside "
+    "svdpp, fm and dropout, two commands side by side, 2026-12-06, Xeon @ 2.80GHz), summed over the five models: "
+    "<= 0.74x / <= 1.09x / <= 1.07x against the default's <= 0.89x / <= 1.12x / 1.34x. It gained on biased (1.02x "
+    "/ 2.80x / 1.93x against <= 0.88x / 2.31x / 1.87x; its best at 180 s 0.9031 / 0.9052 / 0.9030 against 0.9042 "
+    "/ 0.9053 / 0.9045) and dropout (1.82x / 0.79x / 1.93x against 1.00x / <= 0.75x / 1.02x), and lost on svdpp "
+    "(<= 0.64x / <= 0.89x / 0.87x against 1.02x / <= 0.89x / 1.07x) and fm (<= 0.28x / <= 0.67x / 0.96x against "
+    "1.04x / 1.33x / 1.02x), where it stopped 16-22 of 22-27 trials, the slow starters among them: its best at "
+    "180 s stayed above random's for fm (0.8872 / 0.8858 against 0.8844 / 0.8845, seeds 0 and 1), svdpp (0.9032 "
+    "/ 0.9032 against 0.9015 / 0.9011) and plain (0.9056 / 0.9089 against 0.9055 / 0.9071, seeds 0 and 2). The "
+    "replay on random search's curves had said as much (0.5x-1.1x).",
     "Reproduced on another machine (the same 2026-12-06 run): R is the same to the fifth decimal for all 9 "
     "model-seeds (svdpp 0.90149 / 0.90111 / 0.90097, fm 0.88439 / 0.88452 / 0.88454, dropout 0.92348 / 0.9249 / "
     "0.93951); the times move with the machine (svdpp random 115 / 161 / 96 s against 102 / 130 / 96 s), the "
