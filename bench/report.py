@@ -35,19 +35,49 @@ def _verdict(met: Optional[bool]) -> str:
     return {True: "met", False: "**missed**", None: "-"}[met]
 
 
-def _machine(results: list[dict], earlier_loads: dict[str, str]) -> list[str]:
+def _cpu(m: dict) -> str:
+    return f"{m['cpu']}, {m['cores']} cores ({m['cores_usable']} usable), RAM {m['ram_gb']} GB, {m['os']}"
+
+
+def _machine(results: list[dict], earlier_loads: dict[str, str],
+             earlier_cpus: Optional[dict[str, str]] = None) -> list[str]:
+    """The machine each section was measured on: one CPU line when they share one, else the CPU of
+    each group of sections (a run of some sections on another machine keeps the others' machine)."""
     m = results[0]["machine"]
     loads = {r["section"]: f"{r['machine']['load_avg'][0]:g}" for r in results}
     loads = ", ".join(f"{name} {loads.get(name) or earlier_loads[name]}" for name in ORDER
                       if name in loads or name in earlier_loads)
+    cpus = {**(earlier_cpus or {}), **{r["section"]: _cpu(r["machine"]) for r in results}}
+    groups: dict[str, list[str]] = {}
+    for name in ORDER:
+        if name in cpus:
+            groups.setdefault(cpus[name], []).append(name)
+    cpu = next(iter(groups)) if len(groups) == 1 else "; ".join(
+        f"{desc} {SECTIONS_OPEN}{', '.join(names)}]" for desc, names in groups.items())
     threads = ", ".join(f"{k}={v}" for k, v in m["threads"].items() if v) or "MXNet defaults"
     return ["## Machine", "",
-            f"- CPU: {m['cpu']}, {m['cores']} cores ({m['cores_usable']} usable), RAM {m['ram_gb']} GB, {m['os']}",
+            f"{CPU}{cpu}",
             f"- Python {m['python']}, mxnet {m['mxnet']} (CPU), numpy {m['numpy']}, optuna {m['optuna']}, "
             f"mlflow {m['mlflow']}",
             f"- Threads in the environment: {threads}",
             f"{LOADS}{loads} (other work on the machine "
             "slows every figure; the ratios are measured side by side)", ""]
+
+
+CPU = "- CPU: "
+SECTIONS_OPEN = "[sections: "
+
+
+def _cpus(line: str, names) -> dict[str, str]:
+    """Per section, its CPU from an earlier summary's CPU line (one machine for all, or groups)."""
+    body = line[len(CPU):]
+    if SECTIONS_OPEN not in body:
+        return {name: body for name in names}
+    out = {}
+    for part in body.split("]; "):
+        desc, _, listed = part.rstrip("]").partition(" " + SECTIONS_OPEN)
+        out.update({name: desc for name in listed.split(", ") if name})
+    return out
 
 
 LOADS = "- 1-minute load average when each section finished: "
@@ -66,7 +96,7 @@ def earlier_sections(text: str) -> dict[str, dict]:
         while block and not block[-1].strip():
             block.pop()
         if name in ORDER:
-            found[name] = {"block": block, "targets": [], "load": None}
+            found[name] = {"block": block, "targets": [], "load": None, "cpu": None}
         elif name == "Targets":
             targets = block
     for line in targets:
@@ -74,6 +104,10 @@ def earlier_sections(text: str) -> dict[str, dict]:
         if len(cells) > 2 and cells[1].strip() in found:
             found[cells[1].strip()]["targets"].append(line)
     for line in lines:
+        if line.startswith(CPU):
+            for name, desc in _cpus(line, list(found)).items():
+                if name in found:
+                    found[name]["cpu"] = desc
         if line.startswith(LOADS):
             for pair in line[len(LOADS):].split(" (")[0].split(", "):
                 name, _, value = pair.rpartition(" ")
@@ -96,7 +130,8 @@ def render_markdown(results: list[dict], command: str, earlier: Optional[dict[st
               "heading." + (" Sections without a result file here keep their earlier text: "
                             f"{', '.join(n for n in ORDER if n in kept)}." if kept else ""), ""]
     loads = {name: e["load"] for name, e in kept.items() if e["load"]}
-    lines += _machine(results, loads) if results else ["No results yet: run `make bench`.", ""]
+    cpus = {name: e["cpu"] for name, e in kept.items() if e.get("cpu")}
+    lines += _machine(results, loads, cpus) if results else ["No results yet: run `make bench`.", ""]
     by_name = {r["section"]: r for r in results}
     if results or kept:
         lines += ["## Targets", "", "| section | target | goal | measured | verdict | note |",

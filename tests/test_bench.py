@@ -83,6 +83,30 @@ def test_a_run_of_some_sections_keeps_the_other_sections_of_the_summary(tmp_path
     assert md.index("## scaling") < md.index("## workers") and md.count("## workers") == 1
 
 
+def test_a_run_on_another_machine_keeps_the_machine_of_the_sections_it_did_not_run(tmp_path):
+    def result(section, cpu):
+        machine = dict(common.machine(), cpu=cpu, cores=2, cores_usable=2, ram_gb=23.5, os="Linux x")
+        return {"schema": 1, "section": section, "quick": False, "command": f"python -m bench.{section}",
+                "finished": "then", "wall_s": 1.0, "machine": machine, "error": None, "notes": [],
+                "figures": {}, "targets": [common.target(f"{section} target", "report", 1.0, "s", None)]}
+
+    md_path = tmp_path / "BENCHMARKS.md"
+    runs = [[result("scaling", "AMD EPYC"), result("workers", "AMD EPYC")], [result("workers", "Intel Xeon")],
+            [result("load", "Intel Xeon")]]
+    for n, results in enumerate(runs):
+        folder = tmp_path / str(n)
+        folder.mkdir()
+        for r in results:
+            (folder / f"{r['section']}.json").write_text(json.dumps(r))
+        report.write_markdown(folder, md_path)
+        cpu = next(line for line in md_path.read_text().splitlines() if line.startswith("- CPU: "))
+        if n == 0:  # one machine: one line, as before
+            assert cpu == "- CPU: AMD EPYC, 2 cores (2 usable), RAM 23.5 GB, Linux x"
+    # scaling was measured on the EPYC, workers (second run) and load (third) on the Xeon
+    assert cpu == ("- CPU: AMD EPYC, 2 cores (2 usable), RAM 23.5 GB, Linux x [sections: scaling]; "
+                   "Intel Xeon, 2 cores (2 usable), RAM 23.5 GB, Linux x [sections: workers, load]")
+
+
 # --- load: worker commands on one sweep, exact counts -----------------------------------------------
 
 def _load_row(**changes):
