@@ -3,9 +3,9 @@ write bench/results/<section>.json, regenerate BENCHMARKS.md from every result p
 
 Sections (bench/sections.py): throughput, tutorial, overhead, scaling, workers, load, serving,
 sweep_efficiency, fm. Each runs in its own process (and starts its own children where isolation
-matters). The full run takes about an hour on 2 cores: sweep_efficiency about 22 minutes (6 models x 3
-seeds x 60 s, two arms side by side), fm's 25M epoch, and load about 8 minutes (4 worker commands x 400
-trials, on two backends); --quick uses
+matters). The longest sections of the full run on 2 cores: sweep_efficiency, over an hour (7 models x 3
+seeds x 180 s, two arms side by side; its own timeout is 7200 s), fm's 25M epoch, and load about 8
+minutes (4 worker commands x 400 trials, on two backends); --quick uses
 tiny sizes (about 5 minutes) and only checks that the benchmark works.
 
     python -m bench                      # everything, full sizes
@@ -30,7 +30,7 @@ from typing import Optional, Sequence
 
 from bench import common
 from bench.report import write_markdown
-from bench.sections import ORDER, module_of
+from bench.sections import DEFAULT_TIMEOUT, ORDER, TIMEOUTS, module_of, timeout_of
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -40,7 +40,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--results", type=Path, default=common.RESULTS, help="default bench/results/")
     parser.add_argument("--markdown", type=Path, default=common.REPO / "BENCHMARKS.md", help="default BENCHMARKS.md")
     parser.add_argument("--report", action="store_true", help="run nothing; regenerate the markdown")
-    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per section at most")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help=f"seconds per section at most (default {DEFAULT_TIMEOUT:.0f}; "
+                             + ", ".join(f"{n} {t:.0f}" for n, t in TIMEOUTS.items()) + ")")
     args = parser.parse_args(argv)
     args.sections = [s.strip() for s in args.only.split(",") if s.strip()] or list(ORDER)
     unknown = [s for s in args.sections if s not in ORDER]
@@ -83,7 +85,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         os.environ[common.TMP_ENV] = str(tmp)
         try:
             for name in args.sections:
-                ok &= run_section(name, args.quick, args.results / f"{name}.json", args.timeout)
+                ok &= run_section(name, args.quick, args.results / f"{name}.json", timeout_of(name, args.timeout))
         finally:
             if own_tmp:
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -1,6 +1,8 @@
 """The benchmark sections, in the order `python -m bench` runs them (longest last)."""
 from __future__ import annotations
 
+from typing import Optional
+
 SECTIONS = {
     "throughput": "bench.throughput",  # 1. samples/s per model and batch size
     "tutorial": "bench.tutorial_compare",  # 2. the tutorial's own code, side by side
@@ -13,7 +15,16 @@ SECTIONS = {
     "fm": "bench.fm",  # issue 10: fm and svdpp samples/s, one fm epoch on 25M synthetic ratings
 }
 ORDER = tuple(SECTIONS)
+DEFAULT_TIMEOUT = 3600.0
+# sections whose full run needs more than DEFAULT_TIMEOUT: sweep_efficiency's budget alone is 7 models x 3 seeds
+# x 180 s of wall time (the two arms side by side), 63 minutes, before each pair's start-up
+TIMEOUTS = {"sweep_efficiency": 7200.0}
 
 
 def module_of(section: str) -> str:
     return SECTIONS[section]
+
+
+def timeout_of(section: str, given: Optional[float] = None) -> float:
+    """Seconds a section may run: --timeout when given, else its own default."""
+    return given if given is not None else TIMEOUTS.get(section, DEFAULT_TIMEOUT)

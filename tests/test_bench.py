@@ -425,3 +425,14 @@ def test_sweep_efficiency_redraws_exactly_what_the_random_arm_tried(ml100k_cache
     drawn = se.random_draws("biased", 4, len(ran), extra)
     assert [{k: d[k] for k in r} for r, d in zip(ran, drawn)] == ran
     assert se.random_draws("biased", 5, len(ran), extra)[:2] != drawn[:2]  # the seed matters
+
+
+def test_sweep_efficiencys_full_run_fits_its_section_timeout():
+    from bench.sections import DEFAULT_TIMEOUT, timeout_of
+    from bench.sweep_efficiency import MODELS
+
+    # its budget alone: every model x 3 seeds x 180 s of wall time (the two arms run side by side)
+    assert timeout_of("sweep_efficiency") > len(MODELS) * 3 * 180.0 > DEFAULT_TIMEOUT
+    assert timeout_of("throughput") == DEFAULT_TIMEOUT
+    assert timeout_of("sweep_efficiency", 60.0) == 60.0  # --timeout wins
+
