@@ -345,18 +345,25 @@ def test_sigterm_to_a_multi_worker_sweeps_own_process_stops_its_workers_cleanly(
 
 
 def test_a_dead_workers_run_is_killed_also_when_it_had_just_finished(mlflow_uri):
-    """A worker can die between ending its trial's MLflow run (FINISHED) and Optuna recording the
-    trial: the trial is FAIL and retried, so its run must not pass for a finished trial (CI: the
-    PostgreSQL killed-worker test, the kill in that window). A run that ended FAILED keeps its status."""
+    """A worker can die between ending its trial's MLflow run (FINISHED, or KILLED with the PRUNED tag
+    of a pruned trial) and Optuna recording the trial: the trial is FAIL and retried, so its run must
+    not pass for a finished or pruned trial (CI: the PostgreSQL killed-worker test, the kill in that
+    window). A run that failed on its own (FAILED, or interrupted: KILLED with its FAIL tag) keeps
+    its status and reason."""
     from optuna.trial import create_trial
 
     from mfexp.sweep.storage import kill_mlflow_run
 
     mlflow.set_experiment("dead")
     statuses = {}
-    for status in ("RUNNING", "FINISHED", "FAILED"):
+    ended = {"PRUNED": ("KILLED", {"optuna.trial_state": "PRUNED"}),
+             "INTERRUPTED": ("KILLED", {"optuna.trial_state": "FAIL", "mfexp.fail_reason": "interrupted"})}
+    for status in ("RUNNING", "FINISHED", "FAILED", "PRUNED", "INTERRUPTED"):
         run = mlflow.start_run()
-        if status != "RUNNING":
+        if status in ended:
+            mlflow.set_tags(ended[status][1])
+            mlflow.end_run(ended[status][0])
+        elif status != "RUNNING":
             mlflow.end_run(status)
         else:
             mlflow.end_run()  # leave the fluent stack clean; put the run back to RUNNING below
@@ -365,6 +372,10 @@ def test_a_dead_workers_run_is_killed_also_when_it_had_just_finished(mlflow_uri)
         kill_mlflow_run(trial, "worker lost (no heartbeat)")
         statuses[status] = mlflow.get_run(run.info.run_id)
     assert {k: r.info.status for k, r in statuses.items()} == {"RUNNING": "KILLED", "FINISHED": "KILLED",
-                                                               "FAILED": "FAILED"}
-    assert statuses["FINISHED"].data.tags["mfexp.fail_reason"] == "worker lost (no heartbeat)"
-    assert statuses["FINISHED"].data.tags["optuna.trial_state"] == "FAIL"
+                                                               "FAILED": "FAILED", "PRUNED": "KILLED",
+                                                               "INTERRUPTED": "KILLED"}
+    for status in ("RUNNING", "FINISHED", "PRUNED"):
+        assert statuses[status].data.tags["mfexp.fail_reason"] == "worker lost (no heartbeat)"
+        assert statuses[status].data.tags["optuna.trial_state"] == "FAIL"
+    assert statuses["INTERRUPTED"].data.tags["mfexp.fail_reason"] == "interrupted"
+    assert "mfexp.fail_reason" not in statuses["FAILED"].data.tags

@@ -152,10 +152,12 @@ def retry_once(study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retry: 
 
 
 def kill_mlflow_run(trial: optuna.trial.FrozenTrial, reason: str) -> None:
-    """Mark the MLflow run of a trial whose worker died KILLED (tags: optuna.trial_state FAIL, the
-    reason), if it is RUNNING, or FINISHED: the worker died after ending its run but before Optuna
-    recorded the trial, which is FAIL now and retried, so the run must not pass for a finished
-    trial. MLflow errors are logged, never raised: the sweep goes on."""
+    """Mark the MLflow run of a trial whose worker died as that trial now is: tags optuna.trial_state
+    FAIL and the reason, status KILLED. Also when the worker died after ending the run (FINISHED, or
+    KILLED with the PRUNED tag of a pruned trial) but before Optuna recorded the trial, which is FAIL
+    now and retried: the run must not pass for a finished or pruned trial. A run that failed on its
+    own (status FAILED, or the FAIL tag of an interrupted trial) keeps its reason. MLflow errors are
+    logged, never raised: the sweep goes on."""
     run_id = trial.user_attrs.get("mlflow_run_id")
     if not run_id:
         return
@@ -163,11 +165,13 @@ def kill_mlflow_run(trial: optuna.trial.FrozenTrial, reason: str) -> None:
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient()
-        if client.get_run(run_id).info.status not in ("RUNNING", "FINISHED"):
-            return  # FAILED or KILLED already: its own end said more
+        run = client.get_run(run_id)
+        if run.info.status == "FAILED" or run.data.tags.get("optuna.trial_state") == "FAIL":
+            return  # it failed on its own: its own end said more
         client.set_tag(run_id, "optuna.trial_state", "FAIL")
         client.set_tag(run_id, "mfexp.fail_reason", reason)
-        client.set_terminated(run_id, "KILLED")
+        if run.info.status in ("RUNNING", "FINISHED"):
+            client.set_terminated(run_id, "KILLED")
     except Exception as err:  # noqa: BLE001 - an unreachable tracking server must not stop the sweep
         log.warning("could not mark the MLflow run %s of trial %d KILLED: %s: %s", run_id, trial.number,
                     type(err).__name__, redact(str(err)).splitlines()[0] if str(err) else "")
