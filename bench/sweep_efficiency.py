@@ -587,6 +587,13 @@ def default_pruner(overrides: Sequence[str], model: str):
     return lambda: make_pruner(plan.sweep, epoch_budget(plan, model))
 
 
+def _ratios_as_if(rows: list[dict], key: str, budget: float, seeds) -> dict[int, Optional[float]]:
+    """Per seed, the section's ratio had the default arm taken each row's `key` seconds (a bound or
+    a replay derived from random search's curves; rows without R have none and are left out)."""
+    per = summed([{**r, "t_default_s": r[key]} for r in rows if key in r], budget)
+    return {seed: per.get(seed, {}).get("ratio") for seed in seeds}
+
+
 def summed(rows: list[dict], budget: float) -> dict[int, dict]:
     """Per seed: sum of t_random over the models / sum of t_default (the budget where not reached)."""
     out = {}
@@ -736,17 +743,13 @@ def finish(rows: list[dict], curves: dict, models: Sequence[str], seeds: Sequenc
             row["t_ceiling_s"] = _round(pruning_ceiling(reports, row["R"]))
             row["t_hindsight_s"] = _round(hindsight(reports, row["R"]))
             row["t_random_default_pruner_s"] = _round(replay(reports, row["R"], pruners[row["model"]]))
-    ceiling = {seed: summed([{**r, "t_default_s": r["t_ceiling_s"]} for r in rows if "t_ceiling_s" in r], budget)
-               .get(seed, {}).get("ratio") for seed in per_seed}
-    known = {seed: summed([{**r, "t_default_s": r["t_hindsight_s"]} for r in rows if "t_hindsight_s" in r], budget)
-             .get(seed, {}).get("ratio") for seed in per_seed}
-    pruned_random = summed([{**r, "t_default_s": r["t_random_default_pruner_s"]} for r in rows
-                            if "t_ceiling_s" in r], budget)
+    ceiling, known, pruned_random = (_ratios_as_if(rows, key, budget, per_seed)
+                                     for key in ("t_ceiling_s", "t_hindsight_s", "t_random_default_pruner_s"))
     near = near_ratios(rows, curves, budget)
     for seed, s in per_seed.items():
         s["ceiling_ratio"] = ceiling[seed]
         s["hindsight_ratio"] = known[seed]
-        s["random_with_default_pruner_ratio"] = pruned_random[seed]["ratio"]
+        s["random_with_default_pruner_ratio"] = pruned_random[seed]
         s["near_ratio"] = near.get(seed)
     near_median = common.median([v for v in near.values() if v is not None])
     by_budget = budget_ratios(rows, curves, budget)
