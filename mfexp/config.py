@@ -88,6 +88,9 @@ class SweepConfig:
     n_trials: int = 10  # per model; COMPLETE and PRUNED trials already in storage count
     storage: Optional[str] = None  # None: Optuna journal file sweeps/<name>/optuna.journal
     n_workers: int = 1  # worker processes on this machine, sharing the storage
+    # trials of one model trained at once as one network (mfexp/population.py): auto (as many as pay on
+    # this device, for models that support it: plain, biased), N, or 1 (one trial at a time)
+    population: Any = "auto"
     # auto: one worker per GPU MXNet sees when train.device=auto (none: n_workers on the CPU);
     # [0,2]: one worker per listed GPU, on gpu:N; []: n_workers, all on train.device
     devices: Any = "auto"
@@ -191,6 +194,9 @@ def validate_sweep(sweep: SweepConfig) -> SweepConfig:
                "may hold only model names (conf/model/<name>.yaml)", name)
     _check(sweep.n_trials >= 1, "sweep.n_trials", "must be >= 1", sweep.n_trials)
     _check(sweep.n_workers >= 1, "sweep.n_workers", "must be >= 1", sweep.n_workers)
+    _check(sweep.population == "auto" or (isinstance(sweep.population, int) and not isinstance(sweep.population, bool)
+                                          and sweep.population >= 1),
+           "sweep.population", "must be auto or a whole number >= 1 (1: one trial at a time)", sweep.population)
     _check_devices(sweep.devices)
     if isinstance(sweep.devices, list) and sweep.devices:
         sweep.n_workers = len(sweep.devices)  # one worker per GPU

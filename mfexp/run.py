@@ -50,9 +50,7 @@ def train_and_track(cfg: Config, data, tracker, *, eval_test: bool = True, final
     from mfexp.train import fit, resolve_device
 
     ctx, device = resolve_device(cfg.train.device)
-    tracker.set_tags({"mfexp.device": device})  # what train.device (auto, gpu) resolved to here
-    tracker.log_yaml(asdict(cfg), "config.yaml")
-    tracker.log_datasets(data, cfg.data, test=eval_test or final_test)
+    track_start(cfg, data, tracker, device, test=eval_test or final_test)
     net = build_net(cfg, data, ctx)
 
     def hook(report):
@@ -61,6 +59,19 @@ def train_and_track(cfg: Config, data, tracker, *, eval_test: bool = True, final
             on_epoch(report)
 
     result = fit(net, data, cfg.train, ctx, eval_test=eval_test, final_test=final_test, on_epoch=hook)
+    track_end(cfg, data, tracker, net, result, eval_test=eval_test, on_trained=on_trained)
+    return result
+
+
+def track_start(cfg: Config, data, tracker, device: str, test: bool) -> None:
+    """What a run records before training: the device, the config, the data's lineage."""
+    tracker.set_tags({"mfexp.device": device})  # what train.device (auto, gpu) resolved to here
+    tracker.log_yaml(asdict(cfg), "config.yaml")
+    tracker.log_datasets(data, cfg.data, test=test)
+
+
+def track_end(cfg: Config, data, tracker, net, result, *, eval_test: bool, on_trained=None) -> None:
+    """What a run records after training: the summary metrics and the trained network."""
     summary = {"best_epoch": result.best_epoch}
     if result.best_val_rmse is not None:
         summary["best_val_rmse"] = result.best_val_rmse
@@ -69,7 +80,6 @@ def train_and_track(cfg: Config, data, tracker, *, eval_test: bool = True, final
         summary["final_test_rmse"] = result.final_test_rmse
     tracker.log_metrics(summary)
     log_trained(tracker, net, data, cfg, on_trained)
-    return result
 
 
 def log_trained(tracker, net, data, cfg: Config, on_trained=None) -> None:

@@ -157,6 +157,10 @@ class Recommender:
     # in a sweep, this model's trials train for this many times train.epochs: a fixed train.epochs in
     # its default space (sweep.space.<model> or train.epochs on the command line set it outright)
     sweep_epochs: ClassVar[float] = 1.0
+    # True when every trainable parameter is a table indexed by user or item id and the forward pass
+    # takes (users, items) only: then several trials train at once as one network (mfexp.population);
+    # a model without it trains its trials one at a time
+    population: ClassVar[bool] = False
 
     settings: ModelSettings
     data: ModelData

@@ -20,6 +20,7 @@ class BiasedSettings(ModelSettings):
 
 class BiasedMF(Recommender, HybridBlock):
     Settings = BiasedSettings
+    population = True  # every trainable parameter is a table over users or items (mfexp.population)
     space = {"model.k": "choice(16,32,64,128)", "train.reg": "tag(log, interval(1e-3, 0.3))",
              "train.optimizer": "adam", "train.lr": "tag(log, interval(5e-4, 2e-2))",
              "train.batch_size": "choice(128,256,512)"}

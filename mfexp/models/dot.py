@@ -19,6 +19,7 @@ class DotSettings(ModelSettings):
 
 class DotProduct(Recommender, HybridBlock):
     Settings = DotSettings
+    population = True  # every trainable parameter is a table over users or items (mfexp.population)
     space = {"model.k": "choice(16,32,64,128)", "train.reg": "tag(log, interval(1e-3, 0.3))",
              "train.optimizer": "adam", "train.lr": "tag(log, interval(5e-4, 2e-2))",
              "train.batch_size": "choice(128,256,512)"}

@@ -26,6 +26,8 @@ from mfexp.config import SweepConfig, TrackingConfig
 from mfexp.errors import ConfigError, MfexpError, clause
 from mfexp.sweep import storage as st
 from mfexp.sweep.objective import DIRECTIONS, Objective, apply_params
+from mfexp.sweep.population import run_trials
+from mfexp.sweep.population import size_for as population_size
 from mfexp.sweep.results import ModelOutcome
 from mfexp.sweep.space import SearchSpace
 
@@ -240,6 +242,7 @@ def work(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: O
     data = load_dataset(_base_config(plan).data)
     bases = _on_device(plan.bases, worker_device(plan.sweep, worker))
     failures = 0
+    sizes: dict[str, int] = {}  # model -> trials per population (sweep.population)
     storage = next(iter(studies.values()))._storage
     while deadline is None or time.time() < deadline:
         # Count and start as one step: the sweep's lock (storage.exclusive(), shared by every process
@@ -264,19 +267,33 @@ def work(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: O
                                   study_name=study.study_name, experiment=plan.experiment,
                                   parent_run_id=parent_run_id, tracking_cfg=replace(plan.tracking, log_model=False),
                                   objective=plan.sweep.objective)
+            if model not in sizes:
+                sizes[model] = population_size(plan, model, apply_params(bases[model], {}))
             finished: list[FrozenTrial] = []
-            study.optimize(_started(objective, gate), n_trials=1, catch=(Exception,), gc_after_trial=False,
-                           callbacks=[announce(model, progress), lambda _s, t: finished.append(t)])
+            if sizes[model] > 1:  # several trials at once, as one network (mfexp.sweep.population)
+                trials = [study.ask() for _ in range(min(sizes[model], _open_slots(plan, study)))]
+                gate.close()
+                finished = run_trials(plan, model, study, trials, objective, data, announce(model, progress))
+            else:
+                study.optimize(_started(objective, gate), n_trials=1, catch=(Exception,), gc_after_trial=False,
+                               callbacks=[announce(model, progress), lambda _s, t: finished.append(t)])
         finally:
             gate.close()  # not released yet if the trial never started (a storage error)
-        if finished and finished[-1].state == TrialState.FAIL:
-            failures += 1
+        failed = [t for t in finished if t.state == TrialState.FAIL]
+        if failed:
+            failures += len(failed)
             if failures >= plan.sweep.max_failures:
-                reason = str(finished[-1].user_attrs.get("fail_reason", "see the log above"))
+                reason = str(failed[-1].user_attrs.get("fail_reason", "see the log above"))
                 cause = " (a diverged loss: often train.lr too high in the space)" if "diverged" in reason else ""
                 raise SweepStopped(f"sweep stopped: {failures} trials failed in this worker (sweep.max_failures="
                                    f"{plan.sweep.max_failures}); the last: {clause(reason)}. Fix the cause{cause}, "
                                    "then run the sweep again: it resumes.")
+
+
+def _open_slots(plan: SweepPlan, study: optuna.Study) -> int:
+    """How many more trials the study may start: sweep.n_trials less those counted or running."""
+    states = (*st.COUNTED, TrialState.RUNNING)
+    return max(1, plan.sweep.n_trials - len(study.get_trials(deepcopy=False, states=states)))
 
 
 def _may_go_stale(storage, studies: dict[str, optuna.Study]) -> bool:

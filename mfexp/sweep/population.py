@@ -1,0 +1,160 @@
+"""A population of trials in a sweep: several Optuna trials of one model asked at once, trained
+as one network (mfexp.population), each told, announced and recorded in MLflow on its own.
+
+Each member is its own Optuna trial (ask/tell): it reports its val RMSE each epoch and is pruned
+on its own. Its MLflow run (the params, tags, per-epoch metrics and summary a lone trial's run
+has) is written when the member leaves the population: a population trains between two MLflow
+calls, so the store sees a member's epochs at once, stamped when they are written. Trials whose
+configurations cannot share a network (another optimizer, batch size, k...) train in separate
+populations, one after another; a configuration no population can hold trains alone, as ever.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Callable, Optional
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from mfexp import population as pop
+from mfexp.config import Config, flatten
+from mfexp.errors import ConfigError
+
+WORKER_ATTR = "worker"
+POPULATION_ATTR = "population"  # how many trials trained together with this one (itself included)
+
+
+def size_for(plan, model: str, base_cfg: Config) -> int:
+    """sweep.population for one model: 1 (one trial at a time), N, or auto (mfexp.population.auto_size);
+    1 where the model or the objective cannot train populations."""
+    setting = plan.sweep.population
+    if plan.sweep.objective != "val_rmse" or not pop.model_supports(base_cfg):
+        return 1
+    if setting == "auto":
+        return pop.auto_size(base_cfg, plan.sweep.n_trials)
+    return int(setting)
+
+
+def run_trials(plan, model: str, study: optuna.Study, trials: list[optuna.Trial], objective,
+               data, announce: Callable[[optuna.Study, FrozenTrial], None]) -> list[FrozenTrial]:
+    """Train asked `trials` (populations where their configurations allow, else one by one with
+    `objective`) and tell each; returns their frozen trials in the order they were told."""
+    from mfexp.sweep.objective import apply_params
+
+    told: list[FrozenTrial] = []
+    groups: dict[tuple, list[tuple[optuna.Trial, Config]]] = {}
+    alone: list[optuna.Trial] = []
+    for trial in trials:
+        trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
+        fixed = trial.user_attrs.get("overrides")
+        try:
+            cfg = apply_params(objective.base, {**objective.space.fixed, **fixed} if fixed
+                               else objective.space.suggest(trial))
+        except ConfigError as err:
+            trial.set_user_attr("fail_reason", str(err)[:1000])
+            told.append(_tell(study, trial, announce, state=TrialState.FAIL))
+            continue
+        cfg.tracking = objective.tracking_cfg
+        if pop.supports(cfg):
+            groups.setdefault(pop.key(cfg), []).append((trial, cfg))
+        else:
+            alone.append(trial)
+    try:
+        for members in groups.values():
+            if len(members) == 1:
+                alone.append(members[0][0])
+                continue
+            told += _train_population(plan, model, study, members, objective, data, announce)
+        for trial in alone:
+            told.append(_run_alone(study, trial, objective, announce))
+    except BaseException as err:  # Ctrl-C / SIGTERM, or an error: no asked trial is left RUNNING
+        reason = "interrupted" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {err}"
+        for trial in trials:
+            trial.set_user_attr("fail_reason", reason[:1000])
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        raise
+    return told
+
+
+def _tell(study, trial, announce, **kwargs) -> FrozenTrial:
+    frozen = study.tell(trial, skip_if_finished=True, **kwargs)
+    announce(study, frozen)
+    return frozen
+
+
+def _run_alone(study, trial: optuna.Trial, objective, announce) -> FrozenTrial:
+    try:
+        value = objective(trial)
+    except optuna.TrialPruned:
+        return _tell(study, trial, announce, state=TrialState.PRUNED)
+    except Exception:  # noqa: BLE001 - the objective recorded the reason; the sweep's max_failures decides
+        return _tell(study, trial, announce, state=TrialState.FAIL)
+    return _tell(study, trial, announce, values=value)
+
+
+def _train_population(plan, model, study, members, objective, data, announce) -> list[FrozenTrial]:
+    from mfexp.run import run_tags, track_end, track_start
+    from mfexp.tracking import Tracker
+    from mfexp.train import resolve_device
+
+    started = time.perf_counter()
+    ctx, device = resolve_device(members[0][1].train.device)
+    trials = {id(cfg): trial for trial, cfg in members}
+    told: list[FrozenTrial] = []
+
+    def hook(trial):
+        def report(epoch_report):
+            trial.report(epoch_report.val_rmse, epoch_report.epoch)
+            if trial.should_prune():
+                trial.set_user_attr("pruned_at_epoch", epoch_report.epoch)
+                raise optuna.TrialPruned(f"pruned at epoch {epoch_report.epoch}")
+        return report
+
+    def done(member: pop.Member) -> None:
+        trial, cfg, result = trials[id(member.cfg)], member.cfg, member.result
+        trial.set_user_attr(POPULATION_ATTR, len(members))
+        pruned = isinstance(member.error, optuna.TrialPruned)
+        state = "PRUNED" if pruned else "FAIL" if member.error is not None else "COMPLETE"
+        tags = {**run_tags(cfg, data), "optuna.study_name": study.study_name,
+                "optuna.trial_number": str(trial.number), "optuna.trial_state": state,
+                "mfexp.population": str(len(members))}
+        if pruned:
+            tags["mfexp.pruned_at_epoch"] = str(trial.user_attrs.get("pruned_at_epoch"))
+        if objective.parent_run_id:
+            tags["mlflow.parentRunId"] = objective.parent_run_id
+        tracker = Tracker(cfg.tracking)
+        error = member.error if member.error is not None and not pruned else None
+        try:
+            with tracker.run(run_name=f"{model}-trial-{trial.number}", params=flatten(cfg), tags=tags,
+                             experiment=objective.experiment, killed_on=(optuna.TrialPruned,)):
+                if tracker.run_id:
+                    trial.set_user_attr("mlflow_run_id", tracker.run_id)
+                track_start(cfg, data, tracker, device, test=False)
+                for report in result.history:
+                    tracker.log_metrics(report.metrics(), step=report.epoch)
+                if pruned:
+                    raise member.error
+                if error is not None:
+                    tracker.set_tags({"mfexp.fail_reason": str(error)[:1000]})
+                    raise error
+                track_end(cfg, data, tracker, member.net, result, eval_test=False)
+        except optuna.TrialPruned:
+            told.append(_tell(study, trial, announce, state=TrialState.PRUNED))
+            return
+        except Exception as err:  # noqa: BLE001 - diverged, or its record failed: this trial only
+            trial.set_user_attr("fail_reason", f"{type(err).__name__}: {err}"[:1000])
+            told.append(_tell(study, trial, announce, state=TrialState.FAIL))
+            return
+        trial.set_user_attr("best_epoch", result.best_epoch)
+        trial.set_user_attr("epochs_run", len(result.history))
+        trial.set_user_attr("epochs_budget", int(cfg.train.epochs))
+        trial.set_user_attr("val_rmse", result.best_val_rmse)
+        trial.set_user_attr("duration_s", round(time.perf_counter() - started, 3))
+        if tracker.gaps:
+            trial.set_user_attr("mlflow_gap", tracker.gap_summary())
+        told.append(_tell(study, trial, announce, values=result.best_val_rmse))
+
+    pop.fit_population([pop.Member(cfg, hook(trial)) for trial, cfg in members], data, ctx, on_done=done)
+    return told

@@ -1,0 +1,169 @@
+"""Populations: several trials of one model trained as one network (mfexp.population), and the
+sweep that asks, trains, prunes and tells them (mfexp.sweep.population)."""
+from __future__ import annotations
+
+import copy
+
+import mlflow
+import mxnet as mx
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from mfexp import population as pop
+from mfexp.run import build_net
+from mfexp.train import fit
+
+# A member ends where its lone run ends, to float rounding: SGD's per-row update is MXNet's
+# formula to the last bits (seen: 1e-9), Adam's computes lr x bias correction in float32 where
+# MXNet does it in double (seen: 5e-6 after 5 epochs). The tolerance is stated here, once.
+VAL_TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def make_config():
+    """The real config (conf/) with a model and overrides, on the CPU, untracked."""
+    from hydra import compose, initialize_config_dir
+
+    from mfexp import cli
+
+    cli.register_schema()
+
+    def make(model: str, **overrides):
+        line = [f"model={model}", "train.progress=false", "train.device=cpu", "tracking.enabled=false",
+                *(f"{k}={v}" for k, v in overrides.items())]
+        with initialize_config_dir(config_dir=cli.CONF_DIR, version_base="1.3"):
+            return cli.to_object(compose(config_name="config", overrides=line))
+    return make
+
+
+def _configs(make_config, model, optimizer, sparse, hyper):
+    base = make_config(model=model, **{"train.optimizer": optimizer, "train.sparse_grad": sparse,
+                                        "train.epochs": 4, "train.batch_size": 64})
+    out = []
+    for lr, reg, wd, momentum, init in hyper:
+        cfg = copy.deepcopy(base)
+        cfg.train.lr, cfg.train.reg, cfg.train.wd, cfg.train.momentum, cfg.train.init_scale = lr, reg, wd, momentum, init
+        out.append(cfg)
+    return out
+
+
+# (lr, reg, wd, momentum, init_scale) of three members
+HYPER = [(0.01, 0.01, 0.0, 0.9, 0.01), (0.003, 0.1, 1e-4, 0.5, 0.05), (0.02, 0.0, 1e-3, 0.8, 0.1)]
+SGD_HYPER = [(0.1, 0.01, 0.0, 0.9, 0.01), (0.05, 0.1, 1e-4, 0.5, 0.05), (0.2, 0.0, 1e-3, 0.8, 0.1)]
+
+
+@pytest.mark.parametrize("model,optimizer,sparse", [("plain", "adam", True), ("biased", "sgd", False),
+                                                    ("biased", "adam", True), ("plain", "sgd", True)])
+def test_each_member_trains_as_its_lone_twin(make_config, tiny_data, model, optimizer, sparse):
+    """Members differing in lr, reg, wd, momentum and init scale: each one's val RMSE, epoch by
+    epoch, and its final weights are those of the same configuration trained alone."""
+    cfgs = _configs(make_config, model, optimizer, sparse, SGD_HYPER if optimizer == "sgd" else HYPER)
+    members = pop.fit_population([pop.Member(c) for c in cfgs], tiny_data, mx.cpu())
+    lone_curves = []
+    for cfg, member in zip(cfgs, members):
+        net = build_net(cfg, tiny_data, mx.cpu())
+        lone = fit(net, tiny_data, cfg.train, mx.cpu(), eval_test=False, final_test=False)
+        lone_curves.append([h.val_rmse for h in lone.history])
+        assert [h.val_rmse for h in member.result.history] == pytest.approx(lone_curves[-1], abs=VAL_TOL)
+        for a, b in zip(net.collect_params().values(), member.net.collect_params().values()):
+            np.testing.assert_allclose(b.data().asnumpy(), a.data().asnumpy(), atol=1e-3)
+        assert member.result.best_val_rmse == pytest.approx(lone.best_val_rmse, abs=VAL_TOL)
+    # the members really differ (a population that trained one configuration P times would pass the above
+    # only if every lone run were the same)
+    weights = [np.concatenate([p.data().asnumpy().ravel() for p in m.net.collect_params().values()]) for m in members]
+    assert all(np.abs(weights[i] - weights[j]).max() > 1e-3 for i in range(3) for j in range(i + 1, 3))
+
+
+def test_a_pruned_member_leaves_and_the_others_go_on(make_config, tiny_data, monkeypatch):
+    """A member whose hook raises (a pruned trial) stops at that epoch; the next epochs' graph holds
+    only the members still training; the others train to the end, as their lone twins."""
+    cfgs = _configs(make_config, "plain", "adam", True, HYPER)
+    sizes = []
+    real_step = pop._Step
+
+    def counting_step(net, n_members, batch):
+        sizes.append(n_members)
+        return real_step(net, n_members, batch)
+
+    monkeypatch.setattr(pop, "_Step", counting_step)
+
+    def prune_at_2(report):
+        if report.epoch == 2:
+            raise optuna.TrialPruned("pruned at epoch 2")
+
+    done = []
+    members = pop.fit_population([pop.Member(cfgs[0]), pop.Member(cfgs[1], prune_at_2), pop.Member(cfgs[2])],
+                                 tiny_data, mx.cpu(), on_done=lambda m: done.append(m))
+    assert sizes == [3, 3, 2, 2]  # epochs 3 and 4 compute two members
+    assert len(members[1].result.history) == 2 and isinstance(members[1].error, optuna.TrialPruned)
+    assert [len(m.result.history) for m in (members[0], members[2])] == [4, 4]
+    assert done[0] is members[1] and len(done) == 3  # told as it left, before the others ended
+    lone = fit(build_net(cfgs[2], tiny_data, mx.cpu()), tiny_data, cfgs[2].train, mx.cpu(), final_test=False)
+    assert members[2].result.best_val_rmse == pytest.approx(lone.best_val_rmse, abs=VAL_TOL)
+
+
+def test_patience_keeps_each_members_best_epoch(make_config, tiny_data):
+    """With train.patience, a member that stops early keeps its best epoch's weights (as fit does)."""
+    cfgs = _configs(make_config, "biased", "adam", True, [(0.2, 0.0, 0.0, 0.9, 0.01), (0.005, 0.05, 0.0, 0.9, 0.01)])
+    for c in cfgs:
+        c.train.epochs, c.train.patience = 12, 1
+    members = pop.fit_population([pop.Member(c) for c in cfgs], tiny_data, mx.cpu())
+    for cfg, m in zip(cfgs, members):
+        lone_net = build_net(cfg, tiny_data, mx.cpu())
+        lone = fit(lone_net, tiny_data, cfg.train, mx.cpu(), final_test=False)
+        assert (m.result.stopped_early, m.result.best_epoch) == (lone.stopped_early, lone.best_epoch)
+        assert m.result.final_val_rmse == pytest.approx(lone.final_val_rmse, abs=VAL_TOL)
+    assert members[0].result.stopped_early  # lr 0.2 overshoots: the case this test is about
+
+
+def test_keys_split_structural_choices(make_config):
+    a = make_config(model="plain", **{"train.optimizer": "adam"})
+    b = copy.deepcopy(a)
+    b.train.lr, b.train.reg = 0.5, 0.3
+    assert pop.key(a) == pop.key(b)
+    for change in (lambda c: setattr(c.train, "batch_size", 7), lambda c: setattr(c.model, "k", 3),
+                   lambda c: setattr(c.train, "optimizer", "sgd"), lambda c: setattr(c.train, "seed", 9)):
+        c = copy.deepcopy(a)
+        change(c)
+        assert pop.key(c) != pop.key(a)
+    assert pop.supports(a) and not pop.supports(make_config(model="mlp", **{"train.optimizer": "adam"}))
+    rms = copy.deepcopy(a)
+    rms.train.optimizer = "rmsprop"
+    assert not pop.supports(rms) and pop.model_supports(rms)
+
+
+def test_a_sweep_trains_populations_with_exact_counts_and_one_mlflow_run_each(ratings_file, tmp_path, mlflow_uri):
+    """sweep.population=4, 9 trials of plain: every trial is its own Optuna trial and MLflow run
+    (per-epoch metrics, COMPLETE/FINISHED or PRUNED/KILLED), counts are exact, some trials trained
+    in populations of more than one."""
+    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.orchestrate import run_sweep
+    from mfexp.sweep.storage import open_storage, study_name
+
+    plan = build_plan(["data=file", f"data.path={ratings_file}", "sweep=smoke", f"sweep.root={tmp_path / 'sweeps'}",
+                       "sweep.models=[plain]", "train.epochs=3", "sweep.n_trials=9", "sweep.population=4",
+                       "sweep.ensemble=false", "model.k=16"])
+    run_sweep(plan)
+    study = optuna.load_study(study_name=study_name(plan.sweep, "plain"), storage=open_storage(plan.sweep))
+    trials = study.get_trials(deepcopy=False)
+    assert len(trials) == 9 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    sizes = [t.user_attrs.get("population", 1) for t in trials]
+    assert max(sizes) > 1 and all(s <= 4 for s in sizes)
+    exp = mlflow.get_experiment_by_name("mfexp-sweep-smoke")
+    runs = [r for r in mlflow.search_runs([exp.experiment_id], output_format="list")
+            if "optuna.trial_number" in r.data.tags and "mfexp.best" not in r.data.tags]
+    assert sorted(int(r.data.tags["optuna.trial_number"]) for r in runs) == sorted(t.number for t in trials)
+    client = mlflow.tracking.MlflowClient()
+    by_number = {t.number: t for t in trials}
+    for run in runs:
+        trial = by_number[int(run.data.tags["optuna.trial_number"])]
+        state = run.data.tags["optuna.trial_state"]
+        assert (state, run.info.status) in {("COMPLETE", "FINISHED"), ("PRUNED", "KILLED")}
+        assert state == trial.state.name
+        history = client.get_metric_history(run.info.run_id, "val_rmse")
+        assert [m.step for m in history] == sorted(trial.intermediate_values) or trial.user_attrs.get("mfexp.reference")
+        if state == "COMPLETE":
+            assert run.data.metrics["best_val_rmse"] == pytest.approx(trial.value)
+            assert min(m.value for m in history) == pytest.approx(trial.value)
