@@ -5,6 +5,7 @@ from typing import Optional
 
 SECTIONS = {
     "throughput": "bench.throughput",  # 1. samples/s per model and batch size
+    "trial_cost": "bench.trial_cost",  # trials/hour, one at a time vs a population
     "tutorial": "bench.tutorial_compare",  # 2. the tutorial's own code, side by side
     "overhead": "bench.overhead",  # 3. per-trial fixed overhead in a sweep
     "scaling": "bench.scaling",  # 5. 1M / 10M / 25M ML-25M-shaped ratings

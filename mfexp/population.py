@@ -34,7 +34,7 @@ from mfexp.config import Config
 from mfexp.errors import TrainingDiverged
 from mfexp.metrics import rmse
 from mfexp.models.base import ModelData
-from mfexp.train import EpochReport, FitResult, _check_finite, evaluate, predict
+from mfexp.train import EpochReport, FitResult, _check_finite, evaluate, make_trainer, predict
 
 OPTIMIZERS = ("sgd", "adam")
 ADAM = {"beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8}  # MXNet's Adam defaults, as make_trainer uses them
@@ -118,6 +118,8 @@ class _Update(gluon.HybridBlock):
         self.kind, self.sparse = kind, sparse
 
     def hybrid_forward(self, F, coef, *inputs):
+        # coef (1, 2): Adam's bias correction of lr (1 for SGD), and 1 / batch size
+        lr_coef = F.slice_axis(coef, axis=1, begin=0, end=1)
         hyper = ("lr", "wd", "momentum") if self.kind == "sgd" else ("lr", "wd")
         n_state = 1 if self.kind == "sgd" else 2
         out, at = [], 0
@@ -129,15 +131,15 @@ class _Update(gluon.HybridBlock):
                 idx, rest = rest[0], [F.take(x, rest[0]) for x in rest[1:]]
                 w = F.take(w, idx)
             h, state = dict(zip(hyper, rest[:len(hyper)])), rest[len(hyper):]
-            grad = g + F.broadcast_mul(h["wd"], w)
+            grad = F.broadcast_mul(g, F.slice_axis(coef, axis=1, begin=1, end=2)) + F.broadcast_mul(h["wd"], w)
             if self.kind == "sgd":
-                mom = F.broadcast_mul(h["momentum"], state[0]) - F.broadcast_mul(F.broadcast_mul(h["lr"], coef), grad)
+                mom = F.broadcast_mul(h["momentum"], state[0]) - F.broadcast_mul(F.broadcast_mul(h["lr"], lr_coef), grad)
                 out += [w + mom, mom]
                 continue
             b1, b2, eps = ADAM["beta1"], ADAM["beta2"], ADAM["epsilon"]
             mean = b1 * state[0] + (1 - b1) * grad
             var = b2 * state[1] + (1 - b2) * F.square(grad)
-            out += [w - F.broadcast_mul(F.broadcast_mul(h["lr"], coef), mean / (F.sqrt(var) + eps)), mean, var]
+            out += [w - F.broadcast_mul(F.broadcast_mul(h["lr"], lr_coef), mean / (F.sqrt(var) + eps)), mean, var]
         return out
 
 
@@ -169,16 +171,16 @@ class _Optimizer:
                 idx = g.indices
                 if idx.shape[0] == 0:
                     continue
-                inputs += [w, g.data / batch_size, idx, *rows, *state]
+                inputs += [w, g.data, idx, *rows, *state]
             else:
                 idx = None
-                inputs += [w, g / batch_size, *rows, *state]
+                inputs += [w, g, *rows, *state]
             where.append((w, state, idx))
             sparse.append(idx is not None)
         if self.update is None or self.update.sparse != sparse:
             self.update = _Update(self.kind, sparse)
             self.update.hybridize()
-        out = self.update(mx.nd.full((1, 1), coef, ctx=self.ctx), *inputs)
+        out = self.update(mx.nd.array([[coef, 1.0 / batch_size]], ctx=self.ctx), *inputs)
         per = 2 if self.kind == "sgd" else 3
         for j, (w, state, idx) in enumerate(where):
             for target, value in zip((w, *state), out[j * per:(j + 1) * per]):
@@ -222,7 +224,10 @@ def fit_population(members: Sequence[Member], data, ctx: mx.Context, *, eval_tes
         else:
             raise ValueError(f"{cls.__name__} declares population support but its parameter {p.name} "
                              f"{p.shape} is not a per-row table")
-    opt = _Optimizer(params, members, ctx)
+    # members that share lr, wd and momentum (the tutorial's regime, seeds of one configuration) take
+    # MXNet's own fused update, exactly their lone runs' optimizer; others the per-row one
+    shared = len({(m.cfg.train.lr, m.cfg.train.wd, m.cfg.train.momentum) for m in members}) == 1
+    opt = make_trainer(stacked, first.train) if shared else _Optimizer(params, members, ctx)
     tables = [p if p.grad_req != "null" else None for p in params]
 
     train = data.train
