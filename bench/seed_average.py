@@ -1,5 +1,5 @@
 """What averaging seeds is worth on fm's reference configuration (16 epochs, Adam, SWA 3): each
-seed's RMSE and the running average's. The README's sweep.average_seeds figures.
+seed's RMSE and the running average's. BENCHMARKS.md's seed-averaging figures.
 
     python -m bench.seed_average val 4      # the holdout kept: val and test RMSE per seed and of the average
     python -m bench.seed_average refit 4    # trained on train + holdout (sweep.refit): test RMSE

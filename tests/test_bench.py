@@ -107,6 +107,26 @@ def test_a_run_on_another_machine_keeps_the_machine_of_the_sections_it_did_not_r
                    "Intel Xeon, 2 cores (2 usable), RAM 23.5 GB, Linux x [sections: workers, load]")
 
 
+def test_a_run_keeps_the_hand_written_sections_after_the_generated_ones(tmp_path):
+    def result(section, value):
+        return {"schema": 1, "section": section, "quick": False, "command": f"python -m bench.{section}",
+                "finished": "then", "wall_s": 1.0, "machine": common.machine(), "error": None, "notes": [],
+                "figures": {}, "targets": [common.target(f"{section} target", "report", value, "s", None)]}
+
+    md_path, hand = tmp_path / "BENCHMARKS.md", ["## Sweep results", "", "measured 2026-12-01: `cmd`", "",
+                                                 "### The longer sweep", "", "| a | b |", "|---|---|"]
+    for n, value in enumerate((11.0, 22.0)):
+        folder = tmp_path / str(n)
+        folder.mkdir()
+        (folder / "workers.json").write_text(json.dumps(result("workers", value)))
+        report.write_markdown(folder, md_path)
+        if n == 0:  # written by hand after the first run
+            md_path.write_text(md_path.read_text() + "\n" + "\n".join(hand) + "\n")
+    md = md_path.read_text()
+    assert "| workers | workers target | report | 22 s |" in md and "11 s" not in md
+    assert md.count("## Sweep results") == 1 and "\n".join(hand) in md  # whole, its subsections too
+    assert md.index("## workers") < md.index("## Sweep results") and "written by hand" in md
+
 # --- load: worker commands on one sweep, exact counts -----------------------------------------------
 
 def _load_row(**changes):

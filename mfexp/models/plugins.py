@@ -38,7 +38,7 @@ def model_class(target: Any) -> type:
         raise ConfigError(f"model._target_={target}: module {module_name} has no {attr}.")
     if not (isinstance(cls, type) and issubclass(cls, Recommender)):
         raise ConfigError(f"model._target_={target} is not a model: it must subclass "
-                          "mfexp.models.Recommender (see the README, 'Add your own model').")
+                          "mfexp.models.Recommender (see docs/models.md, 'Add your own model').")
     return cls
 
 

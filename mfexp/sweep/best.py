@@ -14,7 +14,7 @@ epochs, and evaluates that network once on the test part instead; it is what the
 and serves. The choice is still the holdout's. The replayed network's holdout predictions are
 logged beside it (`val_predictions.npy`), so the blend's weights are fit on predictions of
 networks that never saw the holdout. It helps the models trained with Adam (fm on u1: test RMSE
-0.8945 -> 0.8891, README); the tutorial's towers trained with SGD moved by up to 0.04 from what their
+0.8945 -> 0.8891, BENCHMARKS.md); the tutorial's towers trained with SGD moved by up to 0.04 from what their
 val RMSE promised when retrained, so it is off by default, and can be
 asked for some models only (`sweep.refit=[biased,svdpp,fm]`)."""
 from __future__ import annotations
