@@ -86,6 +86,9 @@ class SweepConfig:
     name: str = "default"
     models: list[str] = field(default_factory=lambda: ["plain", "mlp", "dropout", "biased"])
     n_trials: int = 10  # per model; COMPLETE and PRUNED trials already in storage count
+    # model -> its own trial budget, over n_trials (e.g. {plain: 32}: models that train in populations
+    # get more trials for the same minutes)
+    model_trials: dict[str, int] = field(default_factory=dict)
     storage: Optional[str] = None  # None: Optuna journal file sweeps/<name>/optuna.journal
     n_workers: int = 1  # worker processes on this machine, sharing the storage
     # trials of one model trained at once as one network (mfexp/population.py): auto (as many as pay on
@@ -194,6 +197,9 @@ def validate_sweep(sweep: SweepConfig) -> SweepConfig:
                "may hold only model names (conf/model/<name>.yaml)", name)
     _check(sweep.n_trials >= 1, "sweep.n_trials", "must be >= 1", sweep.n_trials)
     _check(sweep.n_workers >= 1, "sweep.n_workers", "must be >= 1", sweep.n_workers)
+    for name, count in sweep.model_trials.items():
+        _check(isinstance(count, int) and not isinstance(count, bool) and count >= 1, f"sweep.model_trials.{name}",
+               "must be a whole number >= 1", count)
     _check(sweep.population == "auto" or (isinstance(sweep.population, int) and not isinstance(sweep.population, bool)
                                           and sweep.population >= 1),
            "sweep.population", "must be auto or a whole number >= 1 (1: one trial at a time)", sweep.population)
@@ -215,6 +221,11 @@ def validate_sweep(sweep: SweepConfig) -> SweepConfig:
     _check(isinstance(refit, bool) or (isinstance(refit, list) and all(m in sweep.models for m in refit)),
            "sweep.refit", "must be true, false or a list of the sweep's models (sweep.models)", refit)
     return sweep
+
+
+def trial_budget(sweep: SweepConfig, model: str) -> int:
+    """How many counted trials `model`'s study gets: sweep.model_trials.<model>, else sweep.n_trials."""
+    return int(sweep.model_trials.get(model, sweep.n_trials))
 
 
 def refits(sweep: SweepConfig, model: str) -> bool:

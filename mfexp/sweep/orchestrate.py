@@ -28,7 +28,8 @@ def run_sweep(plan: SweepPlan) -> list[ModelOutcome]:
     studies = prepare(plan)
     _check_objective(plan, studies)
     done = {m: st.counted_trials(s) for m, s in studies.items()}
-    print(f"sweep {plan.sweep.name}: models {', '.join(plan.sweep.models)}, {plan.sweep.n_trials} trials each "
+    budgets = "".join(f", {m} {n}" for m, n in plan.sweep.model_trials.items() if m in plan.sweep.models)
+    print(f"sweep {plan.sweep.name}: models {', '.join(plan.sweep.models)}, {plan.sweep.n_trials} trials each{budgets} "
           f"({', '.join(f'{m} {n} done' for m, n in done.items())}), sampler {plan.sweep.sampler}, "
           f"pruner {plan.sweep.pruner}, {workers_line(plan)}", flush=True)
     # the parent is a container: its trials and best runs carry the system metrics

@@ -19,7 +19,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from mfexp import population as pop
-from mfexp.config import Config, flatten
+from mfexp.config import Config, flatten, trial_budget
 from mfexp.errors import ConfigError
 
 WORKER_ATTR = "worker"
@@ -33,7 +33,7 @@ def size_for(plan, model: str, base_cfg: Config) -> int:
     if plan.sweep.objective != "val_rmse" or not pop.model_supports(base_cfg):
         return 1
     if setting == "auto":
-        return pop.auto_size(base_cfg, plan.sweep.n_trials)
+        return pop.auto_size(base_cfg, trial_budget(plan.sweep, model))
     return int(setting)
 
 

@@ -16,14 +16,16 @@ class SweepProgress:
 
     COUNTED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
-    def __init__(self, studies: dict[str, optuna.Study], n_trials: int, deadline: Optional[float] = None,
+    def __init__(self, studies: dict[str, optuna.Study], n_trials, deadline: Optional[float] = None,
                  clock: Callable[[], float] = time.time):
-        self.studies, self.n_trials, self.deadline, self.clock = studies, n_trials, deadline, clock
+        # n_trials: every model's budget, or model -> its own (sweep.model_trials)
+        self.budgets = n_trials if isinstance(n_trials, dict) else {m: n_trials for m in studies}
+        self.studies, self.deadline, self.clock = studies, deadline, clock
         self.started = clock()
         self.done_at_start = sum(self._counts().values())
 
     def _counts(self) -> dict[str, int]:
-        return {m: min(len(s.get_trials(deepcopy=False, states=self.COUNTED)), self.n_trials)
+        return {m: min(len(s.get_trials(deepcopy=False, states=self.COUNTED)), self.budgets[m])
                 for m, s in self.studies.items()}
 
     def _best(self) -> str:
@@ -41,7 +43,7 @@ class SweepProgress:
 
     def line(self) -> str:
         counts = self._counts()
-        done, budget = sum(counts.values()), self.n_trials * len(counts)
+        done, budget = sum(counts.values()), sum(self.budgets[m] for m in counts)
         elapsed = self.clock() - self.started
         finished_here = done - self.done_at_start
         if done >= budget:
@@ -53,5 +55,5 @@ class SweepProgress:
             left = f"~{duration(seconds)} left"
         else:
             left = "time left: after the first trial"
-        per_model = " · ".join(f"{m} {n}/{self.n_trials}" for m, n in counts.items())
+        per_model = " · ".join(f"{m} {n}/{self.budgets[m]}" for m, n in counts.items())
         return f"  progress {done}/{budget}: {per_model} | {self._best()} | {duration(elapsed)} elapsed, {left}"

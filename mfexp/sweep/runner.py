@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
 from mfexp import interrupt
-from mfexp.config import SweepConfig, TrackingConfig
+from mfexp.config import SweepConfig, TrackingConfig, trial_budget
 from mfexp.errors import ConfigError, MfexpError, clause
 from mfexp.sweep import storage as st
 from mfexp.sweep.objective import DIRECTIONS, Objective, apply_params
@@ -202,8 +202,9 @@ def _next_model(plan: SweepPlan, studies: dict[str, optuna.Study]) -> Optional[s
             optuna.storages.fail_stale_trials(study)
     states = (*st.COUNTED, TrialState.RUNNING)
     counts = {m: len(s.get_trials(deepcopy=False, states=states)) for m, s in studies.items()}
-    open_models = [m for m in plan.sweep.models if counts[m] < plan.sweep.n_trials]
-    return min(open_models, key=lambda m: counts[m]) if open_models else None
+    budget = {m: trial_budget(plan.sweep, m) for m in plan.sweep.models}
+    open_models = [m for m in plan.sweep.models if counts[m] < budget[m]]
+    return min(open_models, key=lambda m: counts[m] / budget[m]) if open_models else None
 
 
 def announce(model: str, progress=None):
@@ -238,7 +239,7 @@ def work(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: O
     from mfexp.sweep.progress import SweepProgress
 
     studies = _open_studies(plan, worker)
-    progress = SweepProgress(studies, plan.sweep.n_trials, deadline)
+    progress = SweepProgress(studies, {m: trial_budget(plan.sweep, m) for m in studies}, deadline)
     data = load_dataset(_base_config(plan).data)
     bases = _on_device(plan.bases, worker_device(plan.sweep, worker))
     failures = 0
@@ -291,9 +292,10 @@ def work(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: O
 
 
 def _open_slots(plan: SweepPlan, study: optuna.Study) -> int:
-    """How many more trials the study may start: sweep.n_trials less those counted or running."""
+    """How many more trials the study may start: its budget less those counted or running."""
     states = (*st.COUNTED, TrialState.RUNNING)
-    return max(1, plan.sweep.n_trials - len(study.get_trials(deepcopy=False, states=states)))
+    model = next(m for m in plan.sweep.models if st.study_name(plan.sweep, m) == study.study_name)
+    return max(1, trial_budget(plan.sweep, model) - len(study.get_trials(deepcopy=False, states=states)))
 
 
 def _may_go_stale(storage, studies: dict[str, optuna.Study]) -> bool:
