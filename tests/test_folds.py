@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
+import mlflow
 import numpy as np
 import pytest
 
@@ -69,3 +70,41 @@ def test_bad_fold_settings_name_the_key(kw, key):
 def test_a_file_with_folds_and_the_default_split_means_every_fold():
     assert validate_data(DataConfig(name="file", path="r.csv", split="random", folds=3)).split == "all"
     assert validate_data(DataConfig(name="ml100k", split="all")).split == "all"
+
+
+def test_run_with_split_all_trains_each_fold_apart_and_prints_the_mean_of_its_runs(cfg, ratings_file, mlflow_uri,
+                                                                                   capsys):
+    """Two folds of a tiny file, with SVD++ (implicit feedback): each fold's logged model holds the
+    implicit feedback of that fold's training part, none of its test part; the parent's and the printed
+    mean and sd are those of the fold runs."""
+    from mfexp import model_io
+    from mfexp.models import to_settings
+    from mfexp.run import run
+
+    cfg.data = DataConfig(name="file", path=str(ratings_file), split="all", folds=2)
+    cfg.model = to_settings({"_target_": "mfexp.models.svdpp.SVDpp", "name": "svdpp", "k": 8})
+    summary = run(cfg)
+    out = capsys.readouterr().out
+    runs = mlflow.search_runs(experiment_names=["mfexp"], output_format="list")
+    parent = [r for r in runs if "mfexp.fold" not in r.data.tags]
+    children = sorted((r for r in runs if "mfexp.fold" in r.data.tags), key=lambda r: r.data.params["fold"])
+    assert len(parent) == 1 and parent[0].info.run_id == summary["run_id"]
+    assert [(r.data.params["fold"], r.data.tags["mfexp.fold"], r.data.params["data.split"]) for r in children] == \
+        [("f1", "f1", "f1"), ("f2", "f2", "f2")]
+    assert all(r.data.tags["mlflow.parentRunId"] == summary["run_id"] for r in children)
+    for r in children:
+        fold = load_dataset(replace(cfg.data, split=r.data.params["fold"]))
+        folder = mlflow.artifacts.download_artifacts(f"runs:/{r.info.run_id}/model/artifacts/mfexp_model")
+        seen = _csr_pairs(fold, model_io.load(folder).net.data.user_items)
+        assert seen == _pairs(fold, fold.train)  # the implicit feedback of its training part, exactly
+        assert not seen & _pairs(fold, fold.test)
+    rmses = [r.data.metrics["final_test_rmse"] for r in children]
+    assert len(set(rmses)) == 2
+    metrics = parent[0].data.metrics
+    assert metrics["test_rmse_mean"] == pytest.approx(np.mean(rmses), abs=1e-12)
+    assert metrics["test_rmse_sd"] == pytest.approx(np.std(rmses, ddof=1), abs=1e-12)
+    printed = re.search(r"test RMSE mean ± sd over 2 folds: (\d\.\d{4}) ± (\d\.\d{4})", out)
+    assert printed, out
+    assert printed.group(1) == f"{np.mean(rmses):.4f}" and printed.group(2) == f"{np.std(rmses, ddof=1):.4f}"
+    for r, rmse in zip(children, rmses):
+        assert re.search(rf"^{r.data.params['fold']} .* {rmse:.4f} ", out, re.M), out
