@@ -121,6 +121,10 @@ class SweepConfig:
     # train each chosen configuration with this many seeds (train.seed, +1, ...) and evaluate, log and
     # serve the average of their predictions: the variance of one SGD run averaged away
     average_seeds: int = 1
+    # after the choice on data.split's holdout, each model's chosen configuration (and the blend) trained
+    # on each of these folds and evaluated once on its test part: null, all, or a list ([u2,u3,u4,u5];
+    # f2.. for data=file with data.folds). Nothing about the choice changes: the other folds only report.
+    folds: Any = None
     root: str = "sweeps"
     # model -> {dotted config key: Hydra override expression}; 'common' applies to every model
     space: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -247,6 +251,32 @@ def validate_sweep(sweep: SweepConfig) -> SweepConfig:
     _check(isinstance(refit, bool) or (isinstance(refit, list) and all(m in sweep.models for m in refit)),
            "sweep.refit", "must be true, false or a list of the sweep's models (sweep.models)", refit)
     return sweep
+
+
+def sweep_folds(sweep: SweepConfig, d: DataConfig) -> list[str]:
+    """The folds sweep.folds asks the chosen configurations to be evaluated on, the selection fold
+    (data.split, whose figure is the sweep's own test evaluation) left out; [] for none."""
+    if d.split == ALL_FOLDS:
+        first = (fold_names(d) or ("u1",))[0]
+        raise ConfigError(f"data.split={ALL_FOLDS}: a sweep chooses on one fold's holdout. Set data.split={first} "
+                          f"(or another fold), and sweep.folds={ALL_FOLDS} to evaluate the choice on the others.")
+    if sweep.folds is None or sweep.folds == []:
+        return []
+    names = fold_names(d)
+    if not names:
+        raise ConfigError(f"sweep.folds={sweep.folds}: this data set has no folds; data=file has them with "
+                          "data.folds=k (k seeded random folds, then data.split=f1 to choose on f1's holdout), "
+                          "or unset sweep.folds.")
+    if sweep.folds == ALL_FOLDS:
+        return [f for f in names if f != d.split]
+    listed = [sweep.folds] if isinstance(sweep.folds, str) else sweep.folds
+    _check(isinstance(listed, list) and all(isinstance(f, str) and f in names for f in listed), "sweep.folds",
+           f"must be null, {ALL_FOLDS} or a list of folds of {', '.join(names)} (e.g. [{','.join(names[1:3])}])",
+           sweep.folds)
+    others = [f for f in dict.fromkeys(listed) if f != d.split]
+    _check(bool(others), "sweep.folds", f"must list a fold besides data.split={d.split} (the fold the sweep chooses "
+           "on, whose figure is its own test evaluation)", sweep.folds)
+    return others
 
 
 def refits(sweep: SweepConfig, model: str) -> bool:
