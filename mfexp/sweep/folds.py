@@ -23,11 +23,11 @@ import numpy as np
 import optuna
 
 from mfexp.config import Config, flatten, refits, sweep_folds
+from mfexp.crossval import FOLD_TAG
 from mfexp.errors import TrainingDiverged
 from mfexp.sweep.results import FoldFigures, ModelOutcome
 
 log = logging.getLogger("mfexp.sweep")
-FOLD_TAG = "mfexp.fold"
 ATTR = "mfexp.fold.{fold}.{what}"  # study user attr: one fold's figure, recorded once
 
 

@@ -186,7 +186,8 @@ def _peer_fold_rows(folds: list[str]) -> list[list[str]]:
 
     if not all(f in PEER_FOLD_RMSE[0][1] for f in folds):
         return []
-    return [[name, *[f"{rmse[f]:.4f}" for f in folds], _mean_sd(rmse[f] for f in folds)] for name, rmse in PEER_FOLD_RMSE]
+    return [[name, *[f"{rmse[f]:.4f}" for f in folds], _mean_sd(rmse[f] for f in folds)]
+            for name, rmse in PEER_FOLD_RMSE]
 
 
 def _fold_cost(o: ModelOutcome, others: list[str]) -> str:
