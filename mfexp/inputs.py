@@ -31,7 +31,9 @@ def dataset_parts(data, data_cfg, test: bool) -> list[tuple[str, str, str, Any]]
                    "test": f"{test_file} (GroupLens)"}
     else:
         path = str(Path(data_cfg.path).resolve()) if data_cfg.path else data.name
-        stem, cut = Path(path).name, f"{1 - data_cfg.test_fraction:.0%}/{data_cfg.test_fraction:.0%} split"
+        stem = Path(path).name
+        cut = (f"fold {data.split} of {data_cfg.folds} random folds" if getattr(data_cfg, "folds", None)
+               else f"{1 - data_cfg.test_fraction:.0%}/{data_cfg.test_fraction:.0%} split")
         names = {"train": f"{stem} (train)", "validation": f"{stem} (holdout)", "test": f"{stem} (test)"}
         sources = {"train": f"{path} ({cut}, train minus the {val})", "validation": f"{path} ({cut}, {val})",
                    "test": f"{path} ({cut}, test part, seed {data_cfg.seed})"}

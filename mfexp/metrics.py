@@ -95,3 +95,11 @@ def liked(users: np.ndarray, items: np.ndarray, ratings: np.ndarray, threshold: 
     """The (users, items) pairs rated `threshold` or more: the hits of a top-N list."""
     keep = np.asarray(ratings) >= threshold
     return np.asarray(users)[keep], np.asarray(items)[keep]
+
+
+def mean_sd(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1) of per-fold figures; the sd of one figure is 0."""
+    v = np.asarray(list(values), dtype=np.float64)
+    if v.size == 0:
+        raise ValueError("mean_sd of no figures is undefined")
+    return float(v.mean()), (float(v.std(ddof=1)) if v.size > 1 else 0.0)

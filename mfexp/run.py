@@ -3,6 +3,8 @@
     python -m mfexp.run model=mlp train.epochs=20
     python -m mfexp.run model=biased train.optimizer=adam train.lr=2e-3 train.reg=0.1
     python -m mfexp.run --config-dir sweeps/default --config-name best-biased   # replay a sweep's best
+    python -m mfexp.run model=fm data.split=all         # each of u1..u5 in turn: per-fold table, mean ± sd
+    python -m mfexp.run data=file data.path=r.csv data.folds=5   # 5 seeded random folds, the same way
 """
 # `run(cfg)` is a plain function (tests and sweeps call it); only `main` knows Hydra (through mfexp.cli).
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from mfexp import cli, interrupt
-from mfexp.config import Config, flatten, validate
+from mfexp.config import ALL_FOLDS, Config, flatten, validate
 from mfexp.errors import friendly_errors
 
 log = logging.getLogger("mfexp.run")
@@ -103,6 +105,10 @@ def run(cfg: Config, data=None) -> dict:
 
     validate(cfg)
     check_reachable(cfg.tracking)
+    if data is None and cfg.data.split == ALL_FOLDS:  # each fold in turn: mfexp/crossval.py
+        from mfexp.crossval import cross_validate
+
+        return cross_validate(cfg)
     data = data if data is not None else load_dataset(cfg.data)
     log.info("data: %s %s  train %d  val %d  test %d  users %d  items %d", data.name, data.split,
              len(data.train), len(data.val), len(data.test), data.n_users, data.n_items)

@@ -224,6 +224,23 @@ class Tracker:
         else:
             self._end("FINISHED")
 
+    @contextlib.contextmanager
+    def reopen(self, run_id: Optional[str]) -> Iterator["Tracker"]:
+        """An ended run (a sweep's best run) made the active run again, to add figures to it and
+        nest new runs under it: MLflow names a new run's parent after the active run, whatever
+        tag it is given. It ends FINISHED again, also when a run nested in it fails (that run
+        carries its own FAILED status)."""
+        if not self.cfg.enabled or run_id is None:
+            yield self
+            return
+        configure(self.cfg)
+        active = self._safe("reopen_run", mlflow.start_run, run_id=run_id, nested=True)
+        self.run_id = active.info.run_id if active is not None else None
+        try:
+            yield self
+        finally:
+            self._end("FINISHED")
+
     def _system_metrics(self) -> bool:
         """Whether this run records MLflow's system metrics; sets their sampling interval."""
         if not self.cfg.system_metrics:

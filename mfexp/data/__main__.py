@@ -115,7 +115,7 @@ def data_config(overrides: Sequence[str]):
     cli.register_schema()
     dcfg = cli.compose("config", overrides, PROG)
     dc = cli.typed(dcfg.data, PROG)
-    if dc.name == "file":
+    if dc.name == "file" and not dc.folds:
         dc.split = "random"
     return validate_data(dc), dcfg.data
 

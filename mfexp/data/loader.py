@@ -6,14 +6,14 @@ from typing import Optional
 
 import numpy as np
 
-from mfexp.config import ML100K_SPLITS, DataConfig
+from mfexp.config import ALL_FOLDS, ML100K_SPLITS, DataConfig, fold_names
 from mfexp.errors import ConfigError, DataError
 from mfexp.data.feature_file import read_feature_file
 from mfexp.data.features import SideFeatures
 from mfexp.data.ml100k_side import item_features, user_features
 from mfexp.data.movielens import ML100K, load_ml100k, parse_udata
 from mfexp.data.ratings import Dataset, Ratings, encode_ids, last_of_duplicates
-from mfexp.data.splits import fold_positions, holdout, mku_order, random_split
+from mfexp.data.splits import fold_positions, holdout, kfold_split, mku_order, random_split
 from mfexp.data.textfile import read_ratings_file
 
 
@@ -26,6 +26,10 @@ def load_with_origin(cfg: DataConfig) -> tuple[Dataset, str]:
     """(Dataset, where the data came from) — the origin is for messages such as `info`."""
     if not 0.0 <= cfg.val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction must be in [0, 1), got {cfg.val_fraction!r}.")
+    if cfg.split == ALL_FOLDS:
+        first = (fold_names(cfg) or ("f1",))[0]
+        raise ConfigError(f"data.split={ALL_FOLDS} is each fold in turn, which only python -m mfexp.run does "
+                          f"(one run per fold); here name one fold, e.g. data.split={first}.")
     if cfg.name == "ml100k":
         return _ml100k(cfg)
     if cfg.name == "file":
@@ -111,13 +115,30 @@ def _file(cfg: DataConfig) -> tuple[Dataset, str]:
         warnings.warn(f"{cfg.path}: {len(u) - len(keep)} duplicate (user, item) ratings; kept the last "
                       f"rating of each pair.", UserWarning, stacklevel=3)
         uidx, iidx, r, t = uidx[keep], iidx[keep], r[keep], t[keep]
-    train, test = random_split(len(r), cfg.test_fraction, cfg.seed)
-    if len(train) == 0 or len(test) == 0:
-        raise DataError(f"{cfg.path} holds only {len(r)} distinct ratings: too few for a train/test split "
-                        f"with data.test_fraction={cfg.test_fraction}. Use a larger file.")
+    train, test, split = _file_split(cfg, len(r))
     sides = (read_feature_file(cfg.user_features, "data.user_features", user_ids, "user")
              if cfg.user_features else None,
              read_feature_file(cfg.item_features, "data.item_features", item_ids, "item")
              if cfg.item_features else None)
-    return (_build("file", "random", (uidx, user_ids), (iidx, item_ids), r, t, train, test, cfg, None, sides),
+    return (_build("file", split, (uidx, user_ids), (iidx, item_ids), r, t, train, test, cfg, None, sides),
             str(cfg.path))
+
+
+def _file_split(cfg: DataConfig, n: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """(train positions, test positions, split name) of a ratings file's n distinct ratings: one
+    seeded random split by data.test_fraction, or with data.folds=k the fold data.split (f1..fk)."""
+    if not cfg.folds:
+        train, test = random_split(n, cfg.test_fraction, cfg.seed)
+        if len(train) == 0 or len(test) == 0:
+            raise DataError(f"{cfg.path} holds only {n} distinct ratings: too few for a train/test split "
+                            f"with data.test_fraction={cfg.test_fraction}. Use a larger file.")
+        return train, test, "random"
+    names = fold_names(cfg)
+    if cfg.split not in names:
+        raise ConfigError(f"data.split must be one fold, f1..f{cfg.folds}, with data.folds={cfg.folds}; "
+                          f"got {cfg.split!r}.")
+    if n < 2 * cfg.folds:
+        raise DataError(f"{cfg.path} holds only {n} distinct ratings: too few for data.folds={cfg.folds} "
+                        f"(each fold needs a training and a test part). Use fewer folds or a larger file.")
+    train, test = kfold_split(n, cfg.folds, names.index(cfg.split) + 1, cfg.seed)
+    return train, test, cfg.split

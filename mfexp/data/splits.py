@@ -12,6 +12,7 @@ N_FOLDS = 5
 # Distinct seed streams, so the test split and the holdout never share random draws.
 _STREAM_TEST = 1
 _STREAM_VAL = 2
+_STREAM_FOLDS = 3
 
 
 def fold_positions(n_lines: int, fold: int, fold_size: int = ML100K_FOLD_SIZE) -> tuple[np.ndarray, np.ndarray]:
@@ -46,6 +47,20 @@ def random_split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, n
     n_test = int(round(n * test_fraction))
     perm = np.random.default_rng((seed, _STREAM_TEST)).permutation(n)
     return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+
+
+def kfold_split(n: int, k: int, fold: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fold `fold` (1..k) of k seeded random folds: (train positions, test positions), ascending.
+
+    One permutation per seed, cut into k parts as equal as can be: every rating is in exactly one
+    fold's test part, and the other folds' training parts.
+    """
+    if not 1 <= fold <= k:
+        raise ValueError(f"fold must be 1..{k}, got {fold}")
+    perm = np.random.default_rng((seed, _STREAM_FOLDS)).permutation(n)
+    parts = np.array_split(perm, k)
+    train = np.concatenate([p for j, p in enumerate(parts) if j != fold - 1])
+    return np.sort(train), np.sort(parts[fold - 1])
 
 
 def holdout(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -25,7 +25,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from mfexp import cli, interrupt
-from mfexp.config import Config, SweepAppConfig, validate, validate_sweep
+from mfexp.config import Config, SweepAppConfig, sweep_folds, validate, validate_sweep
 from mfexp.errors import ConfigError, friendly_errors
 from mfexp.models import model_class, to_settings, typed_node
 
@@ -71,6 +71,7 @@ def compose_plan(args: Sequence[str]):
     app: SweepAppConfig = cli.to_object(root)
     sweep = validate_sweep(app.sweep)
     validate(app)
+    sweep_folds(sweep, app.data)  # sweep.folds must name folds of the data, besides the one chosen on
     assign_devices(sweep, app.train.device)  # auto: one worker per GPU MXNet sees
     from mfexp.sweep.storage import make_pruner, make_sampler
 

@@ -50,6 +50,10 @@ def run_sweep(plan: SweepPlan) -> list[ModelOutcome]:
                 outcomes += [blend] if blend else []
             if tracker.run_id:  # each model's best in the MLflow model registry, the val winner aliased champion
                 register_sweep_best(plan.sweep.name, outcomes)
+            if plan.sweep.folds:  # the choice on other folds: they report, they do not choose (sweep/folds.py)
+                from mfexp.sweep.folds import evaluate_folds
+
+                evaluate_folds(plan, outcomes, studies, data_cfg)
         wall = time.time() - started
         paths = _report(plan, outcomes, studies, wall)
         if tracker.run_id:
@@ -156,6 +160,10 @@ def _print_summary(plan, outcomes, paths, wall, uri) -> None:
 
     print(f"\nsweep {plan.sweep.name} finished in {wall:.0f}s\n")
     print(summary_table(outcomes))
+    if any(o.folds for o in outcomes):  # sweep.folds
+        from mfexp.sweep.report import fold_summary
+
+        print("\n" + fold_summary(outcomes))
     print(f"\nreport: {paths[0]}" if paths else "")
     if uri:
         import mlflow

@@ -162,8 +162,86 @@ def _render(sweep_name: str, outcomes: list[ModelOutcome], wall_time_s: float, c
         f"# Sweep report: {sweep_name}", "", f"Command: `{command}`", "",
         f"Total wall time: {duration(wall_time_s)}", "", *_markdown_table(outcomes), "",
         NOTE, "", _best_line(outcomes), "", *(budget + [""] if budget else []), *_peer_lines(), "",
+        *fold_lines(outcomes),
         "## How to replay", "", *_replay_lines(outcomes), "", "## Plots", "",
         *[f"![{p.stem}]({p.name})" for p in plots], ""])
+
+
+# --- sweep.folds: the choice on every listed fold (mfexp/sweep/folds.py) --------------------------------
+def _fold_header(o: ModelOutcome) -> list[str]:
+    f = o.folds
+    return ["", *[f"{fold} (chosen on)" if fold == f.selection else fold for fold in f.rmse], "mean ± sd"]
+
+
+def _mean_sd(values) -> str:
+    from mfexp.metrics import mean_sd
+
+    mean, sd = mean_sd(values)
+    return f"{mean:.4f} ± {sd:.4f}"
+
+
+def _peer_fold_rows(folds: list[str]) -> list[list[str]]:
+    """The peers' figures on the same folds, their mean over those folds; none off ML-100K's folds."""
+    from mfexp.sweep.results import PEER_FOLD_RMSE
+
+    if not all(f in PEER_FOLD_RMSE[0][1] for f in folds):
+        return []
+    return [[name, *[f"{rmse[f]:.4f}" for f in folds], _mean_sd(rmse[f] for f in folds)]
+            for name, rmse in PEER_FOLD_RMSE]
+
+
+def _fold_cost(o: ModelOutcome, others: list[str]) -> str:
+    from mfexp.sweep.ensemble import NAME
+
+    if o.model == NAME:
+        return (f"Cost: {duration(o.folds.cost_s)} fitting its weights on each fold's holdout and predicting; its "
+                "members' trainings are counted under their models.")
+    return (f"Cost: {duration(o.folds.cost_s)} of training on {', '.join(others)}; {o.folds.selection}'s figure is "
+            "the sweep's one test evaluation of this choice.")
+
+
+def fold_lines(outcomes: list[ModelOutcome]) -> list[str]:
+    """The report's section for sweep.folds: a table per model (and the blend) with the peers beside it."""
+    done = [o for o in outcomes if o.folds is not None]
+    if not done:
+        return []
+    from mfexp.sweep.results import PEER_FOLDS_SOURCE
+
+    esc = lambda cells: "| " + " | ".join(c.replace("|", r"\|") for c in cells) + " |"  # noqa: E731
+    selection = done[0].folds.selection
+    total = sum(o.folds.cost_s for o in done)
+    lines = ["## Across folds (sweep.folds)", "",
+             f"Each configuration was chosen on {selection}'s holdout, and the other folds changed nothing. On each "
+             "other fold it was trained on that fold's training part (its own holdout carved out as on "
+             f"{selection}, implicit feedback and every derived feature from that training part only) for its best "
+             "epoch count, and evaluated once on that fold's test part; the blend's weights were fit on each "
+             "fold's own holdout. Test RMSE per fold; mean ± sd over the folds shown (sd with n−1). "
+             f"Peers: {PEER_FOLDS_SOURCE}; their mean over the same folds. Cost of the other folds, all "
+             f"models: {duration(total)}.", ""]
+    for o in done:
+        folds = list(o.folds.rmse)
+        others = [f for f in folds if f != o.folds.selection]
+        header = _fold_header(o)
+        ours = [f"**{o.model}**, this sweep's choice", *[f"{v:.4f}" for v in o.folds.rmse.values()],
+                f"**{_mean_sd(o.folds.rmse.values())}**"]
+        lines += [f"### `{o.model}`", "", esc(header), "|" + "---|" * len(header), esc(ours),
+                  *[esc(r) for r in _peer_fold_rows(folds)], "", _fold_cost(o, others), ""]
+    return lines
+
+
+def fold_summary(outcomes: list[ModelOutcome]) -> str:
+    """The console's view of sweep.folds: one line per model (and the blend), then the peers."""
+    done = [o for o in outcomes if o.folds is not None]
+    folds = list(dict.fromkeys(f for o in done for f in o.folds.rmse))
+    chosen_on = done[0].folds.selection if done else None
+    rows = [["across folds", *[f"{f} (chosen on)" if f == chosen_on else f for f in folds], "mean ± sd", "cost"]]
+    for o in done:
+        rows.append([o.model, *[_rmse(o.folds.rmse.get(f)) for f in folds],
+                     _mean_sd(o.folds.rmse.values()), duration(o.folds.cost_s)])
+    rows += [[*r, ""] for r in _peer_fold_rows(folds)]
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows)
+# --- end sweep.folds ---------------------------------------------------------------------------------
 
 
 MAX_DESCRIPTION = 8000  # MLflow's longest tag value

@@ -47,6 +47,7 @@ class ModelOutcome:
     ranking: dict[str, float] = field(default_factory=dict)  # test_precision_at_10, ... of the best, on test
     refit: bool = False  # test_rmse is of the chosen configuration trained again on train + holdout
     average_seeds: int = 1  # test_rmse is of the average of this many seeds' networks
+    folds: Optional["FoldFigures"] = None  # sweep.folds: the chosen configuration on other folds
 
     @property
     def selection_value(self) -> Optional[float]:
@@ -58,3 +59,32 @@ class ModelOutcome:
     @property
     def tutorial_rmse(self) -> Optional[float]:
         return TUTORIAL_RMSE.get(self.model)
+
+
+# --- sweep.folds: the choice evaluated on other folds (mfexp/sweep/folds.py) -----------------------
+@dataclass
+class FoldFigures:
+    """A model's chosen configuration on several folds: the selection fold's figure is the sweep's
+    one test evaluation (its best run), each other fold's a training on that fold (a run under it)."""
+
+    selection: str  # the fold the sweep chose on (data.split), first in `rmse`
+    rmse: dict[str, float] = field(default_factory=dict)  # fold -> test RMSE
+    run_ids: dict[str, str] = field(default_factory=dict)  # fold -> its MLflow run (the best run's for the selection)
+    cost_s: float = 0.0  # wall time of the trainings on the other folds (when they ran)
+
+    @property
+    def mean_sd(self) -> tuple[float, float]:
+        from mfexp.metrics import mean_sd
+
+        return mean_sd(self.rmse.values())
+
+
+PEER_FOLDS_SOURCE = "measured on this project's machine, myFM 0.4 / Surprise, see BENCHMARKS.md"
+# Test RMSE of each GroupLens fold (uN.base -> uN.test), measured with the same script on each fold
+# (issue 29); quoted beside a sweep's per-fold figures, never run by mfexp.
+PEER_FOLD_RMSE = [
+    ("myFM rank 10 + implicit + side + day (untuned, 512 samples)",
+     {"u1": 0.8828, "u2": 0.8719, "u3": 0.8722, "u4": 0.8795, "u5": 0.8809}),
+    ("myFM rank 10, ratings only", {"u1": 0.9065, "u2": 0.8973, "u3": 0.8908, "u4": 0.8942, "u5": 0.8948}),
+    ("Surprise SVD++ defaults", {"u1": 0.9330, "u2": 0.9234, "u3": 0.9184, "u4": 0.9168, "u5": 0.9175}),
+]
