@@ -3,20 +3,21 @@
 A model whose trainable parameters are all tables indexed by user or item id (`Recommender.population`:
 plain and biased MF) can hold P members side by side: each table gets P times the rows, member m's
 ids are offset by m times the table's rows, and one forward pass, one backward pass and one
-optimizer update per batch serve every member. The per-batch cost of MXNet (~1 ms of framework
-overhead for microseconds of arithmetic at batch 64) is then paid once for P trials.
+optimizer update per batch serve every member. MXNet's fixed cost per batch (graph calls, optimizer
+dispatch, host syncs) is then paid once for P trials; the arithmetic per rating is not shared, so
+the gain is largest at small batches (BENCHMARKS.md, trial_cost).
 
-Per member: train.lr, train.wd, train.momentum, train.reg, train.init_scale and the initialization
-seed. Shared (the population's `key`): the model's settings, the optimizer, the batch size and the
-batch order (the first member's train.seed), the epochs, patience, swa, sparse_grad and the device.
+Per member: train.lr, train.wd, train.reg and train.init_scale. Shared (the population's `key`):
+the model's settings, the optimizer (and SGD's momentum), the batch size, the batch order
+(train.seed), the epochs, patience, swa, sparse_grad and the device.
 
-The optimizer is this module's own SGD with momentum and Adam, the formulas of MXNet's
-sgd_mom_update and adam_update (lazy on row-sparse gradients, as MXNet's default) with per-row lr,
-wd and momentum. Each member starts from exactly the weights its lone run starts from (built alone,
-seeded, then copied in), sees the same batches, and ends where its lone run ends to float rounding:
-tests/test_population.py states and checks the tolerance. A member that is pruned (its hook
-raises), stops early or diverges leaves the population at that epoch: the next epoch's graph no
-longer computes it.
+Members that share lr and wd train with MXNet's own optimizer, exactly as alone; otherwise each
+row's lr and wd enter MXNet's fused sgd_mom_update / adam_update (lazy on row-sparse gradients, as
+MXNet's default) as `_Optimizer` says. Each member starts from exactly the weights its lone run
+starts from (built alone, seeded, then copied in), sees the same batches, and ends where its lone
+run ends to float rounding: tests/test_population.py states and checks the tolerance. A member that
+is pruned (its hook raises), stops early or diverges leaves the population at that epoch: the next
+epoch's graph no longer computes it.
 """
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def key(cfg: Config) -> tuple:
     """What members of one population share; trials with different keys train in different populations."""
     t = cfg.train
     return (repr(asdict(cfg.model)), t.optimizer, t.batch_size, t.epochs, t.patience, t.swa, t.sparse_grad,
-            t.device, t.seed)  # the seed sets the batch order: a member replays alone exactly
+            t.device, t.seed,  # the seed sets the batch order: a member replays alone exactly
+            t.momentum if t.optimizer == "sgd" else None)  # one momentum per fused update
 
 
 def model_supports(cfg: Config) -> bool:
@@ -108,86 +110,59 @@ class _Step(gluon.HybridBlock):
         return loss, sse
 
 
-class _Update(gluon.HybridBlock):
-    """One optimizer update of every table, as one graph (one call per batch, not a dozen small
-    operators per table): per-row lr, wd and momentum. A row-sparse table updates the rows `idx`
-    only (lazily, as MXNet does); its gradient rows arrive as `g`, already divided by the batch size."""
-
-    def __init__(self, kind: str, sparse: list[bool]):
-        super().__init__(prefix="")
-        self.kind, self.sparse = kind, sparse
-
-    def hybrid_forward(self, F, coef, *inputs):
-        # coef (1, 2): Adam's bias correction of lr (1 for SGD), and 1 / batch size
-        lr_coef = F.slice_axis(coef, axis=1, begin=0, end=1)
-        hyper = ("lr", "wd", "momentum") if self.kind == "sgd" else ("lr", "wd")
-        n_state = 1 if self.kind == "sgd" else 2
-        out, at = [], 0
-        for sparse in self.sparse:
-            count = 2 + sparse + len(hyper) + n_state  # w, g, [idx], hyperparameter rows, state
-            w, g, *rest = inputs[at:at + count]
-            at += count
-            if sparse:
-                idx, rest = rest[0], [F.take(x, rest[0]) for x in rest[1:]]
-                w = F.take(w, idx)
-            h, state = dict(zip(hyper, rest[:len(hyper)])), rest[len(hyper):]
-            grad = F.broadcast_mul(g, F.slice_axis(coef, axis=1, begin=1, end=2)) + F.broadcast_mul(h["wd"], w)
-            if self.kind == "sgd":
-                mom = F.broadcast_mul(h["momentum"], state[0]) - F.broadcast_mul(F.broadcast_mul(h["lr"], lr_coef), grad)
-                out += [w + mom, mom]
-                continue
-            b1, b2, eps = ADAM["beta1"], ADAM["beta2"], ADAM["epsilon"]
-            mean = b1 * state[0] + (1 - b1) * grad
-            var = b2 * state[1] + (1 - b2) * F.square(grad)
-            out += [w - F.broadcast_mul(F.broadcast_mul(h["lr"], lr_coef), mean / (F.sqrt(var) + eps)), mean, var]
-        return out
-
-
 class _Optimizer:
-    """SGD with momentum or Adam over stacked tables, with per-row lr, wd and momentum: MXNet's
-    sgd_mom_update / adam_update formulas, lazy on row-sparse gradients (only the batch's rows)."""
+    """SGD with momentum or Adam over stacked tables, each member with its own lr and wd: MXNet's own
+    fused sgd_mom_update / adam_update (an unfused update costs several times more here: MXNet's CPU
+    elementwise operators are slow), lazy on row-sparse gradients as MXNet's default (only the rows a
+    batch touched). SGD: the update of lr_row * (g + wd_row * w) at lr 1, which is the same step.
+    Adam: its step at lr 1 (onto zeros), scaled by each row's lr."""
 
     def __init__(self, params, members: Sequence[Member], ctx):
         self.params = [p for p in params if p.grad_req != "null"]
-        self.kind = members[0].cfg.train.optimizer
-        self.t, self.ctx = 0, ctx
+        self.cfg = members[0].cfg.train
+        self.kind = self.cfg.optimizer
+        self.t = 0
         n = len(members)
-        self.rows, self.state = [], []
+        self.with_wd = any(m.cfg.train.wd for m in members)
+        self.lr, self.wd, self.state = [], [], []
         for p in self.params:
-            per = p.shape[0] // n
-            column = lambda v: mx.nd.array(np.repeat(np.asarray(v, np.float32), per)[:, None], ctx=ctx)  # noqa: E731
-            hyper = ("lr", "wd", "momentum") if self.kind == "sgd" else ("lr", "wd")
-            self.rows.append([column([getattr(m.cfg.train, h) for m in members]) for h in hyper])
+            per, width = p.shape[0] // n, int(np.prod(p.shape[1:]))
+            rows = lambda values: mx.nd.array(  # noqa: E731 - a full table, so that products are elementwise
+                np.repeat(np.asarray(values, np.float32), per)[:, None].repeat(width, axis=1).reshape(p.shape), ctx=ctx)
+            self.lr.append(rows([m.cfg.train.lr for m in members]))
+            self.wd.append(rows([m.cfg.train.wd for m in members]) if self.with_wd else None)
             self.state.append([mx.nd.zeros(p.shape, ctx=ctx) for _ in range(1 if self.kind == "sgd" else 2)])
-        self.update = None
 
     def step(self, batch_size: int) -> None:
         self.t += 1
-        coef = 1.0 if self.kind == "sgd" else (math.sqrt(1.0 - ADAM["beta2"] ** self.t) / (1.0 - ADAM["beta1"] ** self.t))
-        inputs, where, sparse = [], [], []
-        for p, rows, state in zip(self.params, self.rows, self.state):
-            w, g = p.data(), p.grad()
-            if g.stype == "row_sparse":
+        coef = 1.0 if self.kind == "sgd" else math.sqrt(1.0 - ADAM["beta2"] ** self.t) / (1.0 - ADAM["beta1"] ** self.t)
+        for p, lr, wd, state in zip(self.params, self.lr, self.wd, self.state):
+            table, g = p.data(), p.grad()
+            if g.stype == "row_sparse":  # the batch's rows only: gathered, updated, written back
                 idx = g.indices
                 if idx.shape[0] == 0:
                     continue
-                inputs += [w, g.data, idx, *rows, *state]
+                g, lr, wd = g.data, lr.take(idx), (wd.take(idx) if wd is not None else None)
+                w, rows_state = table.take(idx), [s.take(idx) for s in state]
             else:
-                idx = None
-                inputs += [w, g, *rows, *state]
-            where.append((w, state, idx))
-            sparse.append(idx is not None)
-        if self.update is None or self.update.sparse != sparse:
-            self.update = _Update(self.kind, sparse)
-            self.update.hybridize()
-        out = self.update(mx.nd.array([[coef, 1.0 / batch_size]], ctx=self.ctx), *inputs)
-        per = 2 if self.kind == "sgd" else 3
-        for j, (w, state, idx) in enumerate(where):
-            for target, value in zip((w, *state), out[j * per:(j + 1) * per]):
-                if idx is None:
-                    target[:] = value
-                else:
+                idx, w, rows_state = None, table, state
+            self._update(w, g, lr, wd, rows_state, coef, batch_size)
+            if idx is not None:
+                for target, value in zip((table, *state), (w, *rows_state)):
                     mx.nd.contrib.index_copy(target, idx, value, out=target)  # in place: the rows only
+
+    def _update(self, w, g, lr, wd, state, coef: float, batch_size: int) -> None:
+        """Update w and state in place."""
+        if wd is not None:  # g + wd * w, at the gradient's scale (rescale_grad divides it by the batch)
+            g = g + wd * w * batch_size
+        if self.kind == "sgd":
+            mx.nd.sgd_mom_update(w, lr * g, state[0], lr=1.0, momentum=self.cfg.momentum, wd=0.0,
+                                 rescale_grad=1.0 / batch_size, out=w)
+            return
+        step = mx.nd.zeros_like(w)
+        mx.nd.adam_update(step, g, state[0], state[1], lr=coef, wd=0.0, rescale_grad=1.0 / batch_size,
+                          beta1=ADAM["beta1"], beta2=ADAM["beta2"], epsilon=ADAM["epsilon"], out=step)
+        mx.nd.elemwise_add(w, lr * step, out=w)
 
 
 def _member_rows(stacked: list, m: int, n: int) -> list:
