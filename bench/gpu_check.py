@@ -10,6 +10,8 @@ Checks, each model of conf/model/*.yaml in turn:
              difference (must stay under TOLERANCE), the two GPU runs identical (the sweep replays
              its best trials and expects the same network), samples/s on both; at the tutorial's
              settings and at the default sweep's (row-sparse gradients, Adam, batch 512)
+  population four trials of a model that holds populations (plain, biased) trained as one network
+             on gpu:0 and on the CPU: each member's test RMSE agrees within TOLERANCE
   serve      a model trained on gpu:0 and logged to MLflow loads on the CPU and predicts the test
              RMSE the GPU measured; its run is tagged mfexp.device=gpu:0 and its requirements name
              the installed MXNet build
@@ -137,6 +139,26 @@ def check_training(cfg, data, accel, host, label: str) -> Check:
                  f"rerun diff {repeat:.1e}; samples/s {accel} {speed(again)} {host} {speed(on_host)}")
 
 
+def check_population(cfg, data, accel, host) -> Check:
+    """Four members of `cfg` (lr and reg spread x0.5..x2) trained as one population on `accel` and
+    on `host`: each member's test RMSE on both within TOLERANCE (a member on the GPU agrees with the CPU)."""
+    import copy
+
+    from mfexp.population import Member, fit_population
+
+    members = []
+    for f in (0.5, 0.8, 1.25, 2.0):
+        c = copy.deepcopy(cfg)
+        c.train.lr, c.train.reg = cfg.train.lr * f, cfg.train.reg / f
+        members.append(c)
+    on_accel = fit_population([Member(c) for c in members], data, accel, final_test=True)
+    on_host = fit_population([Member(c) for c in members], data, host, final_test=True)
+    diffs = [abs(a.result.final_test_rmse - b.result.final_test_rmse) for a, b in zip(on_accel, on_host)]
+    ok = all(math.isfinite(a.result.final_test_rmse) for a in on_accel) and max(diffs) <= TOLERANCE
+    return Check(f"population {cfg.model.name}", ok,
+                 f"4 members, test RMSE {accel} vs {host}: largest diff {max(diffs):.1e} (<= {TOLERANCE})")
+
+
 def check_serving(cfg, data, device: str, store: Path) -> Check:
     """Train on `device` inside an MLflow run; load the logged model as a serving host without a GPU
     does (pyfunc, on the CPU) and also on `device` (model_io, the same code): their predictions on the
@@ -218,6 +240,7 @@ def run_checks(overrides: Sequence[str], gpus: int, say: Callable[[str], None] =
     import mxnet as mx
 
     from mfexp.data import load_dataset
+    from mfexp.population import supports
 
     base = compose(overrides)
     data = load_dataset(base.data)
@@ -240,6 +263,9 @@ def run_checks(overrides: Sequence[str], gpus: int, say: Callable[[str], None] =
                 attempt(f"train {model} {label}", lambda: check_training(cfg, data, mx.gpu(0), mx.cpu(), label))
             cfg = compose([*overrides, f"model={model}"])
             attempt(f"serve {model}", lambda: check_serving(cfg, data, "gpu:0", Path(tmp)))
+            sweep_cfg = compose([*overrides, f"model={model}", *SETTINGS["sweep"]])
+            if supports(sweep_cfg):
+                attempt(f"population {model}", lambda: check_population(sweep_cfg, data, mx.gpu(0), mx.cpu()))
         attempt("auto", lambda: check_auto(overrides, gpus, Path(tmp)))
         if gpus >= 2:
             attempt("sweep on 2 GPUs", lambda: check_two_gpu_sweep(overrides, Path(tmp)))
