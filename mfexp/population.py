@@ -38,6 +38,7 @@ from mfexp.models.base import ModelData
 from mfexp.train import EpochReport, FitResult, _check_finite, evaluate, make_trainer, predict
 
 OPTIMIZERS = ("sgd", "adam")
+PER_MEMBER = ("train.lr", "train.wd", "train.reg", "train.init_scale")  # what members of one population may differ in
 ADAM = {"beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8}  # MXNet's Adam defaults, as make_trainer uses them
 
 

@@ -135,22 +135,27 @@ def test_keys_split_structural_choices(make_config):
 
 
 def test_a_sweep_trains_populations_with_exact_counts_and_one_mlflow_run_each(ratings_file, tmp_path, mlflow_uri):
-    """sweep.population=4, 9 trials of plain: every trial is its own Optuna trial and MLflow run
-    (per-epoch metrics, COMPLETE/FINISHED or PRUNED/KILLED), counts are exact, some trials trained
-    in populations of more than one."""
+    """sweep.population=4, 9 trials of plain, k searched: every trial is its own Optuna trial and
+    MLflow run (per-epoch metrics, COMPLETE/FINISHED or PRUNED/KILLED), counts are exact, and trials
+    are asked four at a time sharing the first one's k, so they train as populations of 4."""
     from mfexp.sweep.__main__ import build_plan
     from mfexp.sweep.orchestrate import run_sweep
     from mfexp.sweep.storage import open_storage, study_name
 
     plan = build_plan(["data=file", f"data.path={ratings_file}", "sweep=smoke", f"sweep.root={tmp_path / 'sweeps'}",
                        "sweep.models=[plain]", "train.epochs=3", "sweep.n_trials=9", "sweep.population=4",
-                       "sweep.ensemble=false", "model.k=16"])
+                       "sweep.ensemble=false", "sweep.enqueue_tutorial=false"])
     run_sweep(plan)
     study = optuna.load_study(study_name=study_name(plan.sweep, "plain"), storage=open_storage(plan.sweep))
     trials = study.get_trials(deepcopy=False)
     assert len(trials) == 9 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     sizes = [t.user_attrs.get("population", 1) for t in trials]
-    assert max(sizes) > 1 and all(s <= 4 for s in sizes)
+    assert sorted(sizes) == [1] + [4] * 8  # 4 + 4 + the last one: model.k is drawn once per population
+    anchored = [t for t in trials if "population_anchor" in t.user_attrs]
+    assert len(anchored) == 6  # three members follow each of two anchors
+    for t in anchored:  # sampled: the anchor's k, their own lr and reg
+        anchor = next(a for a in trials if a.number == t.user_attrs["population_anchor"])
+        assert t.params["model.k"] == anchor.params["model.k"] and t.params["train.lr"] != anchor.params["train.lr"]
     exp = mlflow.get_experiment_by_name("mfexp-sweep-smoke")
     runs = [r for r in mlflow.search_runs([exp.experiment_id], output_format="list")
             if "optuna.trial_number" in r.data.tags and "mfexp.best" not in r.data.tags]

@@ -37,6 +37,30 @@ def size_for(plan, model: str, base_cfg: Config) -> int:
     return int(setting)
 
 
+def ask(study: optuna.Study, size: int, objective) -> list[optuna.Trial]:
+    """Up to `size` trials for one population. The first trial that is not a reference (whose values
+    are fixed overrides, not params) is the anchor: each later trial is enqueued with the anchor's values of
+    every searched key a population must share (model.k, train.batch_size...) and then asked, so the
+    sampler chooses only what members may differ in (mfexp.population.PER_MEMBER). Without this,
+    independent draws of k and batch size would rarely fall into one population."""
+    trials: list[optuna.Trial] = []
+    shared: Optional[dict] = None
+    for _ in range(size):
+        if shared:
+            study.enqueue_trial(shared, user_attrs={POPULATION_ATTR + "_anchor": trials[0].number})
+        trial = study.ask()
+        trials.append(trial)
+        if shared is None and "overrides" not in trial.user_attrs:  # a reference has no params to share
+            objective.space.suggest(trial)  # the anchor's draw (the objective reads the same values back)
+            shared = {k: v for k, v in trial.params.items() if k not in pop.PER_MEMBER}
+            if not shared:
+                shared = None
+                break  # nothing structural is searched: independent draws already share a population
+    while len(trials) < size:
+        trials.append(study.ask())
+    return trials
+
+
 def run_trials(plan, model: str, study: optuna.Study, trials: list[optuna.Trial], objective,
                data, announce: Callable[[optuna.Study, FrozenTrial], None]) -> list[FrozenTrial]:
     """Train asked `trials` (populations where their configurations allow, else one by one with

@@ -26,6 +26,7 @@ from mfexp.config import SweepConfig, TrackingConfig, trial_budget
 from mfexp.errors import ConfigError, MfexpError, clause
 from mfexp.sweep import storage as st
 from mfexp.sweep.objective import DIRECTIONS, Objective, apply_params
+from mfexp.sweep.population import ask as ask_population
 from mfexp.sweep.population import run_trials
 from mfexp.sweep.population import size_for as population_size
 from mfexp.sweep.results import ModelOutcome
@@ -272,7 +273,7 @@ def work(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: O
                 sizes[model] = population_size(plan, model, apply_params(bases[model], {}))
             finished: list[FrozenTrial] = []
             if sizes[model] > 1:  # several trials at once, as one network (mfexp.sweep.population)
-                trials = [study.ask() for _ in range(min(sizes[model], _open_slots(plan, study)))]
+                trials = ask_population(study, min(sizes[model], _open_slots(plan, study)), objective)
                 gate.close()
                 finished = run_trials(plan, model, study, trials, objective, data, announce(model, progress))
             else:
