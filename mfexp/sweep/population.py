@@ -38,11 +38,12 @@ def size_for(plan, model: str, base_cfg: Config) -> int:
 
 
 def ask(study: optuna.Study, size: int, objective) -> list[optuna.Trial]:
-    """Up to `size` trials for one population. The first trial that is not a reference (whose values
-    are fixed overrides, not params) is the anchor: each later trial is enqueued with the anchor's values of
-    every searched key a population must share (model.k, train.batch_size...) and then asked, so the
-    sampler chooses only what members may differ in (mfexp.population.PER_MEMBER). Without this,
-    independent draws of k and batch size would rarely fall into one population."""
+    """Up to `size` trials for one population, or a reference trial alone (its values are fixed
+    overrides, not params: it shares nothing, and waits for no population). The first trial is the
+    anchor: each later trial is enqueued with the anchor's values of every searched key a population
+    must share (model.k, train.batch_size...) and then asked, so the sampler chooses only what members
+    may differ in (mfexp.population.PER_MEMBER). Without this, independent draws of k and batch size
+    would rarely fall into one population."""
     trials: list[optuna.Trial] = []
     shared: Optional[dict] = None
     for _ in range(size):
@@ -50,7 +51,9 @@ def ask(study: optuna.Study, size: int, objective) -> list[optuna.Trial]:
             study.enqueue_trial(shared, user_attrs={POPULATION_ATTR + "_anchor": trials[0].number})
         trial = study.ask()
         trials.append(trial)
-        if shared is None and "overrides" not in trial.user_attrs:  # a reference has no params to share
+        if "overrides" in trial.user_attrs and len(trials) == 1:
+            return trials  # a reference trial (fixed values, no params to share) trains alone, at once
+        if shared is None:
             objective.space.suggest(trial)  # the anchor's draw (the objective reads the same values back)
             shared = {k: v for k, v in trial.params.items() if k not in pop.PER_MEMBER}
             if not shared:
