@@ -11,6 +11,7 @@ import yaml
 
 from mfexp.config import flatten
 from mfexp.run import run
+from pg import pg_database, postgres_server  # noqa: F401 - fixtures
 
 
 def _finished_run(run_id):
@@ -50,12 +51,51 @@ def test_a_diverging_run_ends_failed_never_finished_with_nan(cfg, tiny_data, mlf
     assert "diverged" in runs[0].data.tags["mfexp.error"]
 
 
-def test_password_in_a_url_is_never_logged():
-    from mfexp.tracking import params_of, redact
+@pytest.mark.parametrize("text,shown", [
+    ("postgresql://alice:s3cret@db.example/optuna", "postgresql://alice:***@db.example/optuna"),
+    ("redis://:s3cret@host/0", "redis://:***@host/0"),  # a password without a user name
+    ("http://:s3cret@host", "http://:***@host"),
+    ("https://u:s3c@ret@host:5000/x", "https://u:***@host:5000/x"),  # urllib reads 's3c@ret' as the password
+    ("postgresql://db.example/optuna?sslmode=require&password=s3cret", "postgresql://db.example/optuna?sslmode=require&password=***"),
+    ("python -m mfexp.sweep 'sweep.storage=redis://:s3cret@h:6379/0' tracking.uri=http://bob:s3cret@h:5000",
+     "python -m mfexp.sweep 'sweep.storage=redis://:***@h:6379/0' tracking.uri=http://bob:***@h:5000"),
+    ("postgresql://alice@db.example/optuna and http://h:5000/#/x", "postgresql://alice@db.example/optuna and http://h:5000/#/x"),
+])
+def test_redact_hides_the_password_of_every_url_in_a_text(text, shown):
+    from mfexp.tracking import redact
 
-    url = "postgresql://alice:s3cret@db.example/optuna"
-    assert "s3cret" not in redact(url) and "alice" in redact(url)
-    assert "s3cret" not in params_of({"sweep.storage": url})["sweep.storage"]
+    assert redact(text) == shown
+
+
+def test_a_password_in_the_tracking_url_reaches_nothing_a_run_writes(pg_database, ratings_path, tmp_path):
+    """mfexp.run with tracking.uri a PostgreSQL URL that carries a password (the throwaway server
+    trusts 127.0.0.1 and ignores it, but it is in the URL as a real one would be): the run is
+    recorded there, and the password is in none of its rows, artifacts, files or console output."""
+    import os
+    import secrets
+
+    from leaks import places_holding
+
+    secret = secrets.token_hex(8)
+    uri = pg_database("run").replace("postgresql://postgres@", f"postgresql://postgres:{secret}@")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    out = subprocess.run([sys.executable, "-m", "mfexp.run", "data=file", f"data.path={ratings_path}",
+                          "train.epochs=2", "train.batch_size=256", f"tracking.uri={uri}"],
+                         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = mlflow.tracking.MlflowClient(uri).search_runs(
+        [mlflow.tracking.MlflowClient(uri).get_experiment_by_name("mfexp").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # recorded where the URL said
+    assert runs[0].data.params["tracking.uri"] == uri.replace(secret, "***")
+    found = places_holding(secret, root=tmp_path, tracking_uri=uri, outputs={"stdout": out.stdout, "stderr": out.stderr})
+    assert not found, "the password is in:\n" + "\n".join(found)
+
+
+def test_a_url_whose_password_mfexp_hid_is_refused_naming_the_key(ratings_path, tmp_path, mlflow_uri):
+    """A command or a best-<model>.yaml copied from mfexp's records has *** for the password."""
+    out = _cli("data=file", f"data.path={ratings_path}", "tracking.uri=postgresql://bob:***@127.0.0.1:9/x", cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "tracking.uri=postgresql://bob:***@127.0.0.1:9/x has *** where its password was" in out.stderr
 
 
 @pytest.fixture

@@ -259,7 +259,7 @@ def _open_tier(url: str) -> optuna.storages.BaseStorage:
         _needs("grpc", "sweep.storage=grpc://...", "pip install grpcio (into .venv)")
         host, _, port = url[len("grpc://"):].rstrip("/").rpartition(":")
         if not host or not port.isdigit():
-            raise ConfigError(f"sweep.storage must look like grpc://host:port, got {url!r}.")
+            raise ConfigError(f"sweep.storage must look like grpc://host:port, got {redact(url)!r}.")
         return optuna.storages.GrpcStorageProxy(host=host, port=int(port))
     _needs("redis", "sweep.storage=redis://...", "make install (the redis extra), or pip install redis (into .venv)")
     import redis
