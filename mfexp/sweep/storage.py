@@ -61,7 +61,8 @@ def open_storage(sweep: SweepConfig) -> optuna.storages.BaseStorage:
                               "folder writable, or set sweep.root=<folder> or sweep.storage=<URL>.") from err
         from mfexp.sweep import journal
 
-        journal.repair(path)  # a torn last record (a worker killed mid-write) would stop every start
+        journal.repair(path)  # a torn last record (a worker killed mid-write) would stop every start;
+                              # a journal unreadable from its first record is refused, left as it is
         return optuna.storages.JournalStorage(journal.SafeJournalFileBackend(str(path)))
     if "://" not in sweep.storage:
         raise ConfigError(f"sweep.storage must be an Optuna RDB URL such as sqlite:///sweep.db or "
