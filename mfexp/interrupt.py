@@ -30,12 +30,12 @@ def _handler(signum, frame) -> None:
 
 def install() -> None:
     """SIGINT and SIGTERM raise KeyboardInterrupt, and are remembered for `check()`. Only from the
-    main thread (the only one Python lets set handlers); a SIGINT that is ignored (a job started
-    with nohup, or in the background of a non-interactive shell) stays ignored."""
+    main thread (the only one Python lets set handlers). Also when SIGINT was ignored: a command
+    started in the background of a script (or by any process that ignores SIGINT) inherits SIG_IGN,
+    and `kill -INT` would then be lost while it trains to the end."""
     if threading.current_thread() is not threading.main_thread():
         return
-    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-        signal.signal(signal.SIGINT, _handler)
+    signal.signal(signal.SIGINT, _handler)
     signal.signal(signal.SIGTERM, _handler)
 
 

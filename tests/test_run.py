@@ -2,6 +2,7 @@
 truthful statuses, and the CLI's exit codes and messages."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -132,6 +133,57 @@ def test_cli_bad_config_is_one_clear_line_and_exit_2(override, key, ratings_path
     assert key in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "mlflow.db").exists() or not mlflow.search_runs(experiment_names=["mfexp"],
                                                                           output_format="list")
+
+
+def _started(ignoring_sigint: bool):
+    """What the child starts with: SIGINT and SIGTERM at their defaults (from a terminal), or SIGINT
+    ignored (started in the background of a script, or by a process that ignores it)."""
+    import signal
+
+    def preexec():
+        signal.signal(signal.SIGINT, signal.SIG_IGN if ignoring_sigint else signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    return preexec
+
+
+@pytest.mark.parametrize("sig,ignoring_sigint", [("SIGTERM", False), ("SIGINT", True)],
+                         ids=["SIGTERM", "SIGINT, started ignoring SIGINT"])
+def test_a_signal_ends_a_run_killed_with_one_line_and_exit_130(sig, ignoring_sigint, ratings_path, tmp_path,
+                                                              mlflow_uri):
+    import os
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "mfexp.run", "data=file", f"data.path={ratings_path}",
+                             "train.epochs=1000", "train.batch_size=16", "train.progress=false"],
+                            cwd=tmp_path, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=_started(ignoring_sigint))
+    client = mlflow.tracking.MlflowClient(mlflow_uri)
+    try:
+        deadline = time.monotonic() + 180
+        while not (runs := _training_runs(client)):  # until an epoch is on record: it is training
+            assert proc.poll() is None and time.monotonic() < deadline, "the run never trained an epoch"
+            time.sleep(0.5)
+        proc.send_signal(getattr(signal, sig))
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    run_id = runs[0].info.run_id
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    ours = [line for line in err.splitlines() if line.startswith("mfexp")]  # MLflow's INFO lines aside
+    assert len(ours) == 1 and err.splitlines()[-1] == ours[0], err
+    assert re.fullmatch(rf"mfexp.run interrupted \({sig}\) after \d+s: its MLflow run {run_id} was marked KILLED\. "
+                        r"Run the same command again to train it anew\.", ours[0]), ours[0]
+    assert client.get_run(run_id).info.status == "KILLED"
+    assert "done:" not in out and "epoch 1000/1000" not in out
+
+
+def _training_runs(client):
+    exp = client.get_experiment_by_name("mfexp")
+    runs = client.search_runs([exp.experiment_id]) if exp else []
+    return [r for r in runs if r.info.status == "RUNNING" and "val_rmse" in r.data.metrics]
 
 
 def test_cli_missing_ratings_file_names_the_file(tmp_path, mlflow_uri):
