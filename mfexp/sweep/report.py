@@ -152,7 +152,8 @@ def _peer_lines() -> list[str]:
     return ["## Other systems on u1 (quoted, not run by mfexp)", "",
             "| system | u1.test RMSE | source |", "|---|---|---|",
             *[f"| {name} | {rmse:.4f} | {source} |" for name, rmse, source in PEER_RMSE], "",
-            "Quoted for comparison only; each system's own protocol applies (see the source)."]
+            "Quoted for comparison only: a paper's figure follows that paper's own protocol; the others were "
+            "trained on u1.base and tested on u1.test, the files mfexp's u1 figures use."]
 
 
 def _render(sweep_name: str, outcomes: list[ModelOutcome], wall_time_s: float, command: str,
