@@ -154,15 +154,18 @@ def test_a_signal_ends_a_run_killed_with_one_line_and_exit_130(sig, ignoring_sig
     import signal
     import time
 
+    client = mlflow.tracking.MlflowClient(mlflow_uri)
+    client.search_experiments(max_results=1)  # the store's tables made here, not by two processes at once
     proc = subprocess.Popen([sys.executable, "-m", "mfexp.run", "data=file", f"data.path={ratings_path}",
                              "train.epochs=1000", "train.batch_size=16", "train.progress=false"],
                             cwd=tmp_path, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=_started(ignoring_sigint))
-    client = mlflow.tracking.MlflowClient(mlflow_uri)
     try:
         deadline = time.monotonic() + 180
         while not (runs := _training_runs(client)):  # until an epoch is on record: it is training
-            assert proc.poll() is None and time.monotonic() < deadline, "the run never trained an epoch"
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"the run never trained an epoch: {proc.communicate()[1][-3000:]}")
             time.sleep(0.5)
         proc.send_signal(getattr(signal, sig))
         out, err = proc.communicate(timeout=60)
