@@ -9,10 +9,11 @@ past 60 s, its last stderr line "KeyboardInterrupt: signal 15").
 `install()` sets handlers that remember the signal as well as raising KeyboardInterrupt at once;
 `check()`, called at safe points (each training batch), raises it again when the first one was
 lost, and the lost one is not printed (its "Exception ignored in ... KeyboardInterrupt" traceback
-would break the one line an interrupted command ends with). `deferred()` makes a block run whole, its signals delivered when it ends: a journal append
-or a database store call torn between taking a lock and freeing it leaves the lock held, and the
-process's next write (marking the trial FAIL, its run KILLED) waits on it (CI saw SIGTERM'd sweeps
-hang on both). Nothing here knows about MXNet, Optuna or MLflow.
+would break the one line an interrupted command ends with). `deferred()` makes a block run whole,
+its signals delivered when it ends: a journal append or a database store call torn between taking
+a lock and freeing it leaves the lock held, and the process's next write (marking the trial FAIL,
+its run KILLED) waits on it (CI saw SIGTERM'd sweeps hang on both). Nothing here knows about
+MXNet, Optuna or MLflow.
 """
 from __future__ import annotations
 
