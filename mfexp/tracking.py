@@ -73,6 +73,9 @@ def configure(cfg: TrackingConfig) -> None:
     # MLflow's database store logs each error with its traceback before raising it; the Tracker
     # (or check_reachable) says it in one line instead.
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    # With a tracking server MLflow prints "View run ... at: <tracking URI>/#/..." at each run's end,
+    # the URI's password included (MLflow 3.17); mfexp prints its own link, without user or password.
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     if cfg.uri:
         mlflow.set_tracking_uri(cfg.uri)
 

@@ -1,8 +1,8 @@
 """Where a secret ended up: every place a run or a sweep writes to, searched for one string.
 
 `places_holding(secret, ...)` returns a line per place that holds it (empty: nowhere), looking at
-- every row of every table of the MLflow store (SQLite or PostgreSQL, read with SQL: params, tags,
-  descriptions, datasets, logged models, whatever MLflow keeps);
+- every row of every table of the MLflow store (SQLite or PostgreSQL, read with SQL, also behind a
+  tracking server: params, tags, descriptions, datasets, logged models, whatever MLflow keeps);
 - each run's params, tags and description as MlflowClient returns them (what the UI shows);
 - the bytes of every file under `root` (the command's working folder: sweeps/ with report.md and
   best-<model>.yaml, the artifacts under mlruns/, a SQLite store's file, free pages included);
@@ -16,10 +16,11 @@ from typing import Optional
 
 
 def places_holding(secret: str, *, root: Path, tracking_uri: str, outputs: dict[str, str],
-                   redis_url: Optional[str] = None) -> list[str]:
+                   redis_url: Optional[str] = None, store_uri: Optional[str] = None) -> list[str]:
+    """`store_uri`: the database behind a tracking server (default: `tracking_uri` is one)."""
     assert len(secret) >= 8, "a secret short enough to occur by chance proves nothing"
     found = [f"the command's {name}" for name, text in outputs.items() if secret in text]
-    found += _in_store_rows(secret, tracking_uri)
+    found += _in_store_rows(secret, store_uri or tracking_uri)
     found += _in_runs(secret, tracking_uri)
     needle = secret.encode()
     found += [f"file {p.relative_to(root)}" for p in sorted(root.rglob("*")) if p.is_file() and needle in p.read_bytes()]

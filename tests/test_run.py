@@ -68,27 +68,46 @@ def test_redact_hides_the_password_of_every_url_in_a_text(text, shown):
     assert redact(text) == shown
 
 
-def test_a_password_in_the_tracking_url_reaches_nothing_a_run_writes(pg_database, ratings_path, tmp_path):
-    """mfexp.run with tracking.uri a PostgreSQL URL that carries a password (the throwaway server
-    trusts 127.0.0.1 and ignores it, but it is in the URL as a real one would be): the run is
-    recorded there, and the password is in none of its rows, artifacts, files or console output."""
+@pytest.mark.parametrize("store", ["postgresql", "mlflow server"])
+def test_a_password_in_the_tracking_url_reaches_nothing_a_run_writes(store, ratings_path, tmp_path, request):
+    """mfexp.run with tracking.uri a URL that carries a password: a PostgreSQL store, or an `mlflow
+    server` (http://user:password@..., sent as basic auth). Neither asks for it here (the throwaway
+    PostgreSQL trusts 127.0.0.1, the server has no auth), but it is in the URL as a real one would
+    be. The run is recorded there, and the password is in none of its rows, artifacts, files or
+    console output."""
     import os
     import secrets
 
     from leaks import places_holding
 
     secret = secrets.token_hex(8)
-    uri = pg_database("run").replace("postgresql://postgres@", f"postgresql://postgres:{secret}@")
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    out = subprocess.run([sys.executable, "-m", "mfexp.run", "data=file", f"data.path={ratings_path}",
-                          "train.epochs=2", "train.batch_size=256", f"tracking.uri={uri}"],
-                         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    runs = mlflow.tracking.MlflowClient(uri).search_runs(
-        [mlflow.tracking.MlflowClient(uri).get_experiment_by_name("mfexp").experiment_id])
-    assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # recorded where the URL said
-    assert runs[0].data.params["tracking.uri"] == uri.replace(secret, "***")
-    found = places_holding(secret, root=tmp_path, tracking_uri=uri, outputs={"stdout": out.stdout, "stderr": out.stderr})
+    server = None
+    if store == "postgresql":
+        uri = request.getfixturevalue("pg_database")("run").replace("postgresql://postgres@",
+                                                                    f"postgresql://postgres:{secret}@")
+        store_uri = None
+    else:
+        from test_edges import MlflowServer
+
+        (tmp_path / "server").mkdir()
+        server = MlflowServer(tmp_path / "server").start()
+        uri, store_uri = server.uri.replace("http://", f"http://alice:{secret}@"), f"sqlite:///{tmp_path / 'server' / 'mlflow.db'}"
+        env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    try:
+        out = subprocess.run([sys.executable, "-m", "mfexp.run", "data=file", f"data.path={ratings_path}",
+                              "train.epochs=2", "train.batch_size=256", f"tracking.uri={uri}"],
+                             capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        client = mlflow.tracking.MlflowClient(uri)
+        runs = client.search_runs([client.get_experiment_by_name("mfexp").experiment_id])
+        assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # recorded where the URL said
+        assert runs[0].data.params["tracking.uri"] == uri.replace(secret, "***")
+        found = places_holding(secret, root=tmp_path, tracking_uri=uri, store_uri=store_uri,
+                               outputs={"stdout": out.stdout, "stderr": out.stderr})
+    finally:
+        if server is not None:
+            server.stop()
     assert not found, "the password is in:\n" + "\n".join(found)
 
 
