@@ -224,6 +224,8 @@ def validate(cfg: Config) -> Config:
     parse_device(t.device)
     _check(cfg.tracking.system_metrics_interval > 0, "tracking.system_metrics_interval", "must be > 0 (seconds)",
            cfg.tracking.system_metrics_interval)
+    _check_no_hidden_password("tracking.uri", cfg.tracking.uri,
+                              " (or leave it null and set MLFLOW_TRACKING_URI in the environment)")
     if t.patience is not None and d.val_fraction == 0:
         raise ConfigError("train.patience needs a validation holdout: set data.val_fraction > 0 "
                           "or train.patience=null.")
@@ -259,6 +261,7 @@ def validate_sweep(sweep: SweepConfig) -> SweepConfig:
     _check(sweep.objective in OBJECTIVES, "sweep.objective", f"must be one of {', '.join(OBJECTIVES)}",
            sweep.objective)
     _check(sweep.average_seeds >= 1, "sweep.average_seeds", "must be >= 1", sweep.average_seeds)
+    _check_no_hidden_password("sweep.storage", sweep.storage)
     refit = sweep.refit
     _check(isinstance(refit, bool) or (isinstance(refit, list) and all(m in sweep.models for m in refit)),
            "sweep.refit", "must be true, false or a list of the sweep's models (sweep.models)", refit)
@@ -294,6 +297,15 @@ def sweep_folds(sweep: SweepConfig, d: DataConfig) -> list[str]:
     _check(bool(others), "sweep.folds", f"must list a fold besides data.split={d.split} (the fold the sweep chooses "
            "on, whose figure is its own test evaluation)", sweep.folds)
     return others
+
+
+def _check_no_hidden_password(key: str, url: Optional[str], elsewhere: str = "") -> None:
+    """A URL copied from something mfexp wrote (a report's Command line, a best-<model>.yaml) has
+    *** where its password was (mfexp.tracking.redact): say so, rather than log in with '***'."""
+    if url and (":***@" in url or "password=***" in url.lower()):
+        raise ConfigError(f"{key}={url} has *** where its password was: mfexp never records a password, so a "
+                          f"command or config copied from its records lacks it. Give {key} with the real "
+                          f"password on the command line ({key}=...){elsewhere}.")
 
 
 def refits(sweep: SweepConfig, model: str) -> bool:

@@ -8,19 +8,23 @@ past 60 s, its last stderr line "KeyboardInterrupt: signal 15").
 
 `install()` sets handlers that remember the signal as well as raising KeyboardInterrupt at once;
 `check()`, called at safe points (each training batch), raises it again when the first one was
-lost. `deferred()` makes a block run whole, its signals delivered when it ends: a journal append
-or a database store call torn between taking a lock and freeing it leaves the lock held, and the
-process's next write (marking the trial FAIL, its run KILLED) waits on it (CI saw SIGTERM'd sweeps
-hang on both). Nothing here knows about MXNet, Optuna or MLflow.
+lost, and the lost one is not printed (its "Exception ignored in ... KeyboardInterrupt" traceback
+would break the one line an interrupted command ends with). `deferred()` makes a block run whole,
+its signals delivered when it ends: a journal append or a database store call torn between taking
+a lock and freeing it leaves the lock held, and the process's next write (marking the trial FAIL,
+its run KILLED) waits on it (CI saw SIGTERM'd sweeps hang on both). Nothing here knows about
+MXNet, Optuna or MLflow.
 """
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
 _pending: list[int] = []
+_unraisable_before = None  # the sys.unraisablehook install() found
 
 
 def _handler(signum, frame) -> None:
@@ -28,15 +32,26 @@ def _handler(signum, frame) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _unraisable(info) -> None:
+    """sys.unraisablehook: a signal's KeyboardInterrupt raised inside a __del__ is dropped quietly,
+    check() raises it again; anything else is reported as before."""
+    if isinstance(info.exc_value, KeyboardInterrupt) and _pending:
+        return
+    (_unraisable_before or sys.__unraisablehook__)(info)
+
+
 def install() -> None:
     """SIGINT and SIGTERM raise KeyboardInterrupt, and are remembered for `check()`. Only from the
-    main thread (the only one Python lets set handlers); a SIGINT that is ignored (a job started
-    with nohup, or in the background of a non-interactive shell) stays ignored."""
+    main thread (the only one Python lets set handlers). Also when SIGINT was ignored: a command
+    started in the background of a script (or by any process that ignores SIGINT) inherits SIG_IGN,
+    and `kill -INT` would then be lost while it trains to the end."""
+    global _unraisable_before
     if threading.current_thread() is not threading.main_thread():
         return
-    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-        signal.signal(signal.SIGINT, _handler)
+    signal.signal(signal.SIGINT, _handler)
     signal.signal(signal.SIGTERM, _handler)
+    if sys.unraisablehook is not _unraisable:
+        _unraisable_before, sys.unraisablehook = sys.unraisablehook, _unraisable
 
 
 def pending() -> Optional[int]:

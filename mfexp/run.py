@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from dataclasses import asdict
 from typing import Optional, Sequence
 
@@ -113,13 +114,35 @@ def run(cfg: Config, data=None) -> dict:
     log.info("data: %s %s  train %d  val %d  test %d  users %d  items %d", data.name, data.split,
              len(data.train), len(data.val), len(data.test), data.n_users, data.n_items)
     tracker = Tracker(cfg.tracking)
-    with tracker.run(run_name=cfg.tracking.run_name, params=flatten(cfg), tags=run_tags(cfg, data)):
-        result = train_and_track(cfg, data, tracker)
+    try:
+        with tracker.run(run_name=cfg.tracking.run_name, params=flatten(cfg), tags=run_tags(cfg, data)):
+            result = train_and_track(cfg, data, tracker)
+    except KeyboardInterrupt as err:  # the run is KILLED by now: say which one
+        raise Interrupted(tracker.run_id) from err
     summary = {"run_id": tracker.run_id, "best_epoch": result.best_epoch,
                "best_val_rmse": result.best_val_rmse, "val_rmse": result.final_val_rmse,
                "test_rmse": result.final_test_rmse, "epochs": len(result.history)}
     _print_summary(cfg, summary)
     return summary
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during a run, after its MLflow run (if any: `run_id`) was ended KILLED."""
+
+    def __init__(self, run_id: Optional[str]):
+        super().__init__(run_id)
+        self.run_id = run_id
+
+
+def interrupted_line(err: KeyboardInterrupt, seconds: float) -> str:
+    """The one line mfexp.run ends with when interrupted."""
+    import signal
+
+    signum = interrupt.pending()
+    how = f" ({signal.Signals(signum).name})" if signum else ""
+    run_id = getattr(err, "run_id", None)
+    what = f"its MLflow run {run_id} was marked KILLED" if run_id else "nothing was recorded in MLflow"
+    return f"mfexp.run interrupted{how} after {seconds:.0f}s: {what}. Run the same command again to train it anew."
 
 
 def _print_summary(cfg: Config, summary: dict) -> None:
@@ -152,10 +175,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if line.cfg_job:
         cli.print_config(dcfg)
         return 0
-    cli.log_to_stdout()
-    cli.quiet_libraries()
-    interrupt.install()
-    run(cli.to_object(dcfg))
+    interrupt.install()  # SIGTERM (a scheduler's stop) as Ctrl-C, and Ctrl-C even when started ignoring it
+    started = time.monotonic()
+    try:
+        cli.log_to_stdout()
+        cli.quiet_libraries()
+        run(cli.to_object(dcfg))
+    except KeyboardInterrupt as err:
+        newline = "\n" if sys.stderr.isatty() else ""  # past a progress bar
+        print(newline + interrupted_line(err, time.monotonic() - started), file=sys.stderr)
+        return 130
     return 0
 
 

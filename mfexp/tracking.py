@@ -24,7 +24,13 @@ from mfexp.errors import ConfigError, clause
 
 log = logging.getLogger("mfexp.tracking")
 
-_SECRET = re.compile(r"(://[^:/@\s]+:)([^@\s]+)(@)")
+# A URL's password: scheme://[user]:PASSWORD@host, the user name possibly empty (redis://:pw@host).
+# The password runs to the last '@' of the authority (urllib reads `a:p@ss@host` as password
+# 'p@ss'), so it stops only at what ends an authority: '/', '?', '#' or whitespace.
+_SECRET = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*:)[^/?#\s]+@")
+# ... or a password given in the query string (libpq's ?password=..., some drivers' &pwd=...)
+_SECRET_PARAM = re.compile(r"(?P<head>[?&;](?:password|passwd|pwd)=)[^&#\s]+", re.IGNORECASE)
+HIDDEN = "***"  # what a password is replaced with
 MAX_PARAM_LEN = 6000
 # MLflow 3's UI opens an experiment on its GenAI side (traces) unless told this is model training:
 # the experiment tag decides when one is opened from the list, the URL parameter always.
@@ -36,8 +42,22 @@ RETRY_S = 10.0  # see retry_seconds()
 
 
 def redact(text: str) -> str:
-    """Hide the password of a URL such as postgresql://user:secret@host/db."""
-    return _SECRET.sub(r"\1***\3", text)
+    """`text` with the password of every URL in it hidden, wherever the URL stands (a command line,
+    an error message): postgresql://user:secret@host/db, redis://:secret@host/0,
+    postgresql://host/db?password=secret. Everything else stays, the user name included."""
+    text = _SECRET.sub(lambda m: f"{m['head']}{HIDDEN}@", text)
+    return _SECRET_PARAM.sub(lambda m: f"{m['head']}{HIDDEN}", text)
+
+
+def redacted(value: Any) -> Any:
+    """`value` with redact() applied to every string in it (nested dicts, lists and tuples)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: redacted(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(redacted(v) for v in value)
+    return value
 
 
 def git_commit() -> str:
@@ -53,6 +73,9 @@ def configure(cfg: TrackingConfig) -> None:
     # MLflow's database store logs each error with its traceback before raising it; the Tracker
     # (or check_reachable) says it in one line instead.
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    # With a tracking server MLflow prints "View run ... at: <tracking URI>/#/..." at each run's end,
+    # the URI's password included (MLflow 3.17); mfexp prints its own link, without user or password.
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     if cfg.uri:
         mlflow.set_tracking_uri(cfg.uri)
 
@@ -65,7 +88,9 @@ def ui_base(uri: Optional[str] = None) -> str:
     """The MLflow UI that shows `uri` (default: the current tracking URI): a tracking server
     serves its own UI; a local store is shown by `make ui` on 127.0.0.1:5000."""
     uri = uri if uri is not None else mlflow.get_tracking_uri()
-    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else DEFAULT_UI
+    if not uri.startswith(("http://", "https://")):
+        return DEFAULT_UI
+    return re.sub(r"^(https?://)[^/?#@\s]*@", r"\1", uri).rstrip("/")  # a link to open: no user, no password
 
 
 def experiment_link(experiment_id: str, base: Optional[str] = None, run_id: Optional[str] = None) -> str:
@@ -98,6 +123,7 @@ def set_experiment(name: str):
 
 
 def params_of(flat: dict[str, Any]) -> dict[str, str]:
+    """A run's params as MLflow stores them: strings, no password (sweep.storage, tracking.uri)."""
     return {k: redact(str(v))[:MAX_PARAM_LEN] for k, v in flat.items()}
 
 
@@ -123,7 +149,8 @@ class Tracker:
     at most for `retry_seconds()`: then the next call tries again, and when the store answers
     (the server restarted, space freed) the run is recorded again. `gaps` lists each call that
     was missed (metrics with their epoch), `gap_summary()` says it in one line; Optuna's storage
-    stays the source of truth for sweeps."""
+    stays the source of truth for sweeps. No password reaches the store: params, tags (and so the
+    run's description) and YAML artifacts pass through redact()."""
 
     def __init__(self, cfg: TrackingConfig):
         self.cfg = cfg
@@ -204,8 +231,8 @@ class Tracker:
             yield self
             return
         configure(self.cfg)
-        active = self._safe("start_run", self._start, run_name, tags, experiment or self.cfg.experiment, nested,
-                            self._system_metrics())
+        active = self._safe("start_run", self._start, run_name, redacted(tags), experiment or self.cfg.experiment,
+                            nested, self._system_metrics())
         self.run_id = active.info.run_id if active is not None else None
         if self.run_id is None:  # no run to record anything in: one entry says it all
             self._missed, self.gaps, self._missed_keys = [], [], {}
@@ -280,7 +307,7 @@ class Tracker:
 
     def set_tags(self, tags: dict[str, str]) -> None:
         if self.run_id is not None:
-            self._safe("set_tags", mlflow.set_tags, tags)
+            self._safe("set_tags", mlflow.set_tags, redacted(tags))
 
     def log_datasets(self, data, data_cfg, test: bool = True) -> None:
         """mlflow.log_input for the train part, the validation holdout and (when `test`) the test part."""
@@ -297,7 +324,7 @@ class Tracker:
 
     def log_yaml(self, data: dict, name: str) -> None:
         if self.run_id is not None:
-            self._safe("log_text", mlflow.log_text, yaml.safe_dump(data, sort_keys=False), name)
+            self._safe("log_text", mlflow.log_text, yaml.safe_dump(redacted(data), sort_keys=False), name)
 
     def log_artifact(self, path, artifact_path: Optional[str] = None) -> None:
         if self.run_id is not None:

@@ -45,7 +45,14 @@ def test_run_exits_2_with_one_line_naming_the_key(override, message, capsys):
 
 @pytest.mark.parametrize("override,message", [*USER_ERRORS, ("sweep=nope", "sweep=nope: conf/sweep/ has no nope.yaml"),
                                               ("sweep.samplr=tpe", "sweep.samplr is not a config key (did you "
-                                                                   "mean sweep.sampler?)")])
+                                                                   "mean sweep.sampler?)"),
+                                              # the key exists (--cfg job lists it) but is an empty dict
+                                              ("sweep.pruner_args={n_startup_trials:1}",
+                                               "sweep.pruner_args cannot be set without '+': sweep.pruner_args is a "
+                                               "dict of free keys (empty by default), and Hydra adds to it only with "
+                                               "a '+' in front: write '+sweep.pruner_args=...'"),
+                                              ("sweep.sampler_args.group=false",
+                                               "write '+sweep.sampler_args.group=...'")])
 def test_sweep_exits_2_with_one_line_naming_the_key(override, message, capsys):
     assert message in _fails(sweep_main, [override], capsys)
 

@@ -79,17 +79,20 @@ def test_tab_file_arrays():
     assert ds.global_mean == pytest.approx(float(np.mean(ds.train.ratings)))
 
 
+# The layouts of MovieLens' files (ML-20M / ml-latest: a header and half stars; ML-1M: '::'), with
+# made-up ratings: no MovieLens line is in the repository (its licence forbids redistribution).
 def test_csv_with_header_ml20m_layout():
     ds = load_dataset(file_cfg(FIXTURES / "ratings_header.csv", val_fraction=0.0, test_fraction=0.25))
-    assert originals(ds) == {(1, 31, 2.5, 1260759144), (1, 1029, 3.0, 1260759179),
-                             (2, 10, 4.0, 835355493), (3, 31, 0.5, 1298861675)}
-    assert (ds.rating_min, ds.rating_max) == (0.5, 4.0)
+    assert originals(ds) == {(4, 52, 3.5, 1300000000), (4, 1207, 1.0, 1300000060),
+                             (8, 17, 4.5, 900000000), (9, 52, 0.5, 1400000000)}
+    assert (ds.rating_min, ds.rating_max) == (0.5, 4.5)
 
 
 def test_double_colon_ml1m_layout():
     ds = load_dataset(file_cfg(FIXTURES / "ratings.dat", val_fraction=0.0, test_fraction=0.25))
-    assert ds.user_ids.tolist() == [1, 2, 6040] and ds.item_ids.tolist() == [661, 1097, 1193]
-    assert (1, 1193, 5.0, 978300760) in originals(ds)
+    assert ds.user_ids.tolist() == [3, 7, 5120] and ds.item_ids.tolist() == [523, 870, 2041]
+    assert originals(ds) == {(7, 2041, 5.0, 970000000), (7, 523, 3.0, 970000600), (3, 2041, 4.0, 970001200),
+                             (5120, 870, 2.0, 960000000)}
 
 
 def test_crlf_and_blank_lines_and_no_timestamps(tmp_path):

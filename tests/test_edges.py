@@ -85,6 +85,41 @@ def test_a_partial_record_with_the_next_one_written_after_it_is_repaired(tmp_pat
     assert _values(sweep) == before and "torn" not in capsys.readouterr().err  # repaired once
 
 
+@pytest.mark.parametrize("content", [
+    os.urandom(4096),  # random bytes: a file that is no journal at all
+    b"\n".join(os.urandom(64) for _ in range(20)) + b"\n",  # lines of them
+    b'{"version":1,"trials":[]}\n' + _record(study_id=0) + b"\n",  # JSON, but not Optuna's
+    _record(study_id=0, datetime_start="2024-01-01")[:25],  # the first record cut short, nothing before it
+], ids=["random bytes", "random lines", "other JSON", "first record cut short"])
+def test_a_journal_unreadable_from_its_first_record_is_refused_and_kept_as_it_is(content, tmp_path):
+    sweep = SweepConfig(name="foreign", root=str(tmp_path / "sweeps"))
+    path = sweep_dir(sweep) / "optuna.journal"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content)
+    from mfexp.errors import DataError
+
+    with pytest.raises(DataError, match=f"the sweep's journal {path} cannot be read from its first record") as err:
+        open_storage(sweep)
+    assert f"mv {path} {path}.bad" in str(err.value)
+    assert path.read_bytes() == content and sorted(path.parent.iterdir()) == [path]  # no copy, no lock left
+
+
+def test_a_sweep_on_a_journal_of_random_bytes_exits_2_and_keeps_it(tmp_path, ratings_file):
+    """The command line: one line, exit 2, the file byte for byte as it was, nothing trained or recorded."""
+    content = os.urandom(8192)
+    root = tmp_path / "sweeps"
+    (root / "foreign").mkdir(parents=True)
+    (root / "foreign" / "optuna.journal").write_bytes(content)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = subprocess.run([sys.executable, "-m", "mfexp.sweep", *_sweep_args(ratings_file, root, "foreign")],
+                         cwd=tmp_path, env=_sweep_env(uri), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert out.stderr.startswith("mfexp: error: the sweep's journal ") and out.stderr.count("\n") == 1, out.stderr
+    assert "Traceback" not in out.stderr and "Resuming" not in out.stderr and "trial" not in out.stdout
+    assert (root / "foreign" / "optuna.journal").read_bytes() == content
+    assert sorted(p.name for p in (root / "foreign").iterdir()) == ["optuna.journal"]
+
+
 def test_a_clean_journal_is_left_alone(tmp_path, capsys):
     sweep, path = _journal_with_trials(tmp_path)
     clean, inode = path.read_bytes(), path.stat().st_ino

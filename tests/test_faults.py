@@ -19,6 +19,7 @@ from mfexp.sweep.__main__ import build_plan
 from mfexp.sweep.orchestrate import run_sweep
 from mfexp.sweep.runner import SweepStopped
 from mfexp.sweep.storage import open_storage, study_name
+from pg import pg_database, postgres_server  # noqa: F401 - fixtures
 
 
 def _as_from_a_terminal() -> None:
@@ -61,10 +62,101 @@ def test_unreachable_tracking_server_is_refused_before_training(ratings_file, tm
 
 
 def test_unreachable_storage_url_is_refused_and_its_password_never_shown(ratings_file, tmp_path, mlflow_uri):
-    plan = build_plan(_args(ratings_file, tmp_path, "sweep.storage=postgresql://bob:hunter2@127.0.0.1:9/optuna"))
-    with pytest.raises(ConfigError) as err:
-        run_sweep(plan)
-    assert "sweep.storage" in str(err.value) and "hunter2" not in str(err.value)
+    secret = "hunter2-" + os.urandom(4).hex()
+    args = _args(ratings_file, tmp_path, f"sweep.storage=postgresql://bob:{secret}@127.0.0.1:9/optuna")
+    out = subprocess.run([sys.executable, "-m", "mfexp.sweep", *args], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "cannot open sweep.storage=postgresql://bob:***@127.0.0.1:9/optuna" in out.stderr
+    assert secret not in out.stdout + out.stderr
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+
+
+@pytest.fixture
+def redis_with_password(tmp_path_factory):
+    """A real redis-server on 127.0.0.1:<free port> that asks for a password: the default user's
+    (`--requirepass`, URL redis://:PASSWORD@...) and user alice's (an ACL user, redis://alice:PASSWORD@...).
+    Yields (port, password); no persistence, stopped after the test."""
+    import shutil
+    import socket
+
+    if shutil.which("redis-server") is None:
+        message = "redis-server is not installed: run tests/ensure_servers.sh (apt-get install redis-server)"
+        if os.environ.get("CI"):  # CI installs it (make test): missing there is a broken set-up
+            pytest.fail(message)
+        pytest.skip(message)
+    redis = pytest.importorskip("redis", reason="the redis client is not installed: make install (redis extra)")
+    password = "hunter2-" + os.urandom(6).hex()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    folder = tmp_path_factory.mktemp("redis")  # outside the command's folder, which is searched
+    log = open(folder / "redis.log", "w")
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(folder), "--requirepass", password,
+                             "--user", "alice", "on", f">{password}", "~*", "&*", "+@all"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                redis.Redis(port=port, password=password, socket_connect_timeout=1).ping()
+                break
+            except redis.RedisError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"redis-server did not answer: {(folder / 'redis.log').read_text()[-2000:]}")
+                time.sleep(0.1)
+        yield port, password
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("form", ["password only", "user and password"])
+def test_a_password_in_a_url_reaches_nothing_a_sweep_writes(form, redis_with_password, ratings_file, tmp_path,
+                                                            request):
+    """A one-trial-per-model sweep on Redis storage that asks for a password, given on the command
+    line. Password only: redis://:PASSWORD@host (and MLflow on SQLite). User and password: Redis's ACL
+    user, and the MLflow store a PostgreSQL URL with the same password (the throwaway server trusts
+    127.0.0.1 and ignores it, but it is in the URL as a real one would be): it is in every trial's
+    params, config.yaml artifacts and best-<model>.yaml. Then everything the sweep wrote is searched."""
+    from leaks import places_holding
+
+    port, secret = redis_with_password
+    user = "" if form == "password only" else "alice"
+    storage = f"redis://{user}:{secret}@127.0.0.1:{port}/0"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    if form == "password only":
+        uri, tracking = f"sqlite:///{tmp_path / 'mlflow.db'}", []
+        env["MLFLOW_TRACKING_URI"] = uri
+    else:
+        uri = request.getfixturevalue("pg_database")("sweep").replace("postgresql://postgres@",
+                                                                      f"postgresql://postgres:{secret}@")
+        tracking = [f"tracking.uri={uri}"]
+    args = ["data=file", f"data.path={ratings_file}", "sweep=smoke", "sweep.name=secret",
+            f"sweep.root={tmp_path / 'sweeps'}", "sweep.models=[plain,biased]", "sweep.n_trials=1",
+            "train.epochs=2", "train.batch_size=256", f"sweep.storage={storage}", *tracking]
+    out = subprocess.run([sys.executable, "-m", "mfexp.sweep", *args], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    # it ran where the URLs said, and recorded itself: the search below is over something
+    from mfexp.config import SweepConfig
+
+    for model in ("plain", "biased"):
+        study = optuna.load_study(study_name=f"secret-{model}", storage=open_storage(SweepConfig(name="secret",
+                                                                                                storage=storage)))
+        assert [t.state for t in study.get_trials(deepcopy=False)] == [TrialState.COMPLETE]
+    report = (tmp_path / "sweeps" / "secret" / "report.md").read_text()
+    assert f"sweep.storage=redis://{user}:***@127.0.0.1:{port}/0" in report  # the command, its password hidden
+    parent = mlflow.tracking.MlflowClient(uri).search_runs(
+        [mlflow.tracking.MlflowClient(uri).get_experiment_by_name("mfexp-sweep-secret").experiment_id],
+        filter_string="tags.`mfexp.sweep` = 'secret'")
+    assert len(parent) == 1 and parent[0].data.params["sweep.storage"] == storage.replace(secret, "***")
+    found = places_holding(secret, root=tmp_path, tracking_uri=uri,
+                           outputs={"stdout": out.stdout, "stderr": out.stderr}, redis_url=storage)
+    assert not found, "the password is in:\n" + "\n".join(found)
 
 
 def test_unwritable_sweeps_folder_is_a_clear_error(ratings_file, tmp_path, mlflow_uri):

@@ -2,6 +2,7 @@
 truthful statuses, and the CLI's exit codes and messages."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import yaml
 
 from mfexp.config import flatten
 from mfexp.run import run
+from pg import pg_database, postgres_server  # noqa: F401 - fixtures
 
 
 def _finished_run(run_id):
@@ -50,12 +52,70 @@ def test_a_diverging_run_ends_failed_never_finished_with_nan(cfg, tiny_data, mlf
     assert "diverged" in runs[0].data.tags["mfexp.error"]
 
 
-def test_password_in_a_url_is_never_logged():
-    from mfexp.tracking import params_of, redact
+@pytest.mark.parametrize("text,shown", [
+    ("postgresql://alice:s3cret@db.example/optuna", "postgresql://alice:***@db.example/optuna"),
+    ("redis://:s3cret@host/0", "redis://:***@host/0"),  # a password without a user name
+    ("http://:s3cret@host", "http://:***@host"),
+    ("https://u:s3c@ret@host:5000/x", "https://u:***@host:5000/x"),  # urllib reads 's3c@ret' as the password
+    ("postgresql://db.example/optuna?sslmode=require&password=s3cret", "postgresql://db.example/optuna?sslmode=require&password=***"),
+    ("python -m mfexp.sweep 'sweep.storage=redis://:s3cret@h:6379/0' tracking.uri=http://bob:s3cret@h:5000",
+     "python -m mfexp.sweep 'sweep.storage=redis://:***@h:6379/0' tracking.uri=http://bob:***@h:5000"),
+    ("postgresql://alice@db.example/optuna and http://h:5000/#/x", "postgresql://alice@db.example/optuna and http://h:5000/#/x"),
+])
+def test_redact_hides_the_password_of_every_url_in_a_text(text, shown):
+    from mfexp.tracking import redact
 
-    url = "postgresql://alice:s3cret@db.example/optuna"
-    assert "s3cret" not in redact(url) and "alice" in redact(url)
-    assert "s3cret" not in params_of({"sweep.storage": url})["sweep.storage"]
+    assert redact(text) == shown
+
+
+@pytest.mark.parametrize("store", ["postgresql", "mlflow server"])
+def test_a_password_in_the_tracking_url_reaches_nothing_a_run_writes(store, ratings_path, tmp_path, request):
+    """mfexp.run with tracking.uri a URL that carries a password: a PostgreSQL store, or an `mlflow
+    server` (http://user:password@..., sent as basic auth). Neither asks for it here (the throwaway
+    PostgreSQL trusts 127.0.0.1, the server has no auth), but it is in the URL as a real one would
+    be. The run is recorded there, and the password is in none of its rows, artifacts, files or
+    console output."""
+    import os
+    import secrets
+
+    from leaks import places_holding
+
+    secret = secrets.token_hex(8)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    server = None
+    if store == "postgresql":
+        uri = request.getfixturevalue("pg_database")("run").replace("postgresql://postgres@",
+                                                                    f"postgresql://postgres:{secret}@")
+        store_uri = None
+    else:
+        from test_edges import MlflowServer
+
+        (tmp_path / "server").mkdir()
+        server = MlflowServer(tmp_path / "server").start()
+        uri, store_uri = server.uri.replace("http://", f"http://alice:{secret}@"), f"sqlite:///{tmp_path / 'server' / 'mlflow.db'}"
+        env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    try:
+        out = subprocess.run([sys.executable, "-m", "mfexp.run", "data=file", f"data.path={ratings_path}",
+                              "train.epochs=2", "train.batch_size=256", f"tracking.uri={uri}"],
+                             capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        client = mlflow.tracking.MlflowClient(uri)
+        runs = client.search_runs([client.get_experiment_by_name("mfexp").experiment_id])
+        assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # recorded where the URL said
+        assert runs[0].data.params["tracking.uri"] == uri.replace(secret, "***")
+        found = places_holding(secret, root=tmp_path, tracking_uri=uri, store_uri=store_uri,
+                               outputs={"stdout": out.stdout, "stderr": out.stderr})
+    finally:
+        if server is not None:
+            server.stop()
+    assert not found, "the password is in:\n" + "\n".join(found)
+
+
+def test_a_url_whose_password_mfexp_hid_is_refused_naming_the_key(ratings_path, tmp_path, mlflow_uri):
+    """A command or a best-<model>.yaml copied from mfexp's records has *** for the password."""
+    out = _cli("data=file", f"data.path={ratings_path}", "tracking.uri=postgresql://bob:***@127.0.0.1:9/x", cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "tracking.uri=postgresql://bob:***@127.0.0.1:9/x has *** where its password was" in out.stderr
 
 
 @pytest.fixture
@@ -92,6 +152,60 @@ def test_cli_bad_config_is_one_clear_line_and_exit_2(override, key, ratings_path
     assert key in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "mlflow.db").exists() or not mlflow.search_runs(experiment_names=["mfexp"],
                                                                           output_format="list")
+
+
+def _started(ignoring_sigint: bool):
+    """What the child starts with: SIGINT and SIGTERM at their defaults (from a terminal), or SIGINT
+    ignored (started in the background of a script, or by a process that ignores it)."""
+    import signal
+
+    def preexec():
+        signal.signal(signal.SIGINT, signal.SIG_IGN if ignoring_sigint else signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    return preexec
+
+
+@pytest.mark.parametrize("sig,ignoring_sigint", [("SIGTERM", False), ("SIGINT", True)],
+                         ids=["SIGTERM", "SIGINT, started ignoring SIGINT"])
+def test_a_signal_ends_a_run_killed_with_one_line_and_exit_130(sig, ignoring_sigint, ratings_path, tmp_path,
+                                                              mlflow_uri):
+    import os
+    import signal
+    import time
+
+    client = mlflow.tracking.MlflowClient(mlflow_uri)
+    client.search_experiments(max_results=1)  # the store's tables made here, not by two processes at once
+    proc = subprocess.Popen([sys.executable, "-m", "mfexp.run", "data=file", f"data.path={ratings_path}",
+                             "train.epochs=1000", "train.batch_size=16", "train.progress=false"],
+                            cwd=tmp_path, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=_started(ignoring_sigint))
+    try:
+        deadline = time.monotonic() + 180
+        while not (runs := _training_runs(client)):  # until an epoch is on record: it is training
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"the run never trained an epoch: {proc.communicate()[1][-3000:]}")
+            time.sleep(0.5)
+        proc.send_signal(getattr(signal, sig))
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    run_id = runs[0].info.run_id
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    ours = [line for line in err.splitlines() if line.startswith("mfexp")]  # MLflow's INFO lines aside
+    assert len(ours) == 1 and err.splitlines()[-1] == ours[0], err
+    assert re.fullmatch(rf"mfexp.run interrupted \({sig}\) after \d+s: its MLflow run {run_id} was marked KILLED\. "
+                        r"Run the same command again to train it anew\.", ours[0]), ours[0]
+    assert client.get_run(run_id).info.status == "KILLED"
+    assert "done:" not in out and "epoch 1000/1000" not in out
+
+
+def _training_runs(client):
+    exp = client.get_experiment_by_name("mfexp")
+    runs = client.search_runs([exp.experiment_id]) if exp else []
+    return [r for r in runs if r.info.status == "RUNNING" and "val_rmse" in r.data.metrics]
 
 
 def test_cli_missing_ratings_file_names_the_file(tmp_path, mlflow_uri):

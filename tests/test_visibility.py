@@ -35,6 +35,7 @@ def test_links_open_the_runs_of_the_experiment():
     assert ui_base("sqlite:///mlflow.db") == "http://127.0.0.1:5000"  # what make ui serves
     assert ui_base("http://tracker:5002/") == "http://tracker:5002"  # a server shows its own UI
     assert experiment_link("3", "http://u:pw@tracker:5002").startswith("http://u:***@tracker:5002/#/")
+    assert ui_base("http://u:pw@tracker:5002/") == ui_base("http://:pw@tracker:5002") == "http://tracker:5002"  # a link to open
 
 
 def test_make_ui_links_tag_older_experiments_and_name_each(mlflow_uri, capsys):

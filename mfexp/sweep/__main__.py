@@ -124,8 +124,11 @@ def compose_plan(args: Sequence[str]):
     for key, where in replaced.items():
         log.info("%s=%s from the command line replaces the search space's %s in %s: every sampled trial uses %s.",
                  key, given[key], key, ", ".join(where), given[key])
-    command = "python -m mfexp.sweep " + " ".join(shlex.quote(a) for a in args)
-    plan = SweepPlan(sweep=sweep, bases=bases, spaces=spaces, tracking=app.tracking, command=command.strip())
+    from mfexp.tracking import redact
+
+    # recorded in the parent run's tag and description and in report.md: never with a password
+    command = redact("python -m mfexp.sweep " + " ".join(shlex.quote(a) for a in args)).strip()
+    plan = SweepPlan(sweep=sweep, bases=bases, spaces=spaces, tracking=app.tracking, command=command)
     return plan, root, raws
 
 

@@ -118,9 +118,12 @@ def train_seed_average(cfg: Config, data, tracker, seeds: int, on_trained=None):
 
 def write_replay_yaml(cfg: Config, path: Path, header: str) -> Path:
     """A primary Hydra config holding every value: --config-dir <folder> --config-name <stem>."""
+    from mfexp.tracking import redacted
+
     doc = {"defaults": ["mfexp_schema", "_self_", {"override hydra/job_logging": "stdout"}],
            "hydra": {"run": {"dir": "."}, "output_subdir": None, "job": {"chdir": False}},
-           **asdict(replace(cfg, tracking=replace(cfg.tracking, experiment="mfexp", run_name=None)))}
+           # no password in it: a tracking.uri that had one must be given again to replay (config.py says so)
+           **redacted(asdict(replace(cfg, tracking=replace(cfg.tracking, experiment="mfexp", run_name=None))))}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".yaml.tmp")
     tmp.write_text(f"# {header}\n" + yaml.safe_dump(doc, sort_keys=False))

@@ -14,7 +14,9 @@ from the damage on was ever applied by any process (readers stop there, and the 
 those records saw their operation fail), so the repair keeps every complete record before the
 damage, moves the damaged file aside (`optuna.journal.torn-<time>`, kept whole), rewrites the
 clean prefix atomically (write a copy, then rename over the journal) and says on stderr what it
-skipped. `SafeJournalFileBackend` prevents the full-disk case outright: a failed append truncates
+skipped. A journal whose very first record cannot be read is not torn but foreign or damaged from
+its start: it holds no history to keep, and "repairing" it would silently start the sweep over, so
+it is refused (DataError, exit 2) and left exactly as it is. `SafeJournalFileBackend` prevents the full-disk case outright: a failed append truncates
 the file back to where it started and raises DiskFull naming the file.
 """
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any, Optional
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
 from mfexp import interrupt
-from mfexp.errors import disk_full
+from mfexp.errors import DataError, disk_full
 
 RECORD_START = b'{"op_code":'  # how Optuna 5 writes every record (json.dumps, separators=(",", ":"))
 
@@ -110,7 +112,8 @@ def _is_record(line: bytes) -> bool:
 def repair(path: Path) -> Optional[Path]:
     """Repair a torn journal (see the module's doc); returns where the damaged file was kept, or None
     when the journal was clean. Holds the journal's own lock, so no append is in progress: a
-    partial last line found then is a dead writer's, not one still being written."""
+    partial last line found then is a dead writer's, not one still being written. Raises DataError,
+    touching nothing, when not even the first record can be read."""
     if not path.exists() or find_damage(path) is None:
         return None
     lock = JournalFileSymlinkLock(str(path))
@@ -119,6 +122,8 @@ def repair(path: Path) -> Optional[Path]:
         damage = find_damage(path)
         if damage is None:
             return None  # it was a live write, now finished, or another process repaired it
+        if damage.good_records == 0:
+            raise unreadable(path)
         torn = path.with_name(f"{path.name}.torn-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
         _rewrite_prefix(path, damage.good_bytes, torn)
     finally:
@@ -129,6 +134,17 @@ def repair(path: Path) -> Optional[Path]:
           f"record(s), which no process had read). The damaged file is kept as {torn}. Resuming.",
           file=sys.stderr, flush=True)
     return torn
+
+
+def unreadable(path: Path) -> DataError:
+    with open(path, "rb") as f:
+        start = f.read(len(RECORD_START))
+    what = ("holds an Optuna record cut short and nothing before it" if start == RECORD_START else
+            "does not start with an Optuna journal record")
+    return DataError(f"the sweep's journal {path} cannot be read from its first record: line 1 {what}, so it "
+                     "holds no trial to resume from. mfexp left it as it is. If it is this sweep's journal and "
+                     f"you want to start the sweep over, move it away (mv {path} {path}.bad) and run the same "
+                     "command again; otherwise give the sweep another sweep.name or sweep.root.")
 
 
 def _rewrite_prefix(path: Path, size: int, torn: Path) -> None:

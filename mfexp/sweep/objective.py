@@ -58,6 +58,13 @@ def ranking_on(trained, data, part: str, coverage: bool = True):
                            liked(target.users, target.items, target.ratings), k=RANK_K, coverage=coverage)
 
 
+def fail_reason(err: BaseException) -> str:
+    """Why a trial failed, as its user attr and its run's tag keep it (and the console shows it)."""
+    from mfexp.tracking import redact
+
+    return "interrupted" if isinstance(err, KeyboardInterrupt) else redact(f"{type(err).__name__}: {err}")[:1000]
+
+
 class Objective:
     def __init__(self, model: str, base: DictConfig, space: SearchSpace, data, *, study_name: str,
                  experiment: str, parent_run_id: Optional[str], tracking_cfg, objective: str = "val_rmse"):
@@ -72,8 +79,7 @@ class Objective:
         except optuna.TrialPruned:
             raise
         except BaseException as err:
-            reason = "interrupted" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {err}"
-            trial.set_user_attr("fail_reason", reason[:1000])
+            trial.set_user_attr("fail_reason", fail_reason(err))
             raise
 
     def _run(self, trial: optuna.Trial) -> float:
@@ -104,8 +110,7 @@ class Objective:
             except optuna.TrialPruned:
                 raise
             except BaseException as err:
-                reason = "interrupted" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {err}"
-                tracker.set_tags({"optuna.trial_state": "FAIL", "mfexp.fail_reason": reason[:1000]})
+                tracker.set_tags({"optuna.trial_state": "FAIL", "mfexp.fail_reason": fail_reason(err)})
                 raise
             trial.set_user_attr("best_epoch", result.best_epoch)
             trial.set_user_attr("epochs_run", len(result.history))

@@ -152,7 +152,8 @@ def _peer_lines() -> list[str]:
     return ["## Other systems on u1 (quoted, not run by mfexp)", "",
             "| system | u1.test RMSE | source |", "|---|---|---|",
             *[f"| {name} | {rmse:.4f} | {source} |" for name, rmse, source in PEER_RMSE], "",
-            "Quoted for comparison only; each system's own protocol applies (see the source)."]
+            "Quoted for comparison only: a paper's figure follows that paper's own protocol; the others were "
+            "trained on u1.base and tested on u1.test, the files mfexp's u1 figures use."]
 
 
 def _render(sweep_name: str, outcomes: list[ModelOutcome], wall_time_s: float, command: str,
@@ -316,7 +317,10 @@ def _has_spread(study: optuna.Study) -> bool:
     return any(len({repr(t.params[p]) for t in trials}) > 1 for p in common)
 
 
-def _model_plots(folder: Path, model: str, study: optuna.Study, objective: str = "val_rmse") -> list[Path]:
+def _model_plots(folder: Path, model: str, study: optuna.Study, objective: str = "val_rmse",
+                 without_spread: Optional[list[str]] = None) -> list[Path]:
+    """A model's history plot, and its importance and parallel-coordinate plots when its trials
+    have the spread they need (else the model is added to `without_spread`, said once by the caller)."""
     vis = optuna.visualization.matplotlib
     pruned = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
     if not _complete(study) and not any(t.intermediate_values for t in pruned):
@@ -324,14 +328,25 @@ def _model_plots(folder: Path, model: str, study: optuna.Study, objective: str =
     # a model whose every trial was pruned still gets its history: where each was stopped
     out = [_save_plot(folder / f"history-{model}.png", lambda: _draw_history(model, study, objective))]
     searched = _searched(study)
-    for name, fn in (("importance", vis.plot_param_importances),
-                     ("parallel", vis.plot_parallel_coordinate)):
-        if _has_spread(searched):
+    if _has_spread(searched):
+        for name, fn in (("importance", vis.plot_param_importances),
+                         ("parallel", vis.plot_parallel_coordinate)):
             out.append(_save_plot(folder / f"{name}-{model}.png", lambda fn=fn: fn(searched)))
-        else:
-            log.warning("skipping %s plot for %s: needs >= 2 complete sampled trials (besides the "
-                        "reference) and a searched parameter that varies", name, model)
+    elif without_spread is not None:
+        without_spread.append(model)
     return [p for p in out if p is not None]
+
+
+def _trial_axis(ax) -> None:
+    """Whole trial numbers on the x axis, however few trials. MaxNLocator(integer=True) gives up on
+    integers when fewer than 2 are in view: one trial per model got ticks at -0.045 ... 0.045."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    lo, hi = ax.get_xlim()
+    if hi - lo < 1:  # a single trial number: give it a trial's width, not a sliver
+        middle = (lo + hi) / 2
+        ax.set_xlim(middle - 0.5, middle + 0.5)
 
 
 OBJECTIVE_LABEL = {"val_rmse": "val RMSE", "val_ndcg_at_10": "val NDCG@10"}
@@ -342,7 +357,6 @@ def _draw_history(model: str, study: optuna.Study, objective: str = "val_rmse") 
     they had when stopped, the reference trial apart, and the best so far as a step line. (Optuna's
     own history plot shows complete trials only, on fractional trial ticks.)"""
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
     trials = sorted(study.get_trials(deepcopy=False, states=FINISHED), key=lambda t: t.number)
@@ -380,7 +394,7 @@ def _draw_history(model: str, study: optuna.Study, objective: str = "val_rmse") 
     title = f"{model}: {label} per trial"
     if n_failed:
         title += f" ({n_failed} failed, not shown)"
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _trial_axis(ax)
     ax.set(xlabel="trial number", ylabel=label, title=title)
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
@@ -419,19 +433,18 @@ def best_so_far(study: optuna.Study) -> tuple[list[int], list[float]]:
 
 def _draw_best_so_far(studies: dict[str, optuna.Study], objective: str = "val_rmse") -> Any:
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(8, 5))
     for i, (model, study) in enumerate(studies.items()):
         color = f"C{i % 10}"
         xs, ys = best_so_far(study)
         if xs:
-            ax.step(xs, ys, where="post", color=color, marker=".", label=model)
+            ax.step(xs, ys, where="post", color=color, marker="o" if len(xs) == 1 else ".", label=model)  # a lone point: visible
         if model in TUTORIAL_RMSE and objective == "val_rmse":  # the tutorial published test figures only
             ax.axhline(TUTORIAL_RMSE[model], color=color, linestyle="--", linewidth=1,
                        label=f"tutorial {model}, u1.test ({TUTORIAL_RMSE[model]})")
     label = OBJECTIVE_LABEL.get(objective, objective)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _trial_axis(ax)
     ax.set(xlabel="trial number", ylabel=f"best {label} so far", title=f"Best {label} so far, per model")
     if ax.get_legend_handles_labels()[0]:  # beside the axes: inside, it hid the lines of the tutorial
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
@@ -451,8 +464,12 @@ def write_report(folder: Path, sweep_name: str, outcomes: list[ModelOutcome],
     plots: list[Path] = []
     objectives = {o.model: o.objective for o in outcomes}
     objective = next(iter(objectives.values()), "val_rmse")
+    without_spread: list[str] = []
     for model, study in ordered.items():
-        plots += _model_plots(folder, model, study, objectives.get(model, "val_rmse"))
+        plots += _model_plots(folder, model, study, objectives.get(model, "val_rmse"), without_spread)
+    if without_spread:  # one line, however many models (a sweep of one trial per model: all of them)
+        log.warning("no importance or parallel-coordinate plot for %s: each needs >= 2 complete sampled trials "
+                    "(besides the reference) and a searched parameter that varies", ", ".join(without_spread))
     combined = _save_plot(folder / "best-so-far.png", lambda: _draw_best_so_far(ordered, objective))
     plots += [combined] if combined else []
     report = folder / "report.md"

@@ -61,7 +61,8 @@ def open_storage(sweep: SweepConfig) -> optuna.storages.BaseStorage:
                               "folder writable, or set sweep.root=<folder> or sweep.storage=<URL>.") from err
         from mfexp.sweep import journal
 
-        journal.repair(path)  # a torn last record (a worker killed mid-write) would stop every start
+        journal.repair(path)  # a torn last record (a worker killed mid-write) would stop every start;
+                              # a journal unreadable from its first record is refused, left as it is
         return optuna.storages.JournalStorage(journal.SafeJournalFileBackend(str(path)))
     if "://" not in sweep.storage:
         raise ConfigError(f"sweep.storage must be an Optuna RDB URL such as sqlite:///sweep.db or "
@@ -259,7 +260,7 @@ def _open_tier(url: str) -> optuna.storages.BaseStorage:
         _needs("grpc", "sweep.storage=grpc://...", "pip install grpcio (into .venv)")
         host, _, port = url[len("grpc://"):].rstrip("/").rpartition(":")
         if not host or not port.isdigit():
-            raise ConfigError(f"sweep.storage must look like grpc://host:port, got {url!r}.")
+            raise ConfigError(f"sweep.storage must look like grpc://host:port, got {redact(url)!r}.")
         return optuna.storages.GrpcStorageProxy(host=host, port=int(port))
     _needs("redis", "sweep.storage=redis://...", "make install (the redis extra), or pip install redis (into .venv)")
     import redis
