@@ -102,7 +102,8 @@ def test_the_main_jobs_config_composes_conf_sweep_default(tmp_path):
     plan = build_plan([f"sweep.root={tmp_path}"])
     assert plan.sweep.name == "default" and plan.sweep.models == ["plain", "mlp", "dropout", "biased", "svdpp", "fm",
                                                                    "autorec"]
-    assert (plan.sweep.n_trials, plan.sweep.timeout, plan.sweep.sampler, plan.sweep.pruner) == (8, 270, "tpe", "forecast")
+    assert (plan.sweep.n_trials, plan.sweep.timeout, plan.sweep.sampler, plan.sweep.pruner) == (5, 480, "tpe", "forecast")
+    assert plan.sweep.model_trials == {"plain": 16, "biased": 16} and plan.sweep.population == "auto"
     assert plan.sweep.ensemble
     for model in plan.sweep.models:
         train = plan.bases[model].train
