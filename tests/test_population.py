@@ -172,3 +172,18 @@ def test_a_sweep_trains_populations_with_exact_counts_and_one_mlflow_run_each(ra
         if state == "COMPLETE":
             assert run.data.metrics["best_val_rmse"] == pytest.approx(trial.value)
             assert min(m.value for m in history) == pytest.approx(trial.value)
+
+
+def test_a_models_wall_time_counts_overlapping_trials_once():
+    """A population's members run at the same time: the report's wall time is their union, not their sum."""
+    import datetime as dt
+
+    from mfexp.sweep.runner import busy_seconds
+
+    t0 = dt.datetime(2026, 1, 1)
+    trials = []
+    for a, b in [(0, 10), (0, 10), (2, 8), (12, 15)]:
+        t = optuna.trial.create_trial(state=TrialState.COMPLETE, value=1.0)
+        t.datetime_start, t.datetime_complete = t0 + dt.timedelta(seconds=a), t0 + dt.timedelta(seconds=b)
+        trials.append(t)
+    assert busy_seconds(trials) == 13.0

@@ -427,12 +427,27 @@ def best_config_path(plan: SweepPlan, model: str) -> Path:
     return st.sweep_dir(plan.sweep) / f"best-{model}.yaml"
 
 
+def busy_seconds(trials) -> float:
+    """Seconds during which at least one of `trials` ran: the union of their intervals, so that the
+    members of a population (which run at the same time) count once, not once each."""
+    spans = sorted((t.datetime_start, t.datetime_complete) for t in trials if t.datetime_start and t.datetime_complete)
+    total, end = 0.0, None
+    for start, stop in spans:
+        if end is None or start > end:
+            total += (stop - start).total_seconds()
+            end = stop
+        elif stop > end:
+            total += (stop - end).total_seconds()
+            end = stop
+    return total
+
+
 def outcome_of(plan: SweepPlan, model: str, study: optuna.Study) -> ModelOutcome:
     trials = study.get_trials(deepcopy=False)
     by_state = lambda s: sum(t.state == s for t in trials)  # noqa: E731
     out = ModelOutcome(model=model, study_name=study.study_name, n_complete=by_state(TrialState.COMPLETE),
                        n_pruned=by_state(TrialState.PRUNED), n_failed=by_state(TrialState.FAIL),
-                       wall_time_s=sum(t.duration.total_seconds() for t in trials if t.duration))
+                       wall_time_s=busy_seconds(trials))
     if out.n_complete:
         best = study.best_trial
         out.best_val_rmse, out.best_trial, out.best_params = best.value, best.number, dict(best.params)
