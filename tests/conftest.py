@@ -3,6 +3,7 @@ real config composed once and shrunk, and an MLflow store in tmp_path."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,22 @@ def write_ratings_file(path, n_ratings=2000):
     t = np.concatenate([p.timestamps for p in parts])
     path.write_text("".join(f"{a}\t{b}\t{c}\t{d}\n" for a, b, c, d in zip(u, i, r, t)))
     return path
+
+
+def wait_for(predicate, timeout: float, what: str, proc=None, every: float = 0.2):
+    """Poll `predicate` until it returns something truthy, and return that. Fail the test, saying
+    what it waited for, after `timeout` seconds, or as soon as `proc` (a Popen it depends on) ends."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            said = "\n".join(pipe.read()[-6000:] for pipe in (proc.stdout, proc.stderr) if pipe is not None)
+            pytest.fail(f"the process ended (exit {proc.returncode}) before {what}:\n{said}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(every)
 
 
 @pytest.fixture
