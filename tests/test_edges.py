@@ -192,7 +192,7 @@ def test_a_store_race_with_another_command_is_tried_again_not_left_as_a_gap(cfg,
 def small_tmpfs(where: Path, size: str):
     """A tmpfs of `size` mounted at `where` (root only), always unmounted after."""
     if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs the tests as root)")
+        pytest.skip("mounting a tmpfs needs root (make test in CI runs as root)")
     where.mkdir(parents=True, exist_ok=True)
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
                              capture_output=True, text=True)
@@ -283,6 +283,7 @@ def _trial_runs(tracking_uri, name):
 
 
 @pytest.mark.slow
+@pytest.mark.fulldisk
 def test_a_sweep_folder_that_fills_stops_cleanly_and_the_same_command_resumes(tmp_path, ratings_file):
     n_trials = 5
     with small_tmpfs(tmp_path / "mnt", "4m") as mnt:
@@ -348,6 +349,7 @@ def _check_gaps_are_exact(trials, client, runs):
 
 
 @pytest.mark.slow
+@pytest.mark.fulldisk
 def test_an_mlflow_store_that_fills_leaves_gaps_on_record_and_training_goes_on(tmp_path, ratings_file):
     """The decision: a full tracking store never stops a sweep (Optuna's storage is the source of
     truth); each trial says in mlflow_gap what MLflow missed, and once space is freed the next
@@ -434,6 +436,7 @@ def redis_url(tmp_path):
         log.close()
 
 
+@pytest.mark.redis
 def test_an_unreachable_redis_storage_is_refused_naming_the_url(tmp_path):
     pytest.importorskip("redis", reason="the redis client is not installed: make install (redis extra)")
     from mfexp.errors import ConfigError
@@ -443,6 +446,7 @@ def test_an_unreachable_redis_storage_is_refused_naming_the_url(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.redis
 def test_two_workers_share_one_study_on_redis(redis_url, tmp_path, ratings_file):
     n_trials = 6
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
