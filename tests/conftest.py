@@ -77,6 +77,16 @@ def wait_for(predicate, timeout: float, what: str, proc=None, every: float = 0.2
         time.sleep(every)
 
 
+def join_all(threads, timeout: float, what: str) -> None:
+    """Join `threads` within `timeout` seconds in all; fail the test if any is still running."""
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    alive = [thread.name for thread in threads if thread.is_alive()]
+    if alive:
+        pytest.fail(f"{len(alive)} of {len(threads)} {what} still running after {timeout:.0f}s: {alive}")
+
+
 @pytest.fixture
 def ratings_file(tmp_path):
     return write_ratings_file(tmp_path / "ratings.tsv")

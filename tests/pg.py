@@ -17,7 +17,6 @@ The URL is postgresql://: SQLAlchemy 2.1 reads it with psycopg 3 (the `postgres`
 """
 from __future__ import annotations
 
-import time
 import uuid
 
 import pytest
@@ -56,15 +55,3 @@ def pg_database(postgres_server):
     def create(prefix: str = "db") -> str:
         return postgres_server.create_database(f"{prefix}_{uuid.uuid4().hex[:8]}")
     return create
-
-
-def wait_until(predicate, timeout: float, every: float = 0.1, what: str = "condition"):
-    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(every)

@@ -12,13 +12,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
+from conftest import join_all, wait_for
 from mfexp.config import SweepConfig
 from mfexp.errors import DiskFull
 from mfexp.sweep import journal
@@ -248,18 +248,6 @@ def _read_study(root, name):
         return None
 
 
-def _wait_for(predicate, timeout, what, proc=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            pytest.fail(f"the sweep ended before {what}:\n{proc.stdout.read()}\n{proc.stderr.read()}")
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
-
-
 def _complete(root, name, n=1):
     study = _read_study(root, name)
     return study is not None and sum(t.state in COUNTED for t in study.get_trials(deepcopy=False)) >= n
@@ -293,7 +281,7 @@ def test_a_sweep_folder_that_fills_stops_cleanly_and_the_same_command_resumes(tm
         proc = subprocess.Popen(cmd, cwd=tmp_path, env=_sweep_env(uri), text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
-            _wait_for(lambda: _complete(root, "full"), 300, "a complete trial", proc)
+            wait_for(lambda: _complete(root, "full"), 300, "a complete trial", proc)
             filler = fill(mnt)
             out, err = proc.communicate(timeout=300)
         finally:
@@ -365,7 +353,7 @@ def test_an_mlflow_store_that_fills_leaves_gaps_on_record_and_training_goes_on(t
         proc = subprocess.Popen([sys.executable, "-m", "mfexp.sweep", *args, f"sweep.n_trials={n_trials}"],
                                 cwd=tmp_path, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
-            _wait_for(lambda: _complete(root, "trackfull"), 300, "a complete trial", proc)
+            wait_for(lambda: _complete(root, "trackfull"), 300, "a complete trial", proc)
             filler = fill(mnt)
             out, err = proc.communicate(timeout=400)
         finally:
@@ -425,7 +413,7 @@ def redis_url(tmp_path):
             except redis.RedisError:
                 return False
 
-        _wait_for(up, 30, "redis-server to answer PING")
+        wait_for(up, 30, "redis-server to answer PING")
         yield url
     finally:
         proc.terminate()
@@ -505,7 +493,7 @@ class MlflowServer:
             except OSError:
                 return False
 
-        _wait_for(healthy, timeout, "mlflow server /health")
+        wait_for(healthy, timeout, "mlflow server /health")
         return self
 
     def stop(self) -> None:
@@ -609,7 +597,7 @@ def test_a_tracking_server_that_goes_away_and_comes_back_is_recorded_again_with_
     starting = threading.Thread(target=second.start)  # the comeback, warmed up meanwhile
     starting.start()
     first.start()
-    starting.join()
+    join_all([starting], 240, "the second mlflow server's start")
     if second.proc is None or second.proc.poll() is not None:
         first.stop()
         pytest.fail(f"the second mlflow server did not start:\n{(folder / 'server.log').read_text()[-3000:]}")
@@ -629,11 +617,11 @@ def _sweep_through_an_outage(first, second, tmp_path, ratings_file):
            *_sweep_args(ratings_file, root, "restart", f"sweep.n_trials={n_trials}", "train.epochs=40")]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        _wait_for(lambda: _intermediate(root, "restart", 0) >= 3, 300, "trial 0 to train 3 epochs", proc)
+        wait_for(lambda: _intermediate(root, "restart", 0) >= 3, 300, "trial 0 to train 3 epochs", proc)
         first.stop()  # the server goes away (SIGKILL) and its address refuses connections
         proxy.down()
         seen = _intermediate(root, "restart", 0)
-        _wait_for(lambda: _intermediate(root, "restart", 0) >= seen + 3, 120, "3 epochs with the server down", proc)
+        wait_for(lambda: _intermediate(root, "restart", 0) >= seen + 3, 120, "3 epochs with the server down", proc)
         proxy.up(second.port)  # and comes back, same address, same store
         out, err = proc.communicate(timeout=600)
     finally:
@@ -765,7 +753,7 @@ def test_make_server_auth_refuses_strangers_and_records_an_authenticated_worker(
             return f"{type(err).__name__}: {err}"
 
     try:
-        _wait_for(lambda: server.poll() is None and status("/health") == 200 or server.poll() is not None, 240,
+        wait_for(lambda: server.poll() is None and status("/health") == 200 or server.poll() is not None, 240,
                   "make server AUTH=1 to answer /health")
         assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
         search = "/api/2.0/mlflow/experiments/search?max_results=1"

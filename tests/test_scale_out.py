@@ -27,7 +27,8 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from pg import free_port, pg_database, postgres_server, wait_until  # noqa: F401 - fixtures
+from conftest import join_all, wait_for
+from pg import free_port, pg_database, postgres_server  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -70,7 +71,7 @@ def mlflow_server(postgres_server, tmp_path_factory):  # noqa: F811
 
     try:
         started = time.monotonic()
-        wait_until(healthy, SERVER_START_TIMEOUT_S, every=0.5, what="mlflow server /health")
+        wait_for(healthy, SERVER_START_TIMEOUT_S, "mlflow server /health", every=0.5)
         print(f"mlflow server healthy after {time.monotonic() - started:.1f}s")
         yield uri
     finally:
@@ -242,7 +243,7 @@ def test_a_worker_killed_mid_trial_has_its_trial_failed_and_retried(pg_database,
                 pytest.fail(f"a worker ended before the victim ran a trial:\n{victim.log()}\n{survivor.log()}")
             return None
 
-        running = wait_until(victim_running, 240, every=0.05, what="a RUNNING trial of the victim worker")
+        running = wait_for(victim_running, 240, "a RUNNING trial of the victim worker", every=0.05)
         # read before the kill: a survivor that starts after it may find the dead pid
         by_heartbeat = survivor_started(_study(storage, "killed").get_trials(deepcopy=False))
         victim.proc.send_signal(signal.SIGKILL)
@@ -299,8 +300,7 @@ def test_workers_creating_a_fresh_storage_at_once_do_not_collide(pg_database):  
     threads = [threading.Thread(target=open_it) for _ in range(4)]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join(timeout=120)
+    join_all(threads, 120, "threads opening the storage")
     assert errors == []
 
 
@@ -345,15 +345,20 @@ def test_workers_preparing_a_sweep_at_once_enqueue_the_reference_trial_once(pg_d
         plan = build_plan([*args, f"sweep.name=prep{rep}", "sweep.models=[biased,plain]"])
         barrier = threading.Barrier(3)
 
+        errors = []
+
         def prepare():
             barrier.wait()
-            runner.prepare(plan)
+            try:
+                runner.prepare(plan)
+            except Exception as err:  # noqa: BLE001
+                errors.append(f"{type(err).__name__}: {err}")
 
         threads = [threading.Thread(target=prepare) for _ in range(3)]
         for t in threads:
             t.start()
-        for t in threads:
-            t.join(timeout=120)
+        join_all(threads, 120, "threads preparing the sweep")
+        assert errors == [], rep
         for model in plan.sweep.models:
             trials = optuna.load_study(study_name=f"prep{rep}-{model}", storage=url).trials
             n = sum(runner.REFERENCE_ATTR in t.user_attrs for t in trials)

@@ -10,6 +10,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from conftest import join_all
 from mfexp.sweep.__main__ import build_plan, split_overrides
 from mfexp.sweep.orchestrate import run_sweep
 from mfexp.sweep.storage import open_storage, study_name
@@ -202,8 +203,7 @@ def test_workers_that_count_at_the_same_moment_never_run_more_trials_than_the_bu
     threads = [threading.Thread(target=worker, args=(w,)) for w in range(4)]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join(timeout=120)
+    join_all(threads, 120, "workers")
     assert errors == []
     trials = _trials(plan)
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 6, [(t.number, t.state) for t in trials]
