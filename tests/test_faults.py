@@ -103,8 +103,12 @@ def test_unwritable_sweeps_folder_is_a_clear_error(ratings_file, tmp_path, mlflo
 
 
 def test_malformed_space_expression_shows_the_grammar(ratings_file, tmp_path):
-    with pytest.raises(ConfigError, match="interval"):
+    with pytest.raises(ConfigError) as err:
         build_plan(_args(ratings_file, tmp_path, "model.k=choice(1,2"))
+    said = str(err.value)
+    assert "'model.k=choice(1,2'" in said  # the override it could not read
+    for form in ("choice(a,b,...)", "range(start,stop[,step])", "interval(low,high)", "tag(log, interval(low,high))"):
+        assert form in said, form  # every form of the grammar, not one word of it
 
 
 def test_diverging_trials_fail_with_a_reason_and_max_failures_stops_the_sweep(ratings_file, tmp_path, mlflow_uri):
