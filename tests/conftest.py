@@ -125,6 +125,55 @@ def cfg():
     return cli.to_object(dcfg)
 
 
+# --- one smoke sweep for the session ---------------------------------------------------------------
+SMOKE_ARGS = ("sweep=smoke", "sweep.models=[biased]", "train.epochs=3", "train.batch_size=256")
+
+
+@pytest.fixture(scope="session")
+def smoke_sweep(tmp_path_factory):
+    """The smoke sweep of biased (two trials, the reference first) on a synthetic ratings file, run
+    once for the session in its own folder and MLflow store, then only read by the tests that use
+    it: plan, outcomes, console (its stdout), runs (the sweep experiment's runs as it left them),
+    folder, ratings (the file), uri (the store). Use `in_smoke_store` to read its MLflow store."""
+    import contextlib
+    import io
+    from types import SimpleNamespace
+
+    import mlflow
+
+    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.orchestrate import run_sweep
+
+    folder = tmp_path_factory.mktemp("smoke")
+    ratings = write_ratings_file(folder / "ratings.tsv")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.chdir(folder)  # MLflow puts artifacts under ./mlruns of the cwd
+        mlflow.set_tracking_uri(uri)
+        plan = build_plan(["data=file", f"data.path={ratings}", f"sweep.root={folder / 'sweeps'}", *SMOKE_ARGS])
+        console = io.StringIO()
+        with contextlib.redirect_stdout(console):
+            outcomes = run_sweep(plan)
+        runs = mlflow.search_runs([mlflow.get_experiment_by_name(plan.experiment).experiment_id],
+                                  output_format="list")
+    return SimpleNamespace(plan=plan, outcomes=outcomes, console=console.getvalue(), runs=runs, folder=folder,
+                           ratings=ratings, uri=uri)
+
+
+@pytest.fixture
+def in_smoke_store(smoke_sweep, monkeypatch):
+    """MLflow (and the cwd) pointed at the session's smoke sweep for one test."""
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", smoke_sweep.uri)
+    monkeypatch.chdir(smoke_sweep.folder)
+    mlflow.set_tracking_uri(smoke_sweep.uri)
+    yield smoke_sweep
+    while mlflow.active_run():
+        mlflow.end_run()
+
+
 # --- mfexp.data: ml100k_cache fixture (owned by the data layer) -----------------------------
 @pytest.fixture(scope="session")
 def ml100k_cache():

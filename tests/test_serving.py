@@ -167,17 +167,13 @@ def test_recommend_scores_every_item_exactly_as_the_network_does(name, tiny_data
 
 
 # --- a tiny sweep -> registry -> recommend ------------------------------------------------------
-def test_sweep_registers_its_best_and_recommend_skips_rated_items(ratings_file, tmp_path, mlflow_uri, capsys):
+def test_sweep_registers_its_best_and_recommend_skips_rated_items(in_smoke_store, capsys):
     from mfexp import model_io
     from mfexp.config import DataConfig
     from mfexp.data import load_dataset
     from mfexp.recommend import load_run, main, recommend, resolve_run
-    from mfexp.sweep.__main__ import build_plan
-    from mfexp.sweep.orchestrate import run_sweep
 
-    plan = build_plan(["data=file", f"data.path={ratings_file}", "sweep=smoke", f"sweep.root={tmp_path / 'sweeps'}",
-                       "sweep.models=[biased]", "train.epochs=3", "train.batch_size=256"])
-    (outcome,) = run_sweep(plan)
+    (outcome,) = in_smoke_store.outcomes  # the session's smoke sweep of biased (conftest.py)
     client = MlflowClient()
     assert CHAMPION in client.get_registered_model("mfexp-smoke-biased").aliases
     assert client.get_model_version_by_alias("mfexp-smoke-champion", CHAMPION).run_id == outcome.best_run_id
@@ -185,7 +181,7 @@ def test_sweep_registers_its_best_and_recommend_skips_rated_items(ratings_file, 
 
     # the user with the most training ratings; "rated" = the whole training part (the best run's
     # train + validation holdout), from the data, independently of mfexp.recommend
-    train = load_dataset(DataConfig(name="file", path=str(ratings_file), val_fraction=0.0))
+    train = load_dataset(DataConfig(name="file", path=str(in_smoke_store.ratings), val_fraction=0.0))
     u = int(np.bincount(train.train.users).argmax())
     user = int(train.user_ids[u])
     rated = set(train.item_ids[train.train.items[train.train.users == u]].tolist())
@@ -295,7 +291,8 @@ def test_served_champion_answers_a_real_http_request(in_store, trained, tmp_path
         assert status == 200
         predictions = json.loads(body)["predictions"]
         # what the network itself predicts for the known pairs, clipped, and item 2's mean for the unknown user
-        expected = [*np.clip(grid[extremes], 1.0, 5.0).tolist(), float(data.train.ratings[data.train.items == 1].mean())]
+        expected = [*np.clip(grid[extremes], 1.0, 5.0).tolist(),
+                    float(data.train.ratings[data.train.items == 1].mean())]
         assert predictions == pytest.approx(expected, abs=1e-5)
     finally:
         try:

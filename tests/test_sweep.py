@@ -65,13 +65,10 @@ def test_unknown_space_key_is_refused_before_training(ratings_file, tmp_path):
         build_plan(_args(ratings_file, tmp_path, "model.kk=choice(1,2)"))
 
 
-def test_sweep_trials_are_nested_runs_with_optuna_tags_and_best_is_tested_once(ratings_file, tmp_path, mlflow_uri):
-    plan = build_plan(_args(ratings_file, tmp_path))
-    outcomes = run_sweep(plan)
+def test_sweep_trials_are_nested_runs_with_optuna_tags_and_best_is_tested_once(in_smoke_store):
+    plan, outcomes, runs = in_smoke_store.plan, in_smoke_store.outcomes, in_smoke_store.runs  # conftest.py
     trials = _trials(plan)
     assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 2
-    exp = mlflow.get_experiment_by_name("mfexp-sweep-smoke")
-    runs = mlflow.search_runs([exp.experiment_id], output_format="list")
     parent = [r for r in runs if r.data.tags.get("mfexp.sweep") == "smoke"]
     assert len(parent) == 1 and parent[0].info.status == "FINISHED"
     children = [r for r in runs if "optuna.trial_number" in r.data.tags and "mfexp.best" not in r.data.tags]
@@ -91,8 +88,8 @@ def test_sweep_trials_are_nested_runs_with_optuna_tags_and_best_is_tested_once(r
     assert len(best) == 1 and best[0].data.metrics["test_rmse"] == pytest.approx(outcomes[0].test_rmse)
     assert best[0].data.params["data.val_fraction"] == "0.1"  # the trial's own data: its best checkpoint
     assert best[0].data.metrics["final_val_rmse"] == pytest.approx(outcomes[0].best_val_rmse, abs=1e-5)
-    report = (tmp_path / "sweeps" / "smoke" / "report.md").read_text()
-    assert "biased" in report
+    report = (in_smoke_store.folder / "sweeps" / "smoke" / "report.md").read_text()
+    assert f"| biased | {outcomes[0].best_val_rmse:.4f} | {outcomes[0].test_rmse:.4f} |" in report  # its row
 
 
 def test_pruning_stops_a_trial_early(ratings_file, tmp_path, mlflow_uri, monkeypatch):

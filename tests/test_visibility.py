@@ -153,32 +153,10 @@ def test_system_metrics_interval_is_validated(cfg):
 
 
 # --- one small sweep, looked at from every side (5, 7, 8) -----------------------------------------
-@pytest.fixture(scope="module")
-def swept(tmp_path_factory):
-    """A two-trial smoke sweep of biased on a synthetic ratings file (reference trial included),
-    in its own MLflow store; yields (plan, outcomes, console output)."""
-    import contextlib
-    import io
-
-    from conftest import write_ratings_file
-    from mfexp.sweep.__main__ import build_plan
-    from mfexp.sweep.orchestrate import run_sweep
-
-    tmp = tmp_path_factory.mktemp("swept")
-    ratings = write_ratings_file(tmp / "ratings.tsv")
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mp.chdir(tmp)
-        mlflow.set_tracking_uri(uri)
-        plan = build_plan(["data=file", f"data.path={ratings}", "sweep=smoke", f"sweep.root={tmp / 'sweeps'}",
-                           "sweep.models=[biased]", "train.epochs=3", "train.batch_size=256"])
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out):
-            outcomes = run_sweep(plan)
-        runs = mlflow.search_runs([mlflow.get_experiment_by_name(plan.experiment).experiment_id],
-                                  output_format="list")
-    yield plan, outcomes, out.getvalue(), runs
+@pytest.fixture
+def swept(in_smoke_store):
+    """The session's smoke sweep of biased (conftest.py): (plan, outcomes, console output, runs)."""
+    return in_smoke_store.plan, in_smoke_store.outcomes, in_smoke_store.console, in_smoke_store.runs
 
 
 def test_the_parent_run_describes_the_comparison_and_best_runs_say_what_they_are(swept):
@@ -436,10 +414,6 @@ def test_a_resumed_sweep_reports_the_ranking_of_bests_evaluated_before(swept, ca
     from mfexp.sweep.orchestrate import run_sweep
 
     plan, outcomes, _, _ = swept
-    with pytest.MonkeyPatch.context() as mp:
-        uri = f"sqlite:///{Path(plan.sweep.root).parent / 'mlflow.db'}"
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mlflow.set_tracking_uri(uri)
-        again = run_sweep(plan)  # nothing left to search; the best was evaluated already
+    again = run_sweep(plan)  # nothing left to search; the best was evaluated already
     assert "evaluated on the test part by" in capsys.readouterr().out
     assert again[0].ranking == outcomes[0].ranking and again[0].ranking
