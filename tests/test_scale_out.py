@@ -2,8 +2,9 @@
 PostgreSQL storage (a throwaway cluster, tests/pg.py), tracked by a real `mlflow server` whose
 backend store is a second PostgreSQL database.
 
-- two workers started at once on a budget of 8: exactly 8 counted trials, numbers unique, none
-  lost, each trial exactly once in MLflow;
+- two workers started at once on a budget of 4 trials for each of two models: exactly 4 counted
+  trials each, numbers unique, none lost, each trial exactly once in MLflow; each model's best
+  evaluated on the test part and registered once, by one of the two commands;
 - one of them SIGKILLed mid-trial: its trial does not stay RUNNING (the heartbeat fails it, or
   the other's dead-pid check if that one was still starting; a retry is enqueued and run, its
   MLflow run is KILLED) and the budget is still met;
@@ -23,6 +24,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from optuna.trial import TrialState
@@ -33,6 +35,7 @@ from pg import free_port, pg_database, postgres_server  # noqa: F401 - fixtures
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 N_TRIALS = 8
+DUO_MODELS, DUO_TRIALS = ("biased", "plain"), 4  # the two-worker sweep: 4 trials of each model
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 WORKER_TIMEOUT_S = 420
 SERVER_START_TIMEOUT_S = 180
@@ -122,9 +125,10 @@ class Worker:
         self.out.close()
 
 
-def _start_workers(n, tmp_path, ratings_path, name, storage, tracking_uri, heartbeat_s=None):
+def _start_workers(n, tmp_path, ratings_path, name, storage, tracking_uri, heartbeat_s=None, models=("biased",),
+                   n_trials=N_TRIALS):
     args = ["data=file", f"data.path={ratings_path}", "sweep=smoke", f"sweep.name={name}",
-            f"sweep.storage={storage}", "sweep.models=[biased]", f"sweep.n_trials={N_TRIALS}",
+            f"sweep.storage={storage}", f"sweep.models=[{','.join(models)}]", f"sweep.n_trials={n_trials}",
             "train.epochs=3", "train.batch_size=256"]
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "MXNET_CPU_WORKER_NTHREADS": "1",
            "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -135,10 +139,10 @@ def _start_workers(n, tmp_path, ratings_path, name, storage, tracking_uri, heart
     return [Worker(i, tmp_path, args, env) for i in range(n)]
 
 
-def _study(url, name):
+def _study(url, name, model="biased"):
     import optuna
 
-    return optuna.load_study(study_name=f"{name}-biased", storage=optuna.storages.RDBStorage(url))
+    return optuna.load_study(study_name=f"{name}-{model}", storage=optuna.storages.RDBStorage(url))
 
 
 def _mlflow_trial_runs(tracking_uri, name):
@@ -170,40 +174,55 @@ def _by_worker(trials) -> dict[str, int]:
     return {pid: pids.count(pid) for pid in sorted(set(pids))}
 
 
-def _check_each_trial_once_in_mlflow(trials, tracking_uri, name):
+def _check_each_trial_once_in_mlflow(trials, tracking_uri, name, model="biased"):
     runs, _ = _mlflow_trial_runs(tracking_uri, name)
+    runs = [r for r in runs if r.data.tags["optuna.study_name"] == f"{name}-{model}"]
     logged = sorted(int(r.data.tags["optuna.trial_number"]) for r in runs)
     assert logged == sorted(t.number for t in trials)  # each trial exactly once, none missing
     by_number = {int(r.data.tags["optuna.trial_number"]): r for r in runs}
     for t in trials:
         run = by_number[t.number]
         assert run.info.run_id == t.user_attrs["mlflow_run_id"]
-        assert run.data.tags["optuna.study_name"] == f"{name}-biased"
         assert run.info.status == {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED",
                                    TrialState.FAIL: "KILLED"}[t.state], (t.number, t.state, run.info.status)
     return by_number
 
 
-def test_two_workers_started_at_once_share_the_budget(pg_database, mlflow_server, ratings_path, tmp_path):  # noqa: F811
-    storage = pg_database("optuna")  # fresh: both workers create its tables at the same moment
-    workers = _start_workers(2, tmp_path, ratings_path, "duo", storage, mlflow_server)
+@pytest.fixture(scope="module")
+def duo(postgres_server, mlflow_server, ratings_path, tmp_path_factory):  # noqa: F811
+    """Two worker commands (two machines: own folders) started at once on one sweep of biased and
+    plain on a fresh PostgreSQL storage, tracked by the mlflow server; run once for the two tests
+    that read it."""
+    storage = postgres_server.create_database("duo_optuna")  # fresh: both workers create its tables at once
+    workers = _start_workers(2, tmp_path_factory.mktemp("duo"), ratings_path, "duo", storage, mlflow_server,
+                             models=DUO_MODELS, n_trials=DUO_TRIALS)
     try:
         codes = [w.wait() for w in workers]
     finally:
         for w in workers:
             w.stop()
-    for w, code in zip(workers, codes):
+    return SimpleNamespace(storage=storage, workers=workers, codes=codes)
+
+
+def _both_exited_cleanly(duo) -> None:
+    for w, code in zip(duo.workers, duo.codes):
         assert code == 0, f"worker {w.pid} exited {code}:\n{w.log()}"
 
-    trials = _study(storage, "duo").get_trials(deepcopy=False)
-    numbers = [t.number for t in trials]
-    assert numbers == list(range(len(numbers)))  # unique, no gaps
-    assert all(t.state in COUNTED for t in trials), [(t.number, t.state) for t in trials]  # none lost
-    assert len(trials) == N_TRIALS  # counted and started under the sweep's lock: never one more
-    assert {t.user_attrs["worker"].rsplit(":", 1)[1] for t in trials} == {str(w.pid) for w in workers}
-    _assert_no_point_proposed_twice(trials)
-    print(f"duo: {len(trials)} trials, by worker {_by_worker(trials)}")
-    _check_each_trial_once_in_mlflow(trials, mlflow_server, "duo")
+
+def test_two_workers_started_at_once_share_the_budget(duo, mlflow_server):
+    _both_exited_cleanly(duo)
+    pids = set()
+    for model in DUO_MODELS:
+        trials = _study(duo.storage, "duo", model).get_trials(deepcopy=False)
+        numbers = [t.number for t in trials]
+        assert numbers == list(range(len(numbers))), model  # unique, no gaps
+        assert all(t.state in COUNTED for t in trials), [(model, t.number, t.state) for t in trials]  # none lost
+        assert len(trials) == DUO_TRIALS, model  # counted and started under the sweep's lock: never one more
+        pids |= {t.user_attrs["worker"].rsplit(":", 1)[1] for t in trials}
+        _assert_no_point_proposed_twice(trials)
+        print(f"duo {model}: {len(trials)} trials, by worker {_by_worker(trials)}")
+        _check_each_trial_once_in_mlflow(trials, mlflow_server, "duo", model)
+    assert pids == {str(w.pid) for w in duo.workers}  # both workers trained
     # One sweep run per worker, in the sweep's experiment. The worker that loses MLflow's race to
     # create the experiment gets it back from mlflow.set_experiment without it being made active
     # (mlflow 3.17, fluent.set_experiment returns early): its next start_run lands in "Default"
@@ -212,6 +231,43 @@ def test_two_workers_started_at_once_share_the_budget(pg_database, mlflow_server
     assert sorted(p.info.status for p in parents) == ["FINISHED", "FINISHED"], [
         (p.info.run_name, p.info.status, p.data.tags.get("mfexp.command")) for p in parents]
     assert {r.data.tags["mlflow.parentRunId"] for r in runs} <= {p.info.run_id for p in parents}
+
+
+def test_two_worker_commands_evaluate_and_register_each_best_trial_once(duo, mlflow_server):
+    """Each command ends by evaluating each model's best on the test part and registering it: across
+    the two, that happens once per best trial (and once for their blend), by one of them."""
+    from mlflow.tracking import MlflowClient
+
+    _both_exited_cleanly(duo)
+    client = MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name("mfexp-sweep-duo")
+    best_runs = [r for r in client.search_runs([exp.experiment_id], max_results=1000)
+                 if r.data.tags.get("mfexp.best") == "true"]
+    by_model = {}
+    for model in DUO_MODELS:
+        study = _study(duo.storage, "duo", model)
+        runs = [r for r in best_runs if r.data.tags.get("optuna.study_name") == f"duo-{model}"]
+        assert [r.data.tags["optuna.trial_number"] for r in runs] == [str(study.best_trial.number)], \
+            [(r.data.tags["optuna.trial_number"], r.info.run_id) for r in runs]
+        versions = client.search_model_versions(f"name = 'mfexp-duo-{model}'")
+        assert [v.run_id for v in versions] == [runs[0].info.run_id]  # one registry version, of that run
+        by_model[model] = runs[0].info.run_id
+    blend = [r.info.run_id for r in best_runs if "optuna.study_name" not in r.data.tags]
+    assert len(blend) == 1  # the blend of the two models (sweep.ensemble is on): once too
+    champion = client.search_model_versions("name = 'mfexp-duo-champion'")
+    assert len(champion) == 1 and champion[0].run_id in [*by_model.values(), *blend]
+    # both commands report the same test RMSE for each model: the one evaluation, shared
+    for w in duo.workers:
+        assert (w.folder / "sweeps" / "duo" / "best-biased.yaml").exists()
+    # each model's best was evaluated by one command; the other said why it did not
+    said = [w.log(tail=0) for w in duo.workers]
+    for model in DUO_MODELS:
+        lines = [[line for line in out.splitlines() if line.startswith(f"[{model:>7}] ")] for out in said]
+        evaluated = [any(line.endswith("then one evaluation on the test part") for line in ls) for ls in lines]
+        assert evaluated.count(True) == 1, (model, lines)
+        other = lines[evaluated.index(False)]
+        assert any(line.endswith(": not again") or line.endswith("the last one to finish evaluates the best on "
+                                                                     "the test part") for line in other), (model, lines)
 
 
 def test_a_worker_killed_mid_trial_has_its_trial_failed_and_retried(pg_database, mlflow_server, ratings_path,  # noqa: F811
