@@ -725,12 +725,10 @@ def test_make_server_auth_refuses_strangers_and_records_an_authenticated_worker(
                                 capture_output=True, text=True, timeout=600)
         assert worker.returncode == 0, worker.stderr[-3000:]
         assert "MLflow tracking failed" not in worker.stderr
-        os.environ.update(creds)  # MlflowClient reads them from the environment, as the worker did
-        try:
+        with pytest.MonkeyPatch.context() as mp:  # MlflowClient reads them from the environment, as the worker did
+            for key, value in creds.items():
+                mp.setenv(key, value)
             _, runs = _trial_runs(uri, "auth")
-        finally:
-            for key in creds:
-                os.environ.pop(key, None)
         trials = _read_study(root, "auth").get_trials(deepcopy=False)
         assert sorted(int(r.data.tags["optuna.trial_number"]) for r in runs) == [t.number for t in trials]
         stranger = subprocess.run([sys.executable, "-m", "mfexp.sweep",
