@@ -1,5 +1,6 @@
 """Shared fixtures: a seeded synthetic data set with real structure (low-rank + biases), the
-real config composed once and shrunk, and an MLflow store in tmp_path."""
+real config composed once and shrunk, an MLflow store in tmp_path, one smoke sweep for the
+session; and wait_for / join_all, which fail a test with a message instead of carrying on."""
 from __future__ import annotations
 
 import os
@@ -132,9 +133,10 @@ SMOKE_ARGS = ("sweep=smoke", "sweep.models=[biased]", "train.epochs=3", "train.b
 @pytest.fixture(scope="session")
 def smoke_sweep(tmp_path_factory):
     """The smoke sweep of biased (two trials, the reference first) on a synthetic ratings file, run
-    once for the session in its own folder and MLflow store, then only read by the tests that use
-    it: plan, outcomes, console (its stdout), runs (the sweep experiment's runs as it left them),
-    folder, ratings (the file), uri (the store). Use `in_smoke_store` to read its MLflow store."""
+    once for the session in its own folder and MLflow store: plan, outcomes, console (its stdout),
+    runs (the sweep experiment's runs as it left them), folder, ratings (the file), uri (the
+    store). Use `in_smoke_store` to read its store. Tests only read it, but for test_visibility's
+    resume, which finds nothing left to do and adds a parent run (`runs` does not hold it)."""
     import contextlib
     import io
     from types import SimpleNamespace
