@@ -1,12 +1,15 @@
 """Shared fixtures: a seeded synthetic data set with real structure (low-rank + biases), the
-real config composed once and shrunk, and an MLflow store in tmp_path."""
+real config composed once and shrunk, an MLflow store in tmp_path, one smoke sweep for the
+session; and wait_for / join_all, which fail a test with a message instead of carrying on."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from ci_backends import pytest_runtest_makereport  # noqa: F401 - in CI a skipped backend test fails
 
 os.environ.setdefault("MXNET_CPU_WORKER_NTHREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -59,6 +62,32 @@ def write_ratings_file(path, n_ratings=2000):
     return path
 
 
+def wait_for(predicate, timeout: float, what: str, proc=None, every: float = 0.2):
+    """Poll `predicate` until it returns something truthy, and return that. Fail the test, saying
+    what it waited for, after `timeout` seconds, or as soon as `proc` (a Popen it depends on) ends."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            said = "\n".join(pipe.read()[-6000:] for pipe in (proc.stdout, proc.stderr) if pipe is not None)
+            pytest.fail(f"the process ended (exit {proc.returncode}) before {what}:\n{said}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(every)
+
+
+def join_all(threads, timeout: float, what: str) -> None:
+    """Join `threads` within `timeout` seconds in all; fail the test if any is still running."""
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    alive = [thread.name for thread in threads if thread.is_alive()]
+    if alive:
+        pytest.fail(f"{len(alive)} of {len(threads)} {what} still running after {timeout:.0f}s: {alive}")
+
+
 @pytest.fixture
 def ratings_file(tmp_path):
     return write_ratings_file(tmp_path / "ratings.tsv")
@@ -95,6 +124,56 @@ def cfg():
         dcfg = compose(config_name="config", overrides=["train.epochs=2", "train.progress=false",
                                                         "train.batch_size=256"])
     return cli.to_object(dcfg)
+
+
+# --- one smoke sweep for the session ---------------------------------------------------------------
+SMOKE_ARGS = ("sweep=smoke", "sweep.models=[biased]", "train.epochs=3", "train.batch_size=256")
+
+
+@pytest.fixture(scope="session")
+def smoke_sweep(tmp_path_factory):
+    """The smoke sweep of biased (two trials, the reference first) on a synthetic ratings file, run
+    once for the session in its own folder and MLflow store: plan, outcomes, console (its stdout),
+    runs (the sweep experiment's runs as it left them), folder, ratings (the file), uri (the
+    store). Use `in_smoke_store` to read its store. Tests only read it, but for test_visibility's
+    resume, which finds nothing left to do and adds a parent run (`runs` does not hold it)."""
+    import contextlib
+    import io
+    from types import SimpleNamespace
+
+    import mlflow
+
+    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.orchestrate import run_sweep
+
+    folder = tmp_path_factory.mktemp("smoke")
+    ratings = write_ratings_file(folder / "ratings.tsv")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.chdir(folder)  # MLflow puts artifacts under ./mlruns of the cwd
+        mlflow.set_tracking_uri(uri)
+        plan = build_plan(["data=file", f"data.path={ratings}", f"sweep.root={folder / 'sweeps'}", *SMOKE_ARGS])
+        console = io.StringIO()
+        with contextlib.redirect_stdout(console):
+            outcomes = run_sweep(plan)
+        runs = mlflow.search_runs([mlflow.get_experiment_by_name(plan.experiment).experiment_id],
+                                  output_format="list")
+    return SimpleNamespace(plan=plan, outcomes=outcomes, console=console.getvalue(), runs=runs, folder=folder,
+                           ratings=ratings, uri=uri)
+
+
+@pytest.fixture
+def in_smoke_store(smoke_sweep, monkeypatch):
+    """MLflow (and the cwd) pointed at the session's smoke sweep for one test."""
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", smoke_sweep.uri)
+    monkeypatch.chdir(smoke_sweep.folder)
+    mlflow.set_tracking_uri(smoke_sweep.uri)
+    yield smoke_sweep
+    while mlflow.active_run():
+        mlflow.end_run()
 
 
 # --- mfexp.data: ml100k_cache fixture (owned by the data layer) -----------------------------

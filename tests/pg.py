@@ -8,7 +8,8 @@ fresh database and returns its URL. Import the fixtures into a test module:
     from pg import pg_database, postgres_server  # noqa: F401
 
 Without PostgreSQL installed the tests skip, except in CI (CI set), where they fail: CI installs
-it (tests/ensure_servers.sh, run by `make test`), so a missing server means a broken set-up.
+it (tests/ensure_servers.sh, run by `make test`), so a missing server means a broken set-up
+(tests/ci_backends.py does the same for every test marked postgres).
 
 The cluster itself is bench/pgserver.py (the load benchmark starts one too); this module adds
 the fixtures and turns its errors into test failures.
@@ -16,11 +17,10 @@ The URL is postgresql://: SQLAlchemy 2.1 reads it with psycopg 3 (the `postgres`
 """
 from __future__ import annotations
 
-import os
-import time
 import uuid
 
 import pytest
+from ci_backends import in_ci
 
 from bench.pgserver import (NOT_INSTALLED, START_TIMEOUT_S, PostgresError, PostgresServer,  # noqa: F401
                             find_bindir, free_port, start, stop)
@@ -30,7 +30,7 @@ def require_bindir():
     """The PostgreSQL binaries; skip without them, or fail in CI, where they must be installed."""
     bindir = find_bindir()
     if bindir is None:
-        if os.environ.get("CI"):
+        if in_ci():
             pytest.fail(f"{NOT_INSTALLED}; in CI it must be installed, `make test` does it")
         pytest.skip(NOT_INSTALLED)
     return bindir
@@ -55,15 +55,3 @@ def pg_database(postgres_server):
     def create(prefix: str = "db") -> str:
         return postgres_server.create_database(f"{prefix}_{uuid.uuid4().hex[:8]}")
     return create
-
-
-def wait_until(predicate, timeout: float, every: float = 0.1, what: str = "condition"):
-    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(every)

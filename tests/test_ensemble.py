@@ -82,23 +82,35 @@ def test_sweep_ensemble_is_logged_registered_served_and_recommends(ratings_file,
     assert run.data.tags["mfexp.best"] == "true" and run.data.tags["mfexp.model"] == "ensemble"
     assert run.data.metrics["best_val_rmse_search"] == pytest.approx(blend.best_val_rmse)
     assert MlflowClient().get_latest_versions("mfexp-smoke-ensemble")[0].run_id == blend.best_run_id
-    # the logged model serves the blend of its members' own predictions
+    # the logged model serves the blend of its members' own network outputs, clipped to 1..5
     model = mlflow.pyfunc.load_model(f"runs:/{blend.best_run_id}/model")
     df = pd.DataFrame({"user_id": [1, 2, 3], "movie_id": [1, 2, 3]})
-    members = [mlflow.pyfunc.load_model(f"runs:/{o.best_run_id}/model").predict(df) for o in outcomes[:2]]
-    w = [blend.best_params["plain"], blend.best_params["biased"]]
-    served = model.predict(df)
-    assert np.all(np.abs(served - 3.0) < 5)
+    members = [_network_outputs(o.best_run_id, df) for o in outcomes[:2]]
+    served = np.asarray(model.predict(df))
     loaded = load_run(resolve_run("smoke", "ensemble"))
     assert loaded.trained.model.name == "ensemble" and len(recommend(loaded, 1, n=5)) == 5
-    unclipped = loaded.trained.net.settings.bias + sum(wi * np.asarray(m) for wi, m in zip(w, members))
-    inside = (unclipped > 1.0) & (unclipped < 5.0)  # members' served values are clipped, so compare inside
-    assert np.asarray(served)[inside] == pytest.approx(unclipped[inside], abs=1e-3)
+    settings = loaded.trained.net.settings  # the weights it holds; best_params shows them rounded
+    assert settings.weights == pytest.approx([blend.best_params["plain"], blend.best_params["biased"]], abs=1e-4)
+    blended = settings.bias + sum(wi * m for wi, m in zip(settings.weights, members))
+    assert served == pytest.approx(np.clip(blended, 1.0, 5.0), abs=1e-5)
+
+
+def _network_outputs(run_id, pairs):
+    """A best run's network outputs for (user_id, movie_id) pairs, from its logged parameters,
+    unclipped (the served model clips them)."""
+    from mfexp.sweep.ensemble import _member
+    from mfexp.train import predict
+
+    trained = _member(run_id)
+    users = np.searchsorted(trained.user_ids, pairs["user_id"].to_numpy())
+    items = np.searchsorted(trained.item_ids, pairs["movie_id"].to_numpy())
+    return predict(trained.net, users, items, mx.cpu())
 
 
 @pytest.mark.slow
 def test_served_fm_takes_an_optional_timestamp(ratings_file, tmp_path, mlflow_uri):
     from mfexp import cli
+    from mfexp.data import load_dataset
     from mfexp.run import run
     from mfexp.sweep.__main__ import compose_config
 
@@ -107,10 +119,17 @@ def test_served_fm_takes_an_optional_timestamp(ratings_file, tmp_path, mlflow_ur
     summary = run(cfg)
     model = mlflow.pyfunc.load_model(f"runs:/{summary['run_id']}/model")
     plain = pd.DataFrame({"user_id": [1, 1], "movie_id": [2, 3]})
-    assert len(model.predict(plain)) == 2  # no timestamp: each user's last training day
-    early = model.predict(plain.assign(timestamp=[880_000_000, 880_000_000]))
+    early = model.predict(plain.assign(timestamp=[880_000_000, 880_000_000]))  # day 0 of the file
     late = model.predict(plain.assign(timestamp=[890_000_000, 890_000_000]))
     assert not np.allclose(early, late)  # the day reaches the model
+    # no timestamp: the user's last training day, read here from the training part itself
+    data = load_dataset(cfg.data)
+    user = int(np.searchsorted(data.user_ids, 1))
+    last = int(data.train.timestamps[data.train.users == user].max())
+    assert last // 86_400 > data.train.timestamps.min() // 86_400  # not day 0: the default can be told apart
+    default = model.predict(plain)
+    assert default == pytest.approx(model.predict(plain.assign(timestamp=[last, last])), abs=1e-6)
+    assert not np.allclose(default, early)
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ import time
 import mlflow
 import optuna
 import pytest
+from conftest import wait_for
 from optuna.trial import TrialState
 from test_sweep import _args
 
@@ -36,6 +37,23 @@ def _sweep_cli(args, cwd, **kw):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_as_from_a_terminal, **kw)
 
 
+@pytest.fixture
+def sweep_cli():
+    """Starts `python -m mfexp.sweep` as _sweep_cli does; a process a failed test left running is
+    killed at teardown, not left training."""
+    started = []
+
+    def start(args, cwd, **kw):
+        started.append(_sweep_cli(args, cwd, **kw))
+        return started[-1]
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+
+
 def _communicate(proc, timeout):
     """proc.communicate, but a process that hangs is made to show where: its threads' stacks are in
     the failure message."""
@@ -49,6 +67,15 @@ def _communicate(proc, timeout):
 
 def _study(plan, model="biased"):
     return optuna.load_study(study_name=study_name(plan.sweep, model), storage=open_storage(plan.sweep))
+
+
+def _training(plan, model="biased"):
+    """The trials that are training now (RUNNING, their MLflow run started); none before the study exists."""
+    try:
+        trials = _study(plan, model).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    except KeyError:
+        return []
+    return [t for t in trials if "mlflow_run_id" in t.user_attrs]
 
 
 def test_unreachable_tracking_server_is_refused_before_training(ratings_file, tmp_path):
@@ -168,8 +195,12 @@ def test_unwritable_sweeps_folder_is_a_clear_error(ratings_file, tmp_path, mlflo
 
 
 def test_malformed_space_expression_shows_the_grammar(ratings_file, tmp_path):
-    with pytest.raises(ConfigError, match="interval"):
+    with pytest.raises(ConfigError) as err:
         build_plan(_args(ratings_file, tmp_path, "model.k=choice(1,2"))
+    said = str(err.value)
+    assert "'model.k=choice(1,2'" in said  # the override it could not read
+    for form in ("choice(a,b,...)", "range(start,stop[,step])", "interval(low,high)", "tag(log, interval(low,high))"):
+        assert form in said, form  # every form of the grammar, not one word of it
 
 
 def test_diverging_trials_fail_with_a_reason_and_max_failures_stops_the_sweep(ratings_file, tmp_path, mlflow_uri):
@@ -265,20 +296,13 @@ def test_a_trial_whose_store_goes_away_completes_and_records_mlflow_gap(tiny_dat
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupt_fails_the_trial_kills_its_runs_exits_130_and_resumes(sig, ratings_file, tmp_path, mlflow_uri):
+def test_interrupt_fails_the_trial_kills_its_runs_exits_130_and_resumes(sig, ratings_file, tmp_path, mlflow_uri,
+                                                                       sweep_cli):
     args = _args(ratings_file, tmp_path, "sweep.n_trials=2", "train.epochs=400", "train.patience=null",
                  "train.batch_size=16", "sweep.pruner=none")
-    proc = _sweep_cli(args, tmp_path)
+    proc = sweep_cli(args, tmp_path)
     plan = build_plan(args)
-    deadline = time.time() + 120
-    while time.time() < deadline:  # wait until the first trial is training
-        time.sleep(1)
-        try:
-            if [t for t in _study(plan).get_trials(deepcopy=False) if t.state == TrialState.RUNNING
-                    and "mlflow_run_id" in t.user_attrs]:
-                break
-        except KeyError:
-            continue
+    wait_for(lambda: _training(plan), 120, "the first trial to train", proc, every=0.5)
     time.sleep(2)
     started = time.time()
     proc.send_signal(sig)
@@ -336,21 +360,12 @@ def test_an_interrupted_reference_trial_is_enqueued_again_on_resume_a_diverged_o
 
 
 @pytest.mark.slow
-def test_a_killed_workers_trial_does_not_stay_running(ratings_file, tmp_path, mlflow_uri):
+def test_a_killed_workers_trial_does_not_stay_running(ratings_file, tmp_path, mlflow_uri, sweep_cli):
     args = _args(ratings_file, tmp_path, "sweep.n_trials=2", "train.epochs=400", "train.patience=null",
                  "train.batch_size=16", "sweep.pruner=none")
-    proc = _sweep_cli(args, tmp_path)
+    proc = sweep_cli(args, tmp_path)
     plan = build_plan(args)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        time.sleep(1)
-        try:
-            running = [t for t in _study(plan).get_trials(deepcopy=False)
-                       if t.state == TrialState.RUNNING and "mlflow_run_id" in t.user_attrs]
-        except KeyError:
-            continue
-        if running:
-            break
+    running = wait_for(lambda: _training(plan), 120, "the first trial to train", proc, every=0.5)
     proc.kill()
     proc.communicate(timeout=30)
     orphan = running[0]
@@ -407,22 +422,15 @@ def test_a_dead_local_workers_trial_is_failed_and_retried_once_like_a_stale_hear
 
 
 @pytest.mark.slow
-def test_sigterm_to_a_multi_worker_sweeps_own_process_stops_its_workers_cleanly(ratings_file, tmp_path, mlflow_uri):
+def test_sigterm_to_a_multi_worker_sweeps_own_process_stops_its_workers_cleanly(ratings_file, tmp_path, mlflow_uri,
+                                                                               sweep_cli):
     """`kill PID` (or a scheduler) signals the sweep's process alone, not its worker processes:
     they must stop as on their own SIGTERM (trials FAIL, runs KILLED), not train on orphaned."""
     args = _args(ratings_file, tmp_path, "sweep.n_trials=3", "sweep.n_workers=2", "train.epochs=400",
                  "train.patience=null", "train.batch_size=16", "sweep.pruner=none", "sweep.enqueue_tutorial=false")
-    proc = _sweep_cli(args, tmp_path)
+    proc = sweep_cli(args, tmp_path)
     plan = build_plan(args)
-    deadline = time.time() + 180
-    while time.time() < deadline:  # wait until both workers train
-        time.sleep(1)
-        try:
-            if len([t for t in _study(plan).get_trials(deepcopy=False) if t.state == TrialState.RUNNING
-                    and "mlflow_run_id" in t.user_attrs]) == 2:
-                break
-        except KeyError:
-            continue
+    wait_for(lambda: len(_training(plan)) == 2, 180, "both workers to train", proc, every=0.5)
     time.sleep(2)
     proc.send_signal(signal.SIGTERM)
     _, err = _communicate(proc, 90)

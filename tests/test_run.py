@@ -19,6 +19,19 @@ def _finished_run(run_id):
     return mlflow.get_run(run_id)
 
 
+def _checkout_commit() -> str:
+    """The commit of the checkout under test, asked of git here; "unknown" only outside a git checkout."""
+    from pathlib import Path
+
+    import mfexp
+
+    root = Path(mfexp.__file__).resolve().parents[1]
+    if not (root / ".git").exists():  # a source archive: nothing to name
+        return "unknown"
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=30,
+                          check=True).stdout.strip()
+
+
 def test_config_round_trips_into_mlflow_params_and_metrics(cfg, tiny_data, mlflow_uri):
     cfg.train.epochs = 3
     summary = run(cfg, data=tiny_data)
@@ -32,7 +45,7 @@ def test_config_round_trips_into_mlflow_params_and_metrics(cfg, tiny_data, mlflo
         assert steps == [1, 2, 3], name
     assert logged.data.metrics["final_test_rmse"] == pytest.approx(summary["test_rmse"])
     assert logged.data.tags["dataset"] == "synthetic" and logged.data.tags["split"] == "random"
-    assert len(logged.data.tags["git_commit"]) in (7, 40) or logged.data.tags["git_commit"] == "unknown"
+    assert logged.data.tags["git_commit"] == _checkout_commit()
     artifacts = {a.path for a in client.list_artifacts(summary["run_id"])}
     assert "config.yaml" in artifacts
     config = yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{summary['run_id']}/config.yaml"))
@@ -150,6 +163,7 @@ def test_cli_bad_config_is_one_clear_line_and_exit_2(override, key, ratings_path
     out = _cli("data=file", f"data.path={ratings_path}", *override.split(), cwd=tmp_path)
     assert out.returncode == 2
     assert key in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr  # one line, nothing before or after it
     assert not (tmp_path / "mlflow.db").exists() or not mlflow.search_runs(experiment_names=["mfexp"],
                                                                           output_format="list")
 
@@ -221,9 +235,22 @@ def test_a_ratings_file_with_four_items_trains_and_logs_its_model(cfg, tmp_path,
     summary = run(cfg)
     assert mlflow.get_run(summary["run_id"]).info.status == "FINISHED"
     model = mlflow.pyfunc.load_model(f"runs:/{summary['run_id']}/model")
+    import mxnet as mx
+    import numpy as np
     import pandas as pd
 
-    assert len(model.predict(pd.DataFrame({"user_id": [1, 4], "movie_id": [2, 4]}))) == 2
+    from mfexp import model_io
+    from mfexp.train import predict
+
+    users, items = np.array([1, 4, 2, 6]), np.array([2, 4, 3, 1])
+    served = np.asarray(model.predict(pd.DataFrame({"user_id": users, "movie_id": items})))
+    # the network's own outputs, from the logged parameters: served, they are clipped to the file's 1..5
+    logged = model_io.load(mlflow.artifacts.download_artifacts(
+        f"runs:/{summary['run_id']}/model/artifacts/mfexp_model", dst_path=str(tmp_path / "net")))
+    raw = predict(logged.net, np.searchsorted(logged.user_ids, users), np.searchsorted(logged.item_ids, items),
+                  mx.cpu())
+    assert ((raw < 1) | (raw > 5)).any(), raw  # else clipping could not show here
+    assert served == pytest.approx(np.clip(raw, 1, 5), abs=1e-5) and ((served >= 1) & (served <= 5)).all()
 
 
 def test_data_too_small_to_split_is_a_data_error_exit_2(tmp_path, mlflow_uri):

@@ -2,8 +2,9 @@
 PostgreSQL storage (a throwaway cluster, tests/pg.py), tracked by a real `mlflow server` whose
 backend store is a second PostgreSQL database.
 
-- two workers started at once on a budget of 8: exactly 8 counted trials, numbers unique, none
-  lost, each trial exactly once in MLflow;
+- two workers started at once on a budget of 4 trials for each of two models: exactly 4 counted
+  trials each, numbers unique, none lost, each trial exactly once in MLflow; each model's best
+  evaluated on the test part and registered once, by one of the two commands;
 - one of them SIGKILLed mid-trial: its trial does not stay RUNNING (the heartbeat fails it, or
   the other's dead-pid check if that one was still starting; a retry is enqueued and run, its
   MLflow run is KILLED) and the budget is still met;
@@ -23,15 +24,18 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from optuna.trial import TrialState
 
-from pg import free_port, pg_database, postgres_server, wait_until  # noqa: F401 - fixtures
+from conftest import join_all, wait_for
+from pg import free_port, pg_database, postgres_server  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 N_TRIALS = 8
+DUO_MODELS, DUO_TRIALS = ("biased", "plain"), 4  # the two-worker sweep: 4 trials of each model
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 WORKER_TIMEOUT_S = 420
 SERVER_START_TIMEOUT_S = 180
@@ -70,7 +74,7 @@ def mlflow_server(postgres_server, tmp_path_factory):  # noqa: F811
 
     try:
         started = time.monotonic()
-        wait_until(healthy, SERVER_START_TIMEOUT_S, every=0.5, what="mlflow server /health")
+        wait_for(healthy, SERVER_START_TIMEOUT_S, "mlflow server /health", every=0.5)
         print(f"mlflow server healthy after {time.monotonic() - started:.1f}s")
         yield uri
     finally:
@@ -121,9 +125,10 @@ class Worker:
         self.out.close()
 
 
-def _start_workers(n, tmp_path, ratings_path, name, storage, tracking_uri, heartbeat_s=None):
+def _start_workers(n, tmp_path, ratings_path, name, storage, tracking_uri, heartbeat_s=None, models=("biased",),
+                   n_trials=N_TRIALS):
     args = ["data=file", f"data.path={ratings_path}", "sweep=smoke", f"sweep.name={name}",
-            f"sweep.storage={storage}", "sweep.models=[biased]", f"sweep.n_trials={N_TRIALS}",
+            f"sweep.storage={storage}", f"sweep.models=[{','.join(models)}]", f"sweep.n_trials={n_trials}",
             "train.epochs=3", "train.batch_size=256"]
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "MXNET_CPU_WORKER_NTHREADS": "1",
            "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -134,10 +139,10 @@ def _start_workers(n, tmp_path, ratings_path, name, storage, tracking_uri, heart
     return [Worker(i, tmp_path, args, env) for i in range(n)]
 
 
-def _study(url, name):
+def _study(url, name, model="biased"):
     import optuna
 
-    return optuna.load_study(study_name=f"{name}-biased", storage=optuna.storages.RDBStorage(url))
+    return optuna.load_study(study_name=f"{name}-{model}", storage=optuna.storages.RDBStorage(url))
 
 
 def _mlflow_trial_runs(tracking_uri, name):
@@ -169,40 +174,55 @@ def _by_worker(trials) -> dict[str, int]:
     return {pid: pids.count(pid) for pid in sorted(set(pids))}
 
 
-def _check_each_trial_once_in_mlflow(trials, tracking_uri, name):
+def _check_each_trial_once_in_mlflow(trials, tracking_uri, name, model="biased"):
     runs, _ = _mlflow_trial_runs(tracking_uri, name)
+    runs = [r for r in runs if r.data.tags["optuna.study_name"] == f"{name}-{model}"]
     logged = sorted(int(r.data.tags["optuna.trial_number"]) for r in runs)
     assert logged == sorted(t.number for t in trials)  # each trial exactly once, none missing
     by_number = {int(r.data.tags["optuna.trial_number"]): r for r in runs}
     for t in trials:
         run = by_number[t.number]
         assert run.info.run_id == t.user_attrs["mlflow_run_id"]
-        assert run.data.tags["optuna.study_name"] == f"{name}-biased"
         assert run.info.status == {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED",
                                    TrialState.FAIL: "KILLED"}[t.state], (t.number, t.state, run.info.status)
     return by_number
 
 
-def test_two_workers_started_at_once_share_the_budget(pg_database, mlflow_server, ratings_path, tmp_path):  # noqa: F811
-    storage = pg_database("optuna")  # fresh: both workers create its tables at the same moment
-    workers = _start_workers(2, tmp_path, ratings_path, "duo", storage, mlflow_server)
+@pytest.fixture(scope="module")
+def duo(postgres_server, mlflow_server, ratings_path, tmp_path_factory):  # noqa: F811
+    """Two worker commands (two machines: own folders) started at once on one sweep of biased and
+    plain on a fresh PostgreSQL storage, tracked by the mlflow server; run once for the two tests
+    that read it."""
+    storage = postgres_server.create_database("duo_optuna")  # fresh: both workers create its tables at once
+    workers = _start_workers(2, tmp_path_factory.mktemp("duo"), ratings_path, "duo", storage, mlflow_server,
+                             models=DUO_MODELS, n_trials=DUO_TRIALS)
     try:
         codes = [w.wait() for w in workers]
     finally:
         for w in workers:
             w.stop()
-    for w, code in zip(workers, codes):
+    return SimpleNamespace(storage=storage, workers=workers, codes=codes)
+
+
+def _both_exited_cleanly(duo) -> None:
+    for w, code in zip(duo.workers, duo.codes):
         assert code == 0, f"worker {w.pid} exited {code}:\n{w.log()}"
 
-    trials = _study(storage, "duo").get_trials(deepcopy=False)
-    numbers = [t.number for t in trials]
-    assert numbers == list(range(len(numbers)))  # unique, no gaps
-    assert all(t.state in COUNTED for t in trials), [(t.number, t.state) for t in trials]  # none lost
-    assert len(trials) == N_TRIALS  # counted and started under the sweep's lock: never one more
-    assert {t.user_attrs["worker"].rsplit(":", 1)[1] for t in trials} == {str(w.pid) for w in workers}
-    _assert_no_point_proposed_twice(trials)
-    print(f"duo: {len(trials)} trials, by worker {_by_worker(trials)}")
-    _check_each_trial_once_in_mlflow(trials, mlflow_server, "duo")
+
+def test_two_workers_started_at_once_share_the_budget(duo, mlflow_server):
+    _both_exited_cleanly(duo)
+    pids = set()
+    for model in DUO_MODELS:
+        trials = _study(duo.storage, "duo", model).get_trials(deepcopy=False)
+        numbers = [t.number for t in trials]
+        assert numbers == list(range(len(numbers))), model  # unique, no gaps
+        assert all(t.state in COUNTED for t in trials), [(model, t.number, t.state) for t in trials]  # none lost
+        assert len(trials) == DUO_TRIALS, model  # counted and started under the sweep's lock: never one more
+        pids |= {t.user_attrs["worker"].rsplit(":", 1)[1] for t in trials}
+        _assert_no_point_proposed_twice(trials)
+        print(f"duo {model}: {len(trials)} trials, by worker {_by_worker(trials)}")
+        _check_each_trial_once_in_mlflow(trials, mlflow_server, "duo", model)
+    assert pids == {str(w.pid) for w in duo.workers}  # both workers trained
     # One sweep run per worker, in the sweep's experiment. The worker that loses MLflow's race to
     # create the experiment gets it back from mlflow.set_experiment without it being made active
     # (mlflow 3.17, fluent.set_experiment returns early): its next start_run lands in "Default"
@@ -211,6 +231,43 @@ def test_two_workers_started_at_once_share_the_budget(pg_database, mlflow_server
     assert sorted(p.info.status for p in parents) == ["FINISHED", "FINISHED"], [
         (p.info.run_name, p.info.status, p.data.tags.get("mfexp.command")) for p in parents]
     assert {r.data.tags["mlflow.parentRunId"] for r in runs} <= {p.info.run_id for p in parents}
+
+
+def test_two_worker_commands_evaluate_and_register_each_best_trial_once(duo, mlflow_server):
+    """Each command ends by evaluating each model's best on the test part and registering it: across
+    the two, that happens once per best trial (and once for their blend), by one of them."""
+    from mlflow.tracking import MlflowClient
+
+    _both_exited_cleanly(duo)
+    client = MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name("mfexp-sweep-duo")
+    best_runs = [r for r in client.search_runs([exp.experiment_id], max_results=1000)
+                 if r.data.tags.get("mfexp.best") == "true"]
+    by_model = {}
+    for model in DUO_MODELS:
+        study = _study(duo.storage, "duo", model)
+        runs = [r for r in best_runs if r.data.tags.get("optuna.study_name") == f"duo-{model}"]
+        assert [r.data.tags["optuna.trial_number"] for r in runs] == [str(study.best_trial.number)], \
+            [(r.data.tags["optuna.trial_number"], r.info.run_id) for r in runs]
+        versions = client.search_model_versions(f"name = 'mfexp-duo-{model}'")
+        assert [v.run_id for v in versions] == [runs[0].info.run_id]  # one registry version, of that run
+        by_model[model] = runs[0].info.run_id
+    blend = [r.info.run_id for r in best_runs if "optuna.study_name" not in r.data.tags]
+    assert len(blend) == 1  # the blend of the two models (sweep.ensemble is on): once too
+    champion = client.search_model_versions("name = 'mfexp-duo-champion'")
+    assert len(champion) == 1 and champion[0].run_id in [*by_model.values(), *blend]
+    # both commands report the same test RMSE for each model: the one evaluation, shared
+    for w in duo.workers:
+        assert (w.folder / "sweeps" / "duo" / "best-biased.yaml").exists()
+    # each model's best was evaluated by one command; the other said why it did not
+    said = [w.log(tail=0) for w in duo.workers]
+    for model in DUO_MODELS:
+        lines = [[line for line in out.splitlines() if line.startswith(f"[{model:>7}] ")] for out in said]
+        evaluated = [any(line.endswith("then one evaluation on the test part") for line in ls) for ls in lines]
+        assert evaluated.count(True) == 1, (model, lines)
+        other = lines[evaluated.index(False)]
+        assert any(line.endswith(": not again") or line.endswith("the last one to finish evaluates the best on "
+                                                                     "the test part") for line in other), (model, lines)
 
 
 def test_a_worker_killed_mid_trial_has_its_trial_failed_and_retried(pg_database, mlflow_server, ratings_path,  # noqa: F811
@@ -242,7 +299,10 @@ def test_a_worker_killed_mid_trial_has_its_trial_failed_and_retried(pg_database,
                 pytest.fail(f"a worker ended before the victim ran a trial:\n{victim.log()}\n{survivor.log()}")
             return None
 
-        running = wait_until(victim_running, 240, every=0.05, what="a RUNNING trial of the victim worker")
+        running = wait_for(victim_running, 240, "a RUNNING trial of the victim worker", every=0.05)
+        # Frozen at once: a trial takes about a second, and reading the study before the kill took
+        # long enough for it to finish now and then ("the kill did not land mid-trial", 2 runs in 15).
+        victim.proc.send_signal(signal.SIGSTOP)
         # read before the kill: a survivor that starts after it may find the dead pid
         by_heartbeat = survivor_started(_study(storage, "killed").get_trials(deepcopy=False))
         victim.proc.send_signal(signal.SIGKILL)
@@ -265,7 +325,7 @@ def test_a_worker_killed_mid_trial_has_its_trial_failed_and_retried(pg_database,
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     assert [t.number for t in trials] == list(range(len(trials)))
     counted = [t for t in trials if t.state in COUNTED]
-    assert len(counted) in (N_TRIALS, N_TRIALS + 1)
+    assert len(counted) == N_TRIALS  # the killed trial does not count, its retry does: exactly the budget
     _assert_no_point_proposed_twice(trials)
     assert [t.number for t in trials if t.state == TrialState.FAIL] == [killed.number]
     print(f"killed: trial {killed.number} killed, retried as {retries[0].number}; {len(counted)} counted of "
@@ -299,8 +359,7 @@ def test_workers_creating_a_fresh_storage_at_once_do_not_collide(pg_database):  
     threads = [threading.Thread(target=open_it) for _ in range(4)]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join(timeout=120)
+    join_all(threads, 120, "threads opening the storage")
     assert errors == []
 
 
@@ -345,15 +404,20 @@ def test_workers_preparing_a_sweep_at_once_enqueue_the_reference_trial_once(pg_d
         plan = build_plan([*args, f"sweep.name=prep{rep}", "sweep.models=[biased,plain]"])
         barrier = threading.Barrier(3)
 
+        errors = []
+
         def prepare():
             barrier.wait()
-            runner.prepare(plan)
+            try:
+                runner.prepare(plan)
+            except Exception as err:  # noqa: BLE001
+                errors.append(f"{type(err).__name__}: {err}")
 
         threads = [threading.Thread(target=prepare) for _ in range(3)]
         for t in threads:
             t.start()
-        for t in threads:
-            t.join(timeout=120)
+        join_all(threads, 120, "threads preparing the sweep")
+        assert errors == [], rep
         for model in plan.sweep.models:
             trials = optuna.load_study(study_name=f"prep{rep}-{model}", storage=url).trials
             n = sum(runner.REFERENCE_ATTR in t.user_attrs for t in trials)

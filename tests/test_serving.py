@@ -34,7 +34,7 @@ model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
 pred = np.asarray(model.predict(pd.DataFrame({"user_id": pairs["users"], "movie_id": pairs["items"]})), dtype=np.float64)
 unknown = model.predict(pd.DataFrame({"user_id": [10**9, 1, 10**9], "movie_id": [1, 10**9, 10**9]}))
 sig = model.metadata.signature
-print(json.dumps({"rmse": float(np.sqrt(np.mean((pred - pairs["ratings"]) ** 2))),
+print(json.dumps({"rmse": float(np.sqrt(np.mean((pred - pairs["ratings"]) ** 2))), "predictions": pred.tolist(),
                   "unknown": [float(x) for x in np.asarray(unknown)],
                   "inputs": sig.inputs.input_names() if sig else None,
                   "has_outputs": bool(sig is not None and sig.outputs is not None)}))
@@ -67,23 +67,23 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(store):
-    """A tiny tracked run through mfexp.run.run. The biased model with Adam keeps every test
-    prediction inside 1..5, so the served (clipped) predictions are exactly the logged ones."""
+    """A tiny tracked run through mfexp.run.run: the biased model with Adam at a high learning
+    rate, whose network predicts outside 1..5 for some test pairs, so serving must clip them."""
     from conftest import synthetic_dataset
 
     from mfexp.run import run
 
     data = synthetic_dataset()
-    cfg = _compose(["model=biased", "train.optimizer=adam", "train.lr=0.01", "train.epochs=2",
+    cfg = _compose(["model=biased", "train.optimizer=adam", "train.lr=0.05", "train.epochs=2",
                     "train.progress=false", "train.batch_size=256"])
     summary = run(cfg, data=data)
     return {"run_id": summary["run_id"], "data": data}
 
 
 @pytest.fixture
-def in_store(store):
+def in_store(store, monkeypatch):
     """Point MLflow back at the module's store (another test's fixture may have moved it)."""
-    os.environ["MLFLOW_TRACKING_URI"] = store["uri"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store["uri"])
     mlflow.set_tracking_uri(store["uri"])
     return store
 
@@ -100,6 +100,10 @@ def test_logged_model_loads_in_a_fresh_process_and_scores_the_logged_test_rmse(i
     got = json.loads(out.stdout.strip().splitlines()[-1])
     logged = mlflow.get_run(run_id).data.metrics["final_test_rmse"]
     assert got["rmse"] == pytest.approx(logged, abs=1e-5)
+    # served: the network's own outputs clipped to 1..5 (some lie outside, so the clipping shows)
+    raw = _network_outputs(run_id, data.test.users, data.test.items, tmp_path)
+    assert (raw > 5).any() and (raw < 1).any(), (raw.min(), raw.max())
+    assert got["predictions"] == pytest.approx(np.clip(raw, 1.0, 5.0), abs=1e-5)
     # an unknown id gets the best guess the training part allows, not an error: the known item's mean
     # rating, the known user's mean rating, else the global mean (computed here from the data itself)
     train = data.train
@@ -163,17 +167,13 @@ def test_recommend_scores_every_item_exactly_as_the_network_does(name, tiny_data
 
 
 # --- a tiny sweep -> registry -> recommend ------------------------------------------------------
-def test_sweep_registers_its_best_and_recommend_skips_rated_items(ratings_file, tmp_path, mlflow_uri, capsys):
+def test_sweep_registers_its_best_and_recommend_skips_rated_items(in_smoke_store, capsys):
     from mfexp import model_io
     from mfexp.config import DataConfig
     from mfexp.data import load_dataset
     from mfexp.recommend import load_run, main, recommend, resolve_run
-    from mfexp.sweep.__main__ import build_plan
-    from mfexp.sweep.orchestrate import run_sweep
 
-    plan = build_plan(["data=file", f"data.path={ratings_file}", "sweep=smoke", f"sweep.root={tmp_path / 'sweeps'}",
-                       "sweep.models=[biased]", "train.epochs=3", "train.batch_size=256"])
-    (outcome,) = run_sweep(plan)
+    (outcome,) = in_smoke_store.outcomes  # the session's smoke sweep of biased (conftest.py)
     client = MlflowClient()
     assert CHAMPION in client.get_registered_model("mfexp-smoke-biased").aliases
     assert client.get_model_version_by_alias("mfexp-smoke-champion", CHAMPION).run_id == outcome.best_run_id
@@ -181,7 +181,7 @@ def test_sweep_registers_its_best_and_recommend_skips_rated_items(ratings_file, 
 
     # the user with the most training ratings; "rated" = the whole training part (the best run's
     # train + validation holdout), from the data, independently of mfexp.recommend
-    train = load_dataset(DataConfig(name="file", path=str(ratings_file), val_fraction=0.0))
+    train = load_dataset(DataConfig(name="file", path=str(in_smoke_store.ratings), val_fraction=0.0))
     u = int(np.bincount(train.train.users).argmax())
     user = int(train.user_ids[u])
     rated = set(train.item_ids[train.train.items[train.train.users == u]].tolist())
@@ -198,6 +198,16 @@ def test_sweep_registers_its_best_and_recommend_skips_rated_items(ratings_file, 
     everything = recommend(loaded, user, n=10_000)  # every unrated item, none rated
     assert len(everything) == train.n_items - len(rated) and not rated & {r.item_id for r in everything}
     assert everything[0].score >= max(r.score for r in everything)
+    # scores are ratings on the data's scale: an item the network puts above 5 (or below 1) shows as 5 (1)
+    pushed = load_run(outcome.best_run_id)
+    high, low = items[-1], everything[-1].item_id
+    bias = pushed.trained.net.item_bias.weight.data()
+    for item, by in ((high, 10.0), (low, -10.0)):
+        index = int(np.searchsorted(pushed.trained.item_ids, item))
+        bias[index] = bias[index] + by
+    shown = {r.item_id: r.score for r in recommend(pushed, user, n=10_000)}
+    assert (shown[high], shown[low]) == (5.0, 1.0) and all(1.0 <= v <= 5.0 for v in shown.values())
+    assert model_io.predict_ids(pushed.trained, np.full(2, user), np.array([high, low])).tolist() == [5.0, 1.0]
 
     capsys.readouterr()
     assert main(["sweep.name=smoke", f"user={user}", "n=5"]) == 0
@@ -231,9 +241,9 @@ def _http(url: str, body: dict | None = None, timeout: float = 10.0):
         return resp.status, resp.read().decode()
 
 
-def _network_predictions(run_id, pairs, tmp_path):
-    """The logged network's own outputs for (user id, item id) pairs, clipped to 1..5, computed from
-    its parameters in this process (not through the pyfunc model that serving uses)."""
+def _network_outputs(run_id, users, items, tmp_path):
+    """The logged network's own outputs for user and item indices, unclipped, computed from its
+    parameters in this process (not through the pyfunc model that serving uses)."""
     import mxnet as mx
 
     from mfexp import model_io
@@ -241,10 +251,7 @@ def _network_predictions(run_id, pairs, tmp_path):
 
     folder = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model/artifacts/mfexp_model",
                                                  dst_path=str(tmp_path / "net"))
-    trained = model_io.load(folder)
-    users = np.searchsorted(trained.user_ids, [u for u, _ in pairs])
-    items = np.searchsorted(trained.item_ids, [i for _, i in pairs])
-    return [float(x) for x in np.clip(predict(trained.net, users, items, mx.cpu()), 1.0, 5.0)]
+    return predict(model_io.load(folder).net, np.asarray(users), np.asarray(items), mx.cpu())
 
 
 @pytest.mark.slow
@@ -272,14 +279,20 @@ def test_served_champion_answers_a_real_http_request(in_store, trained, tmp_path
                 pass
             assert time.monotonic() < deadline, f"no /ping answer in 120 s: {log_path.read_text()[-3000:]}"
             time.sleep(1)
-        pairs = [[1, 1], [1, 2], [7, 3], [99999, 2]]
+        # the pairs the network puts highest and lowest (above 5 and below 1), one inside, an unknown user
+        data = trained["data"]
+        grid_u, grid_i = np.divmod(np.arange(data.n_users * data.n_items), data.n_items)
+        grid = _network_outputs(rid, grid_u, grid_i, tmp_path)
+        extremes = [int(np.argmax(grid)), int(np.argmin(grid)), int(np.argmin(np.abs(grid - 3.0)))]
+        assert grid[extremes[0]] > 5 and grid[extremes[1]] < 1, (grid.min(), grid.max())
+        pairs = [[int(data.user_ids[grid_u[k]]), int(data.item_ids[grid_i[k]])] for k in extremes] + [[99999, 2]]
         status, body = _http(f"{base}/invocations",
                              {"dataframe_split": {"columns": ["user_id", "movie_id"], "data": pairs}})
         assert status == 200
         predictions = json.loads(body)["predictions"]
-        # what the network itself predicts for the known pairs, and item 2's mean for the unknown user
-        expected = [*_network_predictions(rid, pairs[:3], tmp_path),
-                    float(trained["data"].train.ratings[trained["data"].train.items == 1].mean())]
+        # what the network itself predicts for the known pairs, clipped, and item 2's mean for the unknown user
+        expected = [*np.clip(grid[extremes], 1.0, 5.0).tolist(),
+                    float(data.train.ratings[data.train.items == 1].mean())]
         assert predictions == pytest.approx(expected, abs=1e-5)
     finally:
         try:

@@ -10,6 +10,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from conftest import join_all
 from mfexp.sweep.__main__ import build_plan, split_overrides
 from mfexp.sweep.orchestrate import run_sweep
 from mfexp.sweep.storage import open_storage, study_name
@@ -64,13 +65,10 @@ def test_unknown_space_key_is_refused_before_training(ratings_file, tmp_path):
         build_plan(_args(ratings_file, tmp_path, "model.kk=choice(1,2)"))
 
 
-def test_sweep_trials_are_nested_runs_with_optuna_tags_and_best_is_tested_once(ratings_file, tmp_path, mlflow_uri):
-    plan = build_plan(_args(ratings_file, tmp_path))
-    outcomes = run_sweep(plan)
+def test_sweep_trials_are_nested_runs_with_optuna_tags_and_best_is_tested_once(in_smoke_store):
+    plan, outcomes, runs = in_smoke_store.plan, in_smoke_store.outcomes, in_smoke_store.runs  # conftest.py
     trials = _trials(plan)
     assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 2
-    exp = mlflow.get_experiment_by_name("mfexp-sweep-smoke")
-    runs = mlflow.search_runs([exp.experiment_id], output_format="list")
     parent = [r for r in runs if r.data.tags.get("mfexp.sweep") == "smoke"]
     assert len(parent) == 1 and parent[0].info.status == "FINISHED"
     children = [r for r in runs if "optuna.trial_number" in r.data.tags and "mfexp.best" not in r.data.tags]
@@ -90,23 +88,21 @@ def test_sweep_trials_are_nested_runs_with_optuna_tags_and_best_is_tested_once(r
     assert len(best) == 1 and best[0].data.metrics["test_rmse"] == pytest.approx(outcomes[0].test_rmse)
     assert best[0].data.params["data.val_fraction"] == "0.1"  # the trial's own data: its best checkpoint
     assert best[0].data.metrics["final_val_rmse"] == pytest.approx(outcomes[0].best_val_rmse, abs=1e-5)
-    report = (tmp_path / "sweeps" / "smoke" / "report.md").read_text()
-    assert "biased" in report
+    report = (in_smoke_store.folder / "sweeps" / "smoke" / "report.md").read_text()
+    assert f"| biased | {outcomes[0].best_val_rmse:.4f} | {outcomes[0].test_rmse:.4f} |" in report  # its row
 
 
-def test_pruning_stops_a_trial_early(ratings_file, tmp_path, mlflow_uri):
-    plan = build_plan(_args(ratings_file, tmp_path, "sweep.n_trials=5", "train.epochs=6", "sweep.pruner=median",
-                            "sweep.enqueue_tutorial=false", "train.lr=0.001", "train.patience=null",
-                            "model.k=choice(2,4,8,16,32,64)", "train.lr=tag(log, interval(1e-4, 3e-2))"))
+def test_pruning_stops_a_trial_early(ratings_file, tmp_path, mlflow_uri, monkeypatch):
+    """The runner stops a trial at the epoch its pruner says so, and records it PRUNED there. The
+    pruner is a stand-in that prunes every trial once its warm-up (2 epochs) is over, whatever
+    sweep.pruner says, so the count is certain; the sweep's own pruners are the next test's."""
     from mfexp.sweep import runner
 
-    # A pruner that prunes every trial once its warm-up (2 epochs) is over makes the behaviour certain.
-    original = runner.st.make_pruner
-    runner.st.make_pruner = lambda sweep, epochs: optuna.pruners.ThresholdPruner(upper=0.0, n_warmup_steps=2)
-    try:
-        run_sweep(plan)
-    finally:
-        runner.st.make_pruner = original
+    plan = build_plan(_args(ratings_file, tmp_path, "sweep.n_trials=5", "train.epochs=6",
+                            "sweep.enqueue_tutorial=false", "train.patience=null", "model.k=choice(2,4,8,16,32,64)"))
+    monkeypatch.setattr(runner.st, "make_pruner",
+                        lambda sweep, epochs: optuna.pruners.ThresholdPruner(upper=0.0, n_warmup_steps=2))
+    run_sweep(plan)
     trials = _trials(plan)
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     assert len(pruned) == 5
@@ -202,8 +198,7 @@ def test_workers_that_count_at_the_same_moment_never_run_more_trials_than_the_bu
     threads = [threading.Thread(target=worker, args=(w,)) for w in range(4)]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join(timeout=120)
+    join_all(threads, 120, "workers")
     assert errors == []
     trials = _trials(plan)
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 6, [(t.number, t.state) for t in trials]

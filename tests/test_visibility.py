@@ -115,16 +115,30 @@ def test_dataset_sources_name_the_grouplens_fold_or_the_file(tiny_data):
 
 
 # --- 4. system metrics ---------------------------------------------------------------------------
+def _monitors():
+    """MLflow's system-metrics sampler threads alive now (mlflow 3: one thread per run, this name)."""
+    import threading
+
+    return [t for t in threading.enumerate() if t.name == "SystemMetricsMonitor" and t.is_alive()]
+
+
 def test_runs_record_system_metrics_by_default(mlflow_uri):
-    import time
+    from conftest import wait_for
 
     assert TrackingConfig().system_metrics  # on by default
+    assert _monitors() == []
     runs = {}
     for on in (True, False):
         tracker = Tracker(TrackingConfig(experiment="mfexp-sys", log_model=False, system_metrics=on,
                                          system_metrics_interval=0.2))
         with tracker.run(run_name=f"sys-{on}", params={}, tags={}):
-            time.sleep(1.0)
+            # on: a sampler thread runs, and its first sample reaches the store while the run is open;
+            # off: no sampler thread at all (so none could log later either)
+            assert len(_monitors()) == (1 if on else 0)
+            if on:
+                wait_for(lambda: "system/cpu_utilization_percentage" in mlflow.get_run(tracker.run_id).data.metrics,
+                         60, "the first system metrics sample in the store")
+        assert _monitors() == []  # the run's end stopped and joined its sampler
         runs[on] = mlflow.get_run(tracker.run_id).data.metrics
     assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(runs[True])
     assert not [k for k in runs[False] if k.startswith("system/")]
@@ -140,32 +154,10 @@ def test_system_metrics_interval_is_validated(cfg):
 
 
 # --- one small sweep, looked at from every side (5, 7, 8) -----------------------------------------
-@pytest.fixture(scope="module")
-def swept(tmp_path_factory):
-    """A two-trial smoke sweep of biased on a synthetic ratings file (reference trial included),
-    in its own MLflow store; yields (plan, outcomes, console output)."""
-    import contextlib
-    import io
-
-    from conftest import write_ratings_file
-    from mfexp.sweep.__main__ import build_plan
-    from mfexp.sweep.orchestrate import run_sweep
-
-    tmp = tmp_path_factory.mktemp("swept")
-    ratings = write_ratings_file(tmp / "ratings.tsv")
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mp.chdir(tmp)
-        mlflow.set_tracking_uri(uri)
-        plan = build_plan(["data=file", f"data.path={ratings}", "sweep=smoke", f"sweep.root={tmp / 'sweeps'}",
-                           "sweep.models=[biased]", "train.epochs=3", "train.batch_size=256"])
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out):
-            outcomes = run_sweep(plan)
-        runs = mlflow.search_runs([mlflow.get_experiment_by_name(plan.experiment).experiment_id],
-                                  output_format="list")
-    yield plan, outcomes, out.getvalue(), runs
+@pytest.fixture
+def swept(in_smoke_store):
+    """The session's smoke sweep of biased (conftest.py): (plan, outcomes, console output, runs)."""
+    return in_smoke_store.plan, in_smoke_store.outcomes, in_smoke_store.console, in_smoke_store.runs
 
 
 def test_the_parent_run_describes_the_comparison_and_best_runs_say_what_they_are(swept):
@@ -299,6 +291,9 @@ def test_each_best_reports_its_top10_quality_on_the_test_part(swept):
 
 
 def test_ranking_on_the_holdout_leaves_only_training_items_out(tiny_data, monkeypatch):
+    """On the holdout ("val") only the train part's items are left out of a user's top 10; on the
+    test part the train part's and the holdout's both are. Hits: the part's items rated >= 4."""
+    import mfexp.metrics
     import mfexp.recommend as rec
     from mfexp.sweep.objective import ranking_on
 
@@ -307,12 +302,29 @@ def test_ranking_on_the_holdout_leaves_only_training_items_out(tiny_data, monkey
     scored = []  # the scorer recommend uses, on made-up user and item vectors
     monkeypatch.setattr(rec, "towers", lambda trained: None)
     monkeypatch.setattr(rec, "score_all", lambda trained, u, tw=None: scored.append(u) or items @ users[u])
+    asked = []  # what ranking_on hands the ranking: the (user, item) pairs left out, and the hits
+    real = mfexp.metrics.ranking_quality
+
+    def recording(scores_for, n_users, n_items, seen, relevant, **kw):
+        asked.append(tuple({(u, i) for u, i in zip(us.tolist(), its.tolist())} for us, its in (seen, relevant)))
+        return real(scores_for, n_users, n_items, seen, relevant, **kw)
+
+    monkeypatch.setattr(mfexp.metrics, "ranking_quality", recording)
+
+    def pairs(*parts, liked=False):
+        return {(u, i) for p in parts for u, i, r in zip(p.users.tolist(), p.items.tolist(), p.ratings.tolist())
+                if r >= 4 or not liked}
+
+    train, holdout, test_part = tiny_data.train, tiny_data.val, tiny_data.test
     val = ranking_on(object(), tiny_data, "val", coverage=False)
-    liked_val_users = set(tiny_data.val.users[tiny_data.val.ratings >= 4].tolist())
+    liked_val_users = set(holdout.users[holdout.ratings >= 4].tolist())
     assert val.users == len(liked_val_users) and val.coverage is None  # only users with a liked holdout item
     assert set(scored) == liked_val_users
     test = ranking_on(object(), tiny_data, "test")
     assert test.coverage is not None and len(set(scored)) == tiny_data.n_users  # coverage: everyone's top 10
+    (val_seen, val_hits), (test_seen, test_hits) = asked
+    assert val_seen == pairs(train) and val_hits == pairs(holdout, liked=True)
+    assert test_seen == pairs(train, holdout) and test_hits == pairs(test_part, liked=True)
 
 
 def _objective_plan(tmp_path, ratings, *extra):
@@ -403,10 +415,6 @@ def test_a_resumed_sweep_reports_the_ranking_of_bests_evaluated_before(swept, ca
     from mfexp.sweep.orchestrate import run_sweep
 
     plan, outcomes, _, _ = swept
-    with pytest.MonkeyPatch.context() as mp:
-        uri = f"sqlite:///{Path(plan.sweep.root).parent / 'mlflow.db'}"
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mlflow.set_tracking_uri(uri)
-        again = run_sweep(plan)  # nothing left to search; the best was evaluated already
+    again = run_sweep(plan)  # nothing left to search; the best was evaluated already
     assert "evaluated on the test part by" in capsys.readouterr().out
     assert again[0].ranking == outcomes[0].ranking and again[0].ranking
