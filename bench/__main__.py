@@ -1,7 +1,7 @@
 """`python -m bench [--quick] [--only NAME,...]` (make bench ARGS=...): run the speed benchmarks,
 write bench/results/<section>.json, regenerate BENCHMARKS.md from every result present.
 
-Sections (bench/sections.py): throughput, tutorial, overhead, scaling, workers, load, serving,
+Sections (bench/sections.py): throughput, trial_cost, tutorial, overhead, scaling, workers, load, serving,
 sweep_efficiency, fm. Each runs in its own process (and starts its own children where isolation
 matters). The longest sections of the full run on 2 cores: sweep_efficiency, over an hour (7 models x 3
 seeds x 180 s, two arms side by side; its own timeout is 7200 s), fm's 25M epoch, and load about 8

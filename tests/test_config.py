@@ -102,7 +102,7 @@ def test_the_main_jobs_config_composes_conf_sweep_default(tmp_path):
     plan = build_plan([f"sweep.root={tmp_path}"])
     assert plan.sweep.name == "default" and plan.sweep.models == ["plain", "mlp", "dropout", "biased", "svdpp", "fm",
                                                                    "autorec"]
-    assert (plan.sweep.n_trials, plan.sweep.timeout, plan.sweep.sampler, plan.sweep.pruner) == (5, 480, "tpe", "forecast")
+    assert (plan.sweep.n_trials, plan.sweep.timeout, plan.sweep.sampler, plan.sweep.pruner) == (5, 900, "tpe", "forecast")
     assert plan.sweep.model_trials == {"plain": 16, "biased": 16} and plan.sweep.population == "auto"
     assert plan.sweep.ensemble
     for model in plan.sweep.models:
