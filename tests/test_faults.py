@@ -228,7 +228,9 @@ def test_max_failures_names_the_real_cause_and_blames_train_lr_only_for_a_diverg
         raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
 
     monkeypatch.setattr(mfexp.run, "train_and_track", broken)
-    plan = build_plan(_args(ratings_file, tmp_path, "sweep.enqueue_tutorial=false", "sweep.max_failures=2"))
+    # one trial at a time: a population's members do not train through train_and_track
+    plan = build_plan(_args(ratings_file, tmp_path, "sweep.enqueue_tutorial=false", "sweep.max_failures=2",
+                            "sweep.population=1"))
     with pytest.raises(SweepStopped) as err:
         run_sweep(plan)
     message = str(err.value)

@@ -47,7 +47,9 @@ def ask(study: optuna.Study, size: int, objective) -> list[optuna.Trial]:
     trials: list[optuna.Trial] = []
     shared: Optional[dict] = None
     for _ in range(size):
-        if shared:
+        # waiting trials (retries of a dead worker's, warm starts) go first, as they are: an anchored member
+        # enqueued behind them would be left waiting once the budget is full
+        if shared and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             study.enqueue_trial(shared, user_attrs={POPULATION_ATTR + "_anchor": trials[0].number})
         trial = study.ask()
         trials.append(trial)
@@ -98,9 +100,15 @@ def run_trials(plan, model: str, study: optuna.Study, trials: list[optuna.Trial]
             told.append(_run_alone(study, trial, objective, announce))
     except BaseException as err:  # Ctrl-C / SIGTERM, or an error: no asked trial is left RUNNING
         reason = "interrupted" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {err}"
+        finished = {t.number for t in told}
         for trial in trials:
-            trial.set_user_attr("fail_reason", reason[:1000])
-            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            if trial.number in finished:
+                continue
+            try:
+                trial.set_user_attr("fail_reason", reason[:1000])
+                study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            except Exception:  # noqa: BLE001 - the storage is what failed (a full disk): the next start fails
+                break          # these trials as its dead worker's, and retries them
         raise
     return told
 
@@ -139,9 +147,10 @@ def _train_population(plan, model, study, members, objective, data, announce) ->
                 raise optuna.TrialPruned(f"pruned at epoch {epoch_report.epoch}")
         return report
 
+    recorded: set[int] = set()  # trials whose MLflow run exists
+
     def done(member: pop.Member) -> None:
         trial, cfg, result = trials[id(member.cfg)], member.cfg, member.result
-        trial.set_user_attr(POPULATION_ATTR, len(members))
         pruned = isinstance(member.error, optuna.TrialPruned)
         state = "PRUNED" if pruned else "FAIL" if member.error is not None else "COMPLETE"
         tags = {**run_tags(cfg, data), "optuna.study_name": study.study_name,
@@ -156,8 +165,10 @@ def _train_population(plan, model, study, members, objective, data, announce) ->
         try:
             with tracker.run(run_name=f"{model}-trial-{trial.number}", params=flatten(cfg), tags=tags,
                              experiment=objective.experiment, killed_on=(optuna.TrialPruned,)):
+                recorded.add(trial.number)
                 if tracker.run_id:
                     trial.set_user_attr("mlflow_run_id", tracker.run_id)
+                trial.set_user_attr(POPULATION_ATTR, len(members))
                 track_start(cfg, data, tracker, device, test=False)
                 for report in result.history:
                     tracker.log_metrics(report.metrics(), step=report.epoch)
@@ -183,5 +194,38 @@ def _train_population(plan, model, study, members, objective, data, announce) ->
             trial.set_user_attr("mlflow_gap", tracker.gap_summary())
         told.append(_tell(study, trial, announce, values=result.best_val_rmse))
 
-    pop.fit_population([pop.Member(cfg, hook(trial)) for trial, cfg in members], data, ctx, on_done=done)
+    population = [pop.Member(cfg, hook(trial)) for trial, cfg in members]
+    try:
+        pop.fit_population(population, data, ctx, on_done=done)
+    except BaseException as err:
+        _record_cut([(trial, cfg) for trial, cfg in members if trial.number not in recorded], model, study,
+                    objective, data, err, len(members))
+        raise
     return told
+
+
+class _Cut(Exception):
+    """A population stopped before this member left it (Ctrl-C, SIGTERM, a full disk)."""
+
+
+def _record_cut(members, model, study, objective, data, err: BaseException, size: int) -> None:
+    """An MLflow run, KILLED, for each member a stopped population had not recorded yet: as a lone
+    trial's run is, so that every trial Optuna knows has its run."""
+    from mfexp.run import run_tags
+    from mfexp.tracking import Tracker
+
+    reason = "interrupted" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {err}"
+    for trial, cfg in members:
+        tags = {**run_tags(cfg, data), "optuna.study_name": study.study_name,
+                "optuna.trial_number": str(trial.number), "optuna.trial_state": "FAIL",
+                "mfexp.fail_reason": reason[:1000], "mfexp.population": str(size)}
+        if objective.parent_run_id:
+            tags["mlflow.parentRunId"] = objective.parent_run_id
+        try:
+            with Tracker(cfg.tracking).run(run_name=f"{model}-trial-{trial.number}", params=flatten(cfg), tags=tags,
+                                           experiment=objective.experiment, killed_on=(_Cut,)):
+                raise _Cut(reason)
+        except _Cut:
+            continue
+        except Exception:  # noqa: BLE001 - the store failing too: the trial is still failed in Optuna
+            continue

@@ -273,7 +273,9 @@ def work(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: O
                 sizes[model] = population_size(plan, model, apply_params(bases[model], {}))
             finished: list[FrozenTrial] = []
             if sizes[model] > 1:  # several trials at once, as one network (mfexp.sweep.population)
-                trials = ask_population(study, min(sizes[model], _open_slots(plan, study)), objective)
+                # no more members than may still fail before sweep.max_failures stops the sweep
+                room = min(sizes[model], _open_slots(plan, study), plan.sweep.max_failures - failures)
+                trials = ask_population(study, max(1, room), objective)
                 gate.close()
                 finished = run_trials(plan, model, study, trials, objective, data, announce(model, progress))
             else:
