@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from typing import Callable, Optional
 
@@ -90,6 +91,7 @@ def run_trials(plan, model: str, study: optuna.Study, trials: list[optuna.Trial]
             groups.setdefault(pop.key(cfg), []).append((trial, cfg))
         else:
             alone.append(trial)
+    beat = _Heartbeat(study, trials, told)
     try:
         for members in groups.values():
             if len(members) == 1:
@@ -110,7 +112,46 @@ def run_trials(plan, model: str, study: optuna.Study, trials: list[optuna.Trial]
             except Exception:  # noqa: BLE001 - the storage is what failed (a full disk): the next start fails
                 break          # these trials as its dead worker's, and retries them
         raise
+    finally:
+        beat.stop()
     return told
+
+
+class _Heartbeat:
+    """Heartbeats for asked trials while they wait or train, as `study.optimize` keeps one for its
+    trial: on a storage with heartbeats (RDB), a worker that dies holding a population has every
+    member found stale by the other workers, failed and retried. One thread for all of them; a
+    trial stops beating once it is told. A no-op on the journal file (no heartbeats: a dead worker's
+    trials are failed when the sweep next starts)."""
+
+    def __init__(self, study: optuna.Study, trials: list[optuna.Trial], told: list[FrozenTrial]):
+        storage = study._storage  # the storage's own record_heartbeat; Optuna has no public handle on it
+        interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+        self._stop = threading.Event()
+        self._thread = None
+        if not interval:
+            return
+        ids = [t._trial_id for t in trials]  # Optuna keeps a trial's storage id private
+
+        def beat() -> None:
+            while True:
+                done = {t.number for t in told}
+                for trial, trial_id in zip(trials, ids):
+                    if trial.number not in done:
+                        try:
+                            storage.record_heartbeat(trial_id)
+                        except Exception:  # noqa: BLE001 - a storage hiccup: the next beat tries again
+                            pass
+                if self._stop.wait(interval):
+                    return
+
+        self._thread = threading.Thread(target=beat, name="population-heartbeat", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
 
 
 def _tell(study, trial, announce, **kwargs) -> FrozenTrial:
