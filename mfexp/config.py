@@ -93,9 +93,10 @@ class SweepConfig:
     model_trials: dict[str, int] = field(default_factory=dict)
     storage: Optional[str] = None  # None: Optuna journal file sweeps/<name>/optuna.journal
     n_workers: int = 1  # worker processes on this machine, sharing the storage
-    # trials of one model trained at once as one network (mfexp/population.py): auto (as many as pay on
-    # this device, for models that support it: plain, biased), N, or 1 (one trial at a time)
-    population: Any = "auto"
+    # trials of one model trained at once as one network (mfexp/population.py): 1 (one trial at a time),
+    # N, or auto (as many as pay on this device, for models that support it: plain, biased; the default
+    # sweep's setting)
+    population: Any = 1
     # auto: one worker per GPU MXNet sees when train.device=auto (none: n_workers on the CPU);
     # [0,2]: one worker per listed GPU, on gpu:N; []: n_workers, all on train.device
     devices: Any = "auto"

@@ -115,9 +115,12 @@ GOOD, BAD = 0.02, 1e-6  # Adam's lr: learns in a few epochs / stays at the globa
 
 @pytest.mark.parametrize("pruner", ["median", "forecast", "successive-halving", "hyperband"])
 def test_the_real_pruners_prune_bad_trials_and_pruned_trials_count(pruner, ratings_file, tmp_path, mlflow_uri):
-    """The sweep's own pruners (storage.make_pruner), not a stand-in: 3 good trials, then bad ones."""
+    """The sweep's own pruners (storage.make_pruner), not a stand-in: 3 good trials, then bad ones, one
+    at a time (in a population, members are judged against trials already finished, and in the first
+    population none has: tests/test_population.py prunes members)."""
     args = _args(ratings_file, tmp_path, f"sweep.pruner={pruner}", "sweep.enqueue_tutorial=false",
-                 "sweep.n_trials=7", "train.epochs=8", "train.patience=null", f"train.lr=choice({GOOD},{BAD})")
+                 "sweep.n_trials=7", "train.epochs=8", "train.patience=null", f"train.lr=choice({GOOD},{BAD})",
+                 "sweep.population=1")
     plan = build_plan(args)
     from mfexp.sweep.runner import prepare
 
