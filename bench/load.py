@@ -43,8 +43,10 @@ TRIALS, QUICK_TRIALS, WORKERS, EPOCHS = 400, 12, 4, 2
 SERVER_WORKERS, QUICK_SERVER_WORKERS = 4, 1  # `mlflow server`'s own default (make server) / a light one
 SERVER_START_S = 300
 # every trial does about the same (short) work; the command line wins over the space (lr, reg sampled)
+# sweep.population=1: the load it measures is workers sharing trials one at a time (the default sweep's
+# populations would hand a worker 16 trials at once)
 OVERRIDES = [f"sweep.models=[{MODEL}]", "sweep.pruner=none", "sweep.ensemble=false", "sweep.timeout=null",
-             "train.patience=null", "train.batch_size=1024", "model.k=32", "train.progress=false"]
+             "sweep.population=1", "train.patience=null", "train.batch_size=1024", "model.k=32", "train.progress=false"]
 # what a lock problem looks like in a worker's output; "lock" as a word start, not "clock" or "block"
 LOCK_PATTERNS = {"database is locked": r"database is locked", "deadlock": r"deadlock",
                  "OperationalError": r"OperationalError", "Traceback": r"Traceback",
@@ -280,6 +282,7 @@ def mlflow_facts(tracking_uri: str, sweep_name: str, study_name: str, optuna: di
 # --- one backend ----------------------------------------------------------------------------------
 def sweep_args(name: str, n_trials: int, epochs: int, root: Path, *extra: str) -> list[str]:
     return [*OVERRIDES, f"sweep.name={name}", f"sweep.root={root}", f"sweep.n_trials={n_trials}",
+            f"sweep.model_trials={{{MODEL}:{n_trials}}}",  # over the default sweep's own budget for the model
             f"train.epochs={epochs}", *extra]
 
 

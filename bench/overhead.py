@@ -162,6 +162,8 @@ def sweep_plan(name: str, n_trials: int, tracking: bool, epochs: int):
 
     return build_plan([
         "sweep.models=[plain]", f"sweep.n_trials={n_trials}", f"sweep.name={name}",
+        # one trial at a time, n_trials of them: the overhead of a lone trial (not the default sweep's populations)
+        "sweep.population=1", f"sweep.model_trials={{plain:{n_trials}}}",
         f"sweep.root={common.sweep_root(name)}", "sweep.pruner=none", "sweep.enqueue_tutorial=false",
         f"train.epochs={epochs}", "train.patience=null", f"tracking.enabled={str(tracking).lower()}",
         "train.batch_size=choice(1024)", "model.k=choice(64)", "train.optimizer=choice(adam)",

@@ -306,8 +306,12 @@ def tracked_reports(experiment: str, started_at: float, budget: float) -> list[t
 
 def _arm_args(arm: str, model: str, seed: int, budget: float, extra: Sequence[str]) -> list[str]:
     """An arm's sweep overrides (its sweep.name and sweep.root aside)."""
+    # sweep.population=1: both arms one trial at a time, as the recorded figures were measured (a population
+    # changes how the default arm samples; re-measuring with populations is the search-efficiency issue's)
     return [f"sweep.models=[{model}]", "sweep.n_trials=100000", f"sweep.timeout={budget}", f"sweep.seed={seed}",
-            "sweep.enqueue_tutorial=false", "sweep.ensemble=false", *ARMS[arm], *extra]
+            "sweep.enqueue_tutorial=false", "sweep.ensemble=false", "sweep.population=1",
+            f"sweep.model_trials={{{model}:100000}}",  # over the default sweep's own budget for the model
+            *ARMS[arm], *extra]
 
 
 def _random_plan(model: str, seed: int, extra: Sequence[str]):

@@ -32,6 +32,8 @@ def child(workers: int, n_trials: int, epochs: int) -> dict:
     os.environ["MLFLOW_TRACKING_URI"] = common.mlflow_store(name)
     plan = build_plan([
         "sweep.models=[biased]", f"sweep.n_trials={n_trials}", f"sweep.n_workers={workers}", f"sweep.name={name}",
+        # one trial at a time, n_trials of them: workers sharing trials (not the default sweep's populations)
+        "sweep.population=1", f"sweep.model_trials={{biased:{n_trials}}}",
         f"sweep.root={common.sweep_root(name)}", "sweep.pruner=none", "sweep.enqueue_tutorial=false",
         f"train.epochs={epochs}", "train.patience=null", "train.batch_size=choice(256)", "model.k=choice(64)",
         "train.optimizer=choice(adam)",
