@@ -65,9 +65,8 @@ def supports(cfg: Config) -> bool:
 
 
 def auto_size(cfg: Config, n_trials: int) -> int:
-    """sweep.population=auto: how many trials train together. On the CPU the gain flattens past 16
-    members (each batch's arithmetic then outweighs the overhead it shares; BENCHMARKS.md
-    trial_cost); on a GPU up to 64 fit in a sliver of memory at ML-100K's size."""
+    """sweep.population=auto: how many trials train together: 16 on the CPU, 64 on a GPU (a chosen
+    size, not a measured optimum; BENCHMARKS.md trial_cost says what 16 gains), at most `n_trials`."""
     if not model_supports(cfg):
         return 1
     on_gpu = str(cfg.train.device).startswith("gpu")
@@ -84,7 +83,6 @@ class Member:
     active: bool = True
     since_best: int = 0
     best: Optional[list] = None  # its rows of each parameter at its best epoch (with patience)
-    last: Optional[list] = None  # its rows of each parameter after its last epoch
     done: bool = False  # it has left the population, its kept weights in `net`
 
 
@@ -261,7 +259,6 @@ def fit_population(members: Sequence[Member], data, ctx: mx.Context, *, eval_tes
                     m.best = _member_rows(weights, i, n)
             else:
                 m.since_best += 1
-            m.last = _member_rows(weights, i, n)
             try:
                 if m.on_epoch is not None:
                     m.on_epoch(report)
@@ -272,33 +269,35 @@ def fit_population(members: Sequence[Member], data, ctx: mx.Context, *, eval_tes
                 continue
             if cfg.patience is not None and m.since_best >= cfg.patience:
                 m.result.stopped_early, m.active = True, False
-        for m in members:
+        for i, m in enumerate(members):
             if not m.active and not m.done:
-                _leave(m, data, ctx, scale, final_test, on_done)
-    for m in members:
+                _leave(m, _member_rows(weights, i, n), data, ctx, scale, final_test, on_done)
+    weights = [p.data() if p is not None else None for p in tables]
+    for i, m in enumerate(members):
         if not m.done:
-            _leave(m, data, ctx, scale, final_test, on_done)
+            _leave(m, _member_rows(weights, i, n), data, ctx, scale, final_test, on_done)
     return list(members)
 
 
-def _leave(m: Member, data, ctx, scale, final_test: bool, on_done) -> None:
+def _leave(m: Member, last: list, data, ctx, scale, final_test: bool, on_done) -> None:
+    """`last`: the member's rows as it leaves, copied once here rather than every epoch."""
     m.active, m.done = False, True
-    if m.last is not None:
-        _keep(m, data, ctx, scale, final_test)
+    if m.result.history and not isinstance(m.error, TrainingDiverged):  # a diverged member's rows are not finite
+        _keep(m, last, data, ctx, scale, final_test)
     if on_done is not None:
         on_done(m)
 
 
-def _keep(m: Member, data, ctx, scale, final_test: bool) -> None:
+def _keep(m: Member, last: list, data, ctx, scale, final_test: bool) -> None:
     """Move a member's kept weights (its best epoch's with patience, else its last) into its lone net."""
     use_best = m.best is not None and m.result.best_epoch != m.result.history[-1].epoch
-    for p, rows in zip(m.net.collect_params().values(), m.best if use_best else m.last):
+    for p, rows in zip(m.net.collect_params().values(), m.best if use_best else last):
         if rows is not None:
             p.set_data(rows)
     m.result.final_val_rmse = m.result.best_val_rmse if use_best else m.result.history[-1].val_rmse
     if final_test:
         m.result.final_test_rmse = evaluate(m.net, data.test, ctx, scale)
-    m.last, m.best = None, None
+    m.best = None
 
 
 def _evaluate(stacked, part, active: list[int], lone: ModelData, ctx, scale) -> list[Optional[float]]:
