@@ -28,6 +28,8 @@ ARTIFACTS ?= ./mlartifacts
 SERVER_ARGS ?=
 AUTH ?= 0
 AUTH_DB ?= sqlite:///basic_auth.db
+# make test / test-fast: pytest-xdist workers (tests pin MXNet to one thread each); 0 runs them in-process
+TEST_WORKERS ?= auto
 SWEEP ?= default
 PYTEST_ARGS ?=
 # MLflow 3's server imports starlette's deprecated WSGI middleware (a warning per worker, nothing to
@@ -64,12 +66,12 @@ data: $(STAMP) ## fetch ML-100K into the cache and print its summary
 	$(PY) -m mfexp.data fetch
 	$(PY) -m mfexp.data info
 
-test: $(STAMP) ## the whole test suite (slow tests included), as CI runs it
+test: $(STAMP) ## the whole test suite (slow tests included), as CI runs it, one pytest worker per core
 	@bash tests/ensure_servers.sh
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
-test-fast: $(STAMP) ## the fast tests only
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+test-fast: $(STAMP) ## the fast tests only: no end-to-end sweeps, no servers, no download (offline)
+	$(PY) -m pytest -n $(TEST_WORKERS) -m "not slow and not ml100k" $(PYTEST_ARGS)
 
 ui: $(STAMP) ## the MLflow UI on http://127.0.0.1:5000, with a direct link to each experiment's runs (HOST=, PORT=)
 	@MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" $(PY) -m mfexp.tracking links http://$(HOST):$(PORT) \

@@ -98,10 +98,34 @@ def tiny_data():
     return synthetic_dataset()
 
 
+_MIGRATED: list[Path] = []
+
+
+def fresh_mlflow_store(path: Path) -> str:
+    """A new, empty MLflow SQLite store at `path`, and its URI. A store MLflow creates itself spends
+    a second or two on its schema migrations; this copies one store migrated once per session, which
+    is what a user's mlflow.db is after its first run."""
+    import shutil
+    import tempfile
+
+    if not _MIGRATED:
+        from mlflow import MlflowClient
+
+        import atexit
+
+        folder = tempfile.mkdtemp(prefix="mfexp-store-")
+        atexit.register(shutil.rmtree, folder, True)
+        template = Path(folder) / "mlflow.db"
+        MlflowClient(tracking_uri=f"sqlite:///{template}").search_experiments()
+        _MIGRATED.append(template)
+    shutil.copyfile(_MIGRATED[0], path)
+    return f"sqlite:///{path}"
+
+
 @pytest.fixture
 def mlflow_uri(tmp_path, monkeypatch):
     """A fresh MLflow store for one test, through the environment as a user would set it."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = fresh_mlflow_store(tmp_path / "mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(tmp_path)
     import mlflow
@@ -148,7 +172,7 @@ def smoke_sweep(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("smoke")
     ratings = write_ratings_file(folder / "ratings.tsv")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    uri = fresh_mlflow_store(folder / "mlflow.db")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         mp.chdir(folder)  # MLflow puts artifacts under ./mlruns of the cwd

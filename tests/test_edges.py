@@ -19,7 +19,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import join_all, wait_for
+from conftest import fresh_mlflow_store, join_all, wait_for
 from mfexp.config import SweepConfig
 from mfexp.errors import DiskFull
 from mfexp.sweep import journal
@@ -291,6 +291,9 @@ def _complete(root, name, n=1):
 def _create_mlflow_store(uri):
     """Create a SQLite MLflow store once, before two processes open it (MLflow's own table
     creation races; across machines the workers share a tracking server instead)."""
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        fresh_mlflow_store(Path(uri[len("sqlite:///"):]))
+        return
     from mlflow.tracking import MlflowClient
 
     MlflowClient(uri).search_experiments(max_results=1)
@@ -311,7 +314,7 @@ def test_a_sweep_folder_that_fills_stops_cleanly_and_the_same_command_resumes(tm
     n_trials = 5
     with small_tmpfs(tmp_path / "mnt", "4m") as mnt:
         root = mnt / "sweeps"
-        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        uri = fresh_mlflow_store(tmp_path / "mlflow.db")
         cmd = [sys.executable, "-m", "mfexp.sweep", *_sweep_args(ratings_file, root, "full", f"sweep.n_trials={n_trials}")]
         proc = subprocess.Popen(cmd, cwd=tmp_path, env=_sweep_env(uri), text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)

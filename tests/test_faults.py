@@ -11,7 +11,7 @@ import time
 import mlflow
 import optuna
 import pytest
-from conftest import wait_for
+from conftest import fresh_mlflow_store, wait_for
 from optuna.trial import TrialState
 from test_sweep import _args
 
@@ -156,7 +156,7 @@ def test_a_password_in_a_url_reaches_nothing_a_sweep_writes(form, redis_with_pas
     storage = f"redis://{user}:{secret}@127.0.0.1:{port}/0"
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     if form == "password only":
-        uri, tracking = f"sqlite:///{tmp_path / 'mlflow.db'}", []
+        uri, tracking = fresh_mlflow_store(tmp_path / "mlflow.db"), []
         env["MLFLOW_TRACKING_URI"] = uri
     else:
         uri = request.getfixturevalue("pg_database")("sweep").replace("postgresql://postgres@",

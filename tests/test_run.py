@@ -81,6 +81,7 @@ def test_redact_hides_the_password_of_every_url_in_a_text(text, shown):
     assert redact(text) == shown
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("store", ["postgresql", "mlflow server"])
 def test_a_password_in_the_tracking_url_reaches_nothing_a_run_writes(store, ratings_path, tmp_path, request):
     """mfexp.run with tracking.uri a URL that carries a password: a PostgreSQL store, or an `mlflow
@@ -159,13 +160,18 @@ def test_cli_trains_a_ratings_file_and_records_the_run(ratings_path, tmp_path, m
                                           ("model=fm model.time=month", "model.time"),
                                           ("model._target_=nope.Net", "model._target_=nope.Net: cannot import"),
                                           ("train.lr=-1", "train.lr"), ("train.device=tpu", "train.device")])
-def test_cli_bad_config_is_one_clear_line_and_exit_2(override, key, ratings_path, tmp_path, mlflow_uri):
-    out = _cli("data=file", f"data.path={ratings_path}", *override.split(), cwd=tmp_path)
-    assert out.returncode == 2
-    assert key in out.stderr and "Traceback" not in out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1, out.stderr  # one line, nothing before or after it
-    assert not (tmp_path / "mlflow.db").exists() or not mlflow.search_runs(experiment_names=["mfexp"],
-                                                                          output_format="list")
+def test_cli_bad_config_is_one_clear_line_and_exit_2(override, key, ratings_path, tmp_path, mlflow_uri, capsys):
+    """In-process (test_cli's test_exit_codes_seen_by_the_shell runs the command itself): one line on
+    stderr, exit 2, no run recorded."""
+    from mfexp.run import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["data=file", f"data.path={ratings_path}", *override.split()])
+    out, err = capsys.readouterr()
+    assert exit_.value.code == 2, err
+    assert key in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err  # one line, nothing before or after it
+    assert not mlflow.search_runs(experiment_names=["mfexp"], output_format="list")
 
 
 def _started(ignoring_sigint: bool):

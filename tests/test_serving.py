@@ -16,6 +16,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
+from conftest import fresh_mlflow_store
 from mlflow.tracking import MlflowClient
 
 from mfexp.registry import CHAMPION, champion_uri, register_sweep_best, registered_name
@@ -55,7 +56,7 @@ def _compose(overrides):
 def store(tmp_path_factory):
     """One MLflow store (and working directory, for its ./mlruns artifacts) for the module's run."""
     folder = tmp_path_factory.mktemp("serving")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    uri = fresh_mlflow_store(folder / "mlflow.db")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         mp.chdir(folder)
