@@ -5,6 +5,7 @@ from typing import Optional
 
 SECTIONS = {
     "throughput": "bench.throughput",  # 1. samples/s per model and batch size
+    "lean": "bench.lean",  # one trial's samples/s, this tree against the commit before the lean step
     "trial_cost": "bench.trial_cost",  # trials/hour, one at a time vs a population
     "tutorial": "bench.tutorial_compare",  # 2. the tutorial's own code, side by side
     "overhead": "bench.overhead",  # 3. per-trial fixed overhead in a sweep

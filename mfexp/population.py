@@ -35,7 +35,7 @@ from mfexp.config import Config
 from mfexp.errors import TrainingDiverged
 from mfexp.metrics import rmse
 from mfexp.models.base import ModelData
-from mfexp.train import EpochReport, FitResult, _check_finite, evaluate, make_trainer, predict
+from mfexp.train import SYNC_EVERY, EpochReport, FitResult, _check_finite, evaluate, make_trainer, predict
 
 OPTIMIZERS = ("sgd", "adam")
 PER_MEMBER = ("train.lr", "train.wd", "train.reg", "train.init_scale")  # what members of one population may differ in
@@ -226,7 +226,7 @@ def fit_population(members: Sequence[Member], data, ctx: mx.Context, *, eval_tes
         step.hybridize(static_alloc=True, static_shape=True)
         start = time.perf_counter()
         shuffled = rows.take(mx.nd.array(rng.permutation(total).astype(np.int32), ctx=ctx, dtype="int32"))
-        sse = mx.nd.zeros((k,), ctx=ctx)
+        sse, pending = mx.nd.zeros((k,), ctx=ctx), []
         for lo in range(0, total, cfg.batch_size):
             interrupt.check()
             hi = min(lo + cfg.batch_size, total)
@@ -234,8 +234,10 @@ def fit_population(members: Sequence[Member], data, ctx: mx.Context, *, eval_tes
                 loss, batch_sse = step(shuffled[lo:hi], off, reg)
             loss.backward()
             opt.step(hi - lo)
-            sse += batch_sse
-        train_rmse = np.sqrt(sse.asnumpy() / total)
+            pending.append(batch_sse)
+            if len(pending) == SYNC_EVERY:  # one sum per SYNC_EVERY batches, not one per batch
+                sse, pending = mx.nd.add_n(sse, *pending), []
+        train_rmse = np.sqrt(mx.nd.add_n(sse, *pending).asnumpy() / total)
         elapsed = time.perf_counter() - start
         val = _evaluate(stacked, data.val, active, lone_data, ctx, scale)
         test = _evaluate(stacked, data.test, active, lone_data, ctx, scale) if eval_test else [None] * k

@@ -60,13 +60,18 @@ def test_early_stopping_keeps_the_best_epochs_weights(tiny_data):
     assert result.final_val_rmse == best
 
 
-def test_exact_rmse_counts_every_rating_the_last_partial_batch_too(tiny_data):
+@pytest.mark.parametrize("batch_size", [1000, 8])  # 8: more batches than one SYNC_EVERY, and a remainder
+def test_exact_rmse_counts_every_rating_the_last_partial_batch_too(tiny_data, batch_size):
     """RMSEs are over every rating, computed here by hand from the network's own predictions."""
     import numpy as np
 
+    from mfexp.train import SYNC_EVERY
+
     # lr ~ 0: the weights stay put, so the epoch's train RMSE is the initial network's over all ratings
-    net, result = _train(tiny_data, optimizer="sgd", lr=1e-12, momentum=0.0, batch_size=1000, epochs=1)
-    assert len(tiny_data.train) % 1000 != 0  # a last, partial batch exists
+    net, result = _train(tiny_data, optimizer="sgd", lr=1e-12, momentum=0.0, batch_size=batch_size, epochs=1)
+    assert len(tiny_data.train) % batch_size != 0  # a last, partial batch exists
+    if batch_size == 8:
+        assert SYNC_EVERY < len(tiny_data.train) // batch_size < 2 * SYNC_EVERY
 
     def by_hand(part, clip):
         pred = net(mx.nd.array(part.users), mx.nd.array(part.items))[0].asnumpy().astype(np.float64)
@@ -79,6 +84,45 @@ def test_exact_rmse_counts_every_rating_the_last_partial_batch_too(tiny_data):
     assert epoch.train_rmse == pytest.approx(by_hand(tiny_data.train, clip=False), rel=1e-5)
     assert epoch.val_rmse == pytest.approx(by_hand(tiny_data.val, clip=True), rel=1e-6)
     assert result.final_test_rmse == pytest.approx(by_hand(tiny_data.test, clip=True), rel=1e-6)
+
+
+@pytest.mark.parametrize("optimizer,momentum,wd,sparse", [
+    ("sgd", 0.9, 1e-4, False), ("sgd", 0.9, 1e-4, True), ("sgd", 0.0, 1e-3, False), ("sgd", 0.0, 0.0, True),
+    ("adam", 0.0, 0.0, True), ("adam", 0.0, 1e-3, False)])
+def test_the_fused_update_trains_as_gluons_trainer_does(tiny_data, optimizer, momentum, wd, sparse):
+    """make_trainer's FusedUpdate against gluon.Trainer with the same optimizer: the same weights after
+    several steps of uneven batches, dense and row-sparse gradients (plain SGD within rounding: MXNet's
+    Trainer takes multi_sgd_update there, the per-parameter operator rounds once differently)."""
+    import numpy as np
+    from mxnet import autograd, gluon
+
+    from mfexp.train import FusedUpdate, make_trainer
+
+    cfg = TrainConfig(optimizer=optimizer, lr=0.05 if optimizer == "sgd" else 0.01, momentum=momentum, wd=wd)
+    users, items = mx.nd.array(tiny_data.train.users[:300]), mx.nd.array(tiny_data.train.items[:300])
+    ratings = mx.nd.array(tiny_data.train.ratings[:300])
+    finals = []
+    for fused in (True, False):
+        mx.random.seed(0)
+        net = build_model(named("biased", k=4), ModelData(tiny_data.n_users, tiny_data.n_items, tiny_data.global_mean),
+                          sparse_grad=sparse)
+        net.initialize(mx.init.Uniform(0.1))
+        if fused:
+            trainer = make_trainer(net, cfg)
+            assert isinstance(trainer, FusedUpdate)
+        else:
+            args = {"learning_rate": cfg.lr, "wd": cfg.wd, **({"momentum": momentum} if optimizer == "sgd" else {})}
+            trainer = gluon.Trainer(net.collect_params(), optimizer, args)
+        for lo, hi in [(0, 64), (64, 128), (128, 192), (192, 256), (256, 300)]:
+            with autograd.record():
+                pred, _ = net(users[lo:hi], items[lo:hi])
+                loss = mx.nd.square(pred - ratings[lo:hi])
+            loss.backward()
+            trainer.step(hi - lo)
+        finals.append({name[name.index("_") + 1:]: p.data().asnumpy() for name, p in net.collect_params().items()})
+    assert finals[0].keys() == finals[1].keys()
+    for name in finals[0]:
+        np.testing.assert_allclose(finals[0][name], finals[1][name], rtol=0, atol=1e-7 if (optimizer, momentum) == ("sgd", 0.0) else 0)
 
 
 def test_divergence_stops_the_run_with_a_message(tiny_data):
