@@ -471,7 +471,7 @@ def test_a_dead_workers_run_is_killed_also_when_it_had_just_finished(mlflow_uri)
             mlflow.end_run()  # leave the fluent stack clean; put the run back to RUNNING below
             mlflow.tracking.MlflowClient().update_run(run.info.run_id, "RUNNING")
         trial = create_trial(state=TrialState.FAIL, user_attrs={"mlflow_run_id": run.info.run_id})
-        kill_mlflow_run(trial, "worker lost (no heartbeat)")
+        kill_mlflow_run(trial, "worker lost (no heartbeat)", "s")
         statuses[status] = mlflow.get_run(run.info.run_id)
     assert {k: r.info.status for k, r in statuses.items()} == {"RUNNING": "KILLED", "FINISHED": "KILLED",
                                                                "FAILED": "FAILED", "PRUNED": "KILLED",

@@ -126,10 +126,10 @@ class Worker:
 
 
 def _start_workers(n, tmp_path, ratings_path, name, storage, tracking_uri, heartbeat_s=None, models=("biased",),
-                   n_trials=N_TRIALS):
+                   n_trials=N_TRIALS, extra=()):
     args = ["data=file", f"data.path={ratings_path}", "sweep=smoke", f"sweep.name={name}",
             f"sweep.storage={storage}", f"sweep.models=[{','.join(models)}]", f"sweep.n_trials={n_trials}",
-            "train.epochs=3", "train.batch_size=256"]
+            "train.epochs=3", "train.batch_size=256", *extra]
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "MXNET_CPU_WORKER_NTHREADS": "1",
            "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     for key in ("NO_PROXY", "no_proxy"):  # the tracking server is local, whatever proxy CI sets
@@ -178,11 +178,19 @@ def _check_each_trial_once_in_mlflow(trials, tracking_uri, name, model="biased")
     runs, _ = _mlflow_trial_runs(tracking_uri, name)
     runs = [r for r in runs if r.data.tags["optuna.study_name"] == f"{name}-{model}"]
     logged = sorted(int(r.data.tags["optuna.trial_number"]) for r in runs)
-    assert logged == sorted(t.number for t in trials)  # each trial exactly once, none missing
+    assert logged == sorted(t.number for t in trials), [  # each trial exactly once, none missing
+        (r.data.tags["optuna.trial_number"], r.info.run_name, r.info.status, r.data.tags.get("mlflow.parentRunId"))
+        for r in runs]
     by_number = {int(r.data.tags["optuna.trial_number"]): r for r in runs}
     for t in trials:
         run = by_number[t.number]
-        assert run.info.run_id == t.user_attrs["mlflow_run_id"]
+        if "mlflow_run_id" not in t.user_attrs:  # a population member lost with its worker: recorded for it
+            from mfexp.sweep.population import PENDING_RUN_ATTR
+
+            assert t.state == TrialState.FAIL and PENDING_RUN_ATTR in t.user_attrs, (t.number, t.user_attrs)
+            assert run.data.params == {k: str(v) for k, v in t.params.items()}
+        else:
+            assert run.info.run_id == t.user_attrs["mlflow_run_id"]
         assert run.info.status == {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED",
                                    TrialState.FAIL: "KILLED"}[t.state], (t.number, t.state, run.info.status)
     return by_number
@@ -270,74 +278,91 @@ def test_two_worker_commands_evaluate_and_register_each_best_trial_once(duo, mlf
                                                                      "the test part") for line in other), (model, lines)
 
 
+@pytest.mark.parametrize("population", [1, 4], ids=["one trial at a time", "populations of 4"])
 def test_a_worker_killed_mid_trial_has_its_trial_failed_and_retried(pg_database, mlflow_server, ratings_path,  # noqa: F811
-                                                                    tmp_path):
-    storage = pg_database("optuna")
+                                                                    tmp_path, population):
+    """A worker SIGKILLed mid-trial: its RUNNING trials (with populations, every member of the population
+    it was training) are failed by the survivor's heartbeat check and each retried once, with the same
+    params; the counts stay exactly the budget."""
+    storage, name = pg_database("optuna"), f"killed{population}"  # a sweep (MLflow experiment) of its own
     # Heartbeat 1 s: a dead worker's trial is stale after the 2 s grace period.
-    workers = _start_workers(2, tmp_path, ratings_path, "killed", storage, mlflow_server, heartbeat_s=1)
+    workers = _start_workers(2, tmp_path, ratings_path, name, storage, mlflow_server, heartbeat_s=1,
+                             extra=[f"sweep.population={population}"])
     victim, survivor = workers
 
     def survivor_started(trials):
         return any(t.user_attrs.get("worker", "").endswith(f":{survivor.pid}") for t in trials)
 
+    def of_victim(trials):
+        return [t for t in trials if t.user_attrs.get("worker", "").endswith(f":{victim.pid}")]
+
     try:
         def victim_running():
             try:
-                study = _study(storage, "killed")
+                study = _study(storage, name)
             except Exception:  # tables or study not created yet
                 return None
             trials = study.get_trials(deepcopy=False)
-            by_victim = [t for t in trials if t.user_attrs.get("worker", "").endswith(f":{victim.pid}")]
+            by_victim = of_victim(trials)
             # A survivor still starting would find the victim's dead pid itself (runner._fail_orphans,
             # the same FAIL and retry); past its start only the heartbeat can: wait for that, unless
-            # the victim is about to take the whole budget.
+            # the victim is about to take the whole budget. A lone trial is caught once its MLflow run
+            # exists; a population's members write theirs as they leave, so any RUNNING member will do.
             if survivor_started(trials) or len(by_victim) >= N_TRIALS // 2:
-                for t in by_victim:
-                    if t.state == TrialState.RUNNING and "mlflow_run_id" in t.user_attrs:
-                        return t
+                running = [t for t in by_victim if t.state == TrialState.RUNNING
+                           and (population > 1 or "mlflow_run_id" in t.user_attrs)]
+                if running:
+                    return running
             if victim.proc.poll() is not None or survivor.proc.poll() is not None:
                 pytest.fail(f"a worker ended before the victim ran a trial:\n{victim.log()}\n{survivor.log()}")
             return None
 
-        running = wait_for(victim_running, 240, "a RUNNING trial of the victim worker", every=0.05)
+        wait_for(victim_running, 240, "a RUNNING trial of the victim worker", every=0.05)
         # Frozen at once: a trial takes about a second, and reading the study before the kill took
         # long enough for it to finish now and then ("the kill did not land mid-trial", 2 runs in 15).
         victim.proc.send_signal(signal.SIGSTOP)
         # read before the kill: a survivor that starts after it may find the dead pid
-        by_heartbeat = survivor_started(_study(storage, "killed").get_trials(deepcopy=False))
+        frozen = _study(storage, name).get_trials(deepcopy=False)
+        by_heartbeat = survivor_started(frozen)
         victim.proc.send_signal(signal.SIGKILL)
         victim.proc.wait(timeout=30)
-        killed = _study(storage, "killed").trials[running.number]
-        assert killed.state == TrialState.RUNNING, "the kill did not land mid-trial"
+        killed_numbers = [t.number for t in of_victim(frozen) if t.state == TrialState.RUNNING]
+        assert killed_numbers, "the kill did not land mid-trial"
         code = survivor.wait()
     finally:
         for w in workers:
             w.stop()
     assert code == 0, f"the surviving worker exited {code}:\n{survivor.log()}"
 
-    trials = _study(storage, "killed").get_trials(deepcopy=False)
-    killed = trials[running.number]
-    assert killed.state == TrialState.FAIL  # not left RUNNING: failed by the heartbeat check
-    retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
-    assert len(retries) == 1 and retries[0].system_attrs["retry_history"] == [killed.number]
-    assert retries[0].state in COUNTED and retries[0].params == killed.params
-    assert retries[0].user_attrs["worker"].endswith(f":{survivor.pid}")
+    trials = _study(storage, name).get_trials(deepcopy=False)
+    for number in killed_numbers:
+        killed = trials[number]
+        assert killed.state == TrialState.FAIL, number  # not left RUNNING: failed by the heartbeat check
+        retries = [t for t in trials if t.system_attrs.get("failed_trial") == number]
+        assert len(retries) == 1 and retries[0].system_attrs["retry_history"] == [number]
+        assert retries[0].state in COUNTED and retries[0].params == killed.params
+        assert retries[0].user_attrs["worker"].endswith(f":{survivor.pid}")
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     assert [t.number for t in trials] == list(range(len(trials)))
     counted = [t for t in trials if t.state in COUNTED]
-    assert len(counted) == N_TRIALS  # the killed trial does not count, its retry does: exactly the budget
+    assert len(counted) == N_TRIALS  # the killed trials do not count, their retries do: exactly the budget
     _assert_no_point_proposed_twice(trials)
-    assert [t.number for t in trials if t.state == TrialState.FAIL] == [killed.number]
-    print(f"killed: trial {killed.number} killed, retried as {retries[0].number}; {len(counted)} counted of "
+    assert [t.number for t in trials if t.state == TrialState.FAIL] == killed_numbers
+    if population > 1:  # the workers trained populations, not one trial at a time
+        from mfexp.sweep.population import POPULATION_ATTR
+
+        assert max(t.user_attrs.get(POPULATION_ATTR, 1) for t in trials) > 1, [t.user_attrs for t in trials]
+    print(f"killed: trials {killed_numbers} killed, each retried; {len(counted)} counted of "
           f"{len(trials)} trials, by worker {_by_worker(trials)}; found by "
           f"{'the heartbeat' if by_heartbeat else 'the heartbeat or the dead pid (survivor still starting)'}")
-    runs = _check_each_trial_once_in_mlflow(trials, mlflow_server, "killed")
+    runs = _check_each_trial_once_in_mlflow(trials, mlflow_server, name)
     assert runs[killed.number].data.tags["optuna.trial_state"] == "FAIL"
     reason = runs[killed.number].data.tags["mfexp.fail_reason"]
-    if by_heartbeat:
-        assert "no heartbeat" in reason and "lost its worker" in survivor.log(tail=0)  # anywhere in it
-    else:
-        assert "no heartbeat" in reason or "worker died" in reason, reason
+    # on one host the survivor may find the dead pid before the heartbeat goes stale (it looks while it
+    # waits for the last RUNNING trials too): either way the same FAIL and retry
+    assert "no heartbeat" in reason or "worker died" in reason, reason
+    if "no heartbeat" in reason:
+        assert "lost its worker" in survivor.log(tail=0)  # anywhere in it
 
 
 def test_workers_creating_a_fresh_storage_at_once_do_not_collide(pg_database):  # noqa: F811

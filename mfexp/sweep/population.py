@@ -24,6 +24,7 @@ from mfexp.config import Config, flatten, trial_budget
 from mfexp.errors import ConfigError
 
 WORKER_ATTR = "worker"
+PENDING_RUN_ATTR = "mlflow_pending_run"  # where a member's run will go: experiment, run name, parent run
 POPULATION_ATTR = "population"  # how many trials trained together with this one (itself included)
 
 
@@ -53,6 +54,7 @@ def ask(study: optuna.Study, size: int, objective) -> list[optuna.Trial]:
         if shared and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             study.enqueue_trial(shared, user_attrs={POPULATION_ATTR + "_anchor": trials[0].number})
         trial = study.ask()
+        _first_beat(study, trial)
         trials.append(trial)
         if "overrides" in trial.user_attrs and len(trials) == 1:
             return trials  # a reference trial (fixed values, no params to share) trains alone, at once
@@ -64,7 +66,17 @@ def ask(study: optuna.Study, size: int, objective) -> list[optuna.Trial]:
                 break  # nothing structural is searched: independent draws already share a population
     while len(trials) < size:
         trials.append(study.ask())
+        _first_beat(study, trials[-1])
     return trials
+
+
+def _first_beat(study: optuna.Study, trial: optuna.Trial) -> None:
+    """A member's first heartbeat, as it is asked (under the sweep's lock), not when the population's
+    heartbeat thread gets to it: Optuna never finds a trial stale that has no heartbeat at all, so a
+    worker killed between the two would leave it RUNNING for good, and the other workers waiting."""
+    storage = study._storage  # as _Heartbeat: Optuna has no public handle on record_heartbeat
+    if getattr(storage, "get_heartbeat_interval", lambda: None)():
+        storage.record_heartbeat(trial._trial_id)
 
 
 def run_trials(plan, model: str, study: optuna.Study, trials: list[optuna.Trial], objective,
@@ -88,6 +100,10 @@ def run_trials(plan, model: str, study: optuna.Study, trials: list[optuna.Trial]
             continue
         cfg.tracking = objective.tracking_cfg
         if pop.supports(cfg):
+            # a member writes its MLflow run as it leaves the population: should this worker die first,
+            # whoever fails the trial records the run from this (storage.kill_mlflow_run)
+            trial.set_user_attr(PENDING_RUN_ATTR, {"experiment": objective.experiment, "run_name":
+                                                   f"{model}-trial-{trial.number}", "parent": objective.parent_run_id})
             groups.setdefault(pop.key(cfg), []).append((trial, cfg))
         else:
             alone.append(trial)

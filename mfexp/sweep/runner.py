@@ -179,7 +179,7 @@ def _fail_orphans(study: optuna.Study) -> None:
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue  # another worker (or Optuna's heartbeat check) got there first
             retried = st.retry_once(study, trial)
-            st.kill_mlflow_run(trial, "worker died (orphaned trial)")
+            st.kill_mlflow_run(trial, "worker died (orphaned trial)", study.study_name)
             log.warning("trial %d of %s was left RUNNING by a dead worker: marked FAIL%s",
                         trial.number, study.study_name, " and retried" if retried else "")
 
@@ -258,6 +258,8 @@ def work(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: O
             if model is None:
                 if not _may_go_stale(storage, studies):
                     return
+                for waiting_on in studies.values():  # a worker on this host that died: no need to wait
+                    _fail_orphans(waiting_on)      # for its heartbeat (one that never beat never goes stale)
                 # Every slot is taken, but a trial that holds one may belong to a worker that died
                 # moments ago: its heartbeat is not stale yet. Leaving now would leave it RUNNING
                 # and the budget short (CI saw it). Look again, lock released, once per heartbeat.

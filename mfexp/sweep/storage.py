@@ -125,7 +125,7 @@ class StaleTrialCallback:
         log.warning("trial %d of %s lost its worker (no heartbeat): marked FAIL and retried",
                     trial.number, study.study_name)
         retry_once(study, trial, self.max_retry)
-        kill_mlflow_run(trial, "worker lost (no heartbeat)")
+        kill_mlflow_run(trial, "worker lost (no heartbeat)", study.study_name)
 
 
 # What a retry must not inherit from the trial its dead worker left: whose it was (another
@@ -152,7 +152,7 @@ def retry_once(study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retry: 
     return True
 
 
-def kill_mlflow_run(trial: optuna.trial.FrozenTrial, reason: str) -> None:
+def kill_mlflow_run(trial: optuna.trial.FrozenTrial, reason: str, study_name: str) -> None:
     """Mark the MLflow run of a trial whose worker died as that trial now is: tags optuna.trial_state
     FAIL and the reason, status KILLED. Also when the worker died after ending the run (FINISHED, or
     KILLED with the PRUNED tag of a pruned trial) but before Optuna recorded the trial, which is FAIL
@@ -161,6 +161,7 @@ def kill_mlflow_run(trial: optuna.trial.FrozenTrial, reason: str) -> None:
     logged, never raised: the sweep goes on."""
     run_id = trial.user_attrs.get("mlflow_run_id")
     if not run_id:
+        _record_lost_member(trial, reason, study_name)
         return
     try:
         from mlflow.tracking import MlflowClient
@@ -175,6 +176,35 @@ def kill_mlflow_run(trial: optuna.trial.FrozenTrial, reason: str) -> None:
             client.set_terminated(run_id, "KILLED")
     except Exception as err:  # noqa: BLE001 - an unreachable tracking server must not stop the sweep
         log.warning("could not mark the MLflow run %s of trial %d KILLED: %s: %s", run_id, trial.number,
+                    type(err).__name__, redact(str(err)).splitlines()[0] if str(err) else "")
+
+
+def _record_lost_member(trial: optuna.trial.FrozenTrial, reason: str, study_name: str) -> None:
+    """A population member whose worker died before the member left the population has no MLflow run
+    yet (members write theirs as they leave): record one, KILLED, with the trial's params and the
+    reason, where the member would have written it, so that every trial Optuna knows has its run."""
+    from mfexp.sweep.population import PENDING_RUN_ATTR
+
+    pending = trial.user_attrs.get(PENDING_RUN_ATTR)
+    if not pending:
+        return
+    try:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient()
+        experiment = client.get_experiment_by_name(pending["experiment"])
+        if experiment is None:
+            return
+        tags = {"optuna.study_name": study_name, "optuna.trial_number": str(trial.number), "optuna.trial_state": "FAIL",
+                "mfexp.fail_reason": reason}
+        if pending.get("parent"):
+            tags["mlflow.parentRunId"] = pending["parent"]
+        run = client.create_run(experiment.experiment_id, tags=tags, run_name=pending["run_name"])
+        for name, value in trial.params.items():
+            client.log_param(run.info.run_id, name, value)
+        client.set_terminated(run.info.run_id, "KILLED")
+    except Exception as err:  # noqa: BLE001 - an unreachable tracking server must not stop the sweep
+        log.warning("could not record the MLflow run of trial %d, lost with its worker: %s: %s", trial.number,
                     type(err).__name__, redact(str(err)).splitlines()[0] if str(err) else "")
 
 
