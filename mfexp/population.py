@@ -35,11 +35,11 @@ from mfexp.config import Config
 from mfexp.errors import TrainingDiverged
 from mfexp.metrics import rmse
 from mfexp.models.base import ModelData
-from mfexp.train import SYNC_EVERY, EpochReport, FitResult, _check_finite, evaluate, make_trainer, predict
+from mfexp.train import (SYNC_EVERY, EpochReport, FitResult, FusedUpdate, _check_finite, evaluate, make_trainer,
+                          predict)
 
 OPTIMIZERS = ("sgd", "adam")
 PER_MEMBER = ("train.lr", "train.wd", "train.reg", "train.init_scale")  # what members of one population may differ in
-ADAM = {"beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8}  # MXNet's Adam defaults, as make_trainer uses them
 
 
 def key(cfg: Config) -> tuple:
@@ -134,7 +134,8 @@ class _Optimizer:
 
     def step(self, batch_size: int) -> None:
         self.t += 1
-        coef = 1.0 if self.kind == "sgd" else math.sqrt(1.0 - ADAM["beta2"] ** self.t) / (1.0 - ADAM["beta1"] ** self.t)
+        coef = 1.0 if self.kind == "sgd" else math.sqrt(1.0 - FusedUpdate.BETA2 ** self.t) / (
+            1.0 - FusedUpdate.BETA1 ** self.t)
         for p, lr, wd, state in zip(self.params, self.lr, self.wd, self.state):
             table, g = p.data(), p.grad()
             if g.stype == "row_sparse":  # the batch's rows only: gathered, updated, written back
@@ -160,7 +161,7 @@ class _Optimizer:
             return
         step = mx.nd.zeros_like(w)
         mx.nd.adam_update(step, g, state[0], state[1], lr=coef, wd=0.0, rescale_grad=1.0 / batch_size,
-                          beta1=ADAM["beta1"], beta2=ADAM["beta2"], epsilon=ADAM["epsilon"], out=step)
+                          beta1=FusedUpdate.BETA1, beta2=FusedUpdate.BETA2, epsilon=FusedUpdate.EPSILON, out=step)
         mx.nd.elemwise_add(w, lr * step, out=w)
 
 

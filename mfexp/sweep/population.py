@@ -74,9 +74,17 @@ def _first_beat(study: optuna.Study, trial: optuna.Trial) -> None:
     """A member's first heartbeat, as it is asked (under the sweep's lock), not when the population's
     heartbeat thread gets to it: Optuna never finds a trial stale that has no heartbeat at all, so a
     worker killed between the two would leave it RUNNING for good, and the other workers waiting."""
-    storage = study._storage  # as _Heartbeat: Optuna has no public handle on record_heartbeat
-    if getattr(storage, "get_heartbeat_interval", lambda: None)():
+    storage, _ = _heartbeats(study)
+    if storage is not None:
         storage.record_heartbeat(trial._trial_id)
+
+
+def _heartbeats(study: optuna.Study):
+    """(the study's storage, its heartbeat interval) when it keeps heartbeats (RDB), else (None, None).
+    Optuna has no public handle on record_heartbeat: the storage's own is used."""
+    storage = study._storage
+    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+    return (storage, interval) if interval else (None, None)
 
 
 def run_trials(plan, model: str, study: optuna.Study, trials: list[optuna.Trial], objective,
@@ -141,11 +149,10 @@ class _Heartbeat:
     trials are failed when the sweep next starts)."""
 
     def __init__(self, study: optuna.Study, trials: list[optuna.Trial], told: list[FrozenTrial]):
-        storage = study._storage  # the storage's own record_heartbeat; Optuna has no public handle on it
-        interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+        storage, interval = _heartbeats(study)
         self._stop = threading.Event()
         self._thread = None
-        if not interval:
+        if storage is None:
             return
         ids = [t._trial_id for t in trials]  # Optuna keeps a trial's storage id private
 

@@ -166,6 +166,11 @@ def _fail_orphans(study: optuna.Study) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # no-op without heartbeats (journal storage)
+    _fail_dead_on_this_host(study)
+
+
+def _fail_dead_on_this_host(study: optuna.Study) -> None:
+    """The same-host half of _fail_orphans: RUNNING trials whose worker process here is gone."""
     host = socket.gethostname()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = str(trial.user_attrs.get("worker", ""))
@@ -258,8 +263,8 @@ def work(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: O
             if model is None:
                 if not _may_go_stale(storage, studies):
                     return
-                for waiting_on in studies.values():  # a worker on this host that died: no need to wait
-                    _fail_orphans(waiting_on)      # for its heartbeat (one that never beat never goes stale)
+                for waiting_on in studies.values():  # a worker on this host that died: no need to wait for
+                    _fail_dead_on_this_host(waiting_on)  # its heartbeat (_next_model failed the stale ones)
                 # Every slot is taken, but a trial that holds one may belong to a worker that died
                 # moments ago: its heartbeat is not stale yet. Leaving now would leave it RUNNING
                 # and the budget short (CI saw it). Look again, lock released, once per heartbeat.
