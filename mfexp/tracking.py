@@ -293,13 +293,24 @@ class Tracker:
                                 log_system_metrics=system_metrics)
 
     def _end(self, status: str) -> None:
-        if self.run_id is not None:
-            self._safe("end_run", mlflow.end_run, status)
-            if self._missed and self._missed[-1][0] == "end_run":
-                # the store is gone: still leave the process with no active run
-                active = mlflow.active_run()
-                if active is not None and active.info.run_id == self.run_id:
-                    mlflow.tracking.fluent._active_run_stack.get().pop()
+        """The run's status by its id (retried on a locked store), then the run made inactive.
+        mlflow.end_run() is not retried: MLflow 3.17's pops the active-run stack before it writes the
+        status, so a retry after a "database is locked" would end the run below ours (a sweep's parent
+        run, when a trial runs in the sweep's own process) with our status and leave ours RUNNING
+        (tests/test_visibility.py)."""
+        if self.run_id is None:
+            return
+        self._safe("end_run", self._terminate, self.run_id, status)
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id == self.run_id:
+            try:  # pops our run and stops its system-metrics sampler; its own status write repeats ours
+                mlflow.end_run(status)
+            except Exception:  # noqa: BLE001 -- the store is gone or locked: the status is ours to record (above)
+                pass
+
+    @staticmethod
+    def _terminate(run_id: str, status: str) -> None:
+        mlflow.tracking.MlflowClient().set_terminated(run_id, status)
 
     def log_metrics(self, metrics: dict[str, float], step: Optional[int] = None) -> None:
         if self.run_id is not None:

@@ -418,3 +418,35 @@ def test_a_resumed_sweep_reports_the_ranking_of_bests_evaluated_before(swept, ca
     again = run_sweep(plan)  # nothing left to search; the best was evaluated already
     assert "evaluated on the test part by" in capsys.readouterr().out
     assert again[0].ranking == outcomes[0].ranking and again[0].ranking
+
+
+def test_a_locked_store_at_a_trials_end_never_ends_the_sweeps_parent_run(mlflow_uri, monkeypatch):
+    """A trial nested in the sweep's parent run (one worker, one process) ends while SQLite is locked:
+    the retry must end the trial's run, not pop and end the parent with the trial's status."""
+    from mlflow import MlflowClient
+
+    from mfexp import tracking
+
+    monkeypatch.setattr(tracking, "RETRY_DELAYS_S", (0.0, 0.0))
+    real = MlflowClient.set_terminated
+    locked = []
+
+    def set_terminated(self, run_id, status=None, end_time=None):
+        if not locked:  # the first try meets another process's write
+            locked.append(run_id)
+            raise mlflow.exceptions.MlflowException("(sqlite3.OperationalError) database is locked")
+        return real(self, run_id, status, end_time)
+
+    parent = Tracker(TrackingConfig(experiment="mfexp-locked", log_model=False, system_metrics=False))
+    with parent.run(run_name="sweep", params={}, tags={}):
+        monkeypatch.setattr(MlflowClient, "set_terminated", set_terminated)
+        trial = Tracker(TrackingConfig(experiment="mfexp-locked", log_model=False, system_metrics=False))
+        with pytest.raises(RuntimeError):
+            with trial.run(run_name="trial", params={}, tags={}, nested=True):
+                raise RuntimeError("the trial failed")
+        monkeypatch.setattr(MlflowClient, "set_terminated", real)
+        assert locked == [trial.run_id]
+        assert mlflow.get_run(trial.run_id).info.status == "FAILED"
+        assert mlflow.get_run(parent.run_id).info.status == "RUNNING"
+        assert mlflow.active_run().info.run_id == parent.run_id  # the parent is still the active run
+    assert mlflow.get_run(parent.run_id).info.status == "FINISHED" and mlflow.active_run() is None
