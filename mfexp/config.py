@@ -47,6 +47,11 @@ class TrainConfig:
     reg: float = 0.0  # classic MF L2 on the rows each rating touches, in the per-rating loss
     sparse_grad: bool = False  # row-sparse embedding grads: momentum/wd/Adam touch only the batch's rows
     batch_size: int = 64
+    # none: batches of ratings in random order; user / item: the ratings of one user (item) next to each
+    # other, users (items) and their ratings in random order, so a batch holds few users (items): models
+    # that compute per-row sums (svdpp's, fm's implicit feedback, AutoRec's encoder) then pay for the batch
+    group_by: str = "none"
+    group_size: int = 0  # with group_by: at most this many of a user's (item's) ratings together; 0: all
     epochs: int = 10
     patience: Optional[int] = None  # early stopping on val RMSE; None trains every epoch
     init_scale: float = 0.01  # FeedForward's default Uniform(0.01)
@@ -78,6 +83,7 @@ class Config:
 
 
 OBJECTIVES = ("val_rmse", "val_ndcg_at_10")
+GROUP_BY = ("none", "user", "item")
 SAMPLERS = ("tpe", "random", "gp", "cmaes", "qmc", "grid")
 PRUNERS = ("median", "forecast", "hyperband", "successive-halving", "none")
 STARTS = ("center", "sampler")
@@ -218,6 +224,9 @@ def validate(cfg: Config) -> Config:
     _check(t.wd >= 0, "train.wd", "must be >= 0", t.wd)
     _check(t.reg >= 0, "train.reg", "must be >= 0", t.reg)
     _check(t.batch_size > 0, "train.batch_size", "must be > 0", t.batch_size)
+    _check(t.group_by in GROUP_BY, "train.group_by", f"must be one of {', '.join(GROUP_BY)}", t.group_by)
+    _check(t.group_size >= 0, "train.group_size", "must be >= 0 (0: a user's or item's ratings all together)",
+           t.group_size)
     _check(t.epochs >= 1, "train.epochs", "must be >= 1", t.epochs)
     _check(t.patience is None or t.patience >= 1, "train.patience", "must be >= 1 or null", t.patience)
     _check(t.init_scale > 0, "train.init_scale", "must be > 0", t.init_scale)

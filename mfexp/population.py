@@ -9,7 +9,7 @@ the gain is largest at small batches (BENCHMARKS.md, trial_cost).
 
 Per member: train.lr, train.wd, train.reg and train.init_scale. Shared (the population's `key`):
 the model's settings, the optimizer (and SGD's momentum), the batch size, the batch order
-(train.seed), the epochs, patience, swa, sparse_grad and the device.
+(train.seed, train.group_by), the epochs, patience, swa, sparse_grad and the device.
 
 Members that share lr and wd train with MXNet's own optimizer, exactly as alone; otherwise each
 row's lr and wd enter MXNet's fused sgd_mom_update / adam_update (lazy on row-sparse gradients, as
@@ -35,8 +35,8 @@ from mfexp.config import Config
 from mfexp.errors import TrainingDiverged
 from mfexp.metrics import rmse
 from mfexp.models.base import ModelData
-from mfexp.train import (SYNC_EVERY, EpochReport, FitResult, FusedUpdate, _check_finite, evaluate, make_trainer,
-                          predict)
+from mfexp.train import (SYNC_EVERY, EpochReport, FitResult, FusedUpdate, _check_finite, epoch_order, evaluate,
+                          make_trainer, predict)
 
 OPTIMIZERS = ("sgd", "adam")
 PER_MEMBER = ("train.lr", "train.wd", "train.reg", "train.init_scale")  # what members of one population may differ in
@@ -45,7 +45,7 @@ PER_MEMBER = ("train.lr", "train.wd", "train.reg", "train.init_scale")  # what m
 def key(cfg: Config) -> tuple:
     """What members of one population share; trials with different keys train in different populations."""
     t = cfg.train
-    return (repr(asdict(cfg.model)), t.optimizer, t.batch_size, t.epochs, t.patience, t.swa, t.sparse_grad,
+    return (repr(asdict(cfg.model)), t.optimizer, t.batch_size, t.group_by, t.group_size, t.epochs, t.patience, t.swa, t.sparse_grad,
             t.device, t.seed,  # the seed sets the batch order: a member replays alone exactly
             t.momentum if t.optimizer == "sgd" else None)  # one momentum per fused update
 
@@ -226,7 +226,7 @@ def fit_population(members: Sequence[Member], data, ctx: mx.Context, *, eval_tes
         step = _Step(stacked, k, cfg.batch_size)
         step.hybridize(static_alloc=True, static_shape=True)
         start = time.perf_counter()
-        shuffled = rows.take(mx.nd.array(rng.permutation(total).astype(np.int32), ctx=ctx, dtype="int32"))
+        shuffled = rows.take(mx.nd.array(epoch_order(train, cfg.group_by, rng, cfg.group_size), ctx=ctx, dtype="int32"))
         sse, pending = mx.nd.zeros((k,), ctx=ctx), []
         for lo in range(0, total, cfg.batch_size):
             interrupt.check()

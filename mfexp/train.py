@@ -269,6 +269,27 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="rating", unit_scale=True, leave=False, mininterval=0.25)
 
 
+def epoch_order(train, group_by: str, rng: np.random.Generator, group_size: int = 0) -> np.ndarray:
+    """One epoch's order of the training ratings (int32 positions). group_by none: a random
+    permutation. user / item: each user's (item's) ratings next to each other, the users (items) in
+    random order and the ratings within each in random order; with `group_size` > 0, each user's
+    (item's) ratings in pieces of at most that many, the pieces in random order. Batches are cut
+    from it as from any order (a piece may straddle two batches), so their shapes stay the same."""
+    shuffled = rng.permutation(len(train))
+    if group_by == "none" or not len(shuffled):
+        return shuffled.astype(np.int32)
+    keys = np.asarray(train.users if group_by == "user" else train.items)
+    rank = rng.permutation(int(keys.max()) + 1)  # each group's place in the epoch
+    order = shuffled[np.argsort(rank[keys[shuffled]], kind="stable")]
+    if group_size > 0:
+        k = keys[order]
+        starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+        within = np.arange(len(k)) - np.repeat(starts, np.diff(np.r_[starts, len(k)]))
+        piece = np.cumsum(within % group_size == 0) - 1
+        order = order[np.argsort(rng.permutation(int(piece[-1]) + 1)[piece], kind="stable")]
+    return order.astype(np.int32)
+
+
 def fit(net: gluon.Block, data, cfg: TrainConfig, ctx: mx.Context, *, eval_test: bool = True,
         final_test: bool = True, on_epoch: Optional[EpochHook] = None) -> FitResult:
     """Train an initialized, hybridized `net` on `data.train`; evaluate on `data.val` (and
@@ -302,7 +323,7 @@ def fit(net: gluon.Block, data, cfg: TrainConfig, ctx: mx.Context, *, eval_test:
         if raw is not None:  # go on training from the raw weights, not their average
             _restore(net, raw)
         start = time.perf_counter()
-        shuffled = rows.take(mx.nd.array(rng.permutation(n).astype(np.int32), ctx=ctx, dtype="int32"))
+        shuffled = rows.take(mx.nd.array(epoch_order(train, cfg.group_by, rng, cfg.group_size), ctx=ctx, dtype="int32"))
         sq_err, pending = 0.0, []  # the batches' squared errors, summed on the host at each sync
         bar = _progress(n, f"epoch {epoch}/{cfg.epochs}", cfg.progress)
         for lo in range(0, n, cfg.batch_size):

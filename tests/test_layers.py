@@ -54,7 +54,14 @@ def test_every_way_to_the_batch_rows_gives_the_same_outputs_and_gradients(batch,
     assert "fallback" not in capfd.readouterr().err.lower()  # no dense storage fallback on the way
 
 
-def test_auto_takes_batch_rows_only_for_matrices_much_taller_than_the_batch():
+def test_auto_takes_batch_rows_for_matrices_much_taller_than_the_batch_or_batches_of_few_entries():
     block = SparseBlock(random_csr(np.random.default_rng(0)))  # 40 rows
-    assert block.batch_rows(mx.nd.zeros(9)) and not block.batch_rows(mx.nd.zeros(10))
-    assert SparseBlock(block.matrix, gather=False).batch_rows(mx.nd.zeros(1)) is False
+    lengths = np.diff(block.matrix.indptr)
+    order = np.argsort(lengths)[::-1]  # the fullest rows first
+    share = np.cumsum(lengths[order]) * layers.GATHER_RATIO < block.matrix.nnz
+    few, many = order[:share.sum()], order[:share.sum() + 1]  # under / over a quarter of the entries
+    ids = lambda rows: mx.nd.array(np.resize(rows, 10))  # noqa: E731 - 10 ids: 40 rows is not over 4 x 10
+    assert block.batch_rows(ids(few))  # a batch of few entries (repeats count once)
+    assert not block.batch_rows(ids(many))
+    assert block.batch_rows(mx.nd.array(np.resize(many, 9)))  # 40 rows > 4 x 9 ids: tall, whatever the entries
+    assert SparseBlock(block.matrix, gather=False).batch_rows(mx.nd.array([0])) is False

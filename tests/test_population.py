@@ -124,7 +124,8 @@ def test_keys_split_structural_choices(make_config):
     b.train.lr, b.train.reg = 0.5, 0.3
     assert pop.key(a) == pop.key(b)
     for change in (lambda c: setattr(c.train, "batch_size", 7), lambda c: setattr(c.model, "k", 3),
-                   lambda c: setattr(c.train, "optimizer", "sgd"), lambda c: setattr(c.train, "seed", 9)):
+                   lambda c: setattr(c.train, "optimizer", "sgd"), lambda c: setattr(c.train, "seed", 9),
+                   lambda c: setattr(c.train, "group_by", "user")):  # the batch order is shared
         c = copy.deepcopy(a)
         change(c)
         assert pop.key(c) != pop.key(a)

@@ -236,3 +236,55 @@ def test_a_signal_during_a_database_store_call_stops_the_process_only_once_the_c
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+@pytest.mark.parametrize("group_by", ["user", "item"])
+def test_grouped_epochs_keep_each_group_together_and_shuffle_the_groups(tiny_data, group_by):
+    import numpy as np
+
+    from mfexp.train import epoch_order
+
+    train = tiny_data.train
+    keys = np.asarray(train.users if group_by == "user" else train.items)
+    orders = [epoch_order(train, group_by, np.random.default_rng(seed)) for seed in (0, 0, 1)]
+    assert sorted(orders[0]) == list(range(len(train)))  # every rating once
+    np.testing.assert_array_equal(orders[0], orders[1])  # same seed, same order
+    runs = keys[orders[0]]
+    starts = np.flatnonzero(np.r_[True, runs[1:] != runs[:-1]])
+    assert len(starts) == len(np.unique(keys))  # each group in one piece
+    assert not np.array_equal(keys[orders[0]], keys[orders[2]])  # groups in another order under another seed
+    assert not np.array_equal(keys[orders[0]], np.sort(keys))  # not in id order
+    ungrouped = keys[epoch_order(train, "none", np.random.default_rng(0))]
+    assert np.count_nonzero(ungrouped[1:] != ungrouped[:-1]) > 2 * len(starts)
+
+
+def test_batches_grouped_by_user_give_svdpp_few_rows_per_batch_and_the_same_products(tiny_data):
+    """With group_by=user a batch holds a few users: svdpp's implicit block takes its batch-rows path."""
+    import numpy as np
+
+    from mfexp.data.features import implicit_feedback
+    from mfexp.models.layers import SparseBlock
+    from mfexp.train import epoch_order
+
+    train = tiny_data.train
+    block = SparseBlock(implicit_feedback(train.users, train.items, tiny_data.n_users, tiny_data.n_items)[0])
+    grouped = train.users[epoch_order(train, "user", np.random.default_rng(0))][:64]
+    random = train.users[epoch_order(train, "none", np.random.default_rng(0))][:64]
+    assert block.batch_rows(mx.nd.array(grouped)) and not block.batch_rows(mx.nd.array(random))
+
+
+def test_grouped_epochs_in_pieces_keep_at_most_that_many_of_a_group_together(tiny_data):
+    import numpy as np
+
+    from mfexp.train import epoch_order
+
+    train = tiny_data.train
+    order = epoch_order(train, "user", np.random.default_rng(0), group_size=4)
+    assert sorted(order) == list(range(len(train)))
+    runs = train.users[order]
+    starts = np.flatnonzero(np.r_[True, runs[1:] != runs[:-1]])
+    lengths = np.diff(np.r_[starts, len(runs)])
+    assert lengths.max() <= 8  # two pieces of one user may meet, by chance, but rarely more
+    assert np.mean(lengths <= 4) > 0.9
+    per_user = np.bincount(train.users)
+    assert len(starts) >= np.ceil(per_user[per_user > 0] / 4).sum() * 0.9  # about every piece apart

@@ -49,7 +49,7 @@ def transpose(c: Csr) -> Csr:
     return Csr.from_coo(c.indices, rows, c.values, c.n_cols, c.n_rows)
 
 
-GATHER_RATIO = 4  # the batch-rows path when the matrix has more rows than this many times the batch
+GATHER_RATIO = 4  # the batch-rows path for tall matrices, or when a batch's rows hold few of the entries
 TRANSPOSED_ROWS_MAX = 4096  # MXNet 1.9 CPU: dot(X^T, W, transpose_a=True) to dense copies X dense beyond ~10k rows
 
 
@@ -82,20 +82,22 @@ class SparseBlock:
     (features x d). Also gives sum_j x_j^2 w_j for FM self-interactions. Two ways to a batch's rows:
 
     * all rows: X @ W for every row, one CSR product per batch on the device, then the batch's
-      rows are gathered. On ML-100K (943 users, 1682 items) a batch touches most rows anyway.
-    * batch rows: X^T's columns for the batch's distinct rows only (one vectorized pass over X^T
-      on the host), multiplied, and mapped back with the inverse index. On ML-25M (162k users) a
-      batch of 4096 touches few rows.
+      rows are gathered. On ML-100K (943 users, 1682 items) a random batch touches most rows anyway.
+    * batch rows: the batch's distinct rows of X, sliced on the host in time proportional to their
+      entries, transposed, multiplied, and mapped back with the inverse index. On ML-25M (162k
+      users) a batch of 4096 touches few rows; with batches grouped by user or item
+      (train.group_by) a batch holds a handful of that side's rows, on any data set.
 
-    `gather` forces one (True: batch rows, False: all rows); None picks batch rows when the matrix
-    has more than GATHER_RATIO times as many rows as the batch has indices."""
+    `gather` forces one (True: batch rows, False: all rows); None picks batch rows when the matrix has
+    more than GATHER_RATIO times as many rows as the batch has ids, or when the batch's distinct rows
+    hold less than 1/GATHER_RATIO of its entries."""
 
     def __init__(self, matrix: Csr, gather: Optional[bool] = None):
         self.matrix = matrix
         self.gather = gather
         self._ctx = {}  # (ctx, squared) -> X^T (or (X*X)^T) on ctx, made when first needed
-        self._host_t = None  # X^T and a row -> batch position table, on the host, for the batch-rows path
-        self._batch = None  # (index, X^T's columns of its distinct rows, ...) of the last batch
+        self._lengths = np.diff(matrix.indptr)
+        self._batch = None  # (index, distinct rows, inverse, batch-rows path?, {squared: X_b^T}) of the last batch
 
     def _on(self, ctx, squared: bool):
         if (ctx, squared) not in self._ctx:
@@ -104,35 +106,47 @@ class SparseBlock:
                                                         else m), ctx)
         return self._ctx[ctx, squared]
 
+    def _rows_of(self, index):
+        """The batch's (distinct rows, inverse index, batch-rows path?), found once per index array."""
+        if self._batch is None or self._batch[0] is not index:
+            host = index.asnumpy() if hasattr(index, "asnumpy") else np.asarray(index)
+            distinct, inverse = np.unique(host.astype(np.int64), return_inverse=True)
+            if self.gather is not None:
+                rows = self.gather
+            else:  # all rows only for a matrix not much taller than the batch (a product over 162k rows
+                # would be slow, and MXNet densifies X^T beyond ~10k) whose rows the batch mostly needs
+                rows = (self.matrix.n_rows > GATHER_RATIO * len(host)
+                        or GATHER_RATIO * int(self._lengths[distinct].sum()) < self.matrix.nnz)
+            self._batch = (index, distinct, inverse, rows, {})
+        return self._batch[1:]
+
     def batch_rows(self, index) -> bool:
-        """True when `index` takes the batch-rows path."""
-        if self.gather is not None:
-            return self.gather
-        return self.matrix.n_rows > GATHER_RATIO * index.shape[0]
+        """True when `index` (the batch's row ids) takes the batch-rows path."""
+        return self._rows_of(index)[2]
 
     def _columns_of(self, index, squared: bool):
-        """(X_b^T: X^T's columns of the distinct rows of `index`, renumbered, values squared if
-        `squared`; the number of distinct rows; the inverse index), made once per batch."""
-        if self._batch is None or self._batch[0] is not index:
-            if self._host_t is None:  # int64 indices: numpy's fancy indexing converts int32 ones on every call
-                xt = transpose(self.matrix)
-                self._host_t = (xt.indptr, xt.indices.astype(np.int64), xt.values,
-                                np.zeros(self.matrix.n_rows, dtype=bool), np.zeros(self.matrix.n_rows, dtype=np.int64))
-            indptr, rows, values, in_batch, position = self._host_t
-            distinct, inverse = np.unique(index.asnumpy().astype(np.int64), return_inverse=True)
-            in_batch[distinct], position[distinct] = True, np.arange(len(distinct))
-            kept = np.flatnonzero(in_batch[rows])
-            in_batch[distinct] = False
-            sub = (np.searchsorted(kept, indptr), position[rows[kept]], values[kept])
-            inv = mx.nd.array(inverse, ctx=index.context, dtype="int32")
-            self._batch = (index, sub, len(distinct), inv, {})
-        _, (indptr, columns, values), n, inv, made = self._batch
+        """(X_b^T: the batch's distinct rows of X, transposed, values squared if `squared`; the number
+        of distinct rows; the inverse index on the device), made once per batch."""
+        distinct, inverse, _, made = self._rows_of(index)
         if False not in made:
-            made[False] = mx.nd.sparse.csr_matrix((values, columns, indptr), shape=(len(indptr) - 1, n),
-                                                  ctx=index.context)
+            m = self.matrix
+            lengths = self._lengths[distinct]
+            total = int(lengths.sum())
+            # the entries of the distinct rows, in order: each row's start repeated, plus a running offset
+            starts = np.repeat(m.indptr[distinct].astype(np.int64) - np.cumsum(lengths) + lengths, lengths)
+            where = starts + np.arange(total, dtype=np.int64)
+            features = m.indices[where].astype(np.int64)
+            order = np.argsort(features, kind="stable")
+            indptr = np.zeros(m.n_cols + 1, dtype=np.int64)
+            np.cumsum(np.bincount(features, minlength=m.n_cols), out=indptr[1:])
+            local = np.repeat(np.arange(len(distinct), dtype=np.int64), lengths)[order]
+            ctx = index.context
+            made[False] = mx.nd.sparse.csr_matrix((m.values[where][order], local, indptr),
+                                                  shape=(m.n_cols, len(distinct)), ctx=ctx)
+            made["inverse"] = mx.nd.array(inverse, ctx=ctx, dtype="int32")
         if squared and True not in made:
             made[True] = mx.nd.square(made[False])  # CSR in, CSR out: no second copy from the host
-        return made[squared], n, inv
+        return made[squared], len(distinct), made["inverse"]
 
     def _product(self, weight, index, squared: bool):
         if index is not None and self.batch_rows(index):
