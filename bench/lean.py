@@ -126,18 +126,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     plain64 = [r["speedup"] for r in rows if r["model"] == "plain" and r["batch_size"] == 64]
     refs = {r["model"]: r["speedup"] for r in rows if r["label"].endswith("(reference)")}
     worst = min(refs.values()) if refs else None
+    worse = [r["label"] for r in rows if r["val_after"] - r["val_before"] > 1e-4]
     changed = [r["label"] for r in rows if abs(r["val_after"] - r["val_before"]) > 1e-4]
     targets = [
         common.target("plain k=64 at batch 64, every regime measured", ">= 2x samples/s", min(plain64, default=None),
                       "x", common.at_least(min(plain64, default=None), 2.0)),
         common.target("every model at its reference configuration", ">= 1.5x samples/s", worst, "x",
                       common.at_least(worst, 1.5), note=f"worst: {min(refs, key=refs.get) if refs else '-'}"),
-        common.target("val RMSE unchanged (within 1e-4)", "0 configurations changed", float(len(changed)),
-                      "configurations", not changed, note=", ".join(changed)),
+        common.target("val RMSE unchanged or better (within 1e-4)", "0 configurations worse", float(len(worse)),
+                      "configurations", not worse, note="changed: " + (", ".join(changed) or "none")),
     ]
     notes = [f"before: commit {args.base} in a git worktree; after: this tree; each figure the median of "
              f"{1 if args.quick else 2} fresh processes per side, run alternately; samples/s is fit's own "
-             "(training only), the median of the epochs after the first."]
+             "(training only), the median of the epochs after the first.",
+             "A model whose reference configuration changed since the base trains that configuration on each side "
+             "(autorec: train.group_by=item, batches of whole items), so its val RMSE may differ."]
     common.write_result(args.out or common.RESULTS / f"{SECTION}.json", SECTION, args.quick, started,
                         {"base": args.base, "rows": rows}, targets, notes)
     return 0

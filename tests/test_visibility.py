@@ -394,13 +394,18 @@ def test_warm_start_enqueues_the_earlier_sweeps_best_configurations(tmp_path, ra
 
 
 def test_warm_start_carries_only_what_the_new_space_searches():
-    from optuna.distributions import CategoricalDistribution, FloatDistribution
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     from mfexp.sweep.warm import fitting
 
     space = {"train.lr": FloatDistribution(1e-3, 1e-2, log=True), "model.k": CategoricalDistribution([16, 32])}
     assert fitting({"train.lr": 5e-3, "model.k": 32, "train.reg": 0.1}, space) == {"train.lr": 5e-3, "model.k": 32}
     assert fitting({"train.lr": 0.5, "model.k": 64}, space) == {}  # outside the new ranges: sampled afresh
+    stepped = {"model.k": IntDistribution(8, 64, step=8), "train.reg": FloatDistribution(0.0, 1.0, step=0.25),
+               "model.flag": CategoricalDistribution([True, False])}
+    assert fitting({"model.k": 24, "train.reg": 0.75, "model.flag": False}, stepped) == {
+        "model.k": 24, "train.reg": 0.75, "model.flag": False}
+    assert fitting({"model.k": 20, "train.reg": 0.3, "model.flag": 0}, stepped) == {}  # off the step; 0 is no bool
 
 
 def test_the_sweeps_own_row_shows_the_data_it_used(swept):

@@ -80,10 +80,12 @@ class Ensemble(Recommender, Block):
                                     weights=[float(w) for w in weights], bias=float(bias))
         ens = Ensemble(settings, data)
         ens.initialize(ctx=mx.cpu())
-        for net, member in zip(nets, ens.members()):
-            source = net._collect_params_with_prefix()
-            for key, param in member._collect_params_with_prefix().items():
-                param.set_data(source[key].data().as_in_context(mx.cpu()))
+        for net, member in zip(nets, ens.members()):  # the same class and settings: the same parameters, in order
+            source, target = list(net.collect_params().values()), list(member.collect_params().values())
+            if [p.shape for p in source] != [p.shape for p in target]:
+                raise ValueError(f"ensemble member {type(net).__name__}: its parameters do not match a new copy's")
+            for src, param in zip(source, target):
+                param.set_data(src.data().as_in_context(mx.cpu()))
         return ens
 
 

@@ -34,15 +34,22 @@ def earlier_storage(sweep) -> optuna.storages.BaseStorage:
 
 def fitting(params: dict[str, Any], space: dict[str, BaseDistribution]) -> dict[str, Any]:
     """The params the new space searches, with values inside its distributions."""
-    out = {}
-    for key, value in params.items():
-        dist = space.get(key)
-        try:
-            if dist is not None and dist._contains(dist.to_internal_repr(value)):
-                out[key] = value
-        except (ValueError, TypeError):  # a categorical value that is no longer a choice
-            continue
-    return out
+    return {key: value for key, value in params.items() if key in space and inside(space[key], value)}
+
+
+def inside(dist: BaseDistribution, value: Any) -> bool:
+    """Whether `value` is one the distribution can draw (Optuna has no public test for it): a choice
+    of a categorical, or within a numeric one's range and on its step."""
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return any(value == c and isinstance(value, bool) == isinstance(c, bool) for c in dist.choices)
+    if isinstance(dist, (optuna.distributions.FloatDistribution, optuna.distributions.IntDistribution)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not dist.low <= value <= dist.high:
+            return False
+        if dist.step is None:
+            return True
+        steps = (value - dist.low) / dist.step
+        return abs(steps - round(steps)) < 1e-8
+    return False
 
 
 def top_trials(study: optuna.Study, k: int) -> list[optuna.trial.FrozenTrial]:
