@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
+from urllib.parse import urlsplit
 
 import mlflow
 import yaml
@@ -401,15 +402,12 @@ def _with_retries(call, *args, **kwargs):
             time.sleep(delay)
 
 
-def _database_store() -> bool:
-    """True when MLflow tracks into a database (its SQLAlchemy store: sqlite, postgresql, mysql, mssql)."""
-    from mlflow.utils.uri import extract_db_type_from_uri
+DATABASES = ("sqlite", "postgresql", "mysql", "mssql")  # MLflow's SQLAlchemy store; `dialect+driver://` too
 
-    try:
-        extract_db_type_from_uri(mlflow.get_tracking_uri())
-    except Exception:  # noqa: BLE001 -- MLflow's answer for any other URI (a server, a folder)
-        return False
-    return True
+
+def _database_store() -> bool:
+    """True when MLflow tracks into a database (its SQLAlchemy store), not a server or a folder."""
+    return urlsplit(mlflow.get_tracking_uri()).scheme.split("+")[0] in DATABASES
 
 
 def retry_seconds() -> float:

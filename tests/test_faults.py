@@ -405,8 +405,8 @@ def test_a_dead_local_workers_trial_is_failed_and_retried_once_like_a_stale_hear
         storage.set_trial_user_attr(trial_id, "mlflow_run_id", "not-a-run")  # MLflow errors are only logged
         storage.set_trial_user_attr(trial_id, "mfexp.reference", "tutorial")
 
-    _fail_orphans(study)
-    _fail_orphans(study)  # a second start (or worker) neither fails it again nor retries twice
+    _fail_orphans(storage, study)
+    _fail_orphans(storage, study)  # a second start (or worker) neither fails it again nor retries twice
     trials = study.get_trials(deepcopy=False)
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING]
     assert "worker died" in trials[0].user_attrs["fail_reason"]
@@ -418,7 +418,7 @@ def test_a_dead_local_workers_trial_is_failed_and_retried_once_like_a_stale_hear
     storage.set_trial_state_values(storage.get_trial_id_from_study_id_trial_number(study._study_id, 2),
                                    TrialState.RUNNING)
     storage.set_trial_user_attr(retry._trial_id, "worker", f"{socket.gethostname()}:{dead.pid}")
-    _fail_orphans(study)  # the retry's worker died too: failed, not retried a second time
+    _fail_orphans(storage, study)  # the retry's worker died too: failed, not retried a second time
     assert [t.state for t in study.get_trials(deepcopy=False)] == [TrialState.FAIL, TrialState.RUNNING,
                                                                   TrialState.FAIL]
 

@@ -406,7 +406,7 @@ def test_a_trial_left_running_by_a_dead_worker_elsewhere_is_failed_and_retried_o
     storage.set_trial_user_attr(trial_id, "worker", "elsewhere.example:4242")
     storage.record_heartbeat(trial_id)
     time.sleep(3.2)  # grace period: 2 heartbeats
-    runner._fail_orphans(study)
+    runner._fail_orphans(storage, study)
     trials = study.get_trials(deepcopy=False)
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
     assert trials[1].system_attrs["failed_trial"] == 0 and trials[1].params == {"x": 0.5}

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from conftest import join_all
 from mfexp.sweep.__main__ import build_plan, split_overrides
 from mfexp.sweep.orchestrate import run_sweep
-from mfexp.sweep.storage import open_storage, study_name
+from mfexp.sweep.storage import open_storage, study_name, trial_id
 
 
 def _args(ratings_file, tmp_path, *extra):
@@ -325,10 +325,11 @@ def test_a_worker_does_not_leave_while_a_dead_workers_trial_may_still_go_stale(r
     monkeypatch.setenv("MFEXP_HEARTBEAT_S", "1")
     plan = build_plan(_args(ratings_file, tmp_path, "sweep.n_trials=2", "sweep.enqueue_tutorial=false",
                             "sweep.pruner=none", "sweep.name=dead", f"sweep.storage=sqlite:///{tmp_path}/optuna.db"))
-    study = runner.prepare(plan)["biased"]
+    studies = runner.prepare(plan)
+    study = studies["biased"]
     dead = study.ask()
     dead.suggest_float("x", 0.0, 1.0)
-    study._storage.record_heartbeat(dead._trial_id)  # then its worker dies: no more heartbeats
+    studies.storage.record_heartbeat(trial_id(studies.storage, study, dead.number))  # then its worker dies: no more heartbeats
     done = study.ask()
     study.tell(done, done.suggest_float("x", 0.0, 1.0))
 

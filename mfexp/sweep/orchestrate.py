@@ -42,7 +42,7 @@ def run_sweep(plan: SweepPlan) -> list[ModelOutcome]:
                                   "fixed": s.fixed} for m, s in plan.spaces.items()}, "search_space.yaml")
         run_workers(plan, tracker.run_id)
         # one test evaluation and registry version per best trial, across all worker commands (once.py)
-        with st.exclusive(plan.sweep, next(iter(studies.values()))._storage):
+        with st.exclusive(plan.sweep, studies.storage):
             data_cfg, data, refit_data = _sweep_data(plan)
             outcomes = _evaluate(plan, studies, tracker, data_cfg, data, refit_data)
             if plan.sweep.ensemble and tracker.run_id:  # members are loaded back from their MLflow runs

@@ -22,6 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 from mfexp import population as pop
 from mfexp.config import Config, flatten, trial_budget
 from mfexp.errors import ConfigError
+from mfexp.sweep import storage as st
 
 WORKER_ATTR = "worker"
 PENDING_RUN_ATTR = "mlflow_pending_run"  # where a member's run will go: experiment, run name, parent run
@@ -39,13 +40,13 @@ def size_for(plan, model: str, base_cfg: Config) -> int:
     return int(setting)
 
 
-def ask(study: optuna.Study, size: int, objective) -> list[optuna.Trial]:
+def ask(study: optuna.Study, size: int, objective, storage: optuna.storages.BaseStorage) -> list[optuna.Trial]:
     """Up to `size` trials for one population, or a reference trial alone (its values are fixed
     overrides, not params: it shares nothing, and waits for no population). The first trial is the
     anchor: each later trial is enqueued with the anchor's values of every searched key a population
     must share (model.k, train.batch_size...) and then asked, so the sampler chooses only what members
     may differ in (mfexp.population.PER_MEMBER). Without this, independent draws of k and batch size
-    would rarely fall into one population."""
+    would rarely fall into one population. `storage` is the study's (for heartbeats)."""
     trials: list[optuna.Trial] = []
     shared: Optional[dict] = None
     for _ in range(size):
@@ -54,7 +55,7 @@ def ask(study: optuna.Study, size: int, objective) -> list[optuna.Trial]:
         if shared and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             study.enqueue_trial(shared, user_attrs={POPULATION_ATTR + "_anchor": trials[0].number})
         trial = study.ask()
-        _first_beat(study, trial)
+        _first_beat(storage, study, trial)
         trials.append(trial)
         if "overrides" in trial.user_attrs and len(trials) == 1:
             return trials  # a reference trial (fixed values, no params to share) trains alone, at once
@@ -66,29 +67,21 @@ def ask(study: optuna.Study, size: int, objective) -> list[optuna.Trial]:
                 break  # nothing structural is searched: independent draws already share a population
     while len(trials) < size:
         trials.append(study.ask())
-        _first_beat(study, trials[-1])
+        _first_beat(storage, study, trials[-1])
     return trials
 
 
-def _first_beat(study: optuna.Study, trial: optuna.Trial) -> None:
+def _first_beat(storage: optuna.storages.BaseStorage, study: optuna.Study, trial: optuna.Trial) -> None:
     """A member's first heartbeat, as it is asked (under the sweep's lock), not when the population's
     heartbeat thread gets to it: Optuna never finds a trial stale that has no heartbeat at all, so a
     worker killed between the two would leave it RUNNING for good, and the other workers waiting."""
-    storage, _ = _heartbeats(study)
-    if storage is not None:
-        storage.record_heartbeat(trial._trial_id)
+    if st.heartbeat_interval(storage):
+        storage.record_heartbeat(st.trial_id(storage, study, trial.number))
 
 
-def _heartbeats(study: optuna.Study):
-    """(the study's storage, its heartbeat interval) when it keeps heartbeats (RDB), else (None, None).
-    Optuna has no public handle on record_heartbeat: the storage's own is used."""
-    storage = study._storage
-    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
-    return (storage, interval) if interval else (None, None)
-
-
-def run_trials(plan, model: str, study: optuna.Study, trials: list[optuna.Trial], objective,
-               data, announce: Callable[[optuna.Study, FrozenTrial], None]) -> list[FrozenTrial]:
+def run_trials(plan, model: str, study: optuna.Study, trials: list[optuna.Trial], objective, data,
+               announce: Callable[[optuna.Study, FrozenTrial], None],
+               storage: optuna.storages.BaseStorage) -> list[FrozenTrial]:
     """Train asked `trials` (populations where their configurations allow, else one by one with
     `objective`) and tell each; returns their frozen trials in the order they were told."""
     from mfexp.sweep.objective import apply_params
@@ -115,7 +108,7 @@ def run_trials(plan, model: str, study: optuna.Study, trials: list[optuna.Trial]
             groups.setdefault(pop.key(cfg), []).append((trial, cfg))
         else:
             alone.append(trial)
-    beat = _Heartbeat(study, trials, told)
+    beat = _Heartbeat(storage, study, trials, told)
     try:
         for members in groups.values():
             if len(members) == 1:
@@ -148,13 +141,14 @@ class _Heartbeat:
     trial stops beating once it is told. A no-op on the journal file (no heartbeats: a dead worker's
     trials are failed when the sweep next starts)."""
 
-    def __init__(self, study: optuna.Study, trials: list[optuna.Trial], told: list[FrozenTrial]):
-        storage, interval = _heartbeats(study)
+    def __init__(self, storage: optuna.storages.BaseStorage, study: optuna.Study, trials: list[optuna.Trial],
+                 told: list[FrozenTrial]):
+        interval = st.heartbeat_interval(storage)
         self._stop = threading.Event()
         self._thread = None
-        if storage is None:
+        if not interval:
             return
-        ids = [t._trial_id for t in trials]  # Optuna keeps a trial's storage id private
+        ids = [st.trial_id(storage, study, t.number) for t in trials]
 
         def beat() -> None:
             while True:

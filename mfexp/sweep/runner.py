@@ -71,9 +71,18 @@ def epoch_budget(plan: SweepPlan, model: str) -> int:
     return int(plan.bases[model].train.epochs)
 
 
-def _open_studies(plan: SweepPlan, worker: int) -> dict[str, optuna.Study]:
+class Studies(dict):
+    """model -> its Optuna study, and the storage they live in (`storage`: Optuna has no public handle
+    on a study's storage, and heartbeats and the sweep's lock need it)."""
+
+    def __init__(self, storage: optuna.storages.BaseStorage):
+        super().__init__()
+        self.storage = storage
+
+
+def _open_studies(plan: SweepPlan, worker: int) -> Studies:
     storage = st.open_storage(plan.sweep)
-    studies = {}
+    studies = Studies(storage)
     for model in plan.sweep.models:
         epochs = epoch_budget(plan, model)
         grid = plan.spaces[model].grid() if plan.sweep.sampler == "grid" else None
@@ -85,14 +94,14 @@ def _open_studies(plan: SweepPlan, worker: int) -> dict[str, optuna.Study]:
     return studies
 
 
-def prepare(plan: SweepPlan) -> dict[str, optuna.Study]:
+def prepare(plan: SweepPlan) -> Studies:
     """Create (or reopen) the storage and every study once, before any worker starts; enqueue the
     tutorial's configuration in new studies (and sweep.warm_start's configurations, once); fail the
     RUNNING trials of dead workers."""
     studies = _open_studies(plan, worker=0)
-    with st.exclusive(plan.sweep, next(iter(studies.values()))._storage):  # one enqueue, however many start
+    with st.exclusive(plan.sweep, studies.storage):  # one enqueue, however many start
         for model, study in studies.items():
-            _fail_orphans(study)
+            _fail_orphans(studies.storage, study)
             reference = reference_trial(plan, model)
             if plan.sweep.enqueue_tutorial and reference and reference_missing(study):
                 label, overrides = reference
@@ -156,7 +165,7 @@ def reference_trial(plan: SweepPlan, model: str) -> Optional[tuple[str, dict]]:
     return (cls.reference_label, overrides) if overrides else None
 
 
-def _fail_orphans(study: optuna.Study) -> None:
+def _fail_orphans(storage: optuna.storages.BaseStorage, study: optuna.Study) -> None:
     """RUNNING trials whose worker process on this host is gone (kill -9) become FAIL, each retried
     once (storage.retry_once), and their MLflow runs KILLED. On RDB storage, trials whose heartbeat
     is stale (dead workers on any host) are failed first, the same way (storage.StaleTrialCallback):
@@ -166,10 +175,10 @@ def _fail_orphans(study: optuna.Study) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # no-op without heartbeats (journal storage)
-    _fail_dead_on_this_host(study)
+    _fail_dead_on_this_host(storage, study)
 
 
-def _fail_dead_on_this_host(study: optuna.Study) -> None:
+def _fail_dead_on_this_host(storage: optuna.storages.BaseStorage, study: optuna.Study) -> None:
     """The same-host half of _fail_orphans: RUNNING trials whose worker process here is gone."""
     host = socket.gethostname()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -179,8 +188,9 @@ def _fail_dead_on_this_host(study: optuna.Study) -> None:
         owner_host, pid = owner.rsplit(":", 1)
         if owner_host == host and not _alive(int(pid)):
             try:
-                study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", "worker died (orphaned trial)")
-                study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+                storage.set_trial_user_attr(st.trial_id(storage, study, trial.number), "fail_reason",
+                                            "worker died (orphaned trial)")
+                study.tell(trial.number, state=TrialState.FAIL)
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue  # another worker (or Optuna's heartbeat check) got there first
             retried = st.retry_once(study, trial)
@@ -250,7 +260,7 @@ def work(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: O
     bases = _on_device(plan.bases, worker_device(plan.sweep, worker))
     failures = 0
     sizes: dict[str, int] = {}  # model -> trials per population (sweep.population)
-    storage = next(iter(studies.values()))._storage
+    storage = studies.storage
     while deadline is None or time.time() < deadline:
         # Count and start as one step: the sweep's lock (storage.exclusive(), shared by every process
         # on every machine) is held from the count until the trial exists (RUNNING), then released
@@ -264,12 +274,12 @@ def work(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: O
                 if not _may_go_stale(storage, studies):
                     return
                 for waiting_on in studies.values():  # a worker on this host that died: no need to wait for
-                    _fail_dead_on_this_host(waiting_on)  # its heartbeat (_next_model failed the stale ones)
+                    _fail_dead_on_this_host(storage, waiting_on)  # its heartbeat (_next_model failed the stale ones)
                 # Every slot is taken, but a trial that holds one may belong to a worker that died
                 # moments ago: its heartbeat is not stale yet. Leaving now would leave it RUNNING
                 # and the budget short (CI saw it). Look again, lock released, once per heartbeat.
                 gate.close()
-                time.sleep(min(storage.get_heartbeat_interval() or 1, 5))
+                time.sleep(min(st.heartbeat_interval(storage) or 1, 5))
                 continue
             study = studies[model]
             objective = Objective(model, bases[model], plan.spaces[model], data,
@@ -282,9 +292,9 @@ def work(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: O
             if sizes[model] > 1:  # several trials at once, as one network (mfexp.sweep.population)
                 # no more members than may still fail before sweep.max_failures stops the sweep
                 room = min(sizes[model], _open_slots(plan, study), plan.sweep.max_failures - failures)
-                trials = ask_population(study, max(1, room), objective)
+                trials = ask_population(study, max(1, room), objective, storage)
                 gate.close()
-                finished = run_trials(plan, model, study, trials, objective, data, announce(model, progress))
+                finished = run_trials(plan, model, study, trials, objective, data, announce(model, progress), storage)
             else:
                 study.optimize(_started(objective, gate), n_trials=1, catch=(Exception,), gc_after_trial=False,
                                callbacks=[announce(model, progress), lambda _s, t: finished.append(t)])
@@ -312,9 +322,7 @@ def _may_go_stale(storage, studies: dict[str, optuna.Study]) -> bool:
     """Whether the storage has heartbeats (RDB: Optuna fails a trial whose heartbeat is older than
     twice the interval) and some study holds a RUNNING trial. That trial's worker may be alive (then
     this worker waits for it to end, at most one trial) or dead (then it goes stale and is retried)."""
-    from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
-
-    if not (isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage)):
+    if not st.heartbeat_interval(storage):
         return False  # the journal file: a dead worker's trial is failed when the sweep next starts
     return any(s.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) for s in studies.values())
 

@@ -54,7 +54,6 @@ from hydra.core.override_parser.types import (
     RangeSweep,
     ValueType,
 )
-from hydra._internal.grammar.functions import Functions
 from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from optuna.distributions import (
@@ -100,9 +99,9 @@ def _parser() -> OverridesParser:
     Hydra checks call arguments against each function's signature, so the replacement has
     the same signature as Hydra's `interval`.
     """
-    functions = Functions()
-    for name, func in create_functions().functions.items():
-        functions.register(name=name, func=_interval if name == "interval" else func)
+    functions = create_functions()  # Hydra's public factory of its function table; `interval` swapped
+    del functions.definitions["interval"], functions.functions["interval"]
+    functions.register(name="interval", func=_interval)
     return OverridesParser(functions=functions)
 
 

@@ -134,6 +134,19 @@ class StaleTrialCallback:
 NOT_RETRIED = ("worker", "mlflow_run_id", "fail_reason")
 
 
+def heartbeat_interval(storage: optuna.storages.BaseStorage) -> Optional[int]:
+    """Seconds between a trial's heartbeats where the storage keeps them (RDB with an interval set),
+    else None (the journal file, Redis)."""
+    get = getattr(storage, "get_heartbeat_interval", None)
+    return get() if callable(get) else None
+
+
+def trial_id(storage: optuna.storages.BaseStorage, study: optuna.Study, number: int) -> int:
+    """A trial's id in its storage, for the storage's own calls (record_heartbeat, set_trial_user_attr):
+    looked up by study name and trial number, as Optuna keeps Trial's own id private."""
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
+
+
 def retry_once(study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retry: int = 1) -> bool:
     """Enqueue a WAITING copy of a trial its worker's death failed: same params and user attrs
     (a reference trial is retried as the reference), system attrs `failed_trial` (the first of the
@@ -214,9 +227,8 @@ def exclusive(sweep: SweepConfig, storage: optuna.storages.BaseStorage) -> Itera
     the check-then-act steps of starting a sweep (enqueue the reference trial into an empty study
     once, when several workers start at the same moment). PostgreSQL: an advisory lock (released
     if the holder dies); MySQL: GET_LOCK; Redis: a Redis lock; SQLite and the journal file: a file
-    lock beside them."""
-    backend = getattr(storage, "_backend", storage)  # create_study wraps an RDBStorage in a cache
-    engine = getattr(backend, "engine", None)
+    lock beside them. `storage` is the one open_storage returned (an RDBStorage's engine is public)."""
+    engine = getattr(storage, "engine", None)
     name = f"mfexp.sweep:{sweep.name}"
     if engine is not None and engine.dialect.name in ("postgresql", "mysql", "mariadb"):
         from sqlalchemy import text
