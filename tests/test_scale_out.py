@@ -159,7 +159,7 @@ def _mlflow_trial_runs(tracking_uri, name):
 def _assert_no_point_proposed_twice(trials) -> None:
     """Processes joining one study each seed their sampler differently: no configuration is trained
     twice, except a retry of a killed trial. The tutorial's reference trial is enqueued once."""
-    from mfexp.sweep.runner import REFERENCE_ATTR
+    from mfexp.sweep.results import REFERENCE_ATTR
 
     first_tries = [t for t in trials if "failed_trial" not in t.system_attrs]
     reference = [t.number for t in first_tries if REFERENCE_ATTR in t.user_attrs]

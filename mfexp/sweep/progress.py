@@ -7,14 +7,13 @@ from typing import Callable, Optional
 import optuna
 
 from mfexp.sweep.report import duration
+from mfexp.sweep.storage import COUNTED
 
 
 class SweepProgress:
     """The console's progress line after each trial: trials done of each model's budget, the best so
     far, time elapsed and an estimate of the time left (at the pace of the trials finished since this
     process started, capped by sweep.timeout)."""
-
-    COUNTED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
     def __init__(self, studies: dict[str, optuna.Study], n_trials, deadline: Optional[float] = None,
                  clock: Callable[[], float] = time.time):
@@ -25,7 +24,7 @@ class SweepProgress:
         self.done_at_start = sum(self._counts().values())
 
     def _counts(self) -> dict[str, int]:
-        return {m: min(len(s.get_trials(deepcopy=False, states=self.COUNTED)), self.budgets[m])
+        return {m: min(len(s.get_trials(deepcopy=False, states=COUNTED)), self.budgets[m])
                 for m, s in self.studies.items()}
 
     def _best(self) -> str:

@@ -29,7 +29,7 @@ from mfexp.sweep.objective import DIRECTIONS, Objective, apply_params
 from mfexp.sweep.population import ask as ask_population
 from mfexp.sweep.population import run_trials
 from mfexp.sweep.population import size_for as population_size
-from mfexp.sweep.results import ModelOutcome
+from mfexp.sweep.results import REFERENCE_ATTR, ModelOutcome
 from mfexp.sweep.space import SearchSpace
 
 log = logging.getLogger("mfexp.sweep")
@@ -38,8 +38,7 @@ log = logging.getLogger("mfexp.sweep")
 # tutorial's own hyperparameters for its networks), enqueued with these values fixed (not sampled,
 # so they need not lie inside the space, and the sampler's model of the space is not skewed by
 # them), trained on the same holdout and epoch budget as every other trial. The search can then
-# never report worse than the reference.
-REFERENCE_ATTR = "mfexp.reference"
+# never report worse than the reference. Its user attr: results.REFERENCE_ATTR.
 
 
 @dataclass
