@@ -129,7 +129,8 @@ class SweepConfig:
     enqueue_tutorial: bool = True  # seed each study with its model's reference configuration
     ensemble: bool = True  # after the search, blend the models' best networks (weights fit on val only)
     # train each chosen configuration again on train + holdout before its one test evaluation:
-    # false | true | [models] (mfexp/sweep/best.py says why the tutorial's towers are better left out)
+    # false | true | auto (the models whose class says refit: svdpp, fm, autorec) | [models]
+    # (mfexp/sweep/best.py says why the tutorial's towers are better left out)
     refit: Any = False
     # train each chosen configuration with this many seeds (train.seed, +1, ...) and evaluate, log and
     # serve the average of their predictions: the variance of one SGD run averaged away
@@ -273,8 +274,8 @@ def validate_sweep(sweep: SweepConfig) -> SweepConfig:
     _check(sweep.average_seeds >= 1, "sweep.average_seeds", "must be >= 1", sweep.average_seeds)
     _check_no_hidden_password("sweep.storage", sweep.storage)
     refit = sweep.refit
-    _check(isinstance(refit, bool) or (isinstance(refit, list) and all(m in sweep.models for m in refit)),
-           "sweep.refit", "must be true, false or a list of the sweep's models (sweep.models)", refit)
+    _check(isinstance(refit, bool) or refit == "auto" or (isinstance(refit, list) and all(m in sweep.models for m in refit)),
+           "sweep.refit", "must be true, false, auto or a list of the sweep's models (sweep.models)", refit)
     return sweep
 
 
@@ -319,7 +320,8 @@ def _check_no_hidden_password(key: str, url: Optional[str], elsewhere: str = "")
 
 
 def refits(sweep: SweepConfig, model: str) -> bool:
-    """Whether sweep.refit asks for `model`'s chosen configuration to be trained again on train + holdout."""
+    """Whether sweep.refit asks for `model`'s chosen configuration to be trained again on train + holdout
+    (`auto` is resolved to a list of models when the sweep is planned)."""
     return sweep.refit is True or (isinstance(sweep.refit, list) and model in sweep.refit)
 
 

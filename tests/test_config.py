@@ -143,8 +143,19 @@ def test_sweep_refit_names_only_models_of_the_sweep():
     sweep = validate_sweep(SweepConfig(models=["plain", "fm"], refit=["fm"]))
     assert refits(sweep, "fm") and not refits(sweep, "plain")
     assert refits(validate_sweep(SweepConfig(models=["plain"], refit=True)), "plain")
-    with pytest.raises(ConfigError, match=r"sweep.refit must be true, false or a list of the sweep's models"):
+    with pytest.raises(ConfigError, match=r"sweep.refit must be true, false, auto or a list of the sweep's models"):
         validate_sweep(SweepConfig(models=["plain"], refit=["svdpp"]))
+
+
+def test_the_default_sweep_refits_the_models_whose_class_says_so(tmp_path):
+    """sweep.refit=auto (the default sweep's) becomes the list of its models with Recommender.refit:
+    the plan, the parent run's params and report.md name them; the towers and plain MF replay instead."""
+    from mfexp.sweep.__main__ import build_plan
+
+    plan = build_plan([f"sweep.root={tmp_path}", "sweep.models=[plain,mlp,fm,autorec,svdpp]"])
+    assert plan.sweep.refit == ["fm", "autorec", "svdpp"]
+    assert build_plan([f"sweep.root={tmp_path}", "sweep.models=[plain,biased]"]).sweep.refit == []
+    assert build_plan([f"sweep.root={tmp_path}", "sweep.models=[plain,fm]", "sweep.refit=false"]).sweep.refit is False
 
 
 def test_sweep_pruner_args_reach_the_pruner_and_bad_ones_stop_the_plan():

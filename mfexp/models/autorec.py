@@ -76,6 +76,7 @@ class AutoRec(Recommender, Block):
              "train.optimizer": "adam", "train.lr": "tag(log, interval(1e-4, 1e-3))",
              "train.batch_size": "choice(256,512,1024)", "train.swa": "3", "train.group_by": "item"}
     reference_label = "default"
+    refit = True  # sweep.refit=auto: trained again on train + holdout (BENCHMARKS.md, Across folds)
 
     def __init__(self, settings: AutoRecSettings, data, sparse_grad: bool = False, **kwargs):
         super().__init__(**kwargs)

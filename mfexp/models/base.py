@@ -157,6 +157,10 @@ class Recommender:
     # in a sweep, this model's trials train for this many times train.epochs: a fixed train.epochs in
     # its default space (sweep.space.<model> or train.epochs on the command line set it outright)
     sweep_epochs: ClassVar[float] = 1.0
+    # sweep.refit=auto (the default sweep's): its chosen configuration is trained again on train + holdout
+    # for its best epoch count before the one test evaluation. True where that was measured to help on
+    # every fold (BENCHMARKS.md, Across folds); the tutorial's SGD towers moved away from their val RMSE
+    refit: ClassVar[bool] = False
     # True when every trainable parameter is a table indexed by user or item id and the forward pass
     # takes (users, items) only: then several trials train at once as one network (mfexp.population);
     # a model without it trains its trials one at a time

@@ -85,6 +85,7 @@ class FM(Recommender, Block):
              "train.optimizer": "adam", "train.lr": "tag(log, interval(5e-4, 4e-3))",
              "train.batch_size": "choice(512,1024)", "train.swa": "3"}
     reference_label = "default"
+    refit = True  # sweep.refit=auto: trained again on train + holdout (BENCHMARKS.md, Across folds)
 
     @classmethod
     def needs_for(cls, settings: FMSettings) -> frozenset:

@@ -32,6 +32,7 @@ class SVDpp(Recommender, Block):
              "train.optimizer": "adam", "train.lr": "tag(log, interval(5e-4, 4e-3))",
              "train.batch_size": "choice(256,512,1024)", "train.swa": "3"}
     reference_label = "default"
+    refit = True  # sweep.refit=auto: trained again on train + holdout (BENCHMARKS.md, Across folds)
 
     def __init__(self, settings: SVDppSettings, data, sparse_grad: bool = False, **kwargs):
         super().__init__(**kwargs)

@@ -18,6 +18,7 @@ import logging
 import shlex
 import sys
 import time
+from dataclasses import replace
 from typing import Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -85,12 +86,13 @@ def compose_plan(args: Sequence[str]):
     if unknown:
         raise ConfigError(f"sweep.space has sections {sorted(unknown)}: use 'common' or a model name.")
     given = command_line_values(plain)
-    bases, spaces, raws, replaced, lacking = {}, {}, {}, {}, {}
+    bases, spaces, raws, replaced, lacking, refit = {}, {}, {}, {}, {}, []
     for model in sweep.models:
         base = compose_config([*plain, f"model={model}"])
         base.model = typed_node(base.model)  # every setting of the model's class, typed
         settings = to_settings(base.model)
         cls = model_class(settings._target_)
+        refit += [model] if cls.refit else []
         default, section = cls.search_space(settings), dict(sweep.space.get(model, {}))
         if cls.sweep_epochs != 1.0 and "train.epochs" not in default:
             default["train.epochs"] = str(max(1, round(base.train.epochs * cls.sweep_epochs)))
@@ -128,6 +130,8 @@ def compose_plan(args: Sequence[str]):
 
     # recorded in the parent run's tag and description and in report.md: never with a password
     command = redact("python -m mfexp.sweep " + " ".join(shlex.quote(a) for a in args)).strip()
+    if sweep.refit == "auto":  # the models whose class says refit (Recommender.refit), by name from here on
+        sweep = replace(sweep, refit=refit)
     plan = SweepPlan(sweep=sweep, bases=bases, spaces=spaces, tracking=app.tracking, command=command)
     return plan, root, raws
 

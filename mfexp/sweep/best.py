@@ -15,8 +15,8 @@ and serves. The choice is still the holdout's. The replayed network's holdout pr
 logged beside it (`val_predictions.npy`), so the blend's weights are fit on predictions of
 networks that never saw the holdout. It helps the models trained with Adam (fm on u1: test RMSE
 0.8945 -> 0.8891, BENCHMARKS.md); the tutorial's towers trained with SGD moved by up to 0.04 from what their
-val RMSE promised when retrained, so it is off by default, and can be
-asked for some models only (`sweep.refit=[biased,svdpp,fm]`)."""
+val RMSE promised when retrained, so the default (`sweep.refit=auto`) asks it only of the models whose
+class says so (Recommender.refit: svdpp, fm, autorec); a list names models (`sweep.refit=[biased,fm]`)."""
 from __future__ import annotations
 
 import logging
