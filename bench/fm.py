@@ -106,8 +106,8 @@ def child(n_ratings: int, batch: int, budget_s: float, n_users: int = ML25M_USER
     paths = {side.strip("_"): "batch rows" if b.batch_rows(mx.nd.array(nnz.pop("_first_" + side.strip("_"))))
              else "all rows" for side, b in blocks.items()}
     state: dict = {}
-    guard(budget_s, state, every=4)  # batches take seconds here: look at the clock often
-    epoch_s, sps, extrapolated = one_epoch(net, data, cfg.train, n_ratings, state)
+    with guard(budget_s, state, every=4):  # batches take seconds here: look at the clock often
+        epoch_s, sps, extrapolated = one_epoch(net, data, cfg.train, n_ratings, state)
     return {"model": model, "group_by": group_by, "group_size": group_size, "ratings": n_ratings, "batch_size": batch, "k": cfg.model.k, "epoch_s": round(epoch_s, 1),
             "samples_per_sec": round(sps), "extrapolated": extrapolated,
             "measured_samples": state.get("samples", n_ratings), "measured_s": round(state.get("elapsed", epoch_s), 1),

@@ -11,6 +11,7 @@ the batches done (marked `extrapolated`), so the section stays bounded on a slow
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from typing import Optional, Sequence
@@ -29,9 +30,11 @@ class OverBudget(Exception):
     pass
 
 
+@contextlib.contextmanager
 def guard(budget_s: float, state: dict, every: int = 32):
-    """Wrap mfexp.train.make_trainer so the epoch stops after `budget_s` seconds of training
-    (the clock is read every `every` steps, after a sync)."""
+    """Within the block, mfexp.train.make_trainer's trainers stop the epoch after `budget_s` seconds of
+    training (the clock is read every `every` steps, after a sync); restored on leaving, so that an
+    in-process caller (a test) leaves training as it found it."""
     import mxnet as mx
 
     import mfexp.train
@@ -55,6 +58,10 @@ def guard(budget_s: float, state: dict, every: int = 32):
                 raise OverBudget()
 
     mfexp.train.make_trainer = lambda net, cfg: Guarded(make(net, cfg))
+    try:
+        yield
+    finally:
+        mfexp.train.make_trainer = make
 
 
 def one_epoch(net, data, train_cfg, n_ratings: int, state: dict) -> tuple[float, float, bool]:
@@ -87,11 +94,11 @@ def child(n_ratings: int, batch: int, budget_s: float) -> dict:
     rss_data, peak_gen = common.rss_mb(), common.peak_rss_mb()
     common.reset_peak_rss()  # from here: what training adds to the data already in memory
     state: dict = {}
-    guard(budget_s, state)
     cfg = Config(model=named("plain", k=64),
                  train=TrainConfig(batch_size=batch, epochs=1, progress=False, sparse_grad=True))
     net = build_net(cfg, data, mx.cpu())
-    epoch_s, sps, extrapolated = one_epoch(net, data, cfg.train, n_ratings, state)
+    with guard(budget_s, state):
+        epoch_s, sps, extrapolated = one_epoch(net, data, cfg.train, n_ratings, state)
     return {"ratings": n_ratings, "batch_size": batch, "epoch_s": round(epoch_s, 3), "samples_per_sec": round(sps),
             "extrapolated": extrapolated, "measured_samples": state.get("samples", n_ratings),
             "generate_s": round(gen_s, 2), "rss_after_data_mb": rss_data, "peak_rss_generating_mb": peak_gen,
