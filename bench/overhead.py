@@ -132,16 +132,7 @@ def install(timers: Timers) -> None:
 
     mfexp.tracking.Tracker.run = timed_run
     timers.wrap(mfexp.sweep.objective.Objective, "__call__", "objective")
-    report = mfexp.sweep.objective.Objective._report
-
-    def timed_report(*args, **kwargs):  # the epoch hook's Optuna half (trial.report, should_prune)
-        start = time.perf_counter()
-        try:
-            return report(*args, **kwargs)
-        finally:
-            timers.add("optuna_report", time.perf_counter() - start)
-
-    mfexp.sweep.objective.Objective._report = staticmethod(timed_report)
+    timers.wrap(mfexp.sweep.objective.Objective, "report", "optuna_report")  # the epoch hook's Optuna half
     optimize = optuna.study.Study.optimize
 
     def timed_optimize(self, *args, **kwargs):

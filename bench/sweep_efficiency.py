@@ -50,228 +50,35 @@ ARMS = {"default": [], "random": ["sweep.sampler=random", "sweep.pruner=none", "
 QUICK_OVERRIDES = ["train.epochs=2", "train.batch_size=choice(512)"]
 PNG = "sweep_efficiency.png"
 NEAR = 0.001  # the looser bar reported beside the target's: within this much val RMSE of R
-# Levers measured with this whole section (all six models, seeds 0-2, 60 s), one at a time, against
-# the default of their day; kept here so that every rendering of the section lists them.
-LEVERS = [
-    "Lever measured, not adopted: `sweep.start=center` (each study's first trial at the middle of its "
-    "space, then TPE; `python -m bench --only sweep_efficiency` with it set in conf/sweep/default.yaml, "
-    "2026-12-03, 60 s budget, 1210 s): median **0.801x** (per seed 0.612x / 1.694x / 0.801x, upper bounds), and the "
-    "default's best at 60 s above random's for dropout and fm. The center was the fastest to R in 3 of 18 "
-    "model-seeds (plain 1: 13.8x, biased 1: 17.1x, dropout 1: 4.5x) and slower in the rest: after a good "
-    "first trial the median pruner stops most later ones by epoch 4 (plain 0: 32 of 35 pruned) and TPE, "
-    "fed pruned trials, did not find random's best.",
-    "Budget 60 s (2026-12-03, `python -m bench.sweep_efficiency --budget 60`, TPE + median, 1201 s): median "
-    "**0.994x** (per seed 0.881x / 1.121x / 0.994x); pruning's ceiling 1.77x / 2.29x / 1.90x; random search with "
-    "the median pruner, replayed, 0.88x / 1.10x / 1.00x. Every pruner tried on those curves by replay (median with "
-    "1 or 3 startup trials and warmup 3-12, percentile 25 and 75, successive halving from epoch 1 or 2, hyperband) "
-    "gave 0.69x-1.20x: at 60 s nothing on the pruner side can reach 3x, hence the 180 s budget.",
-    "Budget 180 s, TPE + median (2026-12-03, `python -m bench.sweep_efficiency --budget 180`, 3372 s): median "
-    "**0.978x** (per seed <= 0.801x / <= 1.069x / <= 0.978x); the default's best at 180 s above random's for plain "
-    "and fm. plain seed 0: 98 trials, 92 pruned, best 0.9219 against random's 0.9063 (lr 1e-3, k 128, val 2.77 "
-    "after one epoch, all 30 epochs): the median rule stops the slow starters that win here and TPE learns from "
-    "the fast ones. Random search with the median pruner, replayed: 0.87x / 0.88x / 0.69x.",
-    "Lever adopted: `sweep.pruner=forecast` (mfexp/sweep/pruners.py). At 180 s (the 2026-12-03 record: its default arms "
-    "run against the random arms of the TPE + median run, `--random-from`, two default arms side by side as random "
-    "and default ran before; merged with `--reanalyse`): median **1.053x** against 0.978x, and no model behind "
-    "random at equal time against 2 (plain seed 0: 0.9041 against 0.9219). At 60 s (same way, against the 60 s "
-    "run's random arms): median 0.964x against 0.994x, within the run-to-run noise (the same trials' times differ "
-    "by up to 15% between runs), dropout behind random at 60 s (its seed 0 and 1 winners came at 59 s).",
-    "Lever measured, not adopted (it needs an earlier sweep): `sweep.warm_start` from a sweep of the same budget "
-    "on fold u2 (TPE + forecast, 180 s per model, no reference trial: `python -m mfexp.sweep sweep.name=u2a "
-    "sweep.root=/tmp/s7/warm data.split=u2 'sweep.models=[plain,mlp,dropout]' sweep.n_trials=100000 "
-    "sweep.timeout=540 sweep.enqueue_tutorial=false sweep.ensemble=false`, and u2b for biased, svdpp and fm, side by "
-    "side, one thread each), its top 3 configurations per model enqueued first, then TPE + forecast on u1 against "
-    "the same random arms (`--random-from`, `--default-arm sweep.root=/tmp/s7/warm --default-arm "
-    "sweep.warm_start=u2a`, resp. u2b, two commands side by side, merged with `--reanalyse`, 2026-12-03): median "
-    "**1.282x** (per seed <= 1.282x / <= 1.884x / <= 1.066x) against 1.053x cold; to within 0.001 of R, 2.465x "
-    "(1.642x / 2.465x / 3.104x) against 1.051x cold. The warm-started search comes "
-    "within 0.001 of random's 180 s best by 55 s for plain, dropout, biased, svdpp and fm in every seed (random "
-    "search: 11-173 s; curves: docs/sweep_efficiency_warm.png), and exactly reaches it sooner for biased (2.6x / 40x / 23x) and fm (1.5x / "
-    "4.1x / 2.9x); but plain seeds 0 and 2 stay at 0.90713 against 0.90628 and 0.90710 (with that early "
-    "incumbent, 70 of their 72 trials were pruned), and mlp's u2 best is 0.010-0.015 worse "
-    "on u1 than random's 180 s best. Behind random at 180 s: 5 model-seeds (plain 0 and 2, mlp 0 and 1, svdpp 2).",
-    "Lever measured, not adopted: independent TPE (`--default-arm '+sweep.sampler_args={multivariate:false,"
-    "group:false}'`, against the default's multivariate TPE with `group`; same random arms, `--random-from`, two "
-    "commands side by side, merged with `--reanalyse`, 2026-12-03): median **1.079x** (per seed <= 0.956x / <= "
-    "1.208x / <= 1.079x) against 1.053x, within the run-to-run noise; to within 0.001 of R 1.061x against 1.051x; "
-    "but behind random at 180 s for plain and mlp (median over seeds), where multivariate TPE is behind for none.",
-    "Seed luck in R (2026-12-03, `python -m bench.sweep_efficiency --noise <a result of this section> --train-seeds "
-    "1 2 3`; the last table below is the 2026-12-06 record's): every trial of a sweep trains with train.seed 0, so R "
-    "is one seed's draw. Random "
-    "search's own best configuration, trained again with seeds 1-3, reaches R in 18 of 63 runs (seven models) and "
-    "lands 0.0029 above it on average; the sd over seeds is about 0.001 for svdpp, fm, biased and autorec, 0.0016 for "
-    "plain, 0.004 for dropout and 0.009 for mlp. Seed 0 repeats every recorded R exactly: training is deterministic. "
-    "(mlp seeds 0 and 1 first seemed not to, 0.0030 apart: their best trials were the arms' last, cut by the budget "
-    "at epochs 19 and 23, and the retrain ran on to 21 and 24; a trial the budget cut is now retrained for the "
-    "epochs it had.) So reaching R exactly is partly a "
-    "draw for a search that cannot propose random's very configuration, and so is the ceiling: a pruner that knew the "
-    "future knew the seed's luck too. A looser bar barely changes the reading: 1.273x to within 0.001 of R, 1.279x to "
-    "within one seed sd, against 1.213x at R. On spaces of 4-6 keys where most draws are good, with 4-46 trials per "
-    "model in 180 s, TPE and pruning find random search's best little sooner than random search does.",
-    "Lever adopted: plain MF's trials train for twice train.epochs (60; `sweep_epochs` in mfexp/models/dot.py), "
-    "the forecast pruner's horizon with them (`python -m bench.sweep_efficiency --models plain train.epochs=60`, "
-    "random and default arms side by side as in the main run, 2026-12-03; its rows replaced plain's 30-epoch rows in "
-    "the 2026-12-03 record, merged with `--reanalyse`). At 30 epochs random search's top plain trials (Adam, lr ~1e-3, reg ~0.01) "
-    "were still improving at their last epoch. Given 60, they stop on patience at epochs 31-44. For plain alone: "
-    "ratio <= 0.785x / 1.44x / 1.82x against 1.00x / 2.32x / <= 0.85x at 30 epochs; random's best at 180 s "
-    "0.9055 / 0.9129 / 0.9071 (was 0.9063 / 0.9167 / 0.9071); the default's 0.9059 / 0.9070 / 0.9049 (was 0.9041 / "
-    "0.9086 / 0.9088); random search with the forecast pruner, replayed, 1.28x / 1.30x / 1.58x. Summed over the six "
-    "models: median 1.233x against 1.053x.",
-    "Lever measured, not adopted: svdpp and fm at 60 epochs too (`python -m bench.sweep_efficiency --models svdpp fm "
-    "train.epochs=60`, 2026-12-03, 1132 s). Random search's best is the same to the fifth decimal in every seed "
-    "(svdpp 0.90149 / 0.90111 / 0.90097, fm 0.88439 / 0.88452 / 0.88454). Those of their best trials that had run all "
-    "30 epochs stop on patience at 32-33, best at 29-30. Ratio: svdpp 1.00x / <= 0.92x / 1.02x, fm 1.02x / 1.36x / "
-    "1.01x, against 1.08x / <= 0.72x / 1.17x and 0.84x / 1.39x / 0.95x at 30 epochs, within the noise.",
-    "Lever measured, not adopted: weight averaging over the last 3 epochs for the towers (`python -m "
-    "bench.sweep_efficiency --models mlp dropout train.swa=3`, 2026-12-03, 1135 s), as svdpp and fm have it, against "
-    "their large seed sd. Random search's best at 180 s got worse in 5 of 6 model-seeds: mlp 0.9371 / 0.9323 / 0.9370 "
-    "against 0.9237 / 0.9282 / 0.9398, dropout 0.9431 / 0.9376 / 0.9391 against 0.9235 / 0.9249 / 0.9395. Ratio: mlp "
-    "<= 0.56x / 0.99x / <= 0.67x, dropout 0.52x / 1.12x / <= 0.15x.",
-    "Lever measured by replay, not adopted: epochs as the pruner's resource at 180 s (`python -m bench.sweep_efficiency "
-    "--reanalyse <the 180 s results> --default-arm sweep.pruner=hyperband`, resp. `sweep.pruner=successive-halving`, "
-    "with `'+sweep.pruner_args={min_resource:1}'` or 5 beside the default 2; 2026-12-03). Random search with that "
-    "pruner, replayed on its recorded curves: hyperband 0.82x / 0.94x / 0.50x (min_resource 2), 1.08x / 0.95x / "
-    "0.59x (1), 0.95x / 0.89x / 0.56x (5); successive halving 0.72x / 0.90x / 0.50x; against 1.15x / 1.03x / 1.24x "
-    "with the forecast pruner. They stop the slow starters that win here, as the median rule did.",
-    "Lever measured, kept as it was: TPE's `constant_liar` when two workers share a study (on by default with "
-    "sweep.n_workers > 1; `python -m bench.sweep_efficiency --models biased plain --random-from <the 180 s results> "
-    "--default-arm sweep.n_workers=2`, then the same with `--default-arm '+sweep.sampler_args={constant_liar:false}'`, "
-    "2026-12-03, one arm at a time, two workers of one thread each; their epochs read from the MLflow store). Time to "
-    "R summed over the two models: 314.6 s (R missed once) / 52.2 s / 133.6 s with it, 322.6 s (missed once) / 64.4 s "
-    "/ 75.4 s without. Best at 180 s: plain 0.9040 / 0.9044 / 0.9047 with it against 0.9060 / 0.9044 / 0.9057, "
-    "biased 0.9039 / 0.9039 / 0.9034 against 0.9031 / 0.9032 / 0.9033. Mixed, within the noise: it stays on, as "
-    "Optuna advises for parallel workers. (Two workers use both cores where a random arm uses one: these runs "
-    "compare the two settings, not the search against random.)",
-    "Lever measured, not adopted: the regimes in biased's space (`python -m bench.sweep_efficiency --models biased "
-    "'train.optimizer=choice(adam,sgd)' 'train.lr=tag(log,interval(5e-4,1e-1))' 'train.wd=choice(0.0,0.0001)' "
-    "'train.sparse_grad=choice(true,false)' 'train.batch_size=choice(64,128,256,512)' train.epochs=60`, 2026-12-03, "
-    "random and default side by side): the tutorial's SGD with dense wd at small batches beside Adam, sparse and "
-    "dense updates, 60 epochs. Trials get slow (5-10 per arm in 180 s, against 24-44) and half the space's draws are "
-    "poor: random's best at 180 s 0.9425 / 0.9094 / 0.9128 against 0.9035 / 0.9063 / 0.9080 in the default space, the "
-    "default search's 0.9358 / 0.9363 / 0.9037 against 0.9042 / 0.9053 / 0.9045; ratio 0.95x / <= 0.76x / 2.66x. "
-    "The tutorial's regime stays where it is, as biased's reference trial (twice train.epochs).",
-    "Lever measured, not adopted: the forecast pruner with a decaying pace (`--default-arm "
-    "'+sweep.pruner_args={decay:0.9}'`, against the same random arms, `--random-from`, plain and mlp beside biased and "
-    "dropout, two default arms side by side, 2026-12-03), which replayed 0.05-0.1x better on random's curves. Time to "
-    "R (s, seeds 0 / 1 / 2, '-' missed): plain - / 66 / - against - / 93 / 80, mlp - / 144 / 12 against - / 79 / 12, "
-    "biased - / 49 / 30 against - / 56 / 36, dropout 66 / - / 44 against 71 / - / 54; summed over the four models "
-    "606 / 439 / 266 s against 611 / 408 / 183 s: worse in two seeds of three.",
-    "Lever measured, not adopted: TPE starting after 2 random trials instead of 5 (`--default-arm "
-    "'+sweep.sampler_args={n_startup_trials:2}'`, svdpp, fm and dropout, whose 180 s hold 6-16 trials; random "
-    "arms and the default's run again on another machine first, `python -m bench.sweep_efficiency --models svdpp "
-    "fm dropout --seeds 0 1 2`, then the lever's default arms against them, `--random-from`, two commands side by "
-    "side, 2026-12-06, Xeon @ 2.80GHz). It reached R in 1 of 9 model-seeds (fm seed 0, 60 s against 49 s) where "
-    "the default reached it in 7; summed over the three models per seed <= 0.65x / <= 0.77x / <= 0.48x against "
-    "1.02x / <= 0.93x / 1.04x; its best at 180 s above random's in 8 of 9 (svdpp 0.9027 / 0.9053 / 0.9011, "
-    "dropout 0.9392 / 0.9332 / 0.9402). Random search's best so often lies among its first five draws, which the "
-    "default shares, that leaving them early loses it.",
-    "Lever measured, not adopted: Optuna's Gaussian-process sampler (`sweep.sampler=gp` with 5 startup trials, "
-    "torch 2.14.1 beside the venv; biased and plain, whose 180 s hold 17-43 trials; `python -m "
-    "bench.sweep_efficiency --models biased plain --default-arm sweep.sampler=gp --default-arm "
-    "'+sweep.sampler_args={n_startup_trials:5}'`, random and GP arms side by side, then against the same random"
-    " arms `--random-from` TPE + forecast (the default) and the GP without pruning (`--default-arm "
-    "sweep.pruner=none`), two commands side by side, 2026-12-06, Xeon @ 2.80GHz). Time to R summed over the two"
-    " models, seeds 0 / 1 / 2 (random 287.8 / 327.9 / 248.0 s): the default (TPE + forecast) <= 0.80x / 1.51x /"
-    " 1.92x; GP + forecast 1.35x / 1.37x / 1.48x; GP without pruning <= 0.86x / <= 0.98x / <= 0.89x. GPSampler "
-    "fits complete trials only: with the forecast pruner stopping 25-39 of 29-43 trials it had its 5 only at "
-    "trials 20 and 23 in two model-seeds and never in the other four, and drew until then what random search "
-    "drew (same seed, checked trial by trial), so that arm measures random search with the forecast pruner, "
-    "live: 1.35x / 1.37x / 1.48x, where the replay on random search's recorded curves gives 1.34x / 1.33x / "
-    "1.50x (the replay holds). Without pruning its picks were slow (14-22 trials in 180 s against 26-33) and "
-    "reached R in 2 of 6 model-seeds. And its torch is a 5.4 GB install here (the registry holds the CUDA build"
-    " only), too much for `make sweep`'s set-up.",
-    "Lever measured, not adopted: the forecast pruner's pace over 5 epochs instead of 2, from epoch 2, with "
-    "decay 0.9 (`--default-arm '+sweep.pruner_args={window:5,warmup:2,decay:0.9}'`), the best of 64 settings of"
-    " window, warmup and decay that prunes none of random's winners, replayed (this module's `replay()`, each "
-    "setting on the recorded random arms of the two runs below) on random search's curves of biased, plain, "
-    "svdpp, fm and dropout (random search with it 1.26x / 1.25x / 1.27x against 1.17x / 1.10x / 1.22x with the "
-    "default settings). Live, against the same random arms (`--random-from`, biased and plain beside svdpp, fm "
-    "and dropout, two commands side by side, 2026-12-06, Xeon @ 2.80GHz), summed over the five models: <= 1.01x"
-    " / <= 1.06x / 1.39x against the default's <= 0.89x / <= 1.12x / 1.34x (its arms from the same machine's "
-    "runs of this session and the one before); per model it gained on biased (<= 0.88x / 2.41x / 2.16x against "
-    "<= 0.88x / 2.31x / 1.87x) and svdpp (1.42x / <= 0.89x / 1.18x against 1.02x / <= 0.89x / 1.07x) and lost "
-    "on plain (<= 0.72x / <= 1.00x / 1.85x against <= 0.72x / 1.18x / 1.95x; behind random at 180 s in seed 1, "
-    "0.9105 against 0.9083). Within the run-to-run noise: the default's own dropout arms, run again beside it, "
-    "took 89.5 s where they had taken 104.8 s (seed 0). The replay's gain did not survive the live search, as "
-    "decay 0.9 alone had not before.",
-    "Lever measured live, not adopted: epochs as the pruner's resource, Hyperband from epoch 1 (`--default-arm "
-    "sweep.pruner=hyperband --default-arm '+sweep.pruner_args={min_resource:1}'`, reduction factor 3; the minimum "
-    "that replayed best), against the same random arms as the line above (`--random-from`, biased and plain beside "
-    "svdpp, fm and dropout, two commands side by side, 2026-12-06, Xeon @ 2.80GHz), summed over the five models: "
-    "<= 0.74x / <= 1.09x / <= 1.07x against the default's <= 0.89x / <= 1.12x / 1.34x. It gained on biased (1.02x "
-    "/ 2.80x / 1.93x against <= 0.88x / 2.31x / 1.87x; its best at 180 s 0.9031 / 0.9052 / 0.9030 against 0.9042 "
-    "/ 0.9053 / 0.9045) and dropout (1.82x / 0.79x / 1.93x against 1.00x / <= 0.75x / 1.02x), and lost on svdpp "
-    "(<= 0.64x / <= 0.89x / 0.87x against 1.02x / <= 0.89x / 1.07x) and fm (<= 0.28x / <= 0.67x / 0.96x against "
-    "1.04x / 1.33x / 1.02x), where it stopped 16-22 of 22-27 trials, the slow starters among them: its best at "
-    "180 s stayed above random's for fm (0.8872 / 0.8858 against 0.8844 / 0.8845, seeds 0 and 1), svdpp (0.9032 "
-    "/ 0.9032 against 0.9015 / 0.9011) and plain (0.9056 / 0.9089 against 0.9055 / 0.9071, seeds 0 and 2). The "
-    "replay on random search's curves had said as much (0.5x-1.1x).",
-    "The record above (2026-12-06, Xeon @ 2.80GHz): every model again at this date's code, on one machine; the "
-    "random arms of biased and plain ran beside GP arms and their default arms beside another default arm "
-    "(`--random-from`), those of svdpp, fm, dropout, mlp and autorec side by side with their default arms; merged "
-    "with `--reanalyse`, seed luck from `--noise <that result> --train-seeds 1 2 3`. It replaces the 2026-12-03 "
-    "record (AMD EPYC; six models at 30 epochs, plain's rows at 60 epochs and autorec's added later): median "
-    "1.213x (per seed <= 0.942x / <= 1.213x / 1.295x), pruning's ceiling 2.842x, 1.273x to within 0.001 of R, "
-    "1.279x to within one seed sd, seed luck 18 of 63 runs. Now 1.101x (<= 0.916x / <= 1.101x / 1.287x): the same "
-    "default search, within the run-to-run noise. mlp's R moved most (0.9381 / 0.9396 / 0.9398 against 0.9237 / "
-    "0.9282 / 0.9398): its 180 s held 10-13 random trials here against 12-16 there, and that record's winners of "
-    "seeds 0 and 1 came at 178 s, near the end of the budget.",
-    "Hindsight (2026-12-06, `hindsight` in this module, from random search's recorded curves): had a search known "
-    "random search's winner and tried it first, with nothing before it, it would have reached R **3.05x** sooner "
-    "(median; 3.05x / 3.95x / 2.98x per seed). So the >= 3x target asks, in the median seed, for a search as good "
-    "as that oracle: one whose first trial is a configuration that reaches R as fast as random search's winner "
-    "does. Per model: autorec 1.0x (random's winner is its first draw, 65-88 s of training), mlp 1.0x-8.4x, dropout "
-    "1.3x-2.8x, fm 1.9x-4.2x, svdpp 2.0x-21x; biased and plain carry the sum, their winners training in 1-25 s. "
-    "A search without prior knowledge of good configurations cannot get there; with prior knowledge from a sweep on "
-    "fold u2 (`sweep.warm_start`, above) it reached 1.28x (2.47x to within 0.001 of R).",
-    "Reproduced on another machine (the same 2026-12-06 run): R is the same to the fifth decimal for all 9 "
-    "model-seeds (svdpp 0.90149 / 0.90111 / 0.90097, fm 0.88439 / 0.88452 / 0.88454, dropout 0.92348 / 0.9249 / "
-    "0.93951); the times move with the machine (svdpp random 115 / 161 / 96 s against 102 / 130 / 96 s), the "
-    "ratios little (svdpp 1.02x / < 0.89x / 1.07x, fm 1.04x / 1.33x / 1.02x, dropout 1.00x / < 0.75x / 1.02x "
-    "against the 2026-12-03 record's 1.08 / < 0.72 / 1.17, 0.84 / 1.39 / 0.95, 1.01 / < 0.60 / 0.85).",
-]
 
 
 def child(arm: str, model: str, seed: int, budget: float, extra: Sequence[str], epochs: Optional[int] = None) -> dict:
     import optuna
 
-    import mfexp.sweep.objective as objective
     from mfexp.sweep.__main__ import build_plan
-    from mfexp.sweep.runner import prepare, run_workers
+    from mfexp.sweep.runner import Hooks, prepare, run_workers
 
     name = f"eff-{arm}-{model}-{seed}"
     os.environ["MLFLOW_TRACKING_URI"] = common.mlflow_store(name)
     plan = build_plan([*_arm_args(arm, model, seed, budget, extra), f"sweep.name={name}",
                        f"sweep.root={common.sweep_root(name)}"])
-    import mfexp.sweep.runner as runner
-
     reports: list[tuple[float, int, int, float]] = []
-    report = objective.Objective._report
-    start = 0.0
+    start, spent = 0.0, False
 
-    class Clock:  # the worker loop's clock: past its deadline once the budget is spent
-        spent = False
+    def clock() -> float:  # the worker loop's: past its deadline once the budget is spent
+        return float("inf") if spent else time.time()
 
-        def __getattr__(self, name):
-            return getattr(time, name)
-
-        def time(self):
-            return float("inf") if self.spent else time.time()
-
-    clock = runner.time = Clock()
-
-    def stamped(trial, tracker, epoch_report):
+    def stamped(trial, epoch_report) -> None:
+        nonlocal spent
         now = time.perf_counter() - start
         if now > budget or (epochs is not None and len(reports) >= epochs):  # the budget is spent: the trial
-            clock.spent = True  # running at its end stops there, and no other starts
+            spent = True  # running at its end stops there, and no other starts
             raise optuna.TrialPruned("the bench's budget is spent")
         reports.append((now, trial.number, epoch_report.epoch, epoch_report.val_rmse))
-        report(trial, tracker, epoch_report)
 
-    objective.Objective._report = staticmethod(stamped)
     studies = prepare(plan)
     start, started_at = time.perf_counter(), time.time()
-    run_workers(plan, None)
+    run_workers(plan, None, Hooks(on_report=stamped, clock=clock) if plan.sweep.n_workers == 1 else None)
     wall = time.perf_counter() - start
     if plan.sweep.n_workers > 1:  # the workers are processes of their own, which the stamps above do not reach
         reports = tracked_reports(plan.experiment, started_at, budget)
@@ -825,7 +632,8 @@ def finish(rows: list[dict], curves: dict, models: Sequence[str], seeds: Sequenc
              f"Curves: bench/results/{PNG}; every epoch's report is in the JSON (`curves`)."] + \
         ([f"Run as `python -m bench.sweep_efficiency {' '.join(argv)}`" + (
             " (the random arms reused from that earlier run, so each default arm ran beside another default arm or "
-            "alone, not beside its random arm)" if "--random-from" in argv else "") + "."] if argv else []) + LEVERS + \
+            "alone, not beside its random arm)" if "--random-from" in argv else "") + "."] if argv else []) + \
+        ["The levers tried on the default search, each with its figure: BENCHMARKS.md, Search levers."] + \
         ([f"quick overrides: {' '.join(extra)}"] if quick else []) + \
         ([f"Figures re-derived (`--reanalyse`) from the run(s) `{reanalysed['command']}` (finished "
           f"{reanalysed['finished']}, {reanalysed['wall_s']:.0f} s of wall time summed over them), whose rows and "

@@ -421,3 +421,35 @@ def test_plain_mfs_trials_get_twice_the_sweeps_epochs_and_its_pruner_that_horizo
     # a searched train.epochs: the pruner looks as far as its highest value
     searched = build_plan([*base, "sweep.name=searched", "train.epochs=choice(10,20)"])
     assert epoch_budget(searched, "plain") == 20
+
+
+def test_hooks_see_every_epoch_prune_on_request_and_a_spent_clock_starts_no_trial(ratings_file, tmp_path):
+    """runner.Hooks (what bench's sweep_efficiency uses instead of patching the sweep): on_report sees
+    every epoch of lone trials and of population members before the pruner, and may prune; a clock
+    past the deadline starts no trial."""
+    from mfexp.sweep.runner import Hooks, prepare, run_workers
+
+    seen = []
+
+    def on_report(trial, report):
+        seen.append((trial.number, report.epoch))
+        if trial.number == 1 and report.epoch == 2:
+            raise optuna.TrialPruned("the hook's call")
+
+    for population in (1, 3):
+        seen.clear()
+        plan = build_plan(_args(ratings_file, tmp_path, "sweep.n_trials=3", "sweep.enqueue_tutorial=false",
+                                "sweep.pruner=none", f"sweep.population={population}", f"sweep.name=hooks{population}",
+                                "tracking.enabled=false"))
+        prepare(plan)
+        run_workers(plan, None, Hooks(on_report=on_report))
+        trials = sorted(_trials(plan), key=lambda t: t.number)
+        assert sorted(seen) == [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (2, 1), (2, 2), (2, 3)], population
+        assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.COMPLETE]
+        if population == 3:
+            assert all(t.user_attrs.get("population") == 3 for t in trials)
+    plan = build_plan(_args(ratings_file, tmp_path, "sweep.n_trials=3", "sweep.timeout=60", "sweep.name=spent",
+                            "tracking.enabled=false"))
+    prepare(plan)
+    run_workers(plan, None, Hooks(clock=lambda: float("inf")))
+    assert [t for t in _trials(plan) if t.state != TrialState.WAITING] == []

@@ -11,7 +11,7 @@ import copy
 import os
 import socket
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
@@ -67,10 +67,11 @@ def fail_reason(err: BaseException) -> str:
 
 class Objective:
     def __init__(self, model: str, base: DictConfig, space: SearchSpace, data, *, study_name: str,
-                 experiment: str, parent_run_id: Optional[str], tracking_cfg, objective: str = "val_rmse"):
+                 experiment: str, parent_run_id: Optional[str], tracking_cfg, objective: str = "val_rmse",
+                 on_report: Optional[Callable[[optuna.Trial, Any], None]] = None):
         self.model, self.base, self.space, self.data = model, base, space, data
         self.study_name, self.experiment, self.parent_run_id = study_name, experiment, parent_run_id
-        self.tracking_cfg, self.objective = tracking_cfg, objective
+        self.tracking_cfg, self.objective, self.on_report = tracking_cfg, objective, on_report
 
     def __call__(self, trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # orphan detection
@@ -104,7 +105,7 @@ class Objective:
             try:
                 result = train_and_track(
                     cfg, self.data, tracker, eval_test=False, final_test=False,
-                    on_epoch=None if by_rank else (lambda report: self._report(trial, tracker, report)),
+                    on_epoch=None if by_rank else (lambda report: self.report(trial, report, tracker)),
                     on_trained=(lambda t: ranked.append(ranking_on(t, self.data, "val", coverage=False)))
                     if by_rank else None)
             except optuna.TrialPruned:
@@ -125,10 +126,14 @@ class Objective:
             trial.set_user_attr("mlflow_gap", tracker.gap_summary())
         return ranked[0].ndcg if by_rank else result.best_val_rmse
 
-    @staticmethod
-    def _report(trial: optuna.Trial, tracker, report) -> None:
+    def report(self, trial: optuna.Trial, report, tracker=None) -> None:
+        """One epoch's val RMSE to Optuna, `on_report` (a caller's hook: bench stamps and budgets) first;
+        raises TrialPruned when the pruner stops the trial (its run tagged PRUNED, where `tracker` is its)."""
+        if self.on_report is not None:
+            self.on_report(trial, report)
         trial.report(report.val_rmse, report.epoch)
         if trial.should_prune():
             trial.set_user_attr("pruned_at_epoch", report.epoch)
-            tracker.set_tags({"optuna.trial_state": "PRUNED", "mfexp.pruned_at_epoch": str(report.epoch)})
+            if tracker is not None:
+                tracker.set_tags({"optuna.trial_state": "PRUNED", "mfexp.pruned_at_epoch": str(report.epoch)})
             raise optuna.TrialPruned(f"pruned at epoch {report.epoch}")

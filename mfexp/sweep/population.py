@@ -197,13 +197,8 @@ def _train_population(plan, model, study, members, objective, data, announce) ->
     trials = {id(cfg): trial for trial, cfg in members}
     told: list[FrozenTrial] = []
 
-    def hook(trial):
-        def report(epoch_report):
-            trial.report(epoch_report.val_rmse, epoch_report.epoch)
-            if trial.should_prune():
-                trial.set_user_attr("pruned_at_epoch", epoch_report.epoch)
-                raise optuna.TrialPruned(f"pruned at epoch {epoch_report.epoch}")
-        return report
+    def hook(trial):  # a member's epoch, to Optuna as a lone trial's (its run is written when it leaves)
+        return lambda epoch_report: objective.report(trial, epoch_report)
 
     recorded: set[int] = set()  # trials whose MLflow run exists
 

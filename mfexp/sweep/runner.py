@@ -15,7 +15,7 @@ import socket
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import optuna
 from omegaconf import DictConfig
@@ -52,6 +52,16 @@ class SweepPlan:
     @property
     def experiment(self) -> str:
         return f"mfexp-sweep-{self.sweep.name}"
+
+
+@dataclass
+class Hooks:
+    """What a caller in the same process may watch or steer (the benchmarks): `on_report(trial, report)`
+    sees each epoch's report before the pruner does, and may raise optuna.TrialPruned; `clock` is the
+    worker loop's time (past the deadline, no new trial starts). One worker only: spawned worker
+    processes do not share the caller's functions."""
+    on_report: Optional[Callable[[optuna.Trial, Any], None]] = None
+    clock: Callable[[], float] = time.time
 
 
 class SweepStopped(MfexpError):
@@ -245,8 +255,9 @@ def _short(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def work(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: Optional[float]) -> None:
-    """One worker: load data once, then run trials until every model has its budget."""
+def work(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: Optional[float],
+         hooks: Optional[Hooks] = None) -> None:
+    """One worker: load data once, then run trials until every model has its budget (or `deadline`)."""
     from mfexp.data import load_dataset
 
     interrupt.install()  # SIGTERM (a scheduler's stop) as Ctrl-C: the trial FAIL, its runs KILLED
@@ -258,9 +269,10 @@ def work(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: O
     data = load_dataset(_base_config(plan).data)
     bases = _on_device(plan.bases, worker_device(plan.sweep, worker))
     failures = 0
+    hooks = hooks or Hooks()
     sizes: dict[str, int] = {}  # model -> trials per population (sweep.population)
     storage = studies.storage
-    while deadline is None or time.time() < deadline:
+    while deadline is None or hooks.clock() < deadline:
         # Count and start as one step: the sweep's lock (storage.exclusive(), shared by every process
         # on every machine) is held from the count until the trial exists (RUNNING), then released
         # as the objective begins. Workers that count at the same moment would otherwise all take
@@ -284,7 +296,7 @@ def work(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: O
             objective = Objective(model, bases[model], plan.spaces[model], data,
                                   study_name=study.study_name, experiment=plan.experiment,
                                   parent_run_id=parent_run_id, tracking_cfg=replace(plan.tracking, log_model=False),
-                                  objective=plan.sweep.objective)
+                                  objective=plan.sweep.objective, on_report=hooks.on_report)
             if model not in sizes:
                 sizes[model] = population_size(plan, model, apply_params(bases[model], {}))
             finished: list[FrozenTrial] = []
@@ -386,11 +398,13 @@ def _base_config(plan: SweepPlan):
     return apply_params(plan.bases[plan.sweep.models[0]], {})
 
 
-def run_workers(plan: SweepPlan, parent_run_id: Optional[str]) -> None:
+def run_workers(plan: SweepPlan, parent_run_id: Optional[str], hooks: Optional[Hooks] = None) -> None:
     deadline = time.time() + plan.sweep.timeout if plan.sweep.timeout else None
     if plan.sweep.n_workers == 1:
-        work(plan, 0, parent_run_id, deadline)
+        work(plan, 0, parent_run_id, deadline, hooks)
         return
+    if hooks is not None:
+        raise ValueError("sweep hooks need sweep.n_workers=1: worker processes do not share them")
     ctx = multiprocessing.get_context("spawn")
     # One MXNet process already keeps two cores busy: one engine thread per worker.
     os.environ.setdefault("MXNET_CPU_WORKER_NTHREADS", "1")
