@@ -340,7 +340,12 @@ def test_a_worker_killed_mid_trial_has_its_trial_failed_and_retried(pg_database,
         assert killed.state == TrialState.FAIL, number  # not left RUNNING: failed by the heartbeat check
         retries = [t for t in trials if t.system_attrs.get("failed_trial") == number]
         assert len(retries) == 1 and retries[0].system_attrs["retry_history"] == [number]
-        assert retries[0].state in COUNTED and retries[0].params == killed.params
+        assert retries[0].state in COUNTED
+        if killed.params:  # the retry trains the same configuration
+            assert retries[0].params == killed.params
+        else:  # a population member killed after it was asked, before it drew its params (CI saw it once):
+            # nothing trained; its retry draws them, keeping the population's shared values it was enqueued with
+            assert killed.system_attrs.get("fixed_params", {}).items() <= retries[0].params.items()
         assert retries[0].user_attrs["worker"].endswith(f":{survivor.pid}")
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     assert [t.number for t in trials] == list(range(len(trials)))
