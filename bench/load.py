@@ -193,6 +193,8 @@ def optuna_facts(study, pids: Sequence[int]) -> dict:
     """Trial counts by state, numbering, who ran what, repeated configurations, timing."""
     from optuna.trial import TrialState
 
+    from mfexp.sweep.results import MLFLOW_GAP_ATTR, REFERENCE_ATTR, WORKER_ATTR
+
     trials = study.get_trials(deepcopy=False)
     states = Counter(t.state.name for t in trials)
     numbers = [t.number for t in trials]
@@ -200,16 +202,16 @@ def optuna_facts(study, pids: Sequence[int]) -> dict:
     per_worker = [0] * len(pids)
     unknown_owner = 0
     for t in trials:
-        i = owner.get(str(t.user_attrs.get("worker", ":")).rsplit(":", 1)[-1])
+        i = owner.get(str(t.user_attrs.get(WORKER_ATTR, ":")).rsplit(":", 1)[-1])
         if i is None:
             unknown_owner += 1
         else:
             per_worker[i] += 1
-    sampled = [tuple(sorted(t.params.items())) for t in trials if "mfexp.reference" not in t.user_attrs]
+    sampled = [tuple(sorted(t.params.items())) for t in trials if REFERENCE_ATTR not in t.user_attrs]
     done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.datetime_complete]
     firsts: dict[Any, int] = {}
     for t in sorted(done, key=lambda t: t.datetime_start):
-        firsts.setdefault(t.user_attrs.get("worker"), t.number)
+        firsts.setdefault(t.user_attrs.get(WORKER_ATTR), t.number)
     later = [t for t in done if t.number not in firsts.values()]
 
     def span(ts) -> float:
@@ -221,9 +223,9 @@ def optuna_facts(study, pids: Sequence[int]) -> dict:
         "by_state": dict(sorted(states.items())), "numbers_unique": len(set(numbers)) == len(numbers),
         "numbers_contiguous": sorted(numbers) == list(range(len(numbers))),
         "per_worker": per_worker, "trials_of_unknown_worker": unknown_owner,
-        "reference_trials": sum("mfexp.reference" in t.user_attrs for t in trials),
+        "reference_trials": sum(REFERENCE_ATTR in t.user_attrs for t in trials),
         "repeated_configurations": len(sampled) - len(set(sampled)),
-        "mlflow_gaps": sum("mlflow_gap" in t.user_attrs for t in trials),
+        "mlflow_gaps": sum(MLFLOW_GAP_ATTR in t.user_attrs for t in trials),
         "search_s": round(span(done), 2) if done else None,
         "steady_s": round(span(later), 2) if later else None, "steady_trials": len(later),
         "mean_trial_s": round(sum(durations) / len(durations), 3) if durations else None,

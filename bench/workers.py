@@ -26,6 +26,7 @@ QUICK_CONFIGS = ((1, None), (2, 1))
 
 def child(workers: int, n_trials: int, epochs: int) -> dict:
     from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.results import WORKER_ATTR
     from mfexp.sweep.runner import prepare, run_workers
 
     name = f"workers-{workers}-{os.environ.get('OMP_NUM_THREADS', 'default')}"
@@ -46,7 +47,7 @@ def child(workers: int, n_trials: int, epochs: int) -> dict:
     # steady state: leave out each worker's first trial (it imports MXNet and MLflow, compiles kernels)
     firsts = {}
     for t in sorted(trials, key=lambda t: t.datetime_start):
-        firsts.setdefault(t.user_attrs.get("worker"), t.number)
+        firsts.setdefault(t.user_attrs.get(WORKER_ATTR), t.number)
     later = [t for t in trials if t.number not in firsts.values()]
     busy = ((max(t.datetime_complete for t in later) - min(t.datetime_start for t in later)).total_seconds()
             if later else 0.0)

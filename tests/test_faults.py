@@ -481,3 +481,30 @@ def test_a_dead_workers_run_is_killed_also_when_it_had_just_finished(mlflow_uri)
         assert statuses[status].data.tags["optuna.trial_state"] == "FAIL"
     assert statuses["INTERRUPTED"].data.tags["mfexp.fail_reason"] == "interrupted"
     assert "mfexp.fail_reason" not in statuses["FAILED"].data.tags
+
+
+def test_a_dead_workers_run_whose_id_it_never_recorded_is_found_not_doubled(mlflow_uri):
+    """A worker can die after starting a trial's MLflow run and before recording the run's id on the
+    trial (CI: the populations killed-worker test, a run twice for one trial). Whoever fails the trial
+    finds that run by the trial's tags and kills it; a member that had no run yet gets one, once."""
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import create_trial
+
+    from mfexp.sweep.results import PENDING_RUN_ATTR
+    from mfexp.sweep.storage import kill_mlflow_run
+
+    experiment = mlflow.set_experiment("lost")
+    pending = {"experiment": "lost", "run_name": "biased-trial-{n}", "parent": None}
+    with mlflow.start_run(run_name="biased-trial-0", tags={"optuna.study_name": "s-biased", "optuna.trial_number": "0",
+                                                           "optuna.trial_state": "RUNNING"}) as started:
+        pass
+    mlflow.tracking.MlflowClient().update_run(started.info.run_id, "RUNNING")  # as the dead worker left it
+    for n in (0, 1):  # trial 0: its run started, id unrecorded; trial 1: no run yet (a population member)
+        trial = create_trial(state=TrialState.FAIL, params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)},
+                             user_attrs={PENDING_RUN_ATTR: {**pending, "run_name": f"biased-trial-{n}"}})
+        trial.number = n
+        kill_mlflow_run(trial, "worker lost (no heartbeat)", "s-biased")
+    runs = mlflow.search_runs([experiment.experiment_id], output_format="list")
+    by_trial = sorted((r.data.tags["optuna.trial_number"], r.info.status, r.data.tags["optuna.trial_state"]) for r in runs)
+    assert by_trial == [("0", "KILLED", "FAIL"), ("1", "KILLED", "FAIL")]
+    assert mlflow.get_run(started.info.run_id).data.tags["mfexp.fail_reason"] == "worker lost (no heartbeat)"

@@ -30,15 +30,15 @@ import yaml
 
 from mfexp.config import Config, flatten
 from mfexp.sweep.objective import apply_params
-from mfexp.sweep.results import ModelOutcome
+from mfexp.sweep.results import BEST_EPOCH_ATTR, OVERRIDES_ATTR, VAL_RMSE_ATTR, ModelOutcome
 
 log = logging.getLogger("mfexp.sweep")
 
 
 def best_config(plan, model: str, study: optuna.Study) -> Config:
     best = study.best_trial
-    overrides = {**plan.spaces[model].fixed, **best.user_attrs.get("overrides", {}), **best.params,
-                 "train.epochs": int(best.user_attrs.get("best_epoch") or plan.bases[model].train.epochs),
+    overrides = {**plan.spaces[model].fixed, **best.user_attrs.get(OVERRIDES_ATTR, {}), **best.params,
+                 "train.epochs": int(best.user_attrs.get(BEST_EPOCH_ATTR) or plan.bases[model].train.epochs),
                  "train.patience": None}
     cfg = apply_params(plan.bases[model], overrides)
     cfg.tracking = replace(plan.tracking, log_model=True, experiment=plan.experiment,
@@ -137,7 +137,7 @@ def _chosen_by(plan, study: optuna.Study) -> str:
 
 def trial_val_rmse(study: optuna.Study) -> float:
     """The best trial's val RMSE (its value when the objective is val RMSE; kept as a user attr)."""
-    return float(study.best_trial.user_attrs.get("val_rmse", study.best_value))
+    return float(study.best_trial.user_attrs.get(VAL_RMSE_ATTR, study.best_value))
 
 
 def best_description(plan, model: str, study: optuna.Study, result, yaml_path: Path,

@@ -19,6 +19,19 @@ from omegaconf.errors import OmegaConfBaseException
 
 from mfexp.config import Config, flatten, validate
 from mfexp.errors import ConfigError
+from mfexp.sweep.results import (
+    BEST_EPOCH_ATTR,
+    DURATION_ATTR,
+    EPOCHS_BUDGET_ATTR,
+    EPOCHS_RUN_ATTR,
+    FAIL_REASON_ATTR,
+    MLFLOW_GAP_ATTR,
+    MLFLOW_RUN_ATTR,
+    OVERRIDES_ATTR,
+    PRUNED_AT_ATTR,
+    VAL_RMSE_ATTR,
+    WORKER_ATTR,
+)
 from mfexp.sweep.space import SearchSpace
 
 
@@ -74,13 +87,13 @@ class Objective:
         self.tracking_cfg, self.objective, self.on_report = tracking_cfg, objective, on_report
 
     def __call__(self, trial: optuna.Trial) -> float:
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # orphan detection
+        trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")  # orphan detection
         try:
             return self._run(trial)
         except optuna.TrialPruned:
             raise
         except BaseException as err:
-            trial.set_user_attr("fail_reason", fail_reason(err))
+            trial.set_user_attr(FAIL_REASON_ATTR, fail_reason(err))
             raise
 
     def _run(self, trial: optuna.Trial) -> float:
@@ -88,7 +101,7 @@ class Objective:
         from mfexp.tracking import Tracker
 
         started = time.perf_counter()
-        fixed = trial.user_attrs.get("overrides")  # a reference trial: values given, not sampled
+        fixed = trial.user_attrs.get(OVERRIDES_ATTR)  # a reference trial: values given, not sampled
         cfg = apply_params(self.base, {**self.space.fixed, **fixed} if fixed else self.space.suggest(trial))
         cfg.tracking = self.tracking_cfg
         tags = {**run_tags(cfg, self.data), "optuna.study_name": self.study_name,
@@ -99,7 +112,7 @@ class Objective:
         with tracker.run(run_name=f"{self.model}-trial-{trial.number}", params=flatten(cfg), tags=tags,
                          experiment=self.experiment, killed_on=(optuna.TrialPruned,)):
             if tracker.run_id:
-                trial.set_user_attr("mlflow_run_id", tracker.run_id)
+                trial.set_user_attr(MLFLOW_RUN_ATTR, tracker.run_id)
             ranked = []  # val_ndcg_at_10: the kept network's ranking quality on the holdout
             by_rank = self.objective == "val_ndcg_at_10"
             try:
@@ -113,17 +126,17 @@ class Objective:
             except BaseException as err:
                 tracker.set_tags({"optuna.trial_state": "FAIL", "mfexp.fail_reason": fail_reason(err)})
                 raise
-            trial.set_user_attr("best_epoch", result.best_epoch)
-            trial.set_user_attr("epochs_run", len(result.history))
-            trial.set_user_attr("epochs_budget", int(cfg.train.epochs))  # a reference may bring its own
-            trial.set_user_attr("val_rmse", result.best_val_rmse)
-            trial.set_user_attr("duration_s", round(time.perf_counter() - started, 3))
+            trial.set_user_attr(BEST_EPOCH_ATTR, result.best_epoch)
+            trial.set_user_attr(EPOCHS_RUN_ATTR, len(result.history))
+            trial.set_user_attr(EPOCHS_BUDGET_ATTR, int(cfg.train.epochs))  # a reference may bring its own
+            trial.set_user_attr(VAL_RMSE_ATTR, result.best_val_rmse)
+            trial.set_user_attr(DURATION_ATTR, round(time.perf_counter() - started, 3))
             if by_rank:
                 trial.set_user_attr("val_ndcg_at_10", ranked[0].ndcg)
                 tracker.log_metrics(ranked[0].as_metrics("val"))
             tracker.set_tags({"optuna.trial_state": "COMPLETE"})
         if tracker.gaps:
-            trial.set_user_attr("mlflow_gap", tracker.gap_summary())
+            trial.set_user_attr(MLFLOW_GAP_ATTR, tracker.gap_summary())
         return ranked[0].ndcg if by_rank else result.best_val_rmse
 
     def report(self, trial: optuna.Trial, report, tracker=None) -> None:
@@ -133,7 +146,7 @@ class Objective:
             self.on_report(trial, report)
         trial.report(report.val_rmse, report.epoch)
         if trial.should_prune():
-            trial.set_user_attr("pruned_at_epoch", report.epoch)
+            trial.set_user_attr(PRUNED_AT_ATTR, report.epoch)
             if tracker is not None:
                 tracker.set_tags({"optuna.trial_state": "PRUNED", "mfexp.pruned_at_epoch": str(report.epoch)})
             raise optuna.TrialPruned(f"pruned at epoch {report.epoch}")

@@ -14,7 +14,7 @@ from mfexp.sweep import once
 from mfexp.sweep import storage as st
 from mfexp.sweep.best import evaluate_best
 from mfexp.sweep.runner import SweepPlan, best_config_path, outcome_of, prepare, run_workers, workers_line
-from mfexp.sweep.results import ModelOutcome
+from mfexp.sweep.results import VAL_RMSE_ATTR, ModelOutcome
 
 log = logging.getLogger("mfexp.sweep")
 
@@ -106,7 +106,7 @@ def _evaluate(plan: SweepPlan, studies: dict[str, optuna.Study], tracker, data_c
         if out.n_complete:
             best = study.best_trial  # outcome_of reads its value as val RMSE: the objective may be another
             out.objective, out.best_objective = plan.sweep.objective, best.value
-            out.best_val_rmse = best.user_attrs.get("val_rmse", best.value if out.objective == "val_rmse" else None)
+            out.best_val_rmse = best.user_attrs.get(VAL_RMSE_ATTR, best.value if out.objective == "val_rmse" else None)
         if out.n_complete and not once.settled(plan, model, study, out, best_config_path(plan, model)):
             again = refits(plan.sweep, model)
             how = ("trained again on train + holdout for its best epoch count (sweep.refit)" if again else

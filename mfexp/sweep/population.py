@@ -23,10 +23,21 @@ from mfexp import population as pop
 from mfexp.config import Config, flatten, trial_budget
 from mfexp.errors import ConfigError
 from mfexp.sweep import storage as st
-
-WORKER_ATTR = "worker"
-PENDING_RUN_ATTR = "mlflow_pending_run"  # where a member's run will go: experiment, run name, parent run
-POPULATION_ATTR = "population"  # how many trials trained together with this one (itself included)
+from mfexp.sweep.results import (
+    BEST_EPOCH_ATTR,
+    DURATION_ATTR,
+    EPOCHS_BUDGET_ATTR,
+    EPOCHS_RUN_ATTR,
+    FAIL_REASON_ATTR,
+    MLFLOW_GAP_ATTR,
+    MLFLOW_RUN_ATTR,
+    OVERRIDES_ATTR,
+    PENDING_RUN_ATTR,
+    POPULATION_ATTR,
+    PRUNED_AT_ATTR,
+    VAL_RMSE_ATTR,
+    WORKER_ATTR,
+)
 
 
 def size_for(plan, model: str, base_cfg: Config) -> int:
@@ -57,7 +68,7 @@ def ask(study: optuna.Study, size: int, objective, storage: optuna.storages.Base
         trial = study.ask()
         _first_beat(storage, study, trial)
         trials.append(trial)
-        if "overrides" in trial.user_attrs and len(trials) == 1:
+        if OVERRIDES_ATTR in trial.user_attrs and len(trials) == 1:
             return trials  # a reference trial (fixed values, no params to share) trains alone, at once
         if shared is None:
             objective.space.suggest(trial)  # the anchor's draw (the objective reads the same values back)
@@ -91,12 +102,12 @@ def run_trials(plan, model: str, study: optuna.Study, trials: list[optuna.Trial]
     alone: list[optuna.Trial] = []
     for trial in trials:
         trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
-        fixed = trial.user_attrs.get("overrides")
+        fixed = trial.user_attrs.get(OVERRIDES_ATTR)
         try:
             cfg = apply_params(objective.base, {**objective.space.fixed, **fixed} if fixed
                                else objective.space.suggest(trial))
         except ConfigError as err:
-            trial.set_user_attr("fail_reason", str(err)[:1000])
+            trial.set_user_attr(FAIL_REASON_ATTR, str(err)[:1000])
             told.append(_tell(study, trial, announce, state=TrialState.FAIL))
             continue
         cfg.tracking = objective.tracking_cfg
@@ -124,7 +135,7 @@ def run_trials(plan, model: str, study: optuna.Study, trials: list[optuna.Trial]
             if trial.number in finished:
                 continue
             try:
-                trial.set_user_attr("fail_reason", reason[:1000])
+                trial.set_user_attr(FAIL_REASON_ATTR, reason[:1000])
                 study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             except Exception:  # noqa: BLE001 - the storage is what failed (a full disk): the next start fails
                 break          # these trials as its dead worker's, and retries them
@@ -210,7 +221,7 @@ def _train_population(plan, model, study, members, objective, data, announce) ->
                 "optuna.trial_number": str(trial.number), "optuna.trial_state": state,
                 "mfexp.population": str(len(members))}
         if pruned:
-            tags["mfexp.pruned_at_epoch"] = str(trial.user_attrs.get("pruned_at_epoch"))
+            tags["mfexp.pruned_at_epoch"] = str(trial.user_attrs.get(PRUNED_AT_ATTR))
         if objective.parent_run_id:
             tags["mlflow.parentRunId"] = objective.parent_run_id
         tracker = Tracker(cfg.tracking)
@@ -220,7 +231,7 @@ def _train_population(plan, model, study, members, objective, data, announce) ->
                              experiment=objective.experiment, killed_on=(optuna.TrialPruned,)):
                 recorded.add(trial.number)
                 if tracker.run_id:
-                    trial.set_user_attr("mlflow_run_id", tracker.run_id)
+                    trial.set_user_attr(MLFLOW_RUN_ATTR, tracker.run_id)
                 trial.set_user_attr(POPULATION_ATTR, len(members))
                 track_start(cfg, data, tracker, device, test=False)
                 for report in result.history:
@@ -235,16 +246,16 @@ def _train_population(plan, model, study, members, objective, data, announce) ->
             told.append(_tell(study, trial, announce, state=TrialState.PRUNED))
             return
         except Exception as err:  # noqa: BLE001 - diverged, or its record failed: this trial only
-            trial.set_user_attr("fail_reason", f"{type(err).__name__}: {err}"[:1000])
+            trial.set_user_attr(FAIL_REASON_ATTR, f"{type(err).__name__}: {err}"[:1000])
             told.append(_tell(study, trial, announce, state=TrialState.FAIL))
             return
-        trial.set_user_attr("best_epoch", result.best_epoch)
-        trial.set_user_attr("epochs_run", len(result.history))
-        trial.set_user_attr("epochs_budget", int(cfg.train.epochs))
-        trial.set_user_attr("val_rmse", result.best_val_rmse)
-        trial.set_user_attr("duration_s", round(time.perf_counter() - started, 3))
+        trial.set_user_attr(BEST_EPOCH_ATTR, result.best_epoch)
+        trial.set_user_attr(EPOCHS_RUN_ATTR, len(result.history))
+        trial.set_user_attr(EPOCHS_BUDGET_ATTR, int(cfg.train.epochs))
+        trial.set_user_attr(VAL_RMSE_ATTR, result.best_val_rmse)
+        trial.set_user_attr(DURATION_ATTR, round(time.perf_counter() - started, 3))
         if tracker.gaps:
-            trial.set_user_attr("mlflow_gap", tracker.gap_summary())
+            trial.set_user_attr(MLFLOW_GAP_ATTR, tracker.gap_summary())
         told.append(_tell(study, trial, announce, values=result.best_val_rmse))
 
     population = [pop.Member(cfg, hook(trial)) for trial, cfg in members]

@@ -7,8 +7,23 @@ from typing import Any, Optional
 # The tutorial's published u1.test RMSEs after 10 epochs (its dropout network was never trained;
 # ~0.95 is the figure its text gives for the last cell).
 TUTORIAL_RMSE = {"plain": 1.017, "mlp": 0.963, "dropout": 0.95}
-# user attr of a study's reference trial (the tutorial's configuration, enqueued with no params)
-REFERENCE_ATTR = "mfexp.reference"
+# The user attributes mfexp keeps on an Optuna trial (and one on a study), in one place so that
+# every writer and reader agrees on them.
+REFERENCE_ATTR = "mfexp.reference"  # a reference trial's label (the tutorial's configuration: no params)
+OVERRIDES_ATTR = "overrides"  # a reference trial's fixed values
+WORKER_ATTR = "worker"  # host:pid of the process training the trial (a dead worker's trials are failed)
+MLFLOW_RUN_ATTR = "mlflow_run_id"  # the trial's MLflow run
+PENDING_RUN_ATTR = "mlflow_pending_run"  # where a population member's run will go: experiment, run name, parent run
+POPULATION_ATTR = "population"  # how many trials trained together with this one (itself included)
+FAIL_REASON_ATTR = "fail_reason"  # why it failed (redacted); "interrupted" and a dead worker's are retried
+PRUNED_AT_ATTR = "pruned_at_epoch"
+BEST_EPOCH_ATTR = "best_epoch"  # the epoch whose network is replayed and evaluated
+EPOCHS_RUN_ATTR = "epochs_run"
+EPOCHS_BUDGET_ATTR = "epochs_budget"  # its own train.epochs (a reference may bring more than the sweep's)
+VAL_RMSE_ATTR = "val_rmse"  # the best epoch's val RMSE (also the value, when the objective is val_rmse)
+DURATION_ATTR = "duration_s"
+MLFLOW_GAP_ATTR = "mlflow_gap"  # what the tracking store missed while it was unreachable
+START_ATTR = "mfexp.start"  # a study's: sweep.start=center enqueued its center once
 
 
 # Figures of other systems on the same split (u1.test RMSE), quoted for comparison, never run by

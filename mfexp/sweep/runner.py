@@ -29,7 +29,17 @@ from mfexp.sweep.objective import DIRECTIONS, Objective, apply_params
 from mfexp.sweep.population import ask as ask_population
 from mfexp.sweep.population import run_trials
 from mfexp.sweep.population import size_for as population_size
-from mfexp.sweep.results import REFERENCE_ATTR, ModelOutcome
+from mfexp.sweep.results import (
+    BEST_EPOCH_ATTR,
+    EPOCHS_BUDGET_ATTR,
+    EPOCHS_RUN_ATTR,
+    FAIL_REASON_ATTR,
+    OVERRIDES_ATTR,
+    REFERENCE_ATTR,
+    START_ATTR,
+    WORKER_ATTR,
+    ModelOutcome,
+)
 from mfexp.sweep.space import SearchSpace
 
 log = logging.getLogger("mfexp.sweep")
@@ -114,7 +124,7 @@ def prepare(plan: SweepPlan) -> Studies:
             reference = reference_trial(plan, model)
             if plan.sweep.enqueue_tutorial and reference and reference_missing(study):
                 label, overrides = reference
-                study.enqueue_trial({}, user_attrs={REFERENCE_ATTR: label, "overrides": overrides})
+                study.enqueue_trial({}, user_attrs={REFERENCE_ATTR: label, OVERRIDES_ATTR: overrides})
             enqueue_center(plan, model, study)
         if plan.sweep.warm_start:
             _warm_start(plan, studies)
@@ -128,9 +138,6 @@ def _warm_start(plan: SweepPlan, studies: dict[str, optuna.Study]) -> None:
     if counts:
         print(f"warm start from sweep {plan.sweep.warm_start}: enqueued its best "
               f"{', '.join(f'{n} {m}' for m, n in counts.items())} configuration(s)", flush=True)
-
-
-START_ATTR = "mfexp.start"
 
 
 def enqueue_center(plan: SweepPlan, model: str, study: optuna.Study) -> None:
@@ -156,7 +163,7 @@ def reference_missing(study: optuna.Study) -> bool:
     for trial in study.get_trials(deepcopy=False):
         if REFERENCE_ATTR not in trial.user_attrs:
             continue
-        reason = str(trial.user_attrs.get("fail_reason", ""))
+        reason = str(trial.user_attrs.get(FAIL_REASON_ATTR, ""))
         if trial.state != TrialState.FAIL or not (reason in INTERRUPTED or not reason):
             return False
     return True
@@ -191,13 +198,13 @@ def _fail_dead_on_this_host(storage: optuna.storages.BaseStorage, study: optuna.
     """The same-host half of _fail_orphans: RUNNING trials whose worker process here is gone."""
     host = socket.gethostname()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        owner = str(trial.user_attrs.get("worker", ""))
+        owner = str(trial.user_attrs.get(WORKER_ATTR, ""))
         if ":" not in owner:
             continue
         owner_host, pid = owner.rsplit(":", 1)
         if owner_host == host and not _alive(int(pid)):
             try:
-                storage.set_trial_user_attr(st.trial_id(storage, study, trial.number), "fail_reason",
+                storage.set_trial_user_attr(st.trial_id(storage, study, trial.number), FAIL_REASON_ATTR,
                                             "worker died (orphaned trial)")
                 study.tell(trial.number, state=TrialState.FAIL)
             except optuna.exceptions.UpdateFinishedTrialError:
@@ -315,7 +322,7 @@ def work(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: O
         if failed:
             failures += len(failed)
             if failures >= plan.sweep.max_failures:
-                reason = str(failed[-1].user_attrs.get("fail_reason", "see the log above"))
+                reason = str(failed[-1].user_attrs.get(FAIL_REASON_ATTR, "see the log above"))
                 cause = " (a diverged loss: often train.lr too high in the space)" if "diverged" in reason else ""
                 raise SweepStopped(f"sweep stopped: {failures} trials failed in this worker (sweep.max_failures="
                                    f"{plan.sweep.max_failures}); the last: {clause(reason)}. Fix the cause{cause}, "
@@ -483,8 +490,8 @@ def outcome_of(plan: SweepPlan, model: str, study: optuna.Study) -> ModelOutcome
         out.best_val_rmse, out.best_trial, out.best_params = best.value, best.number, dict(best.params)
         if REFERENCE_ATTR in best.user_attrs:  # enqueued with fixed values, so no params: show those
             out.best_reference = str(best.user_attrs[REFERENCE_ATTR])
-            out.best_params = dict(best.user_attrs.get("overrides") or {})
-        budget = best.user_attrs.get("epochs_budget", int(plan.bases[model].train.epochs))
-        out.budget_exhausted = best.user_attrs.get("best_epoch") == best.user_attrs.get("epochs_run") == budget
+            out.best_params = dict(best.user_attrs.get(OVERRIDES_ATTR) or {})
+        budget = best.user_attrs.get(EPOCHS_BUDGET_ATTR, int(plan.bases[model].train.epochs))
+        out.budget_exhausted = best.user_attrs.get(BEST_EPOCH_ATTR) == best.user_attrs.get(EPOCHS_RUN_ATTR) == budget
     return out
 

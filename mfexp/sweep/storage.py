@@ -31,6 +31,7 @@ from optuna.trial import TrialState
 from mfexp.config import SweepConfig
 from mfexp.errors import ConfigError
 from mfexp.sweep.pruners import ForecastPruner
+from mfexp.sweep.results import FAIL_REASON_ATTR, MLFLOW_RUN_ATTR, PENDING_RUN_ATTR, WORKER_ATTR
 from mfexp.tracking import redact
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)  # toward sweep.n_trials; FAIL does not count
@@ -131,7 +132,7 @@ class StaleTrialCallback:
 # What a retry must not inherit from the trial its dead worker left: whose it was (another
 # worker's orphan check would fail the retry as the dead worker's before it records its own) and
 # which MLflow run it had.
-NOT_RETRIED = ("worker", "mlflow_run_id", "fail_reason")
+NOT_RETRIED = (WORKER_ATTR, MLFLOW_RUN_ATTR, FAIL_REASON_ATTR)
 
 
 def heartbeat_interval(storage: optuna.storages.BaseStorage) -> Optional[int]:
@@ -172,14 +173,14 @@ def kill_mlflow_run(trial: optuna.trial.FrozenTrial, reason: str, study_name: st
     now and retried: the run must not pass for a finished or pruned trial. A run that failed on its
     own (status FAILED, or the FAIL tag of an interrupted trial) keeps its reason. MLflow errors are
     logged, never raised: the sweep goes on."""
-    run_id = trial.user_attrs.get("mlflow_run_id")
-    if not run_id:
-        _record_lost_member(trial, reason, study_name)
-        return
     try:
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient()
+        run_id = trial.user_attrs.get(MLFLOW_RUN_ATTR) or _started_run(client, trial, study_name)
+        if not run_id:
+            _record_lost_member(client, trial, reason, study_name)
+            return
         run = client.get_run(run_id)
         if run.info.status == "FAILED" or run.data.tags.get("optuna.trial_state") == "FAIL":
             return  # it failed on its own: its own end said more
@@ -188,23 +189,30 @@ def kill_mlflow_run(trial: optuna.trial.FrozenTrial, reason: str, study_name: st
         if run.info.status in ("RUNNING", "FINISHED"):
             client.set_terminated(run_id, "KILLED")
     except Exception as err:  # noqa: BLE001 - an unreachable tracking server must not stop the sweep
-        log.warning("could not mark the MLflow run %s of trial %d KILLED: %s: %s", run_id, trial.number,
+        log.warning("could not mark the MLflow run of trial %d KILLED: %s: %s", trial.number,
                     type(err).__name__, redact(str(err)).splitlines()[0] if str(err) else "")
 
 
-def _record_lost_member(trial: optuna.trial.FrozenTrial, reason: str, study_name: str) -> None:
+def _started_run(client, trial: optuna.trial.FrozenTrial, study_name: str) -> Optional[str]:
+    """The run a worker started for a trial before it could record the run's id on the trial (it died
+    in between), found by the trial's tags in the experiment the trial was headed for; else None."""
+    pending = trial.user_attrs.get(PENDING_RUN_ATTR)
+    experiment = client.get_experiment_by_name(pending["experiment"]) if pending else None
+    if experiment is None:
+        return None
+    runs = client.search_runs([experiment.experiment_id], max_results=1, filter_string=(
+        f"tags.`optuna.study_name` = '{study_name}' and tags.`optuna.trial_number` = '{trial.number}'"))
+    return runs[0].info.run_id if runs else None
+
+
+def _record_lost_member(client, trial: optuna.trial.FrozenTrial, reason: str, study_name: str) -> None:
     """A population member whose worker died before the member left the population has no MLflow run
     yet (members write theirs as they leave): record one, KILLED, with the trial's params and the
     reason, where the member would have written it, so that every trial Optuna knows has its run."""
-    from mfexp.sweep.population import PENDING_RUN_ATTR
-
     pending = trial.user_attrs.get(PENDING_RUN_ATTR)
     if not pending:
         return
     try:
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient()
         experiment = client.get_experiment_by_name(pending["experiment"])
         if experiment is None:
             return
