@@ -65,8 +65,7 @@ def ask(study: optuna.Study, size: int, objective, storage: optuna.storages.Base
         # enqueued behind them would be left waiting once the budget is full
         if shared and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             study.enqueue_trial(shared, user_attrs={POPULATION_ATTR + "_anchor": trials[0].number})
-        trial = study.ask()
-        _first_beat(storage, study, trial)
+        trial = _asked(storage, study, objective)
         trials.append(trial)
         if OVERRIDES_ATTR in trial.user_attrs and len(trials) == 1:
             return trials  # a reference trial (fixed values, no params to share) trains alone, at once
@@ -77,9 +76,21 @@ def ask(study: optuna.Study, size: int, objective, storage: optuna.storages.Base
                 shared = None
                 break  # nothing structural is searched: independent draws already share a population
     while len(trials) < size:
-        trials.append(study.ask())
-        _first_beat(storage, study, trials[-1])
+        trials.append(_asked(storage, study, objective))
     return trials
+
+
+def _asked(storage: optuna.storages.BaseStorage, study: optuna.Study, objective) -> optuna.Trial:
+    """A new trial, at once given its first heartbeat, marked as this process's (host:pid: a worker dead
+    on this host is found by it, on any storage) and told where its MLflow run will go (whoever fails
+    it, should this worker die first, records the run there: storage.kill_mlflow_run). A member waits
+    in the population, untrained, while the others are asked, and a worker may die in between."""
+    trial = study.ask()
+    _first_beat(storage, study, trial)
+    trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
+    trial.set_user_attr(PENDING_RUN_ATTR, {"experiment": objective.experiment, "run_name":
+                                           f"{objective.model}-trial-{trial.number}", "parent": objective.parent_run_id})
+    return trial
 
 
 def _first_beat(storage: optuna.storages.BaseStorage, study: optuna.Study, trial: optuna.Trial) -> None:
@@ -100,8 +111,7 @@ def run_trials(plan, model: str, study: optuna.Study, trials: list[optuna.Trial]
     told: list[FrozenTrial] = []
     groups: dict[tuple, list[tuple[optuna.Trial, Config]]] = {}
     alone: list[optuna.Trial] = []
-    for trial in trials:
-        trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
+    for trial in trials:  # each asked by ask(): its worker and its run's place already on it
         fixed = trial.user_attrs.get(OVERRIDES_ATTR)
         try:
             cfg = apply_params(objective.base, {**objective.space.fixed, **fixed} if fixed
@@ -111,11 +121,7 @@ def run_trials(plan, model: str, study: optuna.Study, trials: list[optuna.Trial]
             told.append(_tell(study, trial, announce, state=TrialState.FAIL))
             continue
         cfg.tracking = objective.tracking_cfg
-        if pop.supports(cfg):
-            # a member writes its MLflow run as it leaves the population: should this worker die first,
-            # whoever fails the trial records the run from this (storage.kill_mlflow_run)
-            trial.set_user_attr(PENDING_RUN_ATTR, {"experiment": objective.experiment, "run_name":
-                                                   f"{model}-trial-{trial.number}", "parent": objective.parent_run_id})
+        if pop.supports(cfg):  # a member writes its MLflow run as it leaves the population
             groups.setdefault(pop.key(cfg), []).append((trial, cfg))
         else:
             alone.append(trial)
