@@ -177,10 +177,16 @@ def kill_mlflow_run(trial: optuna.trial.FrozenTrial, reason: str, study_name: st
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient()
-        run_id = trial.user_attrs.get(MLFLOW_RUN_ATTR) or _started_run(client, trial, study_name)
-        if not run_id:
-            _record_lost_member(client, trial, reason, study_name)
-            return
+        run_id = trial.user_attrs.get(MLFLOW_RUN_ATTR)
+        if not run_id:  # its worker died before it recorded a run: look where the run was headed
+            pending = trial.user_attrs.get(PENDING_RUN_ATTR)
+            experiment = client.get_experiment_by_name(pending["experiment"]) if pending else None
+            if experiment is None:
+                return
+            run_id = _started_run(client, experiment.experiment_id, trial, study_name)
+            if not run_id:
+                _record_lost_member(client, experiment.experiment_id, pending, trial, reason, study_name)
+                return
         run = client.get_run(run_id)
         if run.info.status == "FAILED" or run.data.tags.get("optuna.trial_state") == "FAIL":
             return  # it failed on its own: its own end said more
@@ -193,34 +199,25 @@ def kill_mlflow_run(trial: optuna.trial.FrozenTrial, reason: str, study_name: st
                     type(err).__name__, redact(str(err)).splitlines()[0] if str(err) else "")
 
 
-def _started_run(client, trial: optuna.trial.FrozenTrial, study_name: str) -> Optional[str]:
+def _started_run(client, experiment_id: str, trial: optuna.trial.FrozenTrial, study_name: str) -> Optional[str]:
     """The run a worker started for a trial before it could record the run's id on the trial (it died
     in between), found by the trial's tags in the experiment the trial was headed for; else None."""
-    pending = trial.user_attrs.get(PENDING_RUN_ATTR)
-    experiment = client.get_experiment_by_name(pending["experiment"]) if pending else None
-    if experiment is None:
-        return None
-    runs = client.search_runs([experiment.experiment_id], max_results=1, filter_string=(
+    runs = client.search_runs([experiment_id], max_results=1, filter_string=(
         f"tags.`optuna.study_name` = '{study_name}' and tags.`optuna.trial_number` = '{trial.number}'"))
     return runs[0].info.run_id if runs else None
 
 
-def _record_lost_member(client, trial: optuna.trial.FrozenTrial, reason: str, study_name: str) -> None:
-    """A population member whose worker died before the member left the population has no MLflow run
-    yet (members write theirs as they leave): record one, KILLED, with the trial's params and the
-    reason, where the member would have written it, so that every trial Optuna knows has its run."""
-    pending = trial.user_attrs.get(PENDING_RUN_ATTR)
-    if not pending:
-        return
+def _record_lost_member(client, experiment_id: str, pending: dict, trial: optuna.trial.FrozenTrial, reason: str,
+                        study_name: str) -> None:
+    """A trial whose worker died before it started the trial's MLflow run (a population member writes
+    its run as it leaves the population): record one, KILLED, with the trial's params and the reason,
+    where the run was headed (`pending`), so that every trial Optuna knows has its run."""
     try:
-        experiment = client.get_experiment_by_name(pending["experiment"])
-        if experiment is None:
-            return
         tags = {"optuna.study_name": study_name, "optuna.trial_number": str(trial.number), "optuna.trial_state": "FAIL",
                 "mfexp.fail_reason": reason}
         if pending.get("parent"):
             tags["mlflow.parentRunId"] = pending["parent"]
-        run = client.create_run(experiment.experiment_id, tags=tags, run_name=pending["run_name"])
+        run = client.create_run(experiment_id, tags=tags, run_name=pending["run_name"])
         for name, value in trial.params.items():
             client.log_param(run.info.run_id, name, value)
         client.set_terminated(run.info.run_id, "KILLED")
