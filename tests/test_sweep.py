@@ -1,6 +1,7 @@
 """Sweeps end to end on a tiny ratings file: pruning, resume, nesting in MLflow, workers."""
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -351,6 +352,74 @@ def test_a_worker_does_not_leave_while_a_dead_workers_trial_may_still_go_stale(r
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
     assert retries[0].params == trials[dead.number].params
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+
+
+def test_a_trial_whose_worker_died_right_after_asking_it_is_failed_not_waited_for(ratings_file, tmp_path,
+                                                                                   mlflow_uri, monkeypatch):
+    """A worker killed between Optuna's ask and its trial's first heartbeat leaves a RUNNING trial
+    that no heartbeat check will ever find stale and no pid names (CI: the PostgreSQL killed-worker
+    test with populations hung 420 s). Every trial is marked with its worker before the sweep's lock
+    is released, so one found unmarked under the lock is an orphan: failed and retried, not waited for."""
+    import time
+
+    import mfexp.data
+    from mfexp.sweep import runner
+
+    monkeypatch.setenv("MFEXP_HEARTBEAT_S", "1")
+    plan = build_plan(_args(ratings_file, tmp_path, "sweep.n_trials=2", "sweep.enqueue_tutorial=false",
+                            "sweep.pruner=none", "sweep.name=unmarked", f"sweep.storage=sqlite:///{tmp_path}/optuna.db"))
+    mlflow.set_experiment(plan.experiment)  # as the sweep's command creates it before its workers start
+    studies = runner.prepare(plan)
+    study = studies["biased"]
+    dead = study.ask()  # then its worker is killed: no heartbeat, no worker mark
+    dead.suggest_float("x", 0.0, 1.0)
+    done = study.ask()
+    study.tell(done, done.suggest_float("x", 0.0, 1.0))
+
+    class Trivial:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __call__(self, trial):
+            return trial.suggest_float("x", 0.0, 1.0)
+
+    monkeypatch.setattr(runner, "Objective", Trivial)
+    monkeypatch.setattr(mfexp.data, "load_dataset", lambda cfg: None)
+    started = time.time()
+    runner.work(plan, 0, None, started + 60)
+    assert time.time() - started < 30
+    trials = _trials(plan)
+    assert trials[dead.number].state == TrialState.FAIL
+    assert "before it was marked" in trials[dead.number].user_attrs["fail_reason"]
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == dead.number]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert retries[0].params == trials[dead.number].params
+    assert retries[0].user_attrs["worker"].endswith(f":{os.getpid()}")
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    # its MLflow run is recorded where its worker would have put it, KILLED with the reason
+    runs = mlflow.search_runs(experiment_names=[plan.experiment], output_format="list",
+                              filter_string=f"tags.`optuna.trial_number` = '{dead.number}'")
+    assert [(r.info.run_name, r.info.status, r.data.tags["optuna.trial_state"]) for r in runs] == [
+        (f"biased-trial-{dead.number}", "KILLED", "FAIL")]
+
+
+def test_a_trial_started_by_optimize_carries_its_worker_before_the_lock_is_released():
+    """The other half of that rule: study.optimize's trial is marked before _started releases the lock."""
+    import contextlib
+
+    from mfexp.sweep import runner
+
+    study = optuna.create_study()
+    seen = {}
+
+    class Gate(contextlib.ExitStack):
+        def close(self):
+            trial = study.get_trials(deepcopy=False)[-1]
+            seen.setdefault("worker", trial.user_attrs.get("worker"))
+            super().close()
+
+    study.optimize(runner._started(lambda trial: 0.5, Gate()), n_trials=1)
+    assert seen["worker"] and seen["worker"].endswith(f":{os.getpid()}")
 
 
 def test_a_best_trial_stopped_by_its_own_epoch_budget_is_flagged_whatever_the_budget():

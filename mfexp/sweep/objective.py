@@ -78,6 +78,13 @@ def fail_reason(err: BaseException) -> str:
     return "interrupted" if isinstance(err, KeyboardInterrupt) else redact(f"{type(err).__name__}: {err}")[:1000]
 
 
+def mark_worker(trial: optuna.Trial) -> None:
+    """Mark a trial as this process's (host:pid: a worker dead on this host is found by its pid, on any
+    storage). Every trial is marked before the sweep's lock is released, so a RUNNING trial found
+    unmarked under the lock is one whose worker was killed right after asking it (runner._fail_dead)."""
+    trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
+
+
 class Objective:
     def __init__(self, model: str, base: DictConfig, space: SearchSpace, data, *, study_name: str,
                  experiment: str, parent_run_id: Optional[str], tracking_cfg, objective: str = "val_rmse",
@@ -87,7 +94,7 @@ class Objective:
         self.tracking_cfg, self.objective, self.on_report = tracking_cfg, objective, on_report
 
     def __call__(self, trial: optuna.Trial) -> float:
-        trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")  # orphan detection
+        mark_worker(trial)  # already done where a sweep's worker asked it: bench's calls too
         try:
             return self._run(trial)
         except optuna.TrialPruned:

@@ -10,8 +10,6 @@ populations, one after another; a configuration no population can hold trains al
 """
 from __future__ import annotations
 
-import os
-import socket
 import threading
 import time
 from typing import Callable, Optional
@@ -23,6 +21,7 @@ from mfexp import population as pop
 from mfexp.config import Config, flatten, trial_budget
 from mfexp.errors import ConfigError
 from mfexp.sweep import storage as st
+from mfexp.sweep.objective import apply_params, mark_worker
 from mfexp.sweep.results import (
     BEST_EPOCH_ATTR,
     DURATION_ATTR,
@@ -36,7 +35,6 @@ from mfexp.sweep.results import (
     POPULATION_ATTR,
     PRUNED_AT_ATTR,
     VAL_RMSE_ATTR,
-    WORKER_ATTR,
 )
 
 
@@ -81,15 +79,15 @@ def ask(study: optuna.Study, size: int, objective, storage: optuna.storages.Base
 
 
 def _asked(storage: optuna.storages.BaseStorage, study: optuna.Study, objective) -> optuna.Trial:
-    """A new trial, at once given its first heartbeat, marked as this process's (host:pid: a worker dead
-    on this host is found by it, on any storage) and told where its MLflow run will go (whoever fails
-    it, should this worker die first, records the run there: storage.kill_mlflow_run). A member waits
-    in the population, untrained, while the others are asked, and a worker may die in between."""
+    """A new trial, at once told where its MLflow run will go (whoever fails it, should this worker die
+    first, records the run there: storage.kill_mlflow_run), marked as this process's
+    (objective.mark_worker) and given its first heartbeat. A member waits in the population, untrained, while the others
+    are asked, and a worker may die in between."""
     trial = study.ask()
-    _first_beat(storage, study, trial)
-    trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
     trial.set_user_attr(PENDING_RUN_ATTR, {"experiment": objective.experiment, "run_name":
                                            f"{objective.model}-trial-{trial.number}", "parent": objective.parent_run_id})
+    mark_worker(trial)  # last: a marked trial says where its run goes (an unmarked one: runner._fail_dead)
+    _first_beat(storage, study, trial)
     return trial
 
 
@@ -106,7 +104,6 @@ def run_trials(plan, model: str, study: optuna.Study, trials: list[optuna.Trial]
                storage: optuna.storages.BaseStorage) -> list[FrozenTrial]:
     """Train asked `trials` (populations where their configurations allow, else one by one with
     `objective`) and tell each; returns their frozen trials in the order they were told."""
-    from mfexp.sweep.objective import apply_params
 
     told: list[FrozenTrial] = []
     groups: dict[tuple, list[tuple[optuna.Trial, Config]]] = {}

@@ -25,7 +25,7 @@ from mfexp import interrupt
 from mfexp.config import SweepConfig, TrackingConfig, trial_budget
 from mfexp.errors import ConfigError, MfexpError, clause
 from mfexp.sweep import storage as st
-from mfexp.sweep.objective import DIRECTIONS, Objective, apply_params
+from mfexp.sweep.objective import DIRECTIONS, Objective, apply_params, mark_worker
 from mfexp.sweep.population import ask as ask_population
 from mfexp.sweep.population import run_trials
 from mfexp.sweep.population import size_for as population_size
@@ -120,7 +120,7 @@ def prepare(plan: SweepPlan) -> Studies:
     studies = _open_studies(plan, worker=0)
     with st.exclusive(plan.sweep, studies.storage):  # one enqueue, however many start
         for model, study in studies.items():
-            _fail_orphans(studies.storage, study)
+            _fail_orphans(studies.storage, study, lost_runs(plan, model, parent_run_id=None))
             reference = reference_trial(plan, model)
             if plan.sweep.enqueue_tutorial and reference and reference_missing(study):
                 label, overrides = reference
@@ -181,7 +181,13 @@ def reference_trial(plan: SweepPlan, model: str) -> Optional[tuple[str, dict]]:
     return (cls.reference_label, overrides) if overrides else None
 
 
-def _fail_orphans(storage: optuna.storages.BaseStorage, study: optuna.Study) -> None:
+def lost_runs(plan: SweepPlan, model: str, parent_run_id: Optional[str]) -> dict:
+    """Where the MLflow run of a trial lost before it said where its run goes is recorded
+    (storage.kill_mlflow_run): as the trial's own PENDING_RUN_ATTR would have said."""
+    return {"experiment": plan.experiment, "parent": parent_run_id, "model": model}
+
+
+def _fail_orphans(storage: optuna.storages.BaseStorage, study: optuna.Study, lost: Optional[dict] = None) -> None:
     """RUNNING trials whose worker process on this host is gone (kill -9) become FAIL, each retried
     once (storage.retry_once), and their MLflow runs KILLED. On RDB storage, trials whose heartbeat
     is stale (dead workers on any host) are failed first, the same way (storage.StaleTrialCallback):
@@ -191,28 +197,37 @@ def _fail_orphans(storage: optuna.storages.BaseStorage, study: optuna.Study) -> 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # no-op without heartbeats (journal storage)
-    _fail_dead_on_this_host(storage, study)
+    _fail_dead(storage, study, lost)
 
 
-def _fail_dead_on_this_host(storage: optuna.storages.BaseStorage, study: optuna.Study) -> None:
-    """The same-host half of _fail_orphans: RUNNING trials whose worker process here is gone."""
+def _fail_dead(storage: optuna.storages.BaseStorage, study: optuna.Study, lost: Optional[dict] = None) -> None:
+    """The half of _fail_orphans that needs no heartbeat, called under the sweep's lock: RUNNING trials
+    whose worker process on this host is gone, and trials not yet marked with a worker at all. Every
+    trial is marked before the lock that asked it is released (objective.mark_worker), so an unmarked
+    one belongs to a worker killed between ask and mark, on any host: it has no heartbeat either, and
+    Optuna's check would never find it stale. `lost` (lost_runs) says where to record the MLflow run of
+    a trial that had not said where its run goes."""
     host = socket.gethostname()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = str(trial.user_attrs.get(WORKER_ATTR, ""))
-        if ":" not in owner:
-            continue
-        owner_host, pid = owner.rsplit(":", 1)
-        if owner_host == host and not _alive(int(pid)):
-            try:
-                storage.set_trial_user_attr(st.trial_id(storage, study, trial.number), FAIL_REASON_ATTR,
-                                            "worker died (orphaned trial)")
-                study.tell(trial.number, state=TrialState.FAIL)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                continue  # another worker (or Optuna's heartbeat check) got there first
-            retried = st.retry_once(study, trial)
-            st.kill_mlflow_run(trial, "worker died (orphaned trial)", study.study_name)
-            log.warning("trial %d of %s was left RUNNING by a dead worker: marked FAIL%s",
-                        trial.number, study.study_name, " and retried" if retried else "")
+        if ":" in owner:
+            owner_host, pid = owner.rsplit(":", 1)
+            if owner_host != host or _alive(int(pid)):
+                continue
+            reason = "worker died (orphaned trial)"
+        else:
+            reason = "worker died right after asking it, before it was marked (orphaned trial)"
+        try:
+            storage.set_trial_user_attr(st.trial_id(storage, study, trial.number), FAIL_REASON_ATTR, reason)
+            study.tell(trial.number, state=TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker (or Optuna's heartbeat check) got there first
+        retried = st.retry_once(study, trial)
+        headed = lost and {"experiment": lost["experiment"], "parent": lost["parent"],
+                           "run_name": f"{lost['model']}-trial-{trial.number}"}
+        st.kill_mlflow_run(trial, reason, study.study_name, headed)
+        log.warning("trial %d of %s was left RUNNING by a dead worker: marked FAIL%s",
+                    trial.number, study.study_name, " and retried" if retried else "")
 
 
 def _alive(pid: int) -> bool:
@@ -291,8 +306,9 @@ def work(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: O
             if model is None:
                 if not _may_go_stale(storage, studies):
                     return
-                for waiting_on in studies.values():  # a worker on this host that died: no need to wait for
-                    _fail_dead_on_this_host(storage, waiting_on)  # its heartbeat (_next_model failed the stale ones)
+                for name, waiting_on in studies.items():  # a worker on this host that died, or any that died
+                    _fail_dead(storage, waiting_on, lost_runs(plan, name, parent_run_id))  # before it marked its
+                    # trial: no heartbeat to wait for
                 # Every slot is taken, but a trial that holds one may belong to a worker that died
                 # moments ago: its heartbeat is not stale yet. Leaving now would leave it RUNNING
                 # and the budget short (CI saw it). Look again, lock released, once per heartbeat.
@@ -347,8 +363,9 @@ def _may_go_stale(storage, studies: dict[str, optuna.Study]) -> bool:
 
 def _started(objective, gate: contextlib.ExitStack):
     """The objective, releasing `gate` first: by then Optuna has created the trial (or taken the
-    waiting one), so the other workers count it."""
+    waiting one), so the other workers count it; it is marked with its worker before that."""
     def run(trial: optuna.Trial):
+        mark_worker(trial)
         gate.close()
         return objective(trial)
     return run

@@ -132,7 +132,7 @@ class StaleTrialCallback:
 # What a retry must not inherit from the trial its dead worker left: whose it was (another
 # worker's orphan check would fail the retry as the dead worker's before it records its own) and
 # which MLflow run it had.
-NOT_RETRIED = (WORKER_ATTR, MLFLOW_RUN_ATTR, FAIL_REASON_ATTR)
+NOT_RETRIED = (WORKER_ATTR, MLFLOW_RUN_ATTR, PENDING_RUN_ATTR, FAIL_REASON_ATTR)
 
 
 def heartbeat_interval(storage: optuna.storages.BaseStorage) -> Optional[int]:
@@ -166,21 +166,25 @@ def retry_once(study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retry: 
     return True
 
 
-def kill_mlflow_run(trial: optuna.trial.FrozenTrial, reason: str, study_name: str) -> None:
+def kill_mlflow_run(trial: optuna.trial.FrozenTrial, reason: str, study_name: str,
+                    headed: Optional[dict] = None) -> None:
     """Mark the MLflow run of a trial whose worker died as that trial now is: tags optuna.trial_state
     FAIL and the reason, status KILLED. Also when the worker died after ending the run (FINISHED, or
     KILLED with the PRUNED tag of a pruned trial) but before Optuna recorded the trial, which is FAIL
     now and retried: the run must not pass for a finished or pruned trial. A run that failed on its
-    own (status FAILED, or the FAIL tag of an interrupted trial) keeps its reason. MLflow errors are
-    logged, never raised: the sweep goes on."""
+    own (status FAILED, or the FAIL tag of an interrupted trial) keeps its reason. `headed`: where the
+    run goes if the trial does not say (PENDING_RUN_ATTR; its worker died before it could). MLflow
+    errors are logged, never raised: the sweep goes on."""
+    run_id = trial.user_attrs.get(MLFLOW_RUN_ATTR)
+    pending = trial.user_attrs.get(PENDING_RUN_ATTR) or headed
+    if not run_id and not pending:
+        return  # nowhere to look (nor a tracking store to open)
     try:
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient()
-        run_id = trial.user_attrs.get(MLFLOW_RUN_ATTR)
         if not run_id:  # its worker died before it recorded a run: look where the run was headed
-            pending = trial.user_attrs.get(PENDING_RUN_ATTR)
-            experiment = client.get_experiment_by_name(pending["experiment"]) if pending else None
+            experiment = client.get_experiment_by_name(pending["experiment"])
             if experiment is None:
                 return
             run_id = _started_run(client, experiment.experiment_id, trial, study_name)
