@@ -122,7 +122,7 @@ bench: $(STAMP) ## speed benchmarks -> bench/results/, BENCHMARKS.md
 	$(PY) -m bench $(ARGS)
 
 gpu-check: $(STAMP) ## on a GPU host (make install GPU=1): each model on GPU vs CPU, serving on CPU, a 2-GPU sweep; exit 2 without a GPU
-	$(PY) -m bench.gpu_check $(ARGS)
+	$(PY) -m ops.gpu_check $(ARGS)
 
 clean: ## remove the venv and caches (not mlflow.db, not sweeps/)
 	rm -rf $(VENV) .pytest_cache *.egg-info

@@ -11,7 +11,7 @@ Without PostgreSQL installed the tests skip, except in CI (CI set), where they f
 it (tests/ensure_servers.sh, run by `make test`), so a missing server means a broken set-up
 (tests/ci_backends.py does the same for every test marked postgres).
 
-The cluster itself is bench/pgserver.py (the load benchmark starts one too); this module adds
+The cluster itself is ops/pgserver.py (the load benchmark starts one too); this module adds
 the fixtures and turns its errors into test failures.
 The URL is postgresql://: SQLAlchemy 2.1 reads it with psycopg 3 (the `postgres` extra).
 """
@@ -22,7 +22,7 @@ import uuid
 import pytest
 from ci_backends import in_ci
 
-from bench.pgserver import (NOT_INSTALLED, START_TIMEOUT_S, PostgresError, PostgresServer,  # noqa: F401
+from ops.pgserver import (NOT_INSTALLED, START_TIMEOUT_S, PostgresError, PostgresServer,  # noqa: F401
                             find_bindir, free_port, start, stop)
 
 

@@ -130,7 +130,7 @@ def test_a_run_keeps_the_hand_written_sections_after_the_generated_ones(tmp_path
 # --- load: worker commands on one sweep, exact counts -----------------------------------------------
 
 def _load_row(**changes):
-    """What bench.load gathers from one backend's run: a clean one, with `changes` applied
+    """What ops.load gathers from one backend's run: a clean one, with `changes` applied
     (dotted keys reach into the nested facts)."""
     row = {"backend": "journal", "exit_codes": [0, 0, 0, 0], "wall_s": 100.0,
            "optuna": {"trials": 12, "counted": 12, "by_state": {"COMPLETE": 12}, "numbers_unique": True,
@@ -156,7 +156,7 @@ def _load_row(**changes):
 
 
 def test_load_checks_fail_on_a_dead_worker_an_overshoot_a_duplicate_run_or_a_lock_error(tmp_path):
-    from bench import load
+    from ops import load
 
     assert load.judge(_load_row(), 12, 4) == {"optuna": True, "mlflow": True, "workers": True}
     # a worker killed mid-trial (what a kill -9 of one command gave on the journal): its trial stays
@@ -201,13 +201,13 @@ def test_load_checks_fail_on_a_dead_worker_an_overshoot_a_duplicate_run_or_a_loc
 @pytest.mark.ml100k
 @pytest.mark.parametrize("backend", ["journal", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_load_quick_gives_exact_counts_and_no_lock_errors(backend, tmp_path, ml100k_cache):
-    """bench.load --quick for real: 4 worker commands on 12 trials of ML-100K u1, on the journal
+    """ops.load --quick for real: 4 worker commands on 12 trials of ML-100K u1, on the journal
     file (SQLite MLflow store) or on PostgreSQL (an mlflow server on PostgreSQL too)."""
     import os
     import subprocess
     import sys
 
-    from bench import load
+    from ops import load
 
     if backend == "postgres":
         from pg import require_bindir
@@ -215,7 +215,7 @@ def test_load_quick_gives_exact_counts_and_no_lock_errors(backend, tmp_path, ml1
         require_bindir()  # skips without PostgreSQL; fails in CI
     out = tmp_path / "load.json"
     env = {**os.environ, common.TMP_ENV: str(tmp_path / "scratch")}
-    proc = subprocess.run([sys.executable, "-m", "bench.load", "--quick", "--backends", backend, "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "ops.load", "--quick", "--backends", backend, "--out", str(out)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     result = json.loads(out.read_text())

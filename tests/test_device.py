@@ -219,7 +219,7 @@ def test_a_model_trained_on_another_context_is_logged_and_served_on_the_cpu(cfg,
     on cpu(0), as on a serving host without a GPU (a net left on cpu(1) would refuse cpu(0) inputs),
     and predicts what the same model predicts on the device."""
     import mfexp.train
-    from bench.gpu_check import check_serving
+    from ops.gpu_check import check_serving
 
     monkeypatch.setattr(mfexp.train, "resolve_device", lambda device: (mx.cpu(1), "cpu:1"))
     check = check_serving(cfg, tiny_data, "auto", tmp_path)
@@ -247,7 +247,7 @@ def test_a_logged_model_requires_the_installed_mxnet_build(monkeypatch):
 
 # --- make gpu-check ----------------------------------------------------------------------------
 def test_gpu_check_without_a_gpu_exits_2_with_one_line():
-    out = subprocess.run([sys.executable, "-m", "bench.gpu_check"], capture_output=True, text=True, cwd=REPO,
+    out = subprocess.run([sys.executable, "-m", "ops.gpu_check"], capture_output=True, text=True, cwd=REPO,
                          timeout=120)
     assert out.returncode == 2 and out.stdout == ""
     lines = out.stderr.strip().splitlines()
@@ -256,14 +256,14 @@ def test_gpu_check_without_a_gpu_exits_2_with_one_line():
 
 
 def test_gpu_check_covers_every_configured_model():
-    from bench.gpu_check import models
+    from ops.gpu_check import models
 
     assert set(models()) >= {"plain", "mlp", "dropout", "biased"}
     assert models() == sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml"))
 
 
 def test_gpu_check_training_compares_the_device_with_the_host(cfg, tiny_data, monkeypatch):
-    import bench.gpu_check as gc
+    import ops.gpu_check as gc
 
     check = gc.check_training(cfg, tiny_data, mx.cpu(1), mx.cpu(), "tutorial")
     assert check.ok and "diff 0.0e+00" in check.detail and "rerun diff 0.0e+00" in check.detail
@@ -273,7 +273,7 @@ def test_gpu_check_training_compares_the_device_with_the_host(cfg, tiny_data, mo
 
 
 def test_gpu_check_serving_loads_an_auto_run_on_the_cpu(cfg, tiny_data, tmp_path, mlflow_uri):
-    from bench.gpu_check import check_serving
+    from ops.gpu_check import check_serving
 
     check = check_serving(cfg, tiny_data, "auto", tmp_path)
     assert check.ok, check.line()
@@ -282,7 +282,7 @@ def test_gpu_check_serving_loads_an_auto_run_on_the_cpu(cfg, tiny_data, tmp_path
 
 
 def test_gpu_check_auto_line_with_four_gpus(gpus, ratings_file, tmp_path):
-    from bench.gpu_check import check_auto
+    from ops.gpu_check import check_auto
 
     gpus(4)
     check = check_auto(["data=file", f"data.path={ratings_file}"], 4, tmp_path)
@@ -293,7 +293,7 @@ def test_gpu_check_auto_line_with_four_gpus(gpus, ratings_file, tmp_path):
 @pytest.mark.slow
 def test_gpu_check_two_gpu_sweep_fails_plainly_without_gpus(ratings_file, tmp_path):
     """The sweep's command composes (every override is a real key); on this host it stops on the GPU count."""
-    from bench.gpu_check import check_two_gpu_sweep
+    from ops.gpu_check import check_two_gpu_sweep
 
     check = check_two_gpu_sweep(["data=file", f"data.path={ratings_file}"], tmp_path)
     assert not check.ok and "exit 2" in check.detail and "MXNet sees 0 GPU" in check.detail

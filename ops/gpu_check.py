@@ -1,9 +1,9 @@
-"""`make gpu-check` (= python -m bench.gpu_check [overrides]): on a GPU host, check what a CPU never
+"""`make gpu-check` (= python -m ops.gpu_check [overrides]): on a GPU host, check what a CPU never
 exercises. One line per check; exit 0 when every check passes, 1 when one fails, and 2 with a one-line
 message on a host where MXNet sees no GPU.
 
-    python -m bench.gpu_check                                 # ML-100K u1, cached or fetched
-    python -m bench.gpu_check data=file data.path=ratings.tsv  # any ratings file (Hydra overrides)
+    python -m ops.gpu_check                                 # ML-100K u1, cached or fetched
+    python -m ops.gpu_check data=file data.path=ratings.tsv  # any ratings file (Hydra overrides)
 
 Checks, each model of conf/model/*.yaml in turn:
   train      one epoch on gpu:0 twice and on the CPU, same seed: test RMSE on both and their

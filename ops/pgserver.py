@@ -1,7 +1,7 @@
 """A throwaway PostgreSQL cluster: initdb + pg_ctl in a fresh folder under /tmp, listening on
 127.0.0.1:<free port> with its unix socket in that folder, trust authentication, fsync off;
 stop() removes it. Shared by the tests (tests/pg.py wraps it in pytest fixtures) and the load
-benchmark (bench/load.py); imports neither pytest nor anything of mfexp.
+benchmark (ops/load.py); imports neither pytest nor anything of mfexp.
 
     bindir = find_bindir()           # None: PostgreSQL is not installed
     server = start(bindir)           # raises PostgresError when it cannot start

@@ -9,14 +9,14 @@ workers' output searched for lock errors, trials per hour and the size of every 
   says for invocations sharing a journal (their samplers would propose the same points).
 - postgres: the team set-up. Optuna on PostgreSQL (sweep.storage=postgresql://...) and an
   `mlflow server` whose backend store is a second database on the same PostgreSQL server
-  (a throwaway cluster, bench/pgserver.py); each command in a folder of its own, as on its own
+  (a throwaway cluster, ops/pgserver.py); each command in a folder of its own, as on its own
   machine, all with the same command line.
 
 Short trials: plain, adam, k 32, batch 1024, 2 epochs on ML-100K u1 (lr and reg sampled; about a
 second of training each), no pruning, no early stopping, no blend. sweep.n_trials is the study's
 budget shared by all the commands, so `--trials` is the total.
 
-    python -m bench.load [--quick] [--backends journal postgres] [--trials 400] [--workers 4]
+    python -m ops.load [--quick] [--backends journal postgres] [--trials 400] [--workers 4]
 """
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ class MlflowServer:
     in a process group of its own (uvicorn and its workers), stopped as a group."""
 
     def __init__(self, folder: Path, backend: str, workers: int):
-        from bench.pgserver import free_port
+        from ops.pgserver import free_port
 
         self.folder, self.backend, self.workers = folder, backend, workers
         self.port = free_port()
@@ -348,7 +348,7 @@ def run_postgres(folder: Path, n_trials: int, workers: int, epochs: int, timeout
                  server_workers: int) -> dict:
     import optuna
 
-    from bench import pgserver
+    from ops import pgserver
 
     bindir = pgserver.find_bindir()
     if bindir is None:
