@@ -42,6 +42,7 @@ import time
 from typing import Optional, Sequence, Union
 
 from bench import common
+from mfexp.tracking import TRIAL_TAG
 
 SECTION = "sweep_efficiency"
 # the default sweep's models (conf/sweep/default.yaml); autorec's 180 s arms hold 4-5 of its trials
@@ -102,8 +103,8 @@ def tracked_reports(experiment: str, started_at: float, budget: float) -> list[t
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id], max_results=10_000) if exp else []
     reports = []
-    for run in (r for r in runs if "optuna.trial_number" in r.data.tags):
-        number = int(run.data.tags["optuna.trial_number"])
+    for run in (r for r in runs if TRIAL_TAG in r.data.tags):
+        number = int(run.data.tags[TRIAL_TAG])
         for m in client.get_metric_history(run.info.run_id, "val_rmse"):
             t = m.timestamp / 1000.0 - started_at
             if t <= budget:
@@ -134,7 +135,7 @@ def random_draws(model: str, seed: int, n: int, extra: Sequence[str], plan=None)
     training anything."""
     import optuna
 
-    from mfexp.sweep.storage import make_sampler
+    from mfexp.sweep.search import make_sampler
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     plan = plan or _random_plan(model, seed, extra)
@@ -392,7 +393,7 @@ def default_pruner(overrides: Sequence[str], model: str):
     overrides; its horizon is the model's epoch budget)."""
     from mfexp.sweep.__main__ import build_plan
     from mfexp.sweep.runner import epoch_budget
-    from mfexp.sweep.storage import make_pruner
+    from mfexp.sweep.search import make_pruner
 
     plan = build_plan([f"sweep.models=[{model}]", *overrides])
     return lambda: make_pruner(plan.sweep, epoch_budget(plan, model))

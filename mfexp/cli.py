@@ -214,8 +214,8 @@ def empty_dicts(schema: type = Config) -> list[str]:
 def unknown_key(key: str, prog: str, schema: type = Config) -> str:
     holder = next((d for d in empty_dicts(schema) if key == d or key.startswith(d + ".")), None)
     if holder is not None:  # the key is there (--cfg job lists it), but empty: Hydra's struct mode
-        return (f"{key} cannot be set without '+': {holder} is a dict of free keys (empty by default), and Hydra "
-                f"adds to it only with a '+' in front: write '+{key}=...' (quoted for the shell).")
+        return (f"{key} cannot be set without '+': {holder} is a dict of free keys, and Hydra adds a new "
+                f"key to it only with a '+' in front: write '+{key}=...' (quoted for the shell).")
     close = difflib.get_close_matches(key, schema_keys(schema), n=1, cutoff=0.7)
     hint = f" (did you mean {close[0]}?)" if close else ""
     return (f"{key} is not a config key{hint}: fix its spelling; {prog} --cfg job prints every key "

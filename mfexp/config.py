@@ -84,8 +84,6 @@ class Config:
 
 OBJECTIVES = ("val_rmse", "val_ndcg_at_10")
 GROUP_BY = ("none", "user", "item")
-SAMPLERS = ("tpe", "random", "gp", "cmaes", "qmc", "grid")
-PRUNERS = ("median", "forecast", "hyperband", "successive-halving", "none")
 STARTS = ("center", "sampler")
 
 
@@ -107,16 +105,20 @@ class SweepConfig:
     # [0,2]: one worker per listed GPU, on gpu:N; []: n_workers, all on train.device
     devices: Any = "auto"
     timeout: Optional[float] = None  # seconds of wall time after which no new trial starts
-    sampler: str = "tpe"
-    pruner: str = "median"
+    sampler: str = "tpe"  # an entry of samplers
+    pruner: str = "median"  # an entry of pruners
+    # name -> {_target_: a sampler or pruner class, its keyword arguments} (conf/sweep.yaml; built by
+    # mfexp/sweep/search.py, which adds the seed, the grid and the epoch budget)
+    samplers: dict[str, Any] = field(default_factory=dict)
+    pruners: dict[str, Any] = field(default_factory=dict)
     # the first searched trial of each new study: center (the middle of the model's space, as Ax
     # starts) or sampler (the sampler's own first draw: TPE's are random)
     start: str = "sampler"
-    # keyword arguments of the Optuna pruner, over mfexp's (mfexp/sweep/storage.py make_pruner), e.g.
+    # keyword arguments of the pruner, over its entry in pruners, e.g.
     # +sweep.pruner_args={n_startup_trials:1,n_warmup_steps:2} for the median pruner (Hydra needs the +
     # to put keys into an empty dict), or pruner_args: {...} in a conf/sweep/ file
     pruner_args: dict[str, Any] = field(default_factory=dict)
-    # keyword arguments of the Optuna sampler, over mfexp's (mfexp/sweep/storage.py make_sampler), e.g.
+    # keyword arguments of the sampler, over its entry in samplers, e.g.
     # '+sweep.sampler_args={multivariate:false,group:false}' for TPE's independent form
     sampler_args: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
@@ -262,8 +264,6 @@ def validate_sweep(sweep: SweepConfig) -> SweepConfig:
     if isinstance(sweep.devices, list) and sweep.devices:
         sweep.n_workers = len(sweep.devices)  # one worker per GPU
     _check(sweep.timeout is None or sweep.timeout > 0, "sweep.timeout", "must be > 0 or null", sweep.timeout)
-    _check(sweep.sampler in SAMPLERS, "sweep.sampler", f"must be one of {', '.join(SAMPLERS)}", sweep.sampler)
-    _check(sweep.pruner in PRUNERS, "sweep.pruner", f"must be one of {', '.join(PRUNERS)}", sweep.pruner)
     _check(sweep.start in STARTS, "sweep.start", f"must be one of {', '.join(STARTS)}", sweep.start)
     _check(sweep.max_failures >= 1, "sweep.max_failures", "must be >= 1", sweep.max_failures)
     _check(sweep.warm_start_top_k >= 1, "sweep.warm_start_top_k", "must be >= 1", sweep.warm_start_top_k)

@@ -15,10 +15,9 @@ from typing import Optional
 
 from mfexp.config import Config, fold_names, flatten
 from mfexp.metrics import mean_sd
+from mfexp.tracking import FOLD_TAG, FOLDS_TAG
 
 log = logging.getLogger("mfexp.run")
-FOLD_TAG = "mfexp.fold"  # the fold of a run trained on one fold of a cross-validation
-FOLDS_TAG = "mfexp.folds"  # on the parent: the folds it averages, comma-separated
 
 
 @dataclass

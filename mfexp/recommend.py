@@ -27,6 +27,7 @@ from mfexp.models.base import Towers
 import numpy as np
 
 from mfexp.errors import ConfigError, MfexpError, friendly_errors
+from mfexp.tracking import BEST_TAG, MODEL_TAG
 
 
 class UnknownSweep(MfexpError):
@@ -82,9 +83,9 @@ def _best_runs(sweep_name: str, model: Optional[str] = None) -> list:
         raise UnknownSweep(f"no sweep named {sweep_name!r} in {_uri()} (no MLflow experiment "
                            f"mfexp-sweep-{sweep_name}). Run it first (python -m mfexp.sweep sweep.name="
                            f"{sweep_name}), or point MLFLOW_TRACKING_URI at the store that holds it.")
-    query = "tags.`mfexp.best` = 'true' and attributes.status = 'FINISHED'"
+    query = f"tags.`{BEST_TAG}` = 'true' and attributes.status = 'FINISHED'"
     if model:
-        query += f" and tags.`mfexp.model` = '{model}'"
+        query += f" and tags.`{MODEL_TAG}` = '{model}'"
     return mlflow.search_runs([exp.experiment_id], filter_string=query, order_by=["attributes.start_time DESC"],
                               output_format="list")
 
@@ -104,7 +105,7 @@ def resolve_run(sweep_name: str = "default", model: Optional[str] = None) -> str
         return runs[0].info.run_id
     newest: dict[str, object] = {}
     for run in runs:  # newest first: keep each model's latest best run
-        newest.setdefault(run.data.tags.get("mfexp.model"), run)
+        newest.setdefault(run.data.tags.get(MODEL_TAG), run)
     scored = [r for r in newest.values() if "best_val_rmse_search" in r.data.metrics]
     if not scored:
         return runs[0].info.run_id

@@ -30,6 +30,7 @@ import logging
 from typing import Optional
 
 from mfexp.sweep.results import ModelOutcome
+from mfexp.tracking import MODEL_TAG, SWEEP_TAG
 
 log = logging.getLogger("mfexp.registry")
 
@@ -100,10 +101,10 @@ def _register(mlflow, client, sweep_name: str, out: ModelOutcome, as_model: str)
     version per best run, however many worker commands of the sweep register it."""
     name = registered_name(sweep_name, as_model)
     existing = [v for v in client.search_model_versions(f"name = '{name}' and run_id = '{out.best_run_id}'")
-                if v.tags.get("mfexp.model") == out.model]
+                if v.tags.get(MODEL_TAG) == out.model]
     if existing:
         return min(int(v.version) for v in existing)
-    tags = {"mfexp.sweep": sweep_name, "mfexp.model": out.model, "val_rmse": f"{out.best_val_rmse}",
+    tags = {SWEEP_TAG: sweep_name, MODEL_TAG: out.model, "val_rmse": f"{out.best_val_rmse}",
             "test_rmse": f"{out.test_rmse}"}
     registry_log = logging.getLogger("mlflow.tracking._model_registry.fluent")
     registry_log.addFilter(_quiet_logged_model_note)

@@ -21,6 +21,7 @@ import pandas as pd
 from mfexp import cli, interrupt
 from mfexp.config import ALL_FOLDS, Config, flatten, validate
 from mfexp.errors import friendly_errors
+from mfexp.tracking import DEVICE_TAG, MODEL_TAG
 
 log = logging.getLogger("mfexp.run")
 
@@ -29,7 +30,7 @@ def run_tags(cfg: Config, data) -> dict[str, str]:
     from mfexp.tracking import git_commit
 
     return {"dataset": data.name, "split": data.split, "git_commit": git_commit(),
-            "mfexp.model": cfg.model.name}
+            MODEL_TAG: cfg.model.name}
 
 
 def build_net(cfg: Config, data, ctx):
@@ -68,7 +69,7 @@ def train_and_track(cfg: Config, data, tracker, *, eval_test: bool = True, final
 
 def track_start(cfg: Config, data, tracker, device: str, test: bool) -> None:
     """What a run records before training: the device, the config, the data's lineage."""
-    tracker.set_tags({"mfexp.device": device})  # what train.device (auto, gpu) resolved to here
+    tracker.set_tags({DEVICE_TAG: device})  # what train.device (auto, gpu) resolved to here
     tracker.log_yaml(asdict(cfg), "config.yaml")
     tracker.log_datasets(data, cfg.data, test=test)
 

@@ -25,6 +25,26 @@ from mfexp.errors import ConfigError, clause
 
 log = logging.getLogger("mfexp.tracking")
 
+# The MLflow tags mfexp writes and reads, in one place: a trial's run links to its Optuna trial by the
+# first three (as optuna's MLflowCallback names them); the rest are mfexp's own.
+STUDY_TAG, TRIAL_TAG, STATE_TAG = "optuna.study_name", "optuna.trial_number", "optuna.trial_state"
+FAIL_REASON_TAG = "mfexp.fail_reason"  # why a trial's run failed (redacted)
+PRUNED_AT_TAG = "mfexp.pruned_at_epoch"
+POPULATION_TAG = "mfexp.population"  # how many trials trained together with this one
+MODEL_TAG = "mfexp.model"  # the model's name (conf/model/<name>.yaml)
+BEST_TAG = "mfexp.best"  # "true" on the run of a sweep's chosen configuration, evaluated on the test part
+REFIT_TAG = "mfexp.refit"  # "true" when that run was trained again on train + holdout
+SWEEP_TAG = "mfexp.sweep"  # the sweep's name, on its parent run and registry versions
+COMMAND_TAG = "mfexp.command"  # the command line (redacted)
+BEST_MODEL_TAG = "mfexp.best_model"  # on the parent: the model with the lowest val RMSE
+DEVICE_TAG = "mfexp.device"  # what train.device resolved to
+AVERAGE_SEEDS_TAG = "mfexp.average_seeds"
+FOLD_TAG = "mfexp.fold"  # the fold of a run trained on one fold of a cross-validation
+FOLDS_TAG = "mfexp.folds"  # on the parent: the folds it averages, comma-separated
+ERROR_TAG = "mfexp.error"  # what ended a run with an error (redacted)
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: nests a run under another
+NOTE_TAG = "mlflow.note.content"  # MLflow's own: the run's description in the UI
+
 # A URL's password: scheme://[user]:PASSWORD@host, the user name possibly empty (redis://:pw@host).
 # The password runs to the last '@' of the authority (urllib reads `a:p@ss@host` as password
 # 'p@ss'), so it stops only at what ends an authority: '/', '?', '#' or whitespace.
@@ -246,7 +266,7 @@ class Tracker:
             self._end("KILLED")
             raise
         except BaseException as err:
-            self._safe("set_tag", mlflow.set_tag, "mfexp.error", redact(str(err))[:5000])
+            self._safe("set_tag", mlflow.set_tag, ERROR_TAG, redact(str(err))[:5000])
             self._end("FAILED")
             raise
         else:

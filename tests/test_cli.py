@@ -49,8 +49,10 @@ def test_run_exits_2_with_one_line_naming_the_key(override, message, capsys):
                                               # the key exists (--cfg job lists it) but is an empty dict
                                               ("sweep.pruner_args={n_startup_trials:1}",
                                                "sweep.pruner_args cannot be set without '+': sweep.pruner_args is a "
-                                               "dict of free keys (empty by default), and Hydra adds to it only with "
+                                               "dict of free keys, and Hydra adds a new key to it only with "
                                                "a '+' in front: write '+sweep.pruner_args=...'"),
+                                              ("sweep.samplers.mine={_target_:pkg.Sampler}",
+                                               "write '+sweep.samplers.mine=...'"),
                                               ("sweep.sampler_args.group=false",
                                                "write '+sweep.sampler_args.group=...'")])
 def test_sweep_exits_2_with_one_line_naming_the_key(override, message, capsys):

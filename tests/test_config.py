@@ -1,6 +1,7 @@
 """Config validation names the key to fix; the real conf/ composes and reproduces the tutorial."""
 import dataclasses
 
+import optuna
 import pytest
 
 from mfexp.config import Config, flatten, validate
@@ -160,7 +161,7 @@ def test_the_default_sweep_refits_the_models_whose_class_says_so(tmp_path):
 
 def test_sweep_pruner_args_reach_the_pruner_and_bad_ones_stop_the_plan():
     from mfexp.sweep.__main__ import build_plan
-    from mfexp.sweep.storage import make_pruner
+    from mfexp.sweep.search import make_pruner
 
     plan = build_plan(["sweep.models=[plain]", "sweep.pruner=median",
                        "+sweep.pruner_args={n_startup_trials:1,n_warmup_steps:2}"])
@@ -172,7 +173,7 @@ def test_sweep_pruner_args_reach_the_pruner_and_bad_ones_stop_the_plan():
 
 def test_sweep_sampler_args_reach_the_sampler_over_mfexps_and_bad_ones_stop_the_plan():
     from mfexp.sweep.__main__ import build_plan
-    from mfexp.sweep.storage import make_sampler
+    from mfexp.sweep.search import make_sampler
 
     default = make_sampler(build_plan(["sweep.models=[plain]"]).sweep)
     assert default._multivariate and default._group and default._n_startup_trials == 5
@@ -183,12 +184,35 @@ def test_sweep_sampler_args_reach_the_sampler_over_mfexps_and_bad_ones_stop_the_
         build_plan(["sweep.models=[plain]", "sweep.sampler=random", "+sweep.sampler_args={scramble:true}"])
 
 
+def test_samplers_and_pruners_are_target_entries_a_user_can_add_to():
+    """sweep.sampler / sweep.pruner name _target_ entries (conf/sweep.yaml); the run adds only what it
+    alone knows (the seed, constant liar for several workers, the epoch budget); a user's own entry is
+    built the same way, and a bad name or class path stops the plan with the key."""
+    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.search import make_pruner, make_sampler
+
+    plan = build_plan(["sweep.models=[plain]", "sweep.seed=7", "sweep.n_workers=2", "sweep.pruner=hyperband",
+                       "+sweep.samplers.mine={_target_:optuna.samplers.NSGAIISampler,population_size:8}"])
+    tpe = make_sampler(plan.sweep, worker=1)
+    assert isinstance(tpe, optuna.samplers.TPESampler) and tpe._constant_liar
+    pruner = make_pruner(plan.sweep, 17)
+    assert isinstance(pruner, optuna.pruners.HyperbandPruner) and pruner._max_resource == 17
+    plan.sweep.sampler = "mine"
+    mine = make_sampler(plan.sweep, worker=1)
+    assert isinstance(mine, optuna.samplers.NSGAIISampler) and mine._population_size == 8
+    with pytest.raises(ConfigError, match=r"sweep.sampler must be one of tpe, random, .*got 'nope'.*"
+                                          r"'\+sweep.samplers.nope=\{_target_:pkg.Class\}'"):
+        build_plan(["sweep.models=[plain]", "sweep.sampler=nope"])
+    with pytest.raises(ConfigError, match=r"sweep.pruners.mine._target_=optuna.pruners.Nope: cannot import it"):
+        build_plan(["sweep.models=[plain]", "+sweep.pruners.mine={_target_:optuna.pruners.Nope}", "sweep.pruner=mine"])
+
+
 def test_the_gp_sampler_without_torch_says_which_torch_to_install(monkeypatch):
     """PyPI's default torch is the CUDA build (about 5 GB): the message points at the CPU one."""
     import importlib.util
 
     from mfexp.sweep.__main__ import build_plan
-    from mfexp.sweep.storage import make_sampler
+    from mfexp.sweep.search import make_sampler
 
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else find_spec(name, *a))

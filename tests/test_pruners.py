@@ -92,11 +92,8 @@ def test_a_trial_sitting_on_its_first_plateau_is_not_stopped_before_warmup_ends(
 
 
 def test_the_sweep_makes_it_with_the_models_epoch_budget():
-    from omegaconf import OmegaConf
+    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.search import make_pruner
 
-    from mfexp.config import SweepConfig
-    from mfexp.sweep.storage import make_pruner
-
-    sweep = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SweepConfig), {"pruner": "forecast"}))
-    pruner = make_pruner(sweep, max_epochs=12)
+    pruner = make_pruner(build_plan(["sweep.models=[plain]", "sweep.pruner=forecast"]).sweep, max_epochs=12)
     assert isinstance(pruner, ForecastPruner) and (pruner.max_epochs, pruner.window, pruner.warmup) == (12, 2, 3)

@@ -101,7 +101,7 @@ def test_pruning_stops_a_trial_early(ratings_file, tmp_path, mlflow_uri, monkeyp
 
     plan = build_plan(_args(ratings_file, tmp_path, "sweep.n_trials=5", "train.epochs=6",
                             "sweep.enqueue_tutorial=false", "train.patience=null", "model.k=choice(2,4,8,16,32,64)"))
-    monkeypatch.setattr(runner.st, "make_pruner",
+    monkeypatch.setattr(runner, "make_pruner",
                         lambda sweep, epochs: optuna.pruners.ThresholdPruner(upper=0.0, n_warmup_steps=2))
     run_sweep(plan)
     trials = _trials(plan)
@@ -116,7 +116,7 @@ GOOD, BAD = 0.02, 1e-6  # Adam's lr: learns in a few epochs / stays at the globa
 
 @pytest.mark.parametrize("pruner", ["median", "forecast", "successive-halving", "hyperband"])
 def test_the_real_pruners_prune_bad_trials_and_pruned_trials_count(pruner, ratings_file, tmp_path, mlflow_uri):
-    """The sweep's own pruners (storage.make_pruner), not a stand-in: 3 good trials, then bad ones, one
+    """The sweep's own pruners (search.make_pruner), not a stand-in: 3 good trials, then bad ones, one
     at a time (in a population, members are judged against trials already finished, and in the first
     population none has: tests/test_population.py prunes members)."""
     args = _args(ratings_file, tmp_path, f"sweep.pruner={pruner}", "sweep.enqueue_tutorial=false",
@@ -290,6 +290,7 @@ def test_a_two_model_sweep_gives_equal_budgets_one_report_row_each_and_the_real_
 
 
 def test_start_center_enqueues_the_middle_of_the_space_once_after_the_reference(ratings_file, tmp_path):
+    from mfexp.sweep.objective import mark_worker
     from mfexp.sweep.runner import REFERENCE_ATTR, START_ATTR, prepare
 
     plan = build_plan(_args(ratings_file, tmp_path, "sweep.start=center"))
@@ -299,7 +300,8 @@ def test_start_center_enqueues_the_middle_of_the_space_once_after_the_reference(
     assert [REFERENCE_ATTR in t.user_attrs for t in waiting] == [True, False]
     assert waiting[1].user_attrs[START_ATTR] == "center of the space"
     assert waiting[1].system_attrs["fixed_params"] == plan.spaces["biased"].center()  # Optuna: params when asked
-    study.ask(), study.ask()  # both taken: the sweep never enqueues the center again
+    for taken in (study.ask(), study.ask()):  # both taken (by a live worker, as every worker marks its trials):
+        mark_worker(taken)                    # the sweep never enqueues the center again
     prepare(plan)
     assert not study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     other = build_plan(_args(ratings_file, tmp_path, "sweep.start=sampler", "sweep.name=other"))

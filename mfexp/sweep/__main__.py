@@ -74,11 +74,10 @@ def compose_plan(args: Sequence[str]):
     validate(app)
     sweep_folds(sweep, app.data)  # sweep.folds must name folds of the data, besides the one chosen on
     assign_devices(sweep, app.train.device)  # auto: one worker per GPU MXNet sees
-    from mfexp.sweep.storage import make_pruner, make_sampler
+    from mfexp.sweep.search import make_pruner, make_sampler
 
-    make_pruner(sweep, app.train.epochs)  # sweep.pruner_args must fit the pruner before anything runs
-    if sweep.sampler_args:  # and sweep.sampler_args the sampler
-        make_sampler(sweep)
+    make_pruner(sweep, app.train.epochs)  # the pruner and the sampler must exist and take their args before
+    make_sampler(sweep)                   # anything runs
     if app.data.val_fraction <= 0:
         raise ConfigError("a sweep chooses on the validation holdout: data.val_fraction must be > 0 "
                           "(the test part is never used to choose).")

@@ -31,6 +31,16 @@ import yaml
 from mfexp.config import Config, flatten
 from mfexp.sweep.objective import apply_params
 from mfexp.sweep.results import BEST_EPOCH_ATTR, OVERRIDES_ATTR, VAL_RMSE_ATTR, ModelOutcome
+from mfexp.tracking import (
+    AVERAGE_SEEDS_TAG,
+    BEST_TAG,
+    DEVICE_TAG,
+    NOTE_TAG,
+    PARENT_TAG,
+    REFIT_TAG,
+    STUDY_TAG,
+    TRIAL_TAG,
+)
 
 log = logging.getLogger("mfexp.sweep")
 
@@ -92,7 +102,7 @@ def train_seed_average(cfg: Config, data, tracker, seeds: int, on_trained=None):
     from mfexp.train import evaluate, fit, resolve_device
 
     ctx, device = resolve_device(cfg.train.device)
-    tracker.set_tags({"mfexp.device": device, "mfexp.average_seeds": str(seeds)})
+    tracker.set_tags({DEVICE_TAG: device, AVERAGE_SEEDS_TAG: str(seeds)})
     tracker.log_yaml(asdict(cfg), "config.yaml")
     tracker.log_datasets(data, cfg.data, test=True)
     nets, first = [], None
@@ -191,10 +201,10 @@ def evaluate_best(plan, model: str, study: optuna.Study, data, parent_run_id, ou
             val_pred, replayed = replayed_val_predictions(cfg, data, seeds)
             _check_replay(model, replayed, val_rmse)
         train_cfg, train_data = refit_config(cfg), refit_data
-    tags = {**run_tags(train_cfg, train_data), "mfexp.best": "true", "optuna.study_name": study.study_name,
-            "optuna.trial_number": str(study.best_trial.number), "mfexp.refit": str(refit_data is not None).lower()}
+    tags = {**run_tags(train_cfg, train_data), BEST_TAG: "true", STUDY_TAG: study.study_name,
+            TRIAL_TAG: str(study.best_trial.number), REFIT_TAG: str(refit_data is not None).lower()}
     if parent_run_id:
-        tags["mlflow.parentRunId"] = parent_run_id
+        tags[PARENT_TAG] = parent_run_id
     tracker = Tracker(train_cfg.tracking)
     ranked = []
     with tracker.run(run_name=train_cfg.tracking.run_name, params=flatten(train_cfg), tags=tags,
@@ -207,7 +217,7 @@ def evaluate_best(plan, model: str, study: optuna.Study, data, parent_run_id, ou
         ranking = ranked[0] if ranked else {}
         tracker.log_metrics({"test_rmse": result.final_test_rmse, "best_val_rmse_search": val_rmse, **ranking},
                             step=len(result.history))
-        tracker.set_tags({"mlflow.note.content": best_description(plan, model, study, result, yaml_path, ranking,
+        tracker.set_tags({NOTE_TAG: best_description(plan, model, study, result, yaml_path, ranking,
                                                                   refit=refit_data is not None)})
         if val_pred is not None:
             with tempfile.TemporaryDirectory() as tmp:

@@ -17,6 +17,7 @@ from typing import Optional
 import numpy as np
 
 from mfexp.sweep.results import ModelOutcome
+from mfexp.tracking import BEST_TAG, MODEL_TAG, PARENT_TAG
 
 log = logging.getLogger("mfexp.sweep")
 NAME = "ensemble"
@@ -105,10 +106,10 @@ def build_ensemble(plan, outcomes: list[ModelOutcome], data, data_cfg, parent_ru
                        n_complete=len(chosen))
     tracking = replace(plan.tracking, log_model=True, experiment=plan.experiment, run_name=f"{NAME}-best")
     tracker = Tracker(tracking)
-    tags = {"dataset": data.name, "split": data.split, "mfexp.model": NAME, "mfexp.best": "true",
+    tags = {"dataset": data.name, "split": data.split, MODEL_TAG: NAME, BEST_TAG: "true",
             "git_commit": git_commit()}
     if parent_run_id:
-        tags["mlflow.parentRunId"] = parent_run_id
+        tags[PARENT_TAG] = parent_run_id
     params = {"model.name": NAME, "model.bias": round(bias, 6),
               **{f"model.weight.{o.model}": round(float(w), 6) for o, w in zip(chosen, weights)},
               **{f"model.member.{o.model}": o.best_run_id for o in chosen}}

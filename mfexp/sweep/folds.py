@@ -23,9 +23,9 @@ import numpy as np
 import optuna
 
 from mfexp.config import Config, flatten, refits, sweep_folds
-from mfexp.crossval import FOLD_TAG
 from mfexp.errors import TrainingDiverged
 from mfexp.sweep.results import FoldFigures, ModelOutcome
+from mfexp.tracking import FOLDS_TAG, FOLD_TAG, MODEL_TAG
 
 log = logging.getLogger("mfexp.sweep")
 ATTR = "mfexp.fold.{fold}.{what}"  # study user attr: one fold's figure, recorded once
@@ -205,7 +205,7 @@ def _blend_on_fold(plan, blend: ModelOutcome, fits: dict[str, FoldFit], data, fo
     tracker = Tracker(tracking)
     with Tracker(tracking).reopen(blend.best_run_id):
         with tracker.run(run_name=tracking.run_name, params=params, experiment=plan.experiment,
-                         tags={"dataset": data.name, "split": fold, "mfexp.model": blend.model, FOLD_TAG: fold}):
+                         tags={"dataset": data.name, "split": fold, MODEL_TAG: blend.model, FOLD_TAG: fold}):
             tracker.log_metrics({"test_rmse": test_rmse, "wall_time_s": wall})
     return {"test_rmse": test_rmse, "run_id": tracker.run_id, "wall_s": wall,
             "weights": {m: round(float(w), 4) for m, w in zip(members, weights)}}
@@ -229,7 +229,7 @@ def _log_mean_sd(plan, o: ModelOutcome) -> None:
         tracker.log_metrics({"folds_test_rmse_mean": mean, "folds_test_rmse_sd": sd,
                              "folds_n": float(len(o.folds.rmse)), "folds_cost_s": o.folds.cost_s,
                              **{f"folds_test_rmse_{f}": v for f, v in o.folds.rmse.items()}})
-        tracker.set_tags({"mfexp.folds": ",".join(o.folds.rmse)})
+        tracker.set_tags({FOLDS_TAG: ",".join(o.folds.rmse)})
 
 
 def _key(plan, fold: str, model: str, trial: int) -> str:

@@ -33,6 +33,7 @@ from mfexp.sweep.results import (
     WORKER_ATTR,
 )
 from mfexp.sweep.space import SearchSpace
+from mfexp.tracking import FAIL_REASON_TAG, PARENT_TAG, PRUNED_AT_TAG, STATE_TAG, STUDY_TAG, TRIAL_TAG
 
 
 def apply_params(base: DictConfig, params: dict[str, Any]) -> Config:
@@ -111,10 +112,10 @@ class Objective:
         fixed = trial.user_attrs.get(OVERRIDES_ATTR)  # a reference trial: values given, not sampled
         cfg = apply_params(self.base, {**self.space.fixed, **fixed} if fixed else self.space.suggest(trial))
         cfg.tracking = self.tracking_cfg
-        tags = {**run_tags(cfg, self.data), "optuna.study_name": self.study_name,
-                "optuna.trial_number": str(trial.number), "optuna.trial_state": "RUNNING"}
+        tags = {**run_tags(cfg, self.data), STUDY_TAG: self.study_name,
+                TRIAL_TAG: str(trial.number), STATE_TAG: "RUNNING"}
         if self.parent_run_id:
-            tags["mlflow.parentRunId"] = self.parent_run_id
+            tags[PARENT_TAG] = self.parent_run_id
         tracker = Tracker(cfg.tracking)
         with tracker.run(run_name=f"{self.model}-trial-{trial.number}", params=flatten(cfg), tags=tags,
                          experiment=self.experiment, killed_on=(optuna.TrialPruned,)):
@@ -131,7 +132,7 @@ class Objective:
             except optuna.TrialPruned:
                 raise
             except BaseException as err:
-                tracker.set_tags({"optuna.trial_state": "FAIL", "mfexp.fail_reason": fail_reason(err)})
+                tracker.set_tags({STATE_TAG: "FAIL", FAIL_REASON_TAG: fail_reason(err)})
                 raise
             trial.set_user_attr(BEST_EPOCH_ATTR, result.best_epoch)
             trial.set_user_attr(EPOCHS_RUN_ATTR, len(result.history))
@@ -141,7 +142,7 @@ class Objective:
             if by_rank:
                 trial.set_user_attr("val_ndcg_at_10", ranked[0].ndcg)
                 tracker.log_metrics(ranked[0].as_metrics("val"))
-            tracker.set_tags({"optuna.trial_state": "COMPLETE"})
+            tracker.set_tags({STATE_TAG: "COMPLETE"})
         if tracker.gaps:
             trial.set_user_attr(MLFLOW_GAP_ATTR, tracker.gap_summary())
         return ranked[0].ndcg if by_rank else result.best_val_rmse
@@ -155,5 +156,5 @@ class Objective:
         if trial.should_prune():
             trial.set_user_attr(PRUNED_AT_ATTR, report.epoch)
             if tracker is not None:
-                tracker.set_tags({"optuna.trial_state": "PRUNED", "mfexp.pruned_at_epoch": str(report.epoch)})
+                tracker.set_tags({STATE_TAG: "PRUNED", PRUNED_AT_TAG: str(report.epoch)})
             raise optuna.TrialPruned(f"pruned at epoch {report.epoch}")

@@ -15,6 +15,7 @@ from mfexp.sweep import storage as st
 from mfexp.sweep.best import evaluate_best
 from mfexp.sweep.runner import SweepPlan, best_config_path, outcome_of, prepare, run_workers, workers_line
 from mfexp.sweep.results import VAL_RMSE_ATTR, ModelOutcome
+from mfexp.tracking import BEST_MODEL_TAG, COMMAND_TAG, NOTE_TAG, SWEEP_TAG
 
 log = logging.getLogger("mfexp.sweep")
 
@@ -34,8 +35,11 @@ def run_sweep(plan: SweepPlan) -> list[ModelOutcome]:
           f"pruner {plan.sweep.pruner}, {workers_line(plan)}", flush=True)
     # the parent is a container: its trials and best runs carry the system metrics
     tracker = Tracker(replace(plan.tracking, log_model=False, system_metrics=False))
-    params = flatten({"sweep": {k: v for k, v in vars(plan.sweep).items() if k != "space"}})
-    tags = {"mfexp.sweep": plan.sweep.name, "git_commit": git_commit(), "mfexp.command": plan.command}
+    sweep = {k: v for k, v in vars(plan.sweep).items() if k != "space"}
+    sweep.update(samplers={plan.sweep.sampler: plan.sweep.samplers[plan.sweep.sampler]},  # the entries used only
+                 pruners={plan.sweep.pruner: plan.sweep.pruners[plan.sweep.pruner]})
+    params = flatten({"sweep": sweep})
+    tags = {SWEEP_TAG: plan.sweep.name, "git_commit": git_commit(), COMMAND_TAG: plan.command}
     with tracker.run(run_name=f"sweep-{plan.sweep.name}", params=params, tags=tags, experiment=plan.experiment):
         if tracker.run_id:
             tracker.log_yaml({m: {"distributions": {k: repr(d) for k, d in s.distributions.items()},
@@ -59,7 +63,7 @@ def run_sweep(plan: SweepPlan) -> list[ModelOutcome]:
         if tracker.run_id:
             from mfexp.sweep.report import overall_best, run_description
 
-            tracker.set_tags({"mlflow.note.content": run_description(plan.sweep.name, outcomes, wall, plan.command)})
+            tracker.set_tags({NOTE_TAG: run_description(plan.sweep.name, outcomes, wall, plan.command)})
             for path in paths:
                 tracker.log_artifact(path, artifact_path="report")
             top = overall_best(outcomes)
@@ -67,7 +71,7 @@ def run_sweep(plan: SweepPlan) -> list[ModelOutcome]:
                 figures = {"best_val_rmse": top.best_val_rmse, "best_test_rmse": top.test_rmse,
                            "wall_time_s": wall, **{f"best_{k}": v for k, v in top.ranking.items()}}
                 tracker.log_metrics({k: v for k, v in figures.items() if v is not None})
-                tracker.set_tags({"mfexp.best_model": top.model})
+                tracker.set_tags({BEST_MODEL_TAG: top.model})
     _print_summary(plan, outcomes, paths, wall, tracking_uri() if plan.tracking.enabled else None)
     return outcomes
 

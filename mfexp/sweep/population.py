@@ -36,6 +36,7 @@ from mfexp.sweep.results import (
     PRUNED_AT_ATTR,
     VAL_RMSE_ATTR,
 )
+from mfexp.tracking import FAIL_REASON_TAG, PARENT_TAG, POPULATION_TAG, PRUNED_AT_TAG, STATE_TAG, STUDY_TAG, TRIAL_TAG
 
 
 def size_for(plan, model: str, base_cfg: Config) -> int:
@@ -220,13 +221,13 @@ def _train_population(plan, model, study, members, objective, data, announce) ->
         trial, cfg, result = trials[id(member.cfg)], member.cfg, member.result
         pruned = isinstance(member.error, optuna.TrialPruned)
         state = "PRUNED" if pruned else "FAIL" if member.error is not None else "COMPLETE"
-        tags = {**run_tags(cfg, data), "optuna.study_name": study.study_name,
-                "optuna.trial_number": str(trial.number), "optuna.trial_state": state,
-                "mfexp.population": str(len(members))}
+        tags = {**run_tags(cfg, data), STUDY_TAG: study.study_name,
+                TRIAL_TAG: str(trial.number), STATE_TAG: state,
+                POPULATION_TAG: str(len(members))}
         if pruned:
-            tags["mfexp.pruned_at_epoch"] = str(trial.user_attrs.get(PRUNED_AT_ATTR))
+            tags[PRUNED_AT_TAG] = str(trial.user_attrs.get(PRUNED_AT_ATTR))
         if objective.parent_run_id:
-            tags["mlflow.parentRunId"] = objective.parent_run_id
+            tags[PARENT_TAG] = objective.parent_run_id
         tracker = Tracker(cfg.tracking)
         error = member.error if member.error is not None and not pruned else None
         try:
@@ -242,7 +243,7 @@ def _train_population(plan, model, study, members, objective, data, announce) ->
                 if pruned:
                     raise member.error
                 if error is not None:
-                    tracker.set_tags({"mfexp.fail_reason": str(error)[:1000]})
+                    tracker.set_tags({FAIL_REASON_TAG: str(error)[:1000]})
                     raise error
                 track_end(cfg, data, tracker, member.net, result, eval_test=False)
         except optuna.TrialPruned:
@@ -283,11 +284,11 @@ def _record_cut(members, model, study, objective, data, err: BaseException, size
 
     reason = "interrupted" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {err}"
     for trial, cfg in members:
-        tags = {**run_tags(cfg, data), "optuna.study_name": study.study_name,
-                "optuna.trial_number": str(trial.number), "optuna.trial_state": "FAIL",
-                "mfexp.fail_reason": reason[:1000], "mfexp.population": str(size)}
+        tags = {**run_tags(cfg, data), STUDY_TAG: study.study_name,
+                TRIAL_TAG: str(trial.number), STATE_TAG: "FAIL",
+                FAIL_REASON_TAG: reason[:1000], POPULATION_TAG: str(size)}
         if objective.parent_run_id:
-            tags["mlflow.parentRunId"] = objective.parent_run_id
+            tags[PARENT_TAG] = objective.parent_run_id
         try:
             with Tracker(cfg.tracking).run(run_name=f"{model}-trial-{trial.number}", params=flatten(cfg), tags=tags,
                                            experiment=objective.experiment, killed_on=(_Cut,)):

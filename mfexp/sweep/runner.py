@@ -40,6 +40,7 @@ from mfexp.sweep.results import (
     WORKER_ATTR,
     ModelOutcome,
 )
+from mfexp.sweep.search import make_pruner, make_sampler
 from mfexp.sweep.space import SearchSpace
 
 log = logging.getLogger("mfexp.sweep")
@@ -108,8 +109,8 @@ def _open_studies(plan: SweepPlan, worker: int) -> Studies:
         studies[model] = optuna.create_study(
             study_name=st.study_name(plan.sweep, model), storage=storage,
             direction=DIRECTIONS[plan.sweep.objective],
-            load_if_exists=True, sampler=st.make_sampler(plan.sweep, worker, grid),
-            pruner=st.make_pruner(plan.sweep, epochs))
+            load_if_exists=True, sampler=make_sampler(plan.sweep, worker, grid),
+            pruner=make_pruner(plan.sweep, epochs))
     return studies
 
 

@@ -1,4 +1,4 @@
-"""Optuna storage, studies, samplers and pruners for a sweep.
+"""Optuna storage and studies for a sweep (their samplers and pruners: mfexp/sweep/search.py).
 
 Default storage: Optuna's journal file `sweeps/<name>/optuna.journal`, safe for several
 processes on one machine. `sweep.storage=<URL>` takes any Optuna RDB URL (sqlite:///...,
@@ -8,9 +8,7 @@ of it and marks its MLflow run KILLED. MFEXP_HEARTBEAT_S sets the heartbeat (def
 Stores are created once, in the main process, before its workers start; separate invocations
 (other machines) that create the same fresh database at the same moment are serialised by
 retrying (Optuna's table creation is not safe against concurrent creators); `exclusive()` is a
-lock shared by all of a sweep's processes for the check-then-act steps after that. With sweep.storage
-set, each process also seeds its sampler with its host:pid, so that processes joining the same
-study from elsewhere (all with worker index 0) do not propose the same points.
+lock shared by all of a sweep's processes for the check-then-act steps after that.
 """
 from __future__ import annotations
 
@@ -18,7 +16,6 @@ import contextlib
 import logging
 import os
 import random
-import socket
 import time
 import warnings
 import zlib
@@ -30,9 +27,8 @@ from optuna.trial import TrialState
 
 from mfexp.config import SweepConfig
 from mfexp.errors import ConfigError
-from mfexp.sweep.pruners import ForecastPruner
 from mfexp.sweep.results import FAIL_REASON_ATTR, MLFLOW_RUN_ATTR, PENDING_RUN_ATTR, WORKER_ATTR
-from mfexp.tracking import redact
+from mfexp.tracking import FAIL_REASON_TAG, PARENT_TAG, STATE_TAG, STUDY_TAG, TRIAL_TAG, redact
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)  # toward sweep.n_trials; FAIL does not count
 HEARTBEAT_S = 30  # default; MFEXP_HEARTBEAT_S=<seconds> overrides it (tests use 1-2 s)
@@ -192,10 +188,10 @@ def kill_mlflow_run(trial: optuna.trial.FrozenTrial, reason: str, study_name: st
                 _record_lost_member(client, experiment.experiment_id, pending, trial, reason, study_name)
                 return
         run = client.get_run(run_id)
-        if run.info.status == "FAILED" or run.data.tags.get("optuna.trial_state") == "FAIL":
+        if run.info.status == "FAILED" or run.data.tags.get(STATE_TAG) == "FAIL":
             return  # it failed on its own: its own end said more
-        client.set_tag(run_id, "optuna.trial_state", "FAIL")
-        client.set_tag(run_id, "mfexp.fail_reason", reason)
+        client.set_tag(run_id, STATE_TAG, "FAIL")
+        client.set_tag(run_id, FAIL_REASON_TAG, reason)
         if run.info.status in ("RUNNING", "FINISHED"):
             client.set_terminated(run_id, "KILLED")
     except Exception as err:  # noqa: BLE001 - an unreachable tracking server must not stop the sweep
@@ -207,7 +203,7 @@ def _started_run(client, experiment_id: str, trial: optuna.trial.FrozenTrial, st
     """The run a worker started for a trial before it could record the run's id on the trial (it died
     in between), found by the trial's tags in the experiment the trial was headed for; else None."""
     runs = client.search_runs([experiment_id], max_results=1, filter_string=(
-        f"tags.`optuna.study_name` = '{study_name}' and tags.`optuna.trial_number` = '{trial.number}'"))
+        f"tags.`{STUDY_TAG}` = '{study_name}' and tags.`{TRIAL_TAG}` = '{trial.number}'"))
     return runs[0].info.run_id if runs else None
 
 
@@ -217,10 +213,10 @@ def _record_lost_member(client, experiment_id: str, pending: dict, trial: optuna
     its run as it leaves the population): record one, KILLED, with the trial's params and the reason,
     where the run was headed (`pending`), so that every trial Optuna knows has its run."""
     try:
-        tags = {"optuna.study_name": study_name, "optuna.trial_number": str(trial.number), "optuna.trial_state": "FAIL",
-                "mfexp.fail_reason": reason}
+        tags = {STUDY_TAG: study_name, TRIAL_TAG: str(trial.number), STATE_TAG: "FAIL",
+                FAIL_REASON_TAG: reason}
         if pending.get("parent"):
-            tags["mlflow.parentRunId"] = pending["parent"]
+            tags[PARENT_TAG] = pending["parent"]
         run = client.create_run(experiment_id, tags=tags, run_name=pending["run_name"])
         for name, value in trial.params.items():
             client.log_param(run.info.run_id, name, value)
@@ -328,74 +324,12 @@ def _open_tier(url: str) -> optuna.storages.BaseStorage:
         return optuna.storages.JournalStorage(JournalRedisBackend(url))
 
 
-def make_sampler(sweep: SweepConfig, worker: int = 0, grid: Optional[dict] = None) -> optuna.samplers.BaseSampler:
-    seed = sweep.seed + 1000 * worker  # workers must not propose the same points
-    if sweep.storage and not sweep.storage.startswith("sqlite"):
-        # a server-backed storage: processes on other machines join with the same worker index
-        seed = (seed + 10_000 * zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())) % 2**32
-    name = sweep.sampler
-    if name == "tpe":
-        # group=True: the reference trial (no sampled params) must not empty the joint space;
-        # constant_liar: workers sharing a study do not all propose around the same running trial
-        cls, kwargs = optuna.samplers.TPESampler, {"seed": seed, "multivariate": True, "group": True,
-                                                    "n_startup_trials": 5,
-                                                    "constant_liar": sweep.n_workers > 1 or bool(sweep.storage)}
-    elif name == "random":
-        cls, kwargs = optuna.samplers.RandomSampler, {"seed": seed}
-    elif name == "qmc":
-        cls, kwargs = optuna.samplers.QMCSampler, {"seed": sweep.seed, "scramble": True}
-    elif name == "grid":
-        cls, kwargs = optuna.samplers.GridSampler, {"search_space": grid or {}, "seed": seed}
-    elif name == "gp":
-        _needs("torch", "sweep.sampler=gp", "pip install torch --index-url https://download.pytorch.org/whl/cpu "
-               "(into .venv; the CPU build: PyPI's default build brings CUDA, about 5 GB)")
-        cls, kwargs = optuna.samplers.GPSampler, {"seed": seed}
-    elif name == "cmaes":
-        _needs("cmaes", "sweep.sampler=cmaes", "pip install cmaes (into .venv)")
-        cls, kwargs = optuna.samplers.CmaEsSampler, {"seed": seed}
-    else:
-        raise ConfigError(f"unknown sweep.sampler {name!r}")
-    args = dict(sweep.sampler_args or {})
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return cls(**{**kwargs, **args})
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"sweep.sampler_args={args} do not fit the {name} sampler ({cls.__name__}): {err}. "
-                          f"See Optuna's documentation of {cls.__name__}.") from None
-
-
-PRUNER_DEFAULTS = {"median": (optuna.pruners.MedianPruner, {"n_startup_trials": 3, "n_warmup_steps": 3}),
-                   "hyperband": (optuna.pruners.HyperbandPruner, {"min_resource": 2, "reduction_factor": 3}),
-                   "successive-halving": (optuna.pruners.SuccessiveHalvingPruner,
-                                          {"min_resource": 2, "reduction_factor": 3}),
-                   "forecast": (ForecastPruner, {"window": 2, "warmup": 3}),
-                   "none": (optuna.pruners.NopPruner, {})}
-
-
-def make_pruner(sweep: SweepConfig, max_epochs: int) -> optuna.pruners.BasePruner:
-    if sweep.pruner not in PRUNER_DEFAULTS:
-        raise ConfigError(f"unknown sweep.pruner {sweep.pruner!r}")
-    cls, kwargs = PRUNER_DEFAULTS[sweep.pruner]
-    kwargs = {**kwargs, **({"max_resource": max_epochs} if sweep.pruner == "hyperband" else {}),
-              **({"max_epochs": max_epochs} if sweep.pruner == "forecast" else {}),
-              **dict(sweep.pruner_args or {})}
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"sweep.pruner_args={dict(sweep.pruner_args)} do not fit the {sweep.pruner} pruner "
-                          f"({cls.__name__}): {err}. See "
-                          + ("its docstring in mfexp/sweep/pruners.py" if cls is ForecastPruner
-                             else f"Optuna's documentation of {cls.__name__}") + ".") from None
-
-
 def _needs(module: str, key: str, how: str) -> None:
     import importlib.util
 
     if importlib.util.find_spec(module) is None:
-        other = ("choose another sampler (tpe, random, qmc, grid)" if key.startswith("sweep.sampler") else
-                 "use another storage (sweep.storage=null: the journal file; or an RDB URL)")
-        raise ConfigError(f"{key} needs the '{module}' package, which is not installed: {how}, or {other}.")
+        raise ConfigError(f"{key} needs the '{module}' package, which is not installed: {how}, or use another "
+                          "storage (sweep.storage=null: the journal file; or an RDB URL).")
 
 
 def counted_trials(study: optuna.Study) -> int:
