@@ -1,7 +1,7 @@
 """Typed configuration: the schema Hydra composes YAML into, and its validation.
 
-Only the CLI modules (`mfexp.run`, `mfexp.sweep`) know Hydra. They turn the composed
-DictConfig into these dataclasses with `to_config`, and everything below takes plain objects.
+Hydra composes YAML onto these dataclasses in mfexp/cli.py (and parses the sweep's space
+expressions in mfexp/sweep/); everything else takes the plain objects `cli.to_object` returns.
 Every validation error names the key to fix.
 """
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The sweep's journal file (Optuna's JournalFileBackend), safe at its edges: a write that fails
 leaves nothing half-written, and a journal torn by a worker killed mid-write is repaired.
 
-How Optuna 5.0 reads the file (optuna/storages/journal/_file.py, checked against 5.0.0): one JSON
+How Optuna 5 reads the file (optuna/storages/journal/_file.py, read in 5.0.0 and 5.1.0; the
+torn-journal tests in tests/test_edges.py run against the installed Optuna and fail if it changes): one JSON
 record per line; a last line without its newline is skipped as "still being written"; a line
 that does not parse is skipped too when it is the last one, and raises (JSONDecodeError or
 "Invalid log format") as soon as another line follows it. A writer appends under a lock
