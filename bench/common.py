@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import shutil
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -212,9 +214,6 @@ def mlflow_store(name: str) -> str:
 
 
 def quiet_logs() -> None:
-    import logging
-    import warnings
-
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     for name in ("alembic", "mlflow", "urllib3", "git", "optuna", "mfexp"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -17,6 +17,7 @@ import argparse
 import json
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Optional, Sequence
 
 from bench import common, throughput
@@ -80,8 +81,6 @@ def child(n_ratings: int, batch: int, budget_s: float, n_users: int = ML25M_USER
           model: str = "fm", group_by: str = "none", group_size: int = 0) -> dict:
     """One epoch of `model` (reference settings, sparse grads, batches grouped by `group_by`) on
     `n_ratings` synthetic ML-25M-shaped ratings."""
-    from dataclasses import replace
-
     import mxnet as mx
     import numpy as np
 

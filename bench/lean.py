@@ -12,6 +12,7 @@ RMSE, which must not change.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -112,8 +113,6 @@ def measure(base: str, quick: bool, rounds: int) -> list[dict]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    import argparse
-
     from bench import common
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -6,6 +6,7 @@ and where one batch's time goes at the tutorial's batch size.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Callable, Optional, Sequence
 
 from bench import common
@@ -19,7 +20,6 @@ TARGET_SAMPLES = 1.3e6  # plain k=64, batch >= 1024
 def u1_train_only(quick: bool):
     """ML-100K u1 as the tutorial trains on it: all of u1.base (no holdout). Quick: 16k of it."""
     import numpy as np
-    from dataclasses import replace
 
     from mfexp.config import DataConfig
     from mfexp.data import load_dataset

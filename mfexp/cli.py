@@ -9,6 +9,7 @@ import difflib
 import logging
 import os
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -288,8 +289,6 @@ def log_to_stdout() -> None:
 def one_line_warnings() -> None:
     """mfexp's own warnings (duplicate ratings, missing side features) as `mfexp: warning: ...`,
     without Python's file:line prefix and the source line that raised them."""
-    import warnings
-
     package = str(Path(__file__).resolve().parent)
     default = warnings.formatwarning
 
@@ -317,7 +316,6 @@ def quiet_libraries() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    import warnings
 
     warnings.filterwarnings("ignore", message=".*Integer columns in Python cannot represent missing.*")
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -331,8 +329,6 @@ def quiet_mxnet() -> None:
     thread (common::LogOnce, MXNet 1.9.1), in the middle of the first sparse-gradient trial. One
     tiny sparse SGD step with stderr pointed at /dev/null uses up that once for the CPU engine
     thread (one per process unless MXNET_CPU_WORKER_NTHREADS says more); no random numbers drawn."""
-    import sys
-
     import mxnet as mx
     from mxnet import autograd, gluon
 

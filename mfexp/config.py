@@ -6,7 +6,7 @@ Every validation error names the key to fix.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any, Optional
 
 from mfexp.errors import ConfigError
@@ -338,8 +338,6 @@ def _check_devices(devices: Any) -> None:
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     """Nested dataclass/dict -> {'model.k': 64, ...}: the dotted keys MLflow params use."""
-    from dataclasses import asdict, is_dataclass
-
     if is_dataclass(obj):
         obj = asdict(obj)
     out: dict[str, Any] = {}

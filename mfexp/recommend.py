@@ -19,6 +19,7 @@ vectors (the embedding; for mlp/dropout the item tower's output, which meets the
 from __future__ import annotations
 
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -133,8 +134,6 @@ def _uri() -> str:
 # --- the model and its data ----------------------------------------------------------------------
 def load_run(run_id: str) -> Loaded:
     """The run's model (artifact model/artifacts/mfexp_model) and the data its config names."""
-    import tempfile
-
     import mlflow
     import yaml
     from mlflow.exceptions import MlflowException

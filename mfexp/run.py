@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import time
 from dataclasses import asdict
@@ -137,8 +138,6 @@ class Interrupted(KeyboardInterrupt):
 
 def interrupted_line(err: KeyboardInterrupt, seconds: float) -> str:
     """The one line mfexp.run ends with when interrupted."""
-    import signal
-
     signum = interrupt.pending()
     how = f" ({signal.Signals(signum).name})" if signum else ""
     run_id = getattr(err, "run_id", None)

@@ -5,13 +5,16 @@ store is MLflow's own (sqlite:///mlflow.db in the working directory).
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
+import importlib.util
 import logging
 import os
 import re
 import subprocess
 import tempfile
 import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Iterator, Optional
 from urllib.parse import urlsplit
@@ -293,7 +296,6 @@ class Tracker:
         """Whether this run records MLflow's system metrics; sets their sampling interval."""
         if not self.cfg.system_metrics:
             return False
-        import importlib.util
 
         if importlib.util.find_spec("psutil") is None:
             if not _warned_psutil:
@@ -458,8 +460,6 @@ def _ranges(steps: list[int]) -> str:
 def _requirements() -> list[str]:
     """The logged model's pip requirements: the installed MXNet build (mxnet or mxnet-cu112, the
     same module, never both), numpy, pandas and mlflow at their installed versions."""
-    from importlib.metadata import PackageNotFoundError, version
-
     def pinned(dist: str):
         try:
             return f"{dist}=={version(dist)}"
@@ -484,8 +484,6 @@ def ui_links(base: str) -> list[str]:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """`python -m mfexp.tracking links [BASE]`: the direct links `make ui` prints."""
-    import argparse
-
     parser = argparse.ArgumentParser(prog="python -m mfexp.tracking")
     parser.add_argument("command", choices=["links"])
     parser.add_argument("base", nargs="?", default=DEFAULT_UI, help="the UI's address (default %(default)s)")

@@ -21,6 +21,7 @@ sweep on gpu:0 and gpu:1 whose trials must run on both.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import logging
 import math
@@ -142,8 +143,6 @@ def check_training(cfg, data, accel, host, label: str) -> Check:
 def check_population(cfg, data, accel, host) -> Check:
     """Four members of `cfg` (lr and reg spread x0.5..x2) trained as one population on `accel` and
     on `host`: each member's test RMSE on both within TOLERANCE (a member on the GPU agrees with the CPU)."""
-    import copy
-
     from mfexp.population import Member, fit_population
 
     members = []

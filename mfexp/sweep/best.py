@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Optional
@@ -187,8 +188,6 @@ def evaluate_best(plan, model: str, study: optuna.Study, data, parent_run_id, ou
                   yaml_path: Path, refit_data=None) -> ModelOutcome:
     """`refit_data` (sweep.refit): the data set with no holdout, which the chosen configuration is
     trained on again before its one test evaluation."""
-    import tempfile
-
     import numpy as np
 
     from mfexp.run import run_tags, train_and_track

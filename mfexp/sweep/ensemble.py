@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from dataclasses import asdict, replace
 from typing import Optional
 
 import numpy as np
@@ -62,8 +63,6 @@ def build_ensemble(plan, outcomes: list[ModelOutcome], data, data_cfg, parent_ru
     With sweep.refit, a member's best run holds the network trained on train + holdout: the weights
     are fit on the holdout predictions it logged of the network chosen before (never on predictions
     of a network that saw the holdout), and the blend is of the refit networks, on `refit_data`."""
-    from dataclasses import asdict, replace
-
     import pandas as pd
 
     from mfexp import model_io

@@ -12,7 +12,9 @@ import multiprocessing
 import os
 import signal
 import socket
+import sys
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -193,8 +195,6 @@ def _fail_orphans(storage: optuna.storages.BaseStorage, study: optuna.Study, los
     once (storage.retry_once), and their MLflow runs KILLED. On RDB storage, trials whose heartbeat
     is stale (dead workers on any host) are failed first, the same way (storage.StaleTrialCallback):
     which of the two finds a dead worker first makes no difference."""
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # no-op without heartbeats (journal storage)
@@ -242,8 +242,6 @@ def _alive(pid: int) -> bool:
 
 
 def _next_model(plan: SweepPlan, studies: dict[str, optuna.Study]) -> Optional[str]:
-    import warnings
-
     with warnings.catch_warnings():  # a dead worker's trial must not hold its slot (RDB heartbeats): failed,
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # and retried as WAITING
         for study in studies.values():
@@ -458,8 +456,6 @@ def run_workers(plan: SweepPlan, parent_run_id: Optional[str], hooks: Optional[H
 
 
 def _work_entry(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: Optional[float]) -> None:
-    import sys
-
     logging.basicConfig(level=logging.WARNING, format=f"[worker {worker}] %(message)s")
     from mfexp.cli import quiet_mxnet
 

@@ -13,9 +13,12 @@ lock shared by all of a sweep's processes for the check-then-act steps after tha
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import importlib.util
 import logging
 import os
 import random
+import threading
 import time
 import warnings
 import zlib
@@ -258,7 +261,6 @@ def exclusive(sweep: SweepConfig, storage: optuna.storages.BaseStorage) -> Itera
     else:
         yield  # another kind of storage: no lock
         return
-    import fcntl
 
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -272,8 +274,6 @@ def exclusive(sweep: SweepConfig, storage: optuna.storages.BaseStorage) -> Itera
 def _redis_lock(url: str, name: str, expiry_s: int = 60) -> Iterator[None]:
     """A Redis lock (SET NX with an expiry, so a dead holder frees it after a minute), renewed
     while held: the end-of-sweep evaluation it guards can take longer than the expiry."""
-    import threading
-
     import redis
 
     lock = redis.Redis.from_url(url).lock(name, timeout=expiry_s)
@@ -325,8 +325,6 @@ def _open_tier(url: str) -> optuna.storages.BaseStorage:
 
 
 def _needs(module: str, key: str, how: str) -> None:
-    import importlib.util
-
     if importlib.util.find_spec(module) is None:
         raise ConfigError(f"{key} needs the '{module}' package, which is not installed: {how}, or use another "
                           "storage (sweep.storage=null: the journal file; or an RDB URL).")
