@@ -85,6 +85,7 @@ class Config:
 OBJECTIVES = ("val_rmse", "val_ndcg_at_10")
 GROUP_BY = ("none", "user", "item")
 STARTS = ("center", "sampler")
+PHASES = ("all", "search", "select")
 
 
 @dataclass
@@ -111,6 +112,10 @@ class SweepConfig:
     # mfexp/sweep/search.py, which adds the seed, the grid and the epoch budget)
     samplers: dict[str, Any] = field(default_factory=dict)
     pruners: dict[str, Any] = field(default_factory=dict)
+    # all: search, then select; search: train trials until every study has its budget, nothing more (any
+    # number of commands on any machines sharing sweep.storage); select: no trials, only the choice (each
+    # model's best replayed or refit, evaluated once on the test part, blended, registered, reported)
+    phase: str = "all"
     # the first searched trial of each new study: center (the middle of the model's space, as Ax
     # starts) or sampler (the sampler's own first draw: TPE's are random)
     start: str = "sampler"
@@ -265,6 +270,7 @@ def validate_sweep(sweep: SweepConfig) -> SweepConfig:
         sweep.n_workers = len(sweep.devices)  # one worker per GPU
     _check(sweep.timeout is None or sweep.timeout > 0, "sweep.timeout", "must be > 0 or null", sweep.timeout)
     _check(sweep.start in STARTS, "sweep.start", f"must be one of {', '.join(STARTS)}", sweep.start)
+    _check(sweep.phase in PHASES, "sweep.phase", f"must be one of {', '.join(PHASES)}", sweep.phase)
     _check(sweep.max_failures >= 1, "sweep.max_failures", "must be >= 1", sweep.max_failures)
     _check(sweep.warm_start_top_k >= 1, "sweep.warm_start_top_k", "must be >= 1", sweep.warm_start_top_k)
     _check(sweep.warm_start != sweep.name, "sweep.warm_start", "must name another, earlier sweep (resuming "

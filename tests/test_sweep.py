@@ -158,6 +158,41 @@ def test_resume_makes_up_failed_trials(ratings_file, tmp_path, mlflow_uri):
     assert len(states) == 4  # exactly one new trial: the FAIL one did not count
 
 
+def test_a_sweep_in_two_phases_searches_then_chooses_once(ratings_file, tmp_path, mlflow_uri, capsys):
+    """sweep.phase=search trains the budget and chooses nothing (no best run, replay file or report);
+    sweep.phase=select trains no trial and makes the choice: one test evaluation per model, the
+    report; a second select evaluates nothing again."""
+    search = build_plan(_args(ratings_file, tmp_path, "sweep.n_trials=2", "sweep.phase=search"))
+    assert run_sweep(search) == []
+    out = capsys.readouterr().out
+    assert "search phase done" in out and "biased 2/2" in out and "sweep.phase=select" in out
+    folder = tmp_path / "sweeps" / "smoke"
+    assert not (folder / "best-biased.yaml").exists() and not (folder / "report.md").exists()
+    best_runs = lambda: mlflow.search_runs(experiment_names=[search.experiment], output_format="list",  # noqa: E731
+                                           filter_string="tags.`mfexp.best` = 'true'")
+    assert best_runs() == []
+    trials = _trials(search)
+
+    select = build_plan(_args(ratings_file, tmp_path, "sweep.n_trials=2", "sweep.phase=select"))
+    (outcome,) = run_sweep(select)
+    assert [t.number for t in _trials(select)] == [t.number for t in trials]  # no trial trained
+    assert outcome.test_rmse is not None and (folder / "best-biased.yaml").exists() and (folder / "report.md").exists()
+    assert "then one evaluation on the test part" in capsys.readouterr().out
+    assert len(best_runs()) == 1
+    run_sweep(select)  # again: nothing evaluated twice
+    assert "then one evaluation on the test part" not in capsys.readouterr().out
+    assert len(best_runs()) == 1
+
+
+def test_choosing_before_a_search_has_its_budget_says_so(ratings_file, tmp_path, mlflow_uri, caplog):
+    run_sweep(build_plan(_args(ratings_file, tmp_path, "sweep.n_trials=1", "sweep.phase=search")))
+    select = build_plan(_args(ratings_file, tmp_path, "sweep.n_trials=3", "sweep.phase=select"))
+    with caplog.at_level("WARNING", logger="mfexp.sweep"):
+        run_sweep(select)
+    assert len(_trials(select)) == 1  # select trains nothing, even short of the budget
+    assert "biased: choosing among 1 counted trials of its budget of 3" in caplog.text
+
+
 def test_workers_that_count_at_the_same_moment_never_run_more_trials_than_the_budget(ratings_file, tmp_path,
                                                                                    monkeypatch):
     """Counting the trials and starting one are a single step under storage.exclusive(): workers

@@ -7,8 +7,9 @@ import time
 from dataclasses import replace
 
 import optuna
+from optuna.trial import TrialState
 
-from mfexp.config import flatten, refits
+from mfexp.config import flatten, refits, trial_budget
 from mfexp.registry import register_sweep_best
 from mfexp.sweep import once
 from mfexp.sweep import storage as st
@@ -44,7 +45,12 @@ def run_sweep(plan: SweepPlan) -> list[ModelOutcome]:
         if tracker.run_id:
             tracker.log_yaml({m: {"distributions": {k: repr(d) for k, d in s.distributions.items()},
                                   "fixed": s.fixed} for m, s in plan.spaces.items()}, "search_space.yaml")
-        run_workers(plan, tracker.run_id)
+        if plan.sweep.phase != "select":
+            run_workers(plan, tracker.run_id)
+        if plan.sweep.phase == "search":
+            _search_done(plan, studies, time.time() - started)
+            return []
+        _unfinished(plan, studies)
         # one test evaluation and registry version per best trial, across all worker commands (once.py)
         with st.exclusive(plan.sweep, studies.storage):
             data_cfg, data, refit_data = _sweep_data(plan)
@@ -74,6 +80,29 @@ def run_sweep(plan: SweepPlan) -> list[ModelOutcome]:
                 tracker.set_tags({BEST_MODEL_TAG: top.model})
     _print_summary(plan, outcomes, paths, wall, tracking_uri() if plan.tracking.enabled else None)
     return outcomes
+
+
+def _counts(plan: SweepPlan, studies: dict[str, optuna.Study]) -> dict[str, tuple[int, int, int]]:
+    """model -> (counted trials, still running, budget)."""
+    return {m: (st.counted_trials(s), len(s.get_trials(deepcopy=False, states=(TrialState.RUNNING,))),
+                trial_budget(plan.sweep, m)) for m, s in studies.items()}
+
+
+def _search_done(plan: SweepPlan, studies: dict[str, optuna.Study], wall: float) -> None:
+    """sweep.phase=search ends here: what the studies hold, and the command that chooses."""
+    counts = ", ".join(f"{m} {n}/{b}" + (f" ({r} running elsewhere)" if r else "")
+                       for m, (n, r, b) in _counts(plan, studies).items())
+    print(f"\nsweep {plan.sweep.name}: search phase done in {wall:.0f}s (trials counted: {counts}). Once every "
+          f"command has finished, choose with the same command and sweep.phase=select (once).", flush=True)
+
+
+def _unfinished(plan: SweepPlan, studies: dict[str, optuna.Study]) -> None:
+    """The choice is made on what the studies hold: say so when a study is short of its budget (a
+    search stopped by sweep.timeout, or sweep.phase=select while searches still run)."""
+    for model, (n, running, budget) in _counts(plan, studies).items():
+        if n < budget and (plan.sweep.phase == "select" or not running):  # running: another command ends it
+            log.warning("%s: choosing among %d counted trials of its budget of %d%s", model, n, budget,
+                        f" ({running} still running: a search is not finished)" if running else "")
 
 
 def _check_objective(plan: SweepPlan, studies: dict[str, optuna.Study]) -> None:
