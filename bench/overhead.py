@@ -149,7 +149,7 @@ def install(timers: Timers) -> None:
 
 
 def sweep_plan(name: str, n_trials: int, tracking: bool, epochs: int):
-    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.plan import build_plan
 
     return build_plan([
         "sweep.models=[plain]", f"sweep.n_trials={n_trials}", f"sweep.name={name}",

@@ -56,7 +56,7 @@ NEAR = 0.001  # the looser bar reported beside the target's: within this much va
 def child(arm: str, model: str, seed: int, budget: float, extra: Sequence[str], epochs: Optional[int] = None) -> dict:
     import optuna
 
-    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.plan import build_plan
     from mfexp.sweep.runner import Hooks, prepare, run_workers
 
     name = f"eff-{arm}-{model}-{seed}"
@@ -124,7 +124,7 @@ def _arm_args(arm: str, model: str, seed: int, budget: float, extra: Sequence[st
 
 def _random_plan(model: str, seed: int, extra: Sequence[str]):
     """The random arm's plan, to draw and train from (it opens no storage)."""
-    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.plan import build_plan
 
     return build_plan(_arm_args("random", model, seed, 1, extra))
 
@@ -391,7 +391,7 @@ def budget_ratios(rows: list[dict], curves: dict, budget: float, steps: int = 6)
 def default_pruner(overrides: Sequence[str], model: str):
     """The default arm's pruner for `model`, as the sweep would make it (conf/sweep/default.yaml +
     overrides; its horizon is the model's epoch budget)."""
-    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.plan import build_plan
     from mfexp.sweep.runner import epoch_budget
     from mfexp.sweep.search import make_pruner
 

@@ -26,7 +26,7 @@ TUTORIAL_TARGET = 3.0
 
 
 def _median_config(model: str, epochs: int):
-    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.plan import build_plan
     from mfexp.sweep.objective import apply_params
 
     plan = build_plan([f"sweep.models=[{model}]", "tracking.enabled=false", "train.device=cpu"])

@@ -25,7 +25,7 @@ QUICK_CONFIGS = ((1, None), (2, 1))
 
 
 def child(workers: int, n_trials: int, epochs: int) -> dict:
-    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.plan import build_plan
     from mfexp.sweep.results import WORKER_ATTR
     from mfexp.sweep.runner import prepare, run_workers
 

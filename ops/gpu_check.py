@@ -199,7 +199,7 @@ def check_serving(cfg, data, device: str, store: Path) -> Check:
 
 
 def check_auto(overrides: Sequence[str], gpus: int, workdir: Path) -> Check:
-    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.plan import build_plan
     from mfexp.sweep.runner import workers_line
     from mfexp.train import resolve_device
 

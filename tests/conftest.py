@@ -167,7 +167,7 @@ def smoke_sweep(tmp_path_factory):
 
     import mlflow
 
-    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.plan import build_plan
     from mfexp.sweep.orchestrate import run_sweep
 
     folder = tmp_path_factory.mktemp("smoke")

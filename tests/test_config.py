@@ -98,7 +98,7 @@ def test_composition_errors_are_config_errors_naming_the_key(override, message):
 def test_the_main_jobs_config_composes_conf_sweep_default(tmp_path):
     """`make sweep` composes conf/sweep.yaml with conf/sweep/default.yaml: the seven models, their spaces
     (each value checked against the config at plan time) and the budget the README describes."""
-    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.plan import build_plan
 
     plan = build_plan([f"sweep.root={tmp_path}"])
     assert plan.sweep.name == "default" and plan.sweep.models == ["plain", "mlp", "dropout", "biased", "svdpp", "fm",
@@ -124,7 +124,7 @@ def test_the_main_jobs_config_composes_conf_sweep_default(tmp_path):
 
 def test_a_model_setting_given_to_every_model_is_left_out_where_a_model_lacks_it(tmp_path):
     from mfexp.errors import ConfigError
-    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.plan import build_plan
 
     # conf/sweep/smoke.yaml searches model.k for every model (sweep.space.common); autorec has no k
     plan = build_plan(["sweep=smoke", "sweep.models=[biased,autorec]", f"sweep.root={tmp_path}",
@@ -151,7 +151,7 @@ def test_sweep_refit_names_only_models_of_the_sweep():
 def test_the_default_sweep_refits_the_models_whose_class_says_so(tmp_path):
     """sweep.refit=auto (the default sweep's) becomes the list of its models with Recommender.refit:
     the plan, the parent run's params and report.md name them; the towers and plain MF replay instead."""
-    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.plan import build_plan
 
     plan = build_plan([f"sweep.root={tmp_path}", "sweep.models=[plain,mlp,fm,autorec,svdpp]"])
     assert plan.sweep.refit == ["fm", "autorec", "svdpp"]
@@ -160,7 +160,7 @@ def test_the_default_sweep_refits_the_models_whose_class_says_so(tmp_path):
 
 
 def test_sweep_pruner_args_reach_the_pruner_and_bad_ones_stop_the_plan():
-    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.plan import build_plan
     from mfexp.sweep.search import make_pruner
 
     plan = build_plan(["sweep.models=[plain]", "sweep.pruner=median",
@@ -172,7 +172,7 @@ def test_sweep_pruner_args_reach_the_pruner_and_bad_ones_stop_the_plan():
 
 
 def test_sweep_sampler_args_reach_the_sampler_over_mfexps_and_bad_ones_stop_the_plan():
-    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.plan import build_plan
     from mfexp.sweep.search import make_sampler
 
     default = make_sampler(build_plan(["sweep.models=[plain]"]).sweep)
@@ -188,7 +188,7 @@ def test_samplers_and_pruners_are_target_entries_a_user_can_add_to():
     """sweep.sampler / sweep.pruner name _target_ entries (conf/sweep.yaml); the run adds only what it
     alone knows (the seed, constant liar for several workers, the epoch budget); a user's own entry is
     built the same way, and a bad name or class path stops the plan with the key."""
-    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.plan import build_plan
     from mfexp.sweep.search import make_pruner, make_sampler
 
     plan = build_plan(["sweep.models=[plain]", "sweep.seed=7", "sweep.n_workers=2", "sweep.pruner=hyperband",
@@ -211,7 +211,7 @@ def test_the_gp_sampler_without_torch_says_which_torch_to_install(monkeypatch):
     """PyPI's default torch is the CUDA build (about 5 GB): the message points at the CPU one."""
     import importlib.util
 
-    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.plan import build_plan
     from mfexp.sweep.search import make_sampler
 
     find_spec = importlib.util.find_spec

@@ -93,7 +93,7 @@ def test_the_default_config_trains_on_auto(cfg):
 
 # --- sweep.devices -------------------------------------------------------------------------------
 def _plan(ratings_file, tmp_path, *extra):
-    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.plan import build_plan
 
     return build_plan(["data=file", f"data.path={ratings_file}", "sweep=smoke", f"sweep.root={tmp_path / 'sweeps'}",
                        "sweep.models=[biased]", "train.epochs=1", "train.batch_size=256", *extra])

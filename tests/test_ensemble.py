@@ -69,7 +69,7 @@ def test_sweep_ensemble_is_logged_registered_served_and_recommends(ratings_file,
     from mlflow.tracking import MlflowClient
 
     from mfexp.recommend import load_run, recommend, resolve_run
-    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.plan import build_plan
     from mfexp.sweep.orchestrate import run_sweep
 
     plan = build_plan(["data=file", f"data.path={ratings_file}", "sweep=smoke", f"sweep.root={tmp_path / 'sweeps'}",
@@ -112,7 +112,7 @@ def test_served_fm_takes_an_optional_timestamp(ratings_file, tmp_path, mlflow_ur
     from mfexp import cli
     from mfexp.data import load_dataset
     from mfexp.run import run
-    from mfexp.sweep.__main__ import compose_config
+    from mfexp.sweep.plan import compose_config
 
     cfg = cli.to_object(compose_config(["data=file", f"data.path={ratings_file}", "model=fm", "train=adam",
                                         "train.epochs=2", "train.progress=false"]))
@@ -141,7 +141,7 @@ def test_refit_trains_the_choice_on_train_plus_holdout_and_blends_on_the_holdout
     from mfexp.data import load_dataset
     from mfexp.metrics import rmse
     from mfexp.models.ensemble import fit_weights
-    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.plan import build_plan
     from mfexp.sweep.orchestrate import run_sweep
 
     plan = build_plan(["data=file", f"data.path={ratings_file}", "sweep=smoke", f"sweep.root={tmp_path / 'sweeps'}",
@@ -188,7 +188,7 @@ def test_average_seeds_logs_the_average_of_that_many_seeds_and_the_blend_flatten
     from mfexp.data import load_dataset
     from mfexp.metrics import rmse
     from mfexp.models.ensemble import Ensemble
-    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.plan import build_plan
     from mfexp.sweep.ensemble import _member, _predictions
     from mfexp.sweep.orchestrate import run_sweep
 

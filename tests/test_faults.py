@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from test_sweep import _args
 
 from mfexp.errors import ConfigError
-from mfexp.sweep.__main__ import build_plan
+from mfexp.sweep.plan import build_plan
 from mfexp.sweep.orchestrate import run_sweep
 from mfexp.sweep.runner import SweepStopped
 from mfexp.sweep.storage import open_storage, study_name

@@ -146,7 +146,7 @@ def test_sweep_folds_trains_each_choice_on_the_other_fold_apart_and_reports_the_
     implicit feedback too); the report's and the best runs' mean are those of the runs; a resumed sweep
     reads the fold figures back instead of training again."""
     import mfexp.train
-    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.plan import build_plan
     from mfexp.sweep.orchestrate import run_sweep
 
     trained: list[tuple] = []

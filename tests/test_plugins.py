@@ -17,7 +17,7 @@ SEARCHPATH = f"hydra.searchpath=[file://{CONF}]"
 
 
 def test_plugin_model_composes_into_its_own_typed_settings(ratings_file):
-    from mfexp.sweep.__main__ import compose_config
+    from mfexp.sweep.plan import compose_config
     from mfexp import cli
     from tests.plugins.cosine import ScaledDotSettings
 
@@ -28,7 +28,7 @@ def test_plugin_model_composes_into_its_own_typed_settings(ratings_file):
 @pytest.mark.slow
 def test_plugin_model_trains_sweeps_logs_serves_and_recommends(ratings_file, tmp_path, mlflow_uri):
     from mfexp.recommend import load_run, recommend
-    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.plan import build_plan
     from mfexp.sweep.orchestrate import run_sweep
 
     # cwd tmp_path, as the store's: MLflow puts artifacts under ./mlruns of the cwd (the checkout

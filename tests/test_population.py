@@ -139,7 +139,7 @@ def test_a_sweep_trains_populations_with_exact_counts_and_one_mlflow_run_each(ra
     """sweep.population=4, 9 trials of plain, k searched: every trial is its own Optuna trial and
     MLflow run (per-epoch metrics, COMPLETE/FINISHED or PRUNED/KILLED), counts are exact, and trials
     are asked four at a time sharing the first one's k, so they train as populations of 4."""
-    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.plan import build_plan
     from mfexp.sweep.orchestrate import run_sweep
     from mfexp.sweep.storage import open_storage, study_name
 

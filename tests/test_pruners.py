@@ -92,7 +92,7 @@ def test_a_trial_sitting_on_its_first_plateau_is_not_stopped_before_warmup_ends(
 
 
 def test_the_sweep_makes_it_with_the_models_epoch_budget():
-    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.plan import build_plan
     from mfexp.sweep.search import make_pruner
 
     pruner = make_pruner(build_plan(["sweep.models=[plain]", "sweep.pruner=forecast"]).sweep, max_epochs=12)

@@ -428,7 +428,7 @@ def test_workers_preparing_a_sweep_at_once_enqueue_the_reference_trial_once(pg_d
     import optuna
 
     from mfexp.sweep import runner
-    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.plan import build_plan
     from mfexp.sweep.storage import open_storage
 
     ratings = tmp_path / "ratings.tsv"

@@ -12,7 +12,7 @@ import pytest
 from optuna.trial import TrialState
 
 from conftest import join_all
-from mfexp.sweep.__main__ import build_plan, split_overrides
+from mfexp.sweep.plan import build_plan, split_overrides
 from mfexp.sweep.orchestrate import run_sweep
 from mfexp.sweep.storage import open_storage, study_name, trial_id
 

@@ -328,7 +328,7 @@ def test_ranking_on_the_holdout_leaves_only_training_items_out(tiny_data, monkey
 
 
 def _objective_plan(tmp_path, ratings, *extra):
-    from mfexp.sweep.__main__ import build_plan
+    from mfexp.sweep.plan import build_plan
 
     return build_plan(["data=file", f"data.path={ratings}", "sweep=smoke", f"sweep.root={tmp_path / 'sweeps'}",
                        "sweep.models=[biased]", "train.epochs=2", "train.batch_size=256", "sweep.ensemble=false",
