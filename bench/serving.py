@@ -36,7 +36,7 @@ def measure(model: str, data, reps: int) -> dict:
     from mfexp.config import Config, TrackingConfig, TrainConfig
     from mfexp.models.plugins import named
     from mfexp.recommend import score_all, towers
-    from mfexp.run import run_tags, train_and_track
+    from mfexp.experiment import run_tags, train_and_track
     from mfexp.tracking import Tracker
 
     cfg = Config(model=named(model, k=64), train=TrainConfig(epochs=1, batch_size=1024, progress=False),

@@ -45,7 +45,7 @@ def cross_validate(cfg: Config) -> dict:
     """Train and evaluate `cfg` (validated, data.split=all) on each fold; print the table and the mean
     ± sd; returns the summary (per-fold runs, mean, sd, the parent run id)."""
     from mfexp.data import load_dataset
-    from mfexp.run import run_tags, train_and_track
+    from mfexp.experiment import run_tags, train_and_track
     from mfexp.tracking import Tracker
 
     folds = fold_names(cfg.data)

@@ -119,7 +119,7 @@ def compose(overrides: Sequence[str]):
 
 def train_once(cfg, data, ctx):
     """(net, FitResult) of one seeded training on `ctx`."""
-    from mfexp.run import build_net
+    from mfexp.experiment import build_net
     from mfexp.train import fit
 
     net = build_net(cfg, data, ctx)
@@ -169,7 +169,7 @@ def check_serving(cfg, data, device: str, store: Path) -> Check:
 
     from mfexp import model_io
     from mfexp.metrics import rmse
-    from mfexp.run import run
+    from mfexp.experiment import run
     from mfexp.tracking import _requirements
     from mfexp.train import resolve_device
 

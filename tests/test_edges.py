@@ -161,7 +161,7 @@ def test_a_tracker_records_again_once_the_store_answers_and_says_exactly_what_it
         cfg, tiny_data, mlflow_uri, monkeypatch):
     import mlflow
 
-    from mfexp.run import train_and_track
+    from mfexp.experiment import train_and_track
     from mfexp.tracking import Tracker
 
     monkeypatch.setenv("MFEXP_TRACKING_RETRY_S", "0")  # try again at the next call
@@ -851,7 +851,7 @@ def test_a_call_the_store_carried_out_whose_answer_was_lost_is_not_counted_as_mi
     the store answers again, the tracker asks it which missed epochs it has: the gap names 3 only."""
     import mlflow
 
-    from mfexp.run import train_and_track
+    from mfexp.experiment import train_and_track
     from mfexp.tracking import Tracker
 
     monkeypatch.setenv("MFEXP_TRACKING_RETRY_S", "0")

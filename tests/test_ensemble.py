@@ -111,7 +111,7 @@ def _network_outputs(run_id, pairs):
 def test_served_fm_takes_an_optional_timestamp(ratings_file, tmp_path, mlflow_uri):
     from mfexp import cli
     from mfexp.data import load_dataset
-    from mfexp.run import run
+    from mfexp.experiment import run
     from mfexp.sweep.plan import compose_config
 
     cfg = cli.to_object(compose_config(["data=file", f"data.path={ratings_file}", "model=fm", "train=adam",

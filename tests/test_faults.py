@@ -222,12 +222,12 @@ def test_diverging_trials_fail_with_a_reason_and_max_failures_stops_the_sweep(ra
 
 def test_max_failures_names_the_real_cause_and_blames_train_lr_only_for_a_divergence(ratings_file, tmp_path,
                                                                                     mlflow_uri, monkeypatch):
-    import mfexp.run
+    import mfexp.experiment
 
     def broken(*args, **kwargs):
         raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
 
-    monkeypatch.setattr(mfexp.run, "train_and_track", broken)
+    monkeypatch.setattr(mfexp.experiment, "train_and_track", broken)
     # one trial at a time: a population's members do not train through train_and_track
     plan = build_plan(_args(ratings_file, tmp_path, "sweep.enqueue_tutorial=false", "sweep.max_failures=2",
                             "sweep.population=1"))
@@ -255,7 +255,7 @@ def _store_goes_away_after(n_calls, monkeypatch):
 def test_tracking_failure_mid_run_does_not_stop_training(cfg, tiny_data, mlflow_uri, monkeypatch, caplog):
     import logging
 
-    from mfexp.run import run
+    from mfexp.experiment import run
 
     cfg.train.epochs = 5
     _store_goes_away_after(2, monkeypatch)  # epochs 1 and 2 are logged; the store fails at epoch 3 of 5

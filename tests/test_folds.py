@@ -109,7 +109,7 @@ def test_run_with_split_all_trains_each_fold_apart_and_prints_the_mean_of_its_ru
     mean and sd are those of the fold runs."""
     from mfexp import model_io
     from mfexp.models import to_settings
-    from mfexp.run import run
+    from mfexp.experiment import run
 
     cfg.data = DataConfig(name="file", path=str(ratings_file), split="all", folds=2)
     cfg.model = to_settings({"_target_": "mfexp.models.svdpp.SVDpp", "name": "svdpp", "k": 8})

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from mfexp.config import flatten
-from mfexp.run import run
+from mfexp.experiment import run
 from pg import pg_database, postgres_server  # noqa: F401 - fixtures
 
 

@@ -68,11 +68,11 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(store):
-    """A tiny tracked run through mfexp.run.run: the biased model with Adam at a high learning
+    """A tiny tracked run through mfexp.experiment.run: the biased model with Adam at a high learning
     rate, whose network predicts outside 1..5 for some test pairs, so serving must clip them."""
     from conftest import synthetic_dataset
 
-    from mfexp.run import run
+    from mfexp.experiment import run
 
     data = synthetic_dataset()
     cfg = _compose(["model=biased", "train.optimizer=adam", "train.lr=0.05", "train.epochs=2",

@@ -52,7 +52,7 @@ def test_make_ui_links_tag_older_experiments_and_name_each(mlflow_uri, capsys):
 
 
 def test_a_run_prints_the_link_to_its_experiment(cfg, tiny_data, mlflow_uri, capsys):
-    from mfexp.run import run
+    from mfexp.experiment import run
 
     cfg.tracking.log_model = False
     summary = run(cfg, data=tiny_data)
@@ -70,7 +70,7 @@ def test_every_run_logs_its_train_validation_and_test_parts(cfg, tiny_data, mlfl
     import json
     from dataclasses import replace
 
-    from mfexp.run import train_and_track
+    from mfexp.experiment import train_and_track
 
     cfg.tracking.log_model = False
     tracker = Tracker(cfg.tracking)

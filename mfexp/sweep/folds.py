@@ -63,7 +63,7 @@ def fit_on_fold(cfg: Config, data, refit_data=None, seeds: int = 1, on_epoch=Non
 
 
 def _train(cfg: Config, data, seeds: int, on_epoch) -> tuple[list, int]:
-    from mfexp.run import build_net
+    from mfexp.experiment import build_net
     from mfexp.sweep.best import seeded
     from mfexp.train import fit, resolve_device
 
@@ -161,7 +161,7 @@ def fold_config(plan, model: str, study: optuna.Study, fold: str) -> Config:
 
 def _tracked_fit(plan, o: ModelOutcome, cfg: Config, data, refit_data, fold: str) -> FoldFit:
     """fit_on_fold in an MLflow run under the model's best run: per-epoch metrics, the figures."""
-    from mfexp.run import run_tags
+    from mfexp.experiment import run_tags
     from mfexp.tracking import Tracker
 
     tags = {**run_tags(cfg, data), FOLD_TAG: fold}

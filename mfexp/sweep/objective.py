@@ -105,7 +105,7 @@ class Objective:
             raise
 
     def _run(self, trial: optuna.Trial) -> float:
-        from mfexp.run import run_tags, train_and_track
+        from mfexp.experiment import run_tags, train_and_track
         from mfexp.tracking import Tracker
 
         started = time.perf_counter()

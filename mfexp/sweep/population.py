@@ -203,7 +203,7 @@ def _run_alone(study, trial: optuna.Trial, objective, announce) -> FrozenTrial:
 
 
 def _train_population(plan, model, study, members, objective, data, announce) -> list[FrozenTrial]:
-    from mfexp.run import run_tags, track_end, track_start
+    from mfexp.experiment import run_tags, track_end, track_start
     from mfexp.tracking import Tracker
     from mfexp.train import resolve_device
 
@@ -279,7 +279,7 @@ class _Cut(Exception):
 def _record_cut(members, model, study, objective, data, err: BaseException, size: int) -> None:
     """An MLflow run, KILLED, for each member a stopped population had not recorded yet: as a lone
     trial's run is, so that every trial Optuna knows has its run."""
-    from mfexp.run import run_tags
+    from mfexp.experiment import run_tags
     from mfexp.tracking import Tracker
 
     reason = "interrupted" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {err}"

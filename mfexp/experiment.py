@@ -1,0 +1,141 @@
+"""One tracked training run: `run(cfg)` validates, loads the data, trains and records it in MLflow
+(per-epoch metrics, summary, config, data lineage, the model). `python -m mfexp.run` is its command
+line (mfexp/run.py); the sweep's trials and best runs use the pieces below.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from mfexp.config import ALL_FOLDS, Config, flatten, validate
+from mfexp.tracking import DEVICE_TAG, MODEL_TAG
+
+log = logging.getLogger("mfexp.run")
+
+
+def run_tags(cfg: Config, data) -> dict[str, str]:
+    from mfexp.tracking import git_commit
+
+    return {"dataset": data.name, "split": data.split, "git_commit": git_commit(),
+            MODEL_TAG: cfg.model.name}
+
+
+def build_net(cfg: Config, data, ctx):
+    """The configured network, seeded, initialized and hybridized on `ctx`."""
+    import mxnet as mx
+
+    from mfexp.models import build_for_data
+    from mfexp.train import seed_everything
+
+    seed_everything(cfg.train.seed)
+    net = build_for_data(cfg.model, data, cfg.train.sparse_grad)
+    net.initialize(mx.init.Uniform(cfg.train.init_scale), ctx=ctx)
+    net.hybridize(static_alloc=True, static_shape=True)
+    return net
+
+
+def train_and_track(cfg: Config, data, tracker, *, eval_test: bool = True, final_test: bool = True,
+                    on_epoch=None, on_trained=None):
+    """Train inside an active tracker run: per-epoch metrics, summary, config and model.
+    `on_trained(trained)` sees the trained model (model_io.TrainedModel) before it is logged."""
+    from mfexp.train import fit, resolve_device
+
+    ctx, device = resolve_device(cfg.train.device)
+    track_start(cfg, data, tracker, device, test=eval_test or final_test)
+    net = build_net(cfg, data, ctx)
+
+    def hook(report):
+        tracker.log_metrics(report.metrics(), step=report.epoch)
+        if on_epoch is not None:
+            on_epoch(report)
+
+    result = fit(net, data, cfg.train, ctx, eval_test=eval_test, final_test=final_test, on_epoch=hook)
+    track_end(cfg, data, tracker, net, result, eval_test=eval_test, on_trained=on_trained)
+    return result
+
+
+def track_start(cfg: Config, data, tracker, device: str, test: bool) -> None:
+    """What a run records before training: the device, the config, the data's lineage."""
+    tracker.set_tags({DEVICE_TAG: device})  # what train.device (auto, gpu) resolved to here
+    tracker.log_yaml(asdict(cfg), "config.yaml")
+    tracker.log_datasets(data, cfg.data, test=test)
+
+
+def track_end(cfg: Config, data, tracker, net, result, *, eval_test: bool, on_trained=None) -> None:
+    """What a run records after training: the summary metrics and the trained network."""
+    summary = {"best_epoch": result.best_epoch}
+    if result.best_val_rmse is not None:
+        summary["best_val_rmse"] = result.best_val_rmse
+        summary["final_val_rmse"] = result.final_val_rmse
+    if result.final_test_rmse is not None and eval_test:
+        summary["final_test_rmse"] = result.final_test_rmse
+    tracker.log_metrics(summary)
+    log_trained(tracker, net, data, cfg, on_trained)
+
+
+def log_trained(tracker, net, data, cfg: Config, on_trained=None) -> None:
+    """Log a trained `net` as the run's model (with an input example); `on_trained` sees it first."""
+    from mfexp import model_io
+    from mfexp.models.plugins import code_paths
+
+    trained = model_io.from_training(net, data)
+    if on_trained is not None:
+        on_trained(trained)
+    first = slice(0, 5)  # the model's input example: real (user, item) pairs, however few items there are
+    example = pd.DataFrame({"user_id": data.user_ids[data.train.users[first]].astype(np.int64),
+                            "movie_id": data.item_ids[data.train.items[first]].astype(np.int64)})
+    tracker.log_model(lambda folder: model_io.save(trained, folder), example, code_paths(cfg.model))
+
+
+def run(cfg: Config, data=None) -> dict:
+    """Validate, load data, train, track. Returns the run's summary (RMSEs, run id)."""
+    from mfexp.data import load_dataset
+    from mfexp.tracking import Tracker, check_reachable
+
+    validate(cfg)
+    check_reachable(cfg.tracking)
+    if data is None and cfg.data.split == ALL_FOLDS:  # each fold in turn: mfexp/crossval.py
+        from mfexp.crossval import cross_validate
+
+        return cross_validate(cfg)
+    data = data if data is not None else load_dataset(cfg.data)
+    log.info("data: %s %s  train %d  val %d  test %d  users %d  items %d", data.name, data.split,
+             len(data.train), len(data.val), len(data.test), data.n_users, data.n_items)
+    tracker = Tracker(cfg.tracking)
+    try:
+        with tracker.run(run_name=cfg.tracking.run_name, params=flatten(cfg), tags=run_tags(cfg, data)):
+            result = train_and_track(cfg, data, tracker)
+    except KeyboardInterrupt as err:  # the run is KILLED by now: say which one
+        raise Interrupted(tracker.run_id) from err
+    summary = {"run_id": tracker.run_id, "best_epoch": result.best_epoch,
+               "best_val_rmse": result.best_val_rmse, "val_rmse": result.final_val_rmse,
+               "test_rmse": result.final_test_rmse, "epochs": len(result.history)}
+    _print_summary(cfg, summary)
+    return summary
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during a run, after its MLflow run (if any: `run_id`) was ended KILLED."""
+
+    def __init__(self, run_id: Optional[str]):
+        super().__init__(run_id)
+        self.run_id = run_id
+
+
+def _print_summary(cfg: Config, summary: dict) -> None:
+    from mfexp.tracking import tracking_uri
+
+    parts = [f"model={cfg.model.name}", f"epochs={summary['epochs']}", f"test_rmse={summary['test_rmse']:.4f}"]
+    if summary["val_rmse"] is not None:
+        parts.append(f"val_rmse={summary['val_rmse']:.4f}")
+        if summary["best_epoch"] != summary["epochs"]:
+            parts.append(f"(lowest val_rmse {summary['best_val_rmse']:.4f} at epoch {summary['best_epoch']})")
+    print("done: " + "  ".join(parts))
+    if cfg.tracking.enabled:
+        from mfexp.tracking import run_link
+
+        print(f"MLflow run {summary['run_id']} in {tracking_uri()} (make ui): {run_link(summary['run_id'])}")
