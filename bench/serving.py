@@ -35,7 +35,7 @@ def measure(model: str, data, reps: int) -> dict:
     from mfexp import model_io
     from mfexp.config import Config, TrackingConfig, TrainConfig
     from mfexp.models.plugins import named
-    from mfexp.recommend import score_all, towers
+    from mfexp.scoring import score_all, towers
     from mfexp.experiment import run_tags, train_and_track
     from mfexp.tracking import Tracker
 
@@ -82,7 +82,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              worst_pairs, "ms", common.at_most(worst_pairs, PAIRS_TARGET_MS), "slowest model")]
     notes = ["Medians after one warm-up call. pyfunc = mlflow.pyfunc.load_model('runs:/<id>/model').predict(df) "
              "with original ids (id lookup, unknown-id fallbacks and clipping included); one user = "
-             "mfexp.recommend.score_all (a matrix-vector product over the model's towers)."]
+             "mfexp.scoring.score_all (a matrix-vector product over the model's towers)."]
     common.write_result(out, SECTION, args.quick, started, {"rows": rows}, targets, notes)
     return 0
 

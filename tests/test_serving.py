@@ -150,7 +150,7 @@ def test_recommend_scores_every_item_exactly_as_the_network_does(name, tiny_data
     from mfexp import model_io
     from mfexp.models import build_for_data
     from mfexp.models.plugins import named
-    from mfexp.recommend import score_all, towers
+    from mfexp.scoring import score_all, towers
 
     values = {"hidden": 6} if name in ("mlp", "dropout", "autorec") else {}
     cfg = named(name, **({} if name == "autorec" else {"k": 8}), **values)
@@ -177,7 +177,8 @@ def test_sweep_registers_its_best_and_recommend_skips_rated_items(in_smoke_store
     from mfexp import model_io
     from mfexp.config import DataConfig
     from mfexp.data import load_dataset
-    from mfexp.recommend import load_run, main, recommend, resolve_run
+    from mfexp.recommend import main
+    from mfexp.scoring import load_run, recommend, resolve_run
 
     (outcome,) = in_smoke_store.outcomes  # the session's smoke sweep of biased (conftest.py)
     client = MlflowClient()

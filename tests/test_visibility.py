@@ -294,7 +294,7 @@ def test_ranking_on_the_holdout_leaves_only_training_items_out(tiny_data, monkey
     """On the holdout ("val") only the train part's items are left out of a user's top 10; on the
     test part the train part's and the holdout's both are. Hits: the part's items rated >= 4."""
     import mfexp.metrics
-    import mfexp.recommend as rec
+    import mfexp.scoring as rec
     from mfexp.sweep.objective import ranking_on
 
     rng = np.random.default_rng(0)

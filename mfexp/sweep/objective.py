@@ -62,7 +62,7 @@ def ranking_on(trained, data, part: str, coverage: bool = True):
     import numpy as np
 
     from mfexp.metrics import liked, ranking_quality
-    from mfexp.recommend import score_all, towers
+    from mfexp.scoring import score_all, towers
 
     target = data.test if part == "test" else data.val
     known = [p for p in ((data.train, data.val) if part == "test" else (data.train,)) if p is not None and len(p)]
