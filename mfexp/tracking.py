@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -14,7 +15,6 @@ import re
 import subprocess
 import tempfile
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Iterator, Optional
 from urllib.parse import urlsplit
@@ -462,8 +462,8 @@ def _requirements() -> list[str]:
     same module, never both), numpy, pandas and mlflow at their installed versions."""
     def pinned(dist: str):
         try:
-            return f"{dist}=={version(dist)}"
-        except PackageNotFoundError:
+            return f"{dist}=={importlib.metadata.version(dist)}"
+        except importlib.metadata.PackageNotFoundError:
             return None
 
     mxnet = pinned("mxnet-cu112") or pinned("mxnet") or "mxnet==1.9.1"
