@@ -93,9 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     cli.quiet_libraries()
     if opts.tracking.uri:
-        import mlflow
+        from mfexp.tracking import use_store
 
-        mlflow.set_tracking_uri(opts.tracking.uri)
+        use_store(opts.tracking.uri)
     run_id = opts.run_id or resolve_run(opts.sweep.name, opts.model)
     loaded = load_run(run_id)
     model = loaded.trained.model.name

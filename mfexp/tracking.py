@@ -123,6 +123,22 @@ def experiment_link(experiment_id: str, base: Optional[str] = None, run_id: Opti
     return f"{redact((base or ui_base()).rstrip('/'))}/{path}?{UI_QUERY}"
 
 
+def experiment_link_by_name(name: str) -> Optional[str]:
+    """experiment_link of the experiment called `name`; None when the store has none of that name."""
+    exp = mlflow.get_experiment_by_name(name)
+    return experiment_link(exp.experiment_id) if exp else None
+
+
+def download(run_id: str, artifact_path: str, dst: str) -> str:
+    """A run's artifact (a file or a folder) copied into `dst`; returns its local path."""
+    return mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{artifact_path}", dst_path=dst)
+
+
+def use_store(uri: str) -> None:
+    """Read and write runs in the tracking store at `uri` from now on (a command's tracking.uri=)."""
+    mlflow.set_tracking_uri(uri)
+
+
 def run_link(run_id: Optional[str]) -> str:
     """The page of the runs of `run_id`'s experiment, or a note when the store cannot say."""
     try:
@@ -502,3 +518,65 @@ if __name__ == "__main__":
     import sys
 
     sys.exit(main())
+
+
+def kill_trial_run(study_name: str, number: int, params: dict, reason: str, *, run_id: Optional[str] = None,
+                   headed: Optional[dict] = None) -> None:
+    """Mark the MLflow run of Optuna trial `number` of `study_name`, whose worker died, as that trial now is: tags optuna.trial_state
+    FAIL and the reason, status KILLED. Also when the worker died after ending the run (FINISHED, or
+    KILLED with the PRUNED tag of a pruned trial) but before Optuna recorded the trial, which is FAIL
+    now and retried: the run must not pass for a finished or pruned trial. A run that failed on its
+    own (status FAILED, or the FAIL tag of an interrupted trial) keeps its reason. Without `run_id`
+    (its worker died before it recorded one) the run is looked for where it was `headed` ({experiment,
+    run_name, parent}), and recorded there, KILLED, if it was never started. MLflow errors are logged,
+    never raised: the sweep goes on."""
+    pending = headed
+    if not run_id and not pending:
+        return  # nowhere to look (nor a tracking store to open)
+    try:
+        client = mlflow.tracking.MlflowClient()
+        if not run_id:  # its worker died before it recorded a run: look where the run was headed
+            experiment = client.get_experiment_by_name(pending["experiment"])
+            if experiment is None:
+                return
+            run_id = _started_run(client, experiment.experiment_id, number, study_name)
+            if not run_id:
+                _record_lost_member(client, experiment.experiment_id, pending, number, params, reason, study_name)
+                return
+        run = client.get_run(run_id)
+        if run.info.status == "FAILED" or run.data.tags.get(STATE_TAG) == "FAIL":
+            return  # it failed on its own: its own end said more
+        client.set_tag(run_id, STATE_TAG, "FAIL")
+        client.set_tag(run_id, FAIL_REASON_TAG, reason)
+        if run.info.status in ("RUNNING", "FINISHED"):
+            client.set_terminated(run_id, "KILLED")
+    except Exception as err:  # noqa: BLE001 - an unreachable tracking server must not stop the sweep
+        log.warning("could not mark the MLflow run of trial %d KILLED: %s: %s", number,
+                    type(err).__name__, redact(str(err)).splitlines()[0] if str(err) else "")
+
+
+def _started_run(client, experiment_id: str, number: int, study_name: str) -> Optional[str]:
+    """The run a worker started for a trial before it could record the run's id on the trial (it died
+    in between), found by the trial's tags in the experiment the trial was headed for; else None."""
+    runs = client.search_runs([experiment_id], max_results=1, filter_string=(
+        f"tags.`{STUDY_TAG}` = '{study_name}' and tags.`{TRIAL_TAG}` = '{number}'"))
+    return runs[0].info.run_id if runs else None
+
+
+def _record_lost_member(client, experiment_id: str, pending: dict, number: int, params: dict, reason: str,
+                        study_name: str) -> None:
+    """A trial whose worker died before it started the trial's MLflow run (a population member writes
+    its run as it leaves the population): record one, KILLED, with the trial's params and the reason,
+    where the run was headed (`pending`), so that every trial Optuna knows has its run."""
+    try:
+        tags = {STUDY_TAG: study_name, TRIAL_TAG: str(number), STATE_TAG: "FAIL",
+                FAIL_REASON_TAG: reason}
+        if pending.get("parent"):
+            tags[PARENT_TAG] = pending["parent"]
+        run = client.create_run(experiment_id, tags=tags, run_name=pending["run_name"])
+        for name, value in params.items():
+            client.log_param(run.info.run_id, name, value)
+        client.set_terminated(run.info.run_id, "KILLED")
+    except Exception as err:  # noqa: BLE001 - an unreachable tracking server must not stop the sweep
+        log.warning("could not record the MLflow run of trial %d, lost with its worker: %s: %s", number,
+                    type(err).__name__, redact(str(err)).splitlines()[0] if str(err) else "")

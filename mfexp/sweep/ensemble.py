@@ -18,31 +18,27 @@ from typing import Optional
 import numpy as np
 
 from mfexp.sweep.results import ModelOutcome
-from mfexp.tracking import BEST_TAG, MODEL_TAG, PARENT_TAG
+from mfexp.tracking import BEST_TAG, MODEL_TAG, PARENT_TAG, download
 
 log = logging.getLogger("mfexp.sweep")
 NAME = "ensemble"
 
 
 def _member(run_id: str):
-    import mlflow
-
     from mfexp import model_io
 
     with tempfile.TemporaryDirectory() as tmp:
-        folder = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model/artifacts/mfexp_model", dst_path=tmp)
+        folder = download(run_id, "model/artifacts/mfexp_model", tmp)
         return model_io.load(folder)
 
 
 def _logged_val_predictions(run_id: str) -> Optional[np.ndarray]:
     """The holdout predictions a refit best run logged of the network chosen before it was refit."""
-    import mlflow
-
     from mfexp.sweep.best import VAL_PREDICTIONS
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            path = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{VAL_PREDICTIONS}", dst_path=tmp)
+            path = download(run_id, VAL_PREDICTIONS, tmp)
         except Exception:  # noqa: BLE001 -- not a refit run: its own network never saw the holdout
             return None
         return np.load(path)

@@ -199,12 +199,10 @@ def _print_summary(plan, outcomes, paths, wall, uri) -> None:
         print("\n" + fold_summary(outcomes))
     print(f"\nreport: {paths[0]}" if paths else "")
     if uri:
-        import mlflow
+        from mfexp.tracking import experiment_link_by_name
 
-        from mfexp.tracking import experiment_link
-
-        exp = mlflow.get_experiment_by_name(plan.experiment)
-        where = f": {experiment_link(exp.experiment_id)}" if exp else ""
+        link = experiment_link_by_name(plan.experiment)
+        where = f": {link}" if link else ""
         print(f"MLflow experiment {plan.experiment} in {uri} (make ui){where}")
     for o in outcomes:
         if o.best_config_path:

@@ -31,7 +31,7 @@ from optuna.trial import TrialState
 from mfexp.config import SweepConfig
 from mfexp.errors import ConfigError
 from mfexp.sweep.results import FAIL_REASON_ATTR, MLFLOW_RUN_ATTR, PENDING_RUN_ATTR, WORKER_ATTR
-from mfexp.tracking import FAIL_REASON_TAG, PARENT_TAG, STATE_TAG, STUDY_TAG, TRIAL_TAG, redact
+from mfexp.tracking import kill_trial_run, redact
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)  # toward sweep.n_trials; FAIL does not count
 HEARTBEAT_S = 30  # default; MFEXP_HEARTBEAT_S=<seconds> overrides it (tests use 1-2 s)
@@ -167,66 +167,11 @@ def retry_once(study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retry: 
 
 def kill_mlflow_run(trial: optuna.trial.FrozenTrial, reason: str, study_name: str,
                     headed: Optional[dict] = None) -> None:
-    """Mark the MLflow run of a trial whose worker died as that trial now is: tags optuna.trial_state
-    FAIL and the reason, status KILLED. Also when the worker died after ending the run (FINISHED, or
-    KILLED with the PRUNED tag of a pruned trial) but before Optuna recorded the trial, which is FAIL
-    now and retried: the run must not pass for a finished or pruned trial. A run that failed on its
-    own (status FAILED, or the FAIL tag of an interrupted trial) keeps its reason. `headed`: where the
-    run goes if the trial does not say (PENDING_RUN_ATTR; its worker died before it could). MLflow
-    errors are logged, never raised: the sweep goes on."""
-    run_id = trial.user_attrs.get(MLFLOW_RUN_ATTR)
-    pending = trial.user_attrs.get(PENDING_RUN_ATTR) or headed
-    if not run_id and not pending:
-        return  # nowhere to look (nor a tracking store to open)
-    try:
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient()
-        if not run_id:  # its worker died before it recorded a run: look where the run was headed
-            experiment = client.get_experiment_by_name(pending["experiment"])
-            if experiment is None:
-                return
-            run_id = _started_run(client, experiment.experiment_id, trial, study_name)
-            if not run_id:
-                _record_lost_member(client, experiment.experiment_id, pending, trial, reason, study_name)
-                return
-        run = client.get_run(run_id)
-        if run.info.status == "FAILED" or run.data.tags.get(STATE_TAG) == "FAIL":
-            return  # it failed on its own: its own end said more
-        client.set_tag(run_id, STATE_TAG, "FAIL")
-        client.set_tag(run_id, FAIL_REASON_TAG, reason)
-        if run.info.status in ("RUNNING", "FINISHED"):
-            client.set_terminated(run_id, "KILLED")
-    except Exception as err:  # noqa: BLE001 - an unreachable tracking server must not stop the sweep
-        log.warning("could not mark the MLflow run of trial %d KILLED: %s: %s", trial.number,
-                    type(err).__name__, redact(str(err)).splitlines()[0] if str(err) else "")
-
-
-def _started_run(client, experiment_id: str, trial: optuna.trial.FrozenTrial, study_name: str) -> Optional[str]:
-    """The run a worker started for a trial before it could record the run's id on the trial (it died
-    in between), found by the trial's tags in the experiment the trial was headed for; else None."""
-    runs = client.search_runs([experiment_id], max_results=1, filter_string=(
-        f"tags.`{STUDY_TAG}` = '{study_name}' and tags.`{TRIAL_TAG}` = '{trial.number}'"))
-    return runs[0].info.run_id if runs else None
-
-
-def _record_lost_member(client, experiment_id: str, pending: dict, trial: optuna.trial.FrozenTrial, reason: str,
-                        study_name: str) -> None:
-    """A trial whose worker died before it started the trial's MLflow run (a population member writes
-    its run as it leaves the population): record one, KILLED, with the trial's params and the reason,
-    where the run was headed (`pending`), so that every trial Optuna knows has its run."""
-    try:
-        tags = {STUDY_TAG: study_name, TRIAL_TAG: str(trial.number), STATE_TAG: "FAIL",
-                FAIL_REASON_TAG: reason}
-        if pending.get("parent"):
-            tags[PARENT_TAG] = pending["parent"]
-        run = client.create_run(experiment_id, tags=tags, run_name=pending["run_name"])
-        for name, value in trial.params.items():
-            client.log_param(run.info.run_id, name, value)
-        client.set_terminated(run.info.run_id, "KILLED")
-    except Exception as err:  # noqa: BLE001 - an unreachable tracking server must not stop the sweep
-        log.warning("could not record the MLflow run of trial %d, lost with its worker: %s: %s", trial.number,
-                    type(err).__name__, redact(str(err)).splitlines()[0] if str(err) else "")
+    """Mark the MLflow run of a trial whose worker died FAIL and KILLED (tracking.kill_trial_run), found
+    by the run id on the trial, else where the trial said its run goes (PENDING_RUN_ATTR), else where
+    `headed` says (its worker died before the trial could say)."""
+    kill_trial_run(study_name, trial.number, trial.params, reason, run_id=trial.user_attrs.get(MLFLOW_RUN_ATTR),
+                   headed=trial.user_attrs.get(PENDING_RUN_ATTR) or headed)
 
 
 @contextlib.contextmanager
