@@ -86,7 +86,7 @@ def child(n_ratings: int, batch: int, budget_s: float, n_users: int = ML25M_USER
 
     from bench.scaling import guard, one_epoch
     from bench.synthetic import describe, ml25m_like_dataset
-    from mfexp.experiment import build_net
+    from mfexp.train import build_net
 
     t = time.perf_counter()
     data = ml25m_like_dataset(n_ratings, n_users=n_users, n_items=n_items)

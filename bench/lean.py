@@ -46,7 +46,7 @@ def child(label: str, model: str, overrides: dict, epochs: int) -> dict:
     from mfexp.config import Config, DataConfig, TrainConfig
     from mfexp.data import load_dataset
     from mfexp.models.plugins import model_class, named
-    from mfexp.experiment import build_net
+    from mfexp.train import build_net
     from mfexp.train import fit
 
     settings = named(model)

@@ -85,7 +85,7 @@ def child(n_ratings: int, batch: int, budget_s: float) -> dict:
     from bench.synthetic import describe, ml25m_like_dataset
     from mfexp.config import Config, TrainConfig
     from mfexp.models.plugins import named
-    from mfexp.experiment import build_net
+    from mfexp.train import build_net
 
     t = time.perf_counter()
     data = ml25m_like_dataset(n_ratings)

@@ -18,7 +18,7 @@ from mfexp.config import Config
 from mfexp.data import load_dataset
 from mfexp.metrics import rmse
 from mfexp.models.plugins import typed_node
-from mfexp.experiment import build_net
+from mfexp.train import build_net
 from mfexp.sweep.plan import compose_config
 from mfexp.sweep.objective import apply_params
 from mfexp.train import fit, predict

@@ -154,7 +154,7 @@ def retrain(model: str, seed: int, trial: int, train_seeds: Sequence[int], extra
     seed (train.seed; every trial of a sweep trains with seed 0, so seed 0 repeats the recorded run).
     epochs: at most this many epochs, for a trial whose run the arm's budget cut short."""
     from mfexp.data import load_dataset
-    from mfexp.experiment import build_net
+    from mfexp.train import build_net
     from mfexp.sweep.objective import apply_params
     from mfexp.train import fit, resolve_device
 

@@ -50,7 +50,7 @@ def measure(data, models: Sequence[str] = MODELS, batch_sizes: Sequence[int] = B
     gives the Config (default: the tutorial's settings at k=64)."""
     import mxnet as mx
 
-    from mfexp.experiment import build_net
+    from mfexp.train import build_net
     from mfexp.train import fit
 
     rows = []
@@ -76,7 +76,7 @@ def batch_breakdown(data, batch: int = 64, n_batches: int = 200, reps: int = 3) 
     import numpy as np
     from mxnet import autograd
 
-    from mfexp.experiment import build_net
+    from mfexp.train import build_net
     from mfexp.train import _TrainStep, make_trainer
 
     cfg = train_config("plain", batch, 1)

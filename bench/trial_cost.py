@@ -70,7 +70,7 @@ def _spread(cfg, n: int, vary_lr: bool = True) -> list:
 def _lone(cfgs, data) -> tuple[float, list[float]]:
     import mxnet as mx
 
-    from mfexp.experiment import build_net
+    from mfexp.train import build_net
     from mfexp.train import fit
 
     started, vals = time.perf_counter(), []

@@ -222,6 +222,8 @@ def validate_data(d: DataConfig) -> DataConfig:
 def validate(cfg: Config) -> Config:
     d, m, t = cfg.data, cfg.model, cfg.train
     validate_data(d)
+    # The one import from config up to models: the model node's schema is its class's own Settings
+    # (mfexp.models.plugins), so validating it needs the class. Late, as models import config.
     from mfexp.models import to_settings
 
     cfg.model = m = to_settings(m)

@@ -33,25 +33,11 @@ def run_tags(cfg: Config, data) -> dict[str, str]:
             MODEL_TAG: cfg.model.name}
 
 
-def build_net(cfg: Config, data, ctx):
-    """The configured network, seeded, initialized and hybridized on `ctx`."""
-    import mxnet as mx
-
-    from mfexp.models import build_for_data
-    from mfexp.train import seed_everything
-
-    seed_everything(cfg.train.seed)
-    net = build_for_data(cfg.model, data, cfg.train.sparse_grad)
-    net.initialize(mx.init.Uniform(cfg.train.init_scale), ctx=ctx)
-    net.hybridize(static_alloc=True, static_shape=True)
-    return net
-
-
 def train_and_track(cfg: Config, data, tracker, *, eval_test: bool = True, final_test: bool = True,
                     on_epoch=None, on_trained=None):
     """Train inside an active tracker run: per-epoch metrics, summary, config and model.
     `on_trained(trained)` sees the trained model (model_io.TrainedModel) before it is logged."""
-    from mfexp.train import fit, resolve_device
+    from mfexp.train import build_net, fit, resolve_device
 
     ctx, device = resolve_device(cfg.train.device)
     track_start(cfg, data, tracker, device, test=eval_test or final_test)

@@ -177,7 +177,7 @@ def fit_population(members: Sequence[Member], data, ctx: mx.Context, *, eval_tes
     all. `on_done(member)` is called as each member leaves (pruned, stopped early, diverged, or at
     the end), so that its trial can be told at once."""
     from mfexp.models import build_model, model_class
-    from mfexp.experiment import build_net
+    from mfexp.train import build_net
 
     first = members[0].cfg
     if any(key(m.cfg) != key(first) for m in members) or not supports(first):

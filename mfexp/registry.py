@@ -27,10 +27,12 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from mfexp.sweep.results import ModelOutcome
 from mfexp.tracking import MODEL_TAG, SWEEP_TAG
+
+if TYPE_CHECKING:  # annotations only: the sweep's outcomes are what the registry is given, it needs none
+    from mfexp.sweep.results import ModelOutcome
 
 log = logging.getLogger("mfexp.registry")
 

@@ -22,9 +22,10 @@ import numpy as np
 from mxnet import autograd, gluon
 
 from mfexp import interrupt
-from mfexp.config import TrainConfig, parse_device
+from mfexp.config import Config, TrainConfig, parse_device
 from mfexp.errors import ConfigError, TrainingDiverged
 from mfexp.metrics import rmse
+from mfexp.models import build_for_data
 
 log = logging.getLogger("mfexp.train")
 
@@ -118,6 +119,15 @@ def resolve_context(device: str) -> mx.Context:
 def seed_everything(seed: int) -> None:
     mx.random.seed(seed)
     np.random.seed(seed)
+
+
+def build_net(cfg: Config, data, ctx):
+    """The configured network, seeded, initialized and hybridized on `ctx`."""
+    seed_everything(cfg.train.seed)
+    net = build_for_data(cfg.model, data, cfg.train.sparse_grad)
+    net.initialize(mx.init.Uniform(cfg.train.init_scale), ctx=ctx)
+    net.hybridize(static_alloc=True, static_shape=True)
+    return net
 
 
 def make_trainer(net: gluon.Block, cfg: TrainConfig):

@@ -119,7 +119,7 @@ def compose(overrides: Sequence[str]):
 
 def train_once(cfg, data, ctx):
     """(net, FitResult) of one seeded training on `ctx`."""
-    from mfexp.experiment import build_net
+    from mfexp.train import build_net
     from mfexp.train import fit
 
     net = build_net(cfg, data, ctx)

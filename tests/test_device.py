@@ -165,7 +165,7 @@ def test_a_cpu_run_gives_the_numbers_it_gave_before_auto(tiny_data):
     CPU; to 1e-9 relative across CPUs, whose vector widths change the order of numpy's float64 sums
     of squared errors (a CI machine differed at the tenth digit of one RMSE), far below a float32
     model's resolution (1e-7), so any change in what was trained or predicted still shows."""
-    from mfexp.experiment import build_net
+    from mfexp.train import build_net
     from mfexp.train import fit
 
     cfg = _config("model=biased")
@@ -178,7 +178,7 @@ def test_a_cpu_run_gives_the_numbers_it_gave_before_auto(tiny_data):
 
 
 def test_the_device_stand_in_refuses_inputs_from_another_context(cfg, tiny_data):
-    from mfexp.experiment import build_net
+    from mfexp.train import build_net
 
     net = build_net(cfg, tiny_data, mx.cpu(1))
     with pytest.raises(mx.base.MXNetError, match="same context"):
@@ -188,7 +188,7 @@ def test_the_device_stand_in_refuses_inputs_from_another_context(cfg, tiny_data)
 def test_batches_live_on_the_device_with_no_host_copy_per_batch(tiny_data, monkeypatch):
     """fit on mx.cpu(1): every batch must be on the net's context (else the cached graph raises), and
     device->host reads and host->device arrays stay a handful per epoch, not one per batch."""
-    from mfexp.experiment import build_net
+    from mfexp.train import build_net
     from mfexp.train import fit
 
     cfg = _config("model=mlp", "train.batch_size=8")

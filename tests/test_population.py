@@ -12,7 +12,7 @@ import pytest
 from optuna.trial import TrialState
 
 from mfexp import population as pop
-from mfexp.experiment import build_net
+from mfexp.train import build_net
 from mfexp.train import fit
 
 # A member ends where its lone run ends, to float rounding: SGD's per-row update is MXNet's

@@ -76,7 +76,7 @@ def replayed_val_predictions(cfg: Config, data, seeds: int = 1):
     untracked; with `seeds` > 1 the average of that many seeds' predictions."""
     import numpy as np
 
-    from mfexp.experiment import build_net
+    from mfexp.train import build_net
     from mfexp.train import fit, predict, resolve_device
 
     ctx, _ = resolve_device(cfg.train.device)
@@ -99,7 +99,8 @@ def train_seed_average(cfg: Config, data, tracker, seeds: int, on_trained=None):
     from mfexp.models import ModelData
     from mfexp.models.base import NEEDS
     from mfexp.models.ensemble import Ensemble
-    from mfexp.experiment import build_net, log_trained
+    from mfexp.experiment import log_trained
+    from mfexp.train import build_net
     from mfexp.train import evaluate, fit, resolve_device
 
     ctx, device = resolve_device(cfg.train.device)

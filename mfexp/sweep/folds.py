@@ -63,7 +63,7 @@ def fit_on_fold(cfg: Config, data, refit_data=None, seeds: int = 1, on_epoch=Non
 
 
 def _train(cfg: Config, data, seeds: int, on_epoch) -> tuple[list, int]:
-    from mfexp.experiment import build_net
+    from mfexp.train import build_net
     from mfexp.sweep.best import seeded
     from mfexp.train import fit, resolve_device
 
