@@ -625,7 +625,7 @@ def finish(rows: list[dict], curves: dict, models: Sequence[str], seeds: Sequenc
              "tracking on (a ready sqlite store); the default sweep's space, train.epochs and patience; no "
              "reference trial in either arm.",
              f"The default arm: sampler {default_sampler.get('sampler')}, pruner {default_sampler.get('pruner')} "
-             "(conf/sweep/default.yaml, mfexp/sweep/storage.py).",
+             "(conf/sweep/default.yaml, conf/sweep.yaml, mfexp/sweep/search.py).",
              "Pruning's ceiling and the replay come from random search's recorded curves (bench/sweep_efficiency.py "
              "pruning_ceiling, replay): its trials in the order they ran, each epoch's duration as measured. TPE's "
              "first 5 trials are random search's own draws (same seed); pruning alone, on random's draws, cannot take "

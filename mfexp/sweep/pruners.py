@@ -1,4 +1,5 @@
-"""Pruners of mfexp's own, beside Optuna's (mfexp/sweep/storage.py make_pruner).
+"""Pruners of mfexp's own, beside Optuna's (sweep.pruners in conf/sweep.yaml names them, search.py
+builds them).
 
 `ForecastPruner` (sweep.pruner=forecast) stops a trial only when it cannot become the study's best:
 even if it went on improving at its recent pace (its best-so-far curve's mean gain per epoch over
