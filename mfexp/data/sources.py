@@ -214,9 +214,9 @@ def load_ml100k(path: Optional[str] = None, cache_dir: Optional[str] = None, dow
     ml, failures = _fetch_into_cache(root)
     if ml is not None:
         return ml
-    if cached is not None:  # the ratings are there: go on without the tables
+    if cached is not None:  # the ratings are there: go on without the tables, saying why they are missing
         _write_quietly(root / CACHE_SUBDIR / TABLES_UNAVAILABLE, " ".join(failures) + "\n")
-        return cached
+        return cached._replace(origin=f"{cached.origin} (fetching its tables failed: {' '.join(failures)})")
     raise DataError("ML-100K could not be fetched: " + " ".join(failures) + " To get it anyway, "
                     + HOW_TO_PROVIDE)
 
