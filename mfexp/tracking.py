@@ -530,18 +530,17 @@ def kill_trial_run(study_name: str, number: int, params: dict, reason: str, *, r
     (its worker died before it recorded one) the run is looked for where it was `headed` ({experiment,
     run_name, parent}), and recorded there, KILLED, if it was never started. MLflow errors are logged,
     never raised: the sweep goes on."""
-    pending = headed
-    if not run_id and not pending:
+    if not run_id and not headed:
         return  # nowhere to look (nor a tracking store to open)
     try:
         client = mlflow.tracking.MlflowClient()
         if not run_id:  # its worker died before it recorded a run: look where the run was headed
-            experiment = client.get_experiment_by_name(pending["experiment"])
+            experiment = client.get_experiment_by_name(headed["experiment"])
             if experiment is None:
                 return
             run_id = _started_run(client, experiment.experiment_id, number, study_name)
             if not run_id:
-                _record_lost_member(client, experiment.experiment_id, pending, number, params, reason, study_name)
+                _record_lost_member(client, experiment.experiment_id, headed, number, params, reason, study_name)
                 return
         run = client.get_run(run_id)
         if run.info.status == "FAILED" or run.data.tags.get(STATE_TAG) == "FAIL":

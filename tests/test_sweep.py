@@ -350,26 +350,13 @@ def test_an_unknown_start_is_refused(ratings_file, tmp_path):
         build_plan(_args(ratings_file, tmp_path, "sweep.start=middle"))
 
 
-def test_a_worker_does_not_leave_while_a_dead_workers_trial_may_still_go_stale(ratings_file, tmp_path, monkeypatch):
-    """RDB storage with heartbeats: a worker that finds every slot taken, one of them by a trial whose
-    worker died moments ago (heartbeat not yet stale), waits for the heartbeat check instead of
-    leaving that trial RUNNING and the budget short; then runs its retry (CI: the PostgreSQL
-    killed-worker test, the kill just before the survivor's last count)."""
+def _work_trivially(plan, monkeypatch) -> float:
+    """runner.work on `plan` with a one-line objective (x drawn in [0, 1]) and no data, its deadline a
+    minute away; returns the seconds it took."""
     import time
 
     import mfexp.data
     from mfexp.sweep import runner
-
-    monkeypatch.setenv("MFEXP_HEARTBEAT_S", "1")
-    plan = build_plan(_args(ratings_file, tmp_path, "sweep.n_trials=2", "sweep.enqueue_tutorial=false",
-                            "sweep.pruner=none", "sweep.name=dead", f"sweep.storage=sqlite:///{tmp_path}/optuna.db"))
-    studies = runner.prepare(plan)
-    study = studies["biased"]
-    dead = study.ask()
-    dead.suggest_float("x", 0.0, 1.0)
-    studies.storage.record_heartbeat(trial_id(studies.storage, study, dead.number))  # then its worker dies: no more heartbeats
-    done = study.ask()
-    study.tell(done, done.suggest_float("x", 0.0, 1.0))
 
     class Trivial:
         def __init__(self, *args, **kwargs):
@@ -382,7 +369,29 @@ def test_a_worker_does_not_leave_while_a_dead_workers_trial_may_still_go_stale(r
     monkeypatch.setattr(mfexp.data, "load_dataset", lambda cfg: None)
     started = time.time()
     runner.work(plan, 0, None, started + 60)
-    assert time.time() - started < 30
+    return time.time() - started
+
+
+def test_a_worker_does_not_leave_while_a_dead_workers_trial_may_still_go_stale(ratings_file, tmp_path, monkeypatch):
+    """RDB storage with heartbeats: a worker that finds every slot taken, one of them by a trial whose
+    worker died moments ago (heartbeat not yet stale), waits for the heartbeat check instead of
+    leaving that trial RUNNING and the budget short; then runs its retry (CI: the PostgreSQL
+    killed-worker test, the kill just before the survivor's last count)."""
+    from mfexp.sweep import runner
+
+    monkeypatch.setenv("MFEXP_HEARTBEAT_S", "1")
+    plan = build_plan(_args(ratings_file, tmp_path, "sweep.n_trials=2", "sweep.enqueue_tutorial=false",
+                            "sweep.pruner=none", "sweep.name=dead", f"sweep.storage=sqlite:///{tmp_path}/optuna.db"))
+    studies = runner.prepare(plan)
+    study = studies["biased"]
+    dead = study.ask()
+    dead.set_user_attr("worker", "elsewhere.example:4242")  # marked, as every worker marks its trials, on
+    dead.suggest_float("x", 0.0, 1.0)                        # another host: only its heartbeat can tell
+    studies.storage.record_heartbeat(trial_id(studies.storage, study, dead.number))  # then its worker dies: no more heartbeats
+    done = study.ask()
+    study.tell(done, done.suggest_float("x", 0.0, 1.0))
+
+    assert _work_trivially(plan, monkeypatch) < 30
     trials = _trials(plan)
     assert trials[dead.number].state == TrialState.FAIL
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == dead.number]
@@ -397,9 +406,6 @@ def test_a_trial_whose_worker_died_right_after_asking_it_is_failed_not_waited_fo
     that no heartbeat check will ever find stale and no pid names (CI: the PostgreSQL killed-worker
     test with populations hung 420 s). Every trial is marked with its worker before the sweep's lock
     is released, so one found unmarked under the lock is an orphan: failed and retried, not waited for."""
-    import time
-
-    import mfexp.data
     from mfexp.sweep import runner
 
     monkeypatch.setenv("MFEXP_HEARTBEAT_S", "1")
@@ -413,18 +419,7 @@ def test_a_trial_whose_worker_died_right_after_asking_it_is_failed_not_waited_fo
     done = study.ask()
     study.tell(done, done.suggest_float("x", 0.0, 1.0))
 
-    class Trivial:
-        def __init__(self, *args, **kwargs):
-            pass
-
-        def __call__(self, trial):
-            return trial.suggest_float("x", 0.0, 1.0)
-
-    monkeypatch.setattr(runner, "Objective", Trivial)
-    monkeypatch.setattr(mfexp.data, "load_dataset", lambda cfg: None)
-    started = time.time()
-    runner.work(plan, 0, None, started + 60)
-    assert time.time() - started < 30
+    assert _work_trivially(plan, monkeypatch) < 30
     trials = _trials(plan)
     assert trials[dead.number].state == TrialState.FAIL
     assert "before it was marked" in trials[dead.number].user_attrs["fail_reason"]

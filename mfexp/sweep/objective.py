@@ -95,7 +95,6 @@ class Objective:
         self.tracking_cfg, self.objective, self.on_report = tracking_cfg, objective, on_report
 
     def __call__(self, trial: optuna.Trial) -> float:
-        mark_worker(trial)  # already done where a sweep's worker asked it: bench's calls too
         try:
             return self._run(trial)
         except optuna.TrialPruned:
