@@ -1,28 +1,34 @@
 """Populations: several trials of one model trained at once, as one network.
 
-A model whose trainable parameters are all tables indexed by user or item id (`Recommender.population`:
-plain and biased MF) can hold P members side by side: each table gets P times the rows, member m's
-ids are offset by m times the table's rows, and one forward pass, one backward pass and one
-optimizer update per batch serve every member. MXNet's fixed cost per batch (graph calls, optimizer
-dispatch, host syncs) is then paid once for P trials; the arithmetic per rating is not shared, so
-the gain is largest at small batches (BENCHMARKS.md, trial_cost).
+A model that says so (`Recommender.population`) builds P members side by side (`Recommender.stack`):
+each parameter gets P times the rows, member m's ids are offset by m times the table's rows, and its
+Dense layers become one batched product (plain, biased, mlp and dropout). One forward pass, one
+backward pass and one optimizer update per batch serve every member. MXNet's fixed cost per batch
+(graph calls, optimizer dispatch, host syncs) is then paid once for P trials; the arithmetic per
+rating is not shared, so the gain is largest at small batches, and on the CPU often none
+(BENCHMARKS.md, trial_cost; `auto_size`).
 
-Per member: train.lr, train.wd, train.reg and train.init_scale. Shared (the population's `key`):
-the model's settings, the optimizer (and SGD's momentum), the batch size, the batch order
-(train.seed, train.group_by), the epochs, patience, swa, sparse_grad and the device.
+Per member: train.lr, train.wd, train.reg and train.init_scale, and the model settings its class
+names in `per_member` (the dropout rate). Shared (the population's `key`): the model's other
+settings, the optimizer (and SGD's momentum), the batch size, the batch order (train.seed,
+train.group_by), the epochs, patience, swa, sparse_grad and the device.
 
 Members that share lr and wd train with MXNet's own optimizer, exactly as alone; otherwise each
 row's lr and wd enter MXNet's fused sgd_mom_update / adam_update (lazy on row-sparse gradients, as
 MXNet's default) as `_Optimizer` says. Each member starts from exactly the weights its lone run
 starts from (built alone, seeded, then copied in), sees the same batches, and ends where its lone
-run ends to float rounding: tests/test_population.py states and checks the tolerance. A member that
-is pruned (its hook raises), stops early or diverges leaves the population at that epoch: the next
-epoch's graph no longer computes it.
+run ends to float rounding: tests/test_population.py states and checks the tolerance. With dropout
+a member draws other masks than its lone run would: its result is its own network's, and a lone
+replay of it (the sweep's test evaluation) is another draw. A member that is pruned (its hook
+raises), stops early or diverges leaves the population at that epoch: the next epoch's graph no
+longer computes it.
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional, Sequence
 
@@ -35,17 +41,29 @@ from mfexp.config import Config
 from mfexp.errors import TrainingDiverged
 from mfexp.metrics import rmse
 from mfexp.models.base import ModelData
-from mfexp.train import (SYNC_EVERY, EpochReport, FitResult, FusedUpdate, _check_finite, epoch_order, evaluate,
-                          make_trainer, predict)
+from mfexp.train import (EVAL_BATCH, SYNC_EVERY, EpochReport, FitResult, FusedUpdate, _check_finite, epoch_order,
+                          evaluate, make_trainer)
 
 OPTIMIZERS = ("sgd", "adam")
+# On 2 CPU cores, 16 members of plain MF train 1.86x the trials/hour of one at a time at batch 64 and
+# 0.71x at 256 (BENCHMARKS.md, trial_cost): above this batch, sweep.population=auto is 1 on the CPU
+CPU_BATCH_MAX = 64
 PER_MEMBER = ("train.lr", "train.wd", "train.reg", "train.init_scale")  # what members of one population may differ in
+
+
+def per_member(cfg: Config) -> tuple[str, ...]:
+    """The dotted keys members of one population may differ in, for this configuration's model."""
+    from mfexp.models import model_class
+
+    return PER_MEMBER + tuple(getattr(model_class(cfg.model._target_), "per_member", ()))
 
 
 def key(cfg: Config) -> tuple:
     """What members of one population share; trials with different keys train in different populations."""
     t = cfg.train
-    return (repr(asdict(cfg.model)), t.optimizer, t.batch_size, t.group_by, t.group_size, t.epochs, t.patience, t.swa, t.sparse_grad,
+    own = {k.split(".", 1)[1] for k in per_member(cfg) if k.startswith("model.")}
+    shared = {k: v for k, v in asdict(cfg.model).items() if k not in own}
+    return (repr(shared), t.optimizer, t.batch_size, t.group_by, t.group_size, t.epochs, t.patience, t.swa, t.sparse_grad,
             t.device, t.seed,  # the seed sets the batch order: a member replays alone exactly
             t.momentum if t.optimizer == "sgd" else None)  # one momentum per fused update
 
@@ -64,12 +82,23 @@ def supports(cfg: Config) -> bool:
     return model_supports(cfg) and cfg.train.optimizer in OPTIMIZERS and cfg.train.swa == 1
 
 
-def auto_size(cfg: Config, n_trials: int) -> int:
-    """sweep.population=auto: how many trials train together: 16 on the CPU, 64 on a GPU (a chosen
-    size, not a measured optimum; BENCHMARKS.md trial_cost says what 16 gains), at most `n_trials`."""
+def auto_size(cfg: Config, n_trials: int, largest_batch: Optional[int] = None) -> int:
+    """sweep.population=auto: how many trials train together: 64 on a GPU, 16 on the CPU (chosen sizes,
+    not measured optima), at most `n_trials`. On the CPU a population pays only where MXNet's fixed cost
+    per batch outweighs the arithmetic, so there it is 1 when its trials may draw a batch above
+    CPU_BATCH_MAX (`largest_batch`, else cfg's own), when they train with dense gradients (every step
+    then updates every member's whole tables: 0.5x, BENCHMARKS.md trial_cost), or when the model says
+    populations do not pay on the CPU (`Recommender.population_on_cpu`)."""
+    from mfexp.models import model_class
+
     if not model_supports(cfg):
         return 1
     on_gpu = str(cfg.train.device).startswith("gpu")
+    if not on_gpu:
+        batch = largest_batch if largest_batch is not None else cfg.train.batch_size
+        if (batch > CPU_BATCH_MAX or not cfg.train.sparse_grad
+                or not getattr(model_class(cfg.model._target_), "population_on_cpu", True)):
+            return 1
     return max(1, min(n_trials, 64 if on_gpu else 16))
 
 
@@ -86,10 +115,6 @@ class Member:
     done: bool = False  # it has left the population, its kept weights in `net`
 
 
-def _replicate(data: ModelData, p: int) -> ModelData:
-    return ModelData(data.n_users * p, data.n_items * p, data.global_mean)
-
-
 class _Step(gluon.HybridBlock):
     """The members' copies of a batch (ids offset), the stacked network, and each member's loss."""
 
@@ -97,12 +122,12 @@ class _Step(gluon.HybridBlock):
         super().__init__(prefix="")
         self.net, self.n_members, self.batch = net, n_members, batch
 
-    def hybrid_forward(self, F, rows, offsets, reg):
-        # rows (B, 3): user, item, rating; offsets (P, 1, 3); reg (P, 1)
-        stacked = F.reshape(F.broadcast_add(F.expand_dims(F.stop_gradient(rows), axis=0), offsets), (-3, 0))
-        cols = F.split(stacked, num_outputs=3, axis=1, squeeze_axis=True)
-        pred, sq = self.net(cols[0], cols[1])
-        err = pred - cols[2]
+    def hybrid_forward(self, F, rows, offsets, reg, members, dropout):
+        # rows (B, 3): user, item, rating; offsets (P, 1, 3); reg (P, 1); members (P,); dropout (P, 1, 1)
+        stacked = F.broadcast_add(F.expand_dims(F.stop_gradient(rows), axis=0), offsets)  # (P, B, 3)
+        cols = F.split(stacked, num_outputs=3, axis=2, squeeze_axis=True)
+        pred, sq = self.net(cols[0], cols[1], members, dropout)
+        err = pred - F.reshape(cols[2], (-1,))
         reg_rows = F.reshape(F.broadcast_like(reg, F.reshape(err, (self.n_members, -1))), (-1,))
         loss = 0.5 * F.square(err) + 0.5 * reg_rows * sq
         sse = F.sum(F.reshape(F.square(F.stop_gradient(err)), (self.n_members, -1)), axis=1)
@@ -169,6 +194,18 @@ def _member_rows(stacked: list, m: int, n: int) -> list:
     return [None if p is None else p[m * (p.shape[0] // n):(m + 1) * (p.shape[0] // n)].copy() for p in stacked]
 
 
+def _quiet_unused_inputs(fn):
+    """A stacked model without dropout (or Dense layers) leaves the members and rates inputs unused, as
+    meant: MXNet's warning about it, once per traced graph, is not shown."""
+    @functools.wraps(fn)
+    def quiet(*args, **kwargs):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"The .* input to HybridBlock is not used")
+            return fn(*args, **kwargs)
+    return quiet
+
+
+@_quiet_unused_inputs
 def fit_population(members: Sequence[Member], data, ctx: mx.Context, *, eval_test: bool = False,
                    final_test: bool = False, on_done: Optional[Callable[[Member], None]] = None) -> list[Member]:
     """Train every member (each a Config and an epoch hook) at once; each member ends with its own
@@ -176,7 +213,7 @@ def fit_population(members: Sequence[Member], data, ctx: mx.Context, *, eval_tes
     one. A hook that raises stops its member only (kept in `Member.error`); KeyboardInterrupt stops
     all. `on_done(member)` is called as each member leaves (pruned, stopped early, diverged, or at
     the end), so that its trial can be told at once."""
-    from mfexp.models import build_model, model_class
+    from mfexp.models import model_class
     from mfexp.train import build_net
 
     first = members[0].cfg
@@ -187,9 +224,11 @@ def fit_population(members: Sequence[Member], data, ctx: mx.Context, *, eval_tes
         m.net = build_net(m.cfg, data, ctx)  # seeded and initialized as its lone run
     cls = model_class(first.model._target_)
     lone_data = members[0].net.data
-    stacked = build_model(first.model, _replicate(lone_data, n), first.train.sparse_grad)
+    stacked = cls.stack([m.cfg.model for m in members], lone_data, first.train.sparse_grad)
     stacked.initialize(mx.init.Zero(), ctx=ctx)
-    params = list(stacked.collect_params().values())
+    params, lone = list(stacked.collect_params().values()), list(members[0].net.collect_params().values())
+    if len(params) != len(lone):
+        raise ValueError(f"{cls.__name__}.stack: {len(params)} parameters, its lone network has {len(lone)}")
     for j, p in enumerate(params):
         parts = [list(m.net.collect_params().values())[j].data(ctx) for m in members]
         if p.shape == parts[0].shape:  # a constant from the data (the global mean), the same in every member
@@ -223,6 +262,8 @@ def fit_population(members: Sequence[Member], data, ctx: mx.Context, *, eval_tes
         offsets[:, 0, 1] = np.asarray(active) * lone_data.n_items
         off = mx.nd.array(offsets, ctx=ctx)
         reg = mx.nd.array([[members[i].cfg.train.reg] for i in active], ctx=ctx)
+        ids = mx.nd.array(active, ctx=ctx)
+        rates = mx.nd.array([_dropout(members[i].cfg) for i in active], ctx=ctx).reshape((k, 1, 1))
         step = _Step(stacked, k, cfg.batch_size)
         step.hybridize(static_alloc=True, static_shape=True)
         start = time.perf_counter()
@@ -232,7 +273,7 @@ def fit_population(members: Sequence[Member], data, ctx: mx.Context, *, eval_tes
             interrupt.check()
             hi = min(lo + cfg.batch_size, total)
             with autograd.record():
-                loss, batch_sse = step(shuffled[lo:hi], off, reg)
+                loss, batch_sse = step(shuffled[lo:hi], off, reg, ids, rates)
             loss.backward()
             opt.step(hi - lo)
             pending.append(batch_sse)
@@ -304,11 +345,18 @@ def _keep(m: Member, last: list, data, ctx, scale, final_test: bool) -> None:
 
 
 def _evaluate(stacked, part, active: list[int], lone: ModelData, ctx, scale) -> list[Optional[float]]:
-    """Each active member's RMSE on a data part, from one prediction over all of them."""
+    """Each active member's RMSE on a data part, from one prediction over all of them (dropout off)."""
     if part is None or len(part) == 0:
         return [None] * len(active)
     a = np.asarray(active)[:, None]
-    users = (part.users[None, :] + a * lone.n_users).reshape(-1)
-    items = (part.items[None, :] + a * lone.n_items).reshape(-1)
-    pred = np.clip(predict(stacked, users, items, ctx), *scale).reshape(len(active), -1)
-    return [rmse(part.ratings, p) for p in pred]
+    users, items = part.users[None, :] + a * lone.n_users, part.items[None, :] + a * lone.n_items
+    ids, rates = mx.nd.array(active, ctx=ctx), mx.nd.zeros((len(active), 1, 1), ctx=ctx)
+    width = max(1, EVAL_BATCH // len(active))  # ratings per call, for every member at once
+    chunks = [stacked(*(mx.nd.array(x[:, lo:lo + width], ctx=ctx) for x in (users, items)), ids, rates)[0]
+              for lo in range(0, users.shape[1], width)]
+    pred = np.concatenate([c.asnumpy().reshape(len(active), -1) for c in chunks], axis=1)
+    return [rmse(part.ratings, p) for p in np.clip(pred, *scale)]
+
+
+def _dropout(cfg: Config) -> float:
+    return float(getattr(cfg.model, "dropout", 0.0))

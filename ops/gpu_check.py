@@ -10,7 +10,7 @@ Checks, each model of conf/model/*.yaml in turn:
              difference (must stay under TOLERANCE), the two GPU runs identical (the sweep replays
              its best trials and expects the same network), samples/s on both; at the tutorial's
              settings and at the default sweep's (row-sparse gradients, Adam, batch 512)
-  population four trials of a model that holds populations (plain, biased) trained as one network
+  population four trials of a model that holds populations (plain, biased, mlp, dropout) as one network
              on gpu:0 and on the CPU: each member's test RMSE agrees within TOLERANCE
   serve      a model trained on gpu:0 and logged to MLflow loads on the CPU and predicts the test
              RMSE the GPU measured; its run is tagged mfexp.device=gpu:0 and its requirements name

@@ -55,7 +55,8 @@ SGD_HYPER = [(0.1, 0.01, 0.0, 0.9, 0.01), (0.05, 0.1, 1e-4, 0.9, 0.05), (0.2, 0.
 
 
 @pytest.mark.parametrize("model,optimizer,sparse", [("plain", "adam", True), ("biased", "sgd", False),
-                                                    ("biased", "adam", True), ("plain", "sgd", True)])
+                                                    ("biased", "adam", True), ("plain", "sgd", True),
+                                                    ("mlp", "sgd", False), ("mlp", "adam", True)])
 def test_each_member_trains_as_its_lone_twin(make_config, tiny_data, model, optimizer, sparse):
     """Members differing in lr, reg, wd, momentum and init scale: each one's val RMSE, epoch by
     epoch, and its final weights are those of the same configuration trained alone."""
@@ -74,6 +75,28 @@ def test_each_member_trains_as_its_lone_twin(make_config, tiny_data, model, opti
     # only if every lone run were the same)
     weights = [np.concatenate([p.data().asnumpy().ravel() for p in m.net.collect_params().values()]) for m in members]
     assert all(np.abs(weights[i] - weights[j]).max() > 1e-3 for i in range(3) for j in range(i + 1, 3))
+
+
+def test_dropout_members_train_at_their_own_rates_and_keep_their_own_weights(make_config, tiny_data):
+    """model=dropout: each member drops at its own rate. A member at rate 0 trains as its lone twin;
+    members at other rates draw their own masks (no replay alone), so what is kept is their own
+    network: its val RMSE, evaluated alone with dropout off, is the one the member reported."""
+    from mfexp.train import evaluate
+
+    cfgs = _configs(make_config, "dropout", "sgd", False, SGD_HYPER)
+    for c, rate in zip(cfgs, (0.0, 0.5, 0.3)):
+        c.model.dropout = rate
+    members = pop.fit_population([pop.Member(c) for c in cfgs], tiny_data, mx.cpu())
+    scale = (float(tiny_data.rating_min), float(tiny_data.rating_max))
+    for cfg, m in zip(cfgs, members):
+        lone = fit(build_net(cfg, tiny_data, mx.cpu()), tiny_data, cfg.train, mx.cpu(), final_test=False)
+        close = [h.val_rmse for h in m.result.history] == pytest.approx([h.val_rmse for h in lone.history], abs=VAL_TOL)
+        assert close == (cfg.model.dropout == 0.0), cfg.model.dropout  # rate 0 exactly; others their own masks
+        assert evaluate(m.net, tiny_data.val, mx.cpu(), scale) == pytest.approx(m.result.final_val_rmse, abs=1e-6)
+    no_dropout = copy.deepcopy(cfgs[1])
+    no_dropout.model.dropout = 0.0
+    lone = fit(build_net(no_dropout, tiny_data, mx.cpu()), tiny_data, no_dropout.train, mx.cpu(), final_test=False)
+    assert abs(lone.history[-1].val_rmse - members[1].result.history[-1].val_rmse) > VAL_TOL  # the rate was applied
 
 
 def test_a_pruned_member_leaves_and_the_others_go_on(make_config, tiny_data, monkeypatch):
@@ -129,10 +152,44 @@ def test_keys_split_structural_choices(make_config):
         c = copy.deepcopy(a)
         change(c)
         assert pop.key(c) != pop.key(a)
-    assert pop.supports(a) and not pop.supports(make_config(model="mlp", **{"train.optimizer": "adam"}))
+    assert pop.supports(a) and pop.supports(make_config(model="mlp", **{"train.optimizer": "adam"}))
+    assert not pop.supports(make_config(model="svdpp", **{"train.optimizer": "adam"}))
+    d = make_config(model="dropout")
+    e = copy.deepcopy(d)
+    e.model.dropout = 0.1  # a dropout rate is each member's own, its hidden width is not
+    assert pop.key(d) == pop.key(e) and "model.dropout" in pop.per_member(d) and "model.dropout" not in pop.per_member(a)
+    e.model.hidden = 7
+    assert pop.key(d) != pop.key(e)
     rms = copy.deepcopy(a)
     rms.train.optimizer = "rmsprop"
     assert not pop.supports(rms) and pop.model_supports(rms)
+
+
+def test_auto_stacks_trials_only_where_a_population_pays(make_config, ratings_file):
+    """sweep.population=auto: on the CPU only at batches up to CPU_BATCH_MAX, never for the towers
+    (population_on_cpu); on a GPU always, 64 at most; never more than the model's trial budget."""
+    from mfexp.sweep.plan import build_plan
+    from mfexp.sweep.population import size_for
+
+    plain = make_config(model="plain", **{"train.batch_size": 64, "train.sparse_grad": True})
+    assert pop.auto_size(plain, 100) == 16 and pop.auto_size(plain, 5) == 5
+    assert pop.auto_size(plain, 100, largest_batch=pop.CPU_BATCH_MAX * 2) == 1  # its space may draw a larger batch
+    assert pop.auto_size(make_config(model="plain", **{"train.batch_size": 256, "train.sparse_grad": True}), 100) == 1
+    assert pop.auto_size(make_config(model="mlp", **{"train.batch_size": 64, "train.sparse_grad": True}), 100) == 1
+    assert pop.auto_size(make_config(model="plain", **{"train.batch_size": 64}), 100) == 1  # dense gradients
+    for model in ("plain", "mlp"):
+        on_gpu = make_config(model=model, **{"train.batch_size": 512})
+        on_gpu.train.device = "gpu:0"
+        assert pop.auto_size(on_gpu, 100) == 64
+    assert pop.auto_size(make_config(model="svdpp", **{"train.batch_size": 64, "train.sparse_grad": True}), 100) == 1
+
+    def size(*overrides):
+        plan = build_plan(["data=file", f"data.path={ratings_file}", "sweep.models=[plain]", "sweep.population=auto",
+                           "sweep.n_trials=40", "tracking.enabled=false", *overrides])
+        return size_for(plan, "plain", plan.bases["plain"])
+    assert size() == 1  # plain's default space draws batches of 128 to 512
+    assert size("train.batch_size=64") == 16  # the command line's value fixes it for every model
+    assert size("train.batch_size=choice(32,64)") == 16 and size("train.batch_size=choice(64,128)") == 1
 
 
 def test_a_sweep_trains_populations_with_exact_counts_and_one_mlflow_run_each(ratings_file, tmp_path, mlflow_uri):

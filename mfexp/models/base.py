@@ -96,6 +96,10 @@ class ModelData:
             out.user_last_day = out.days(last)
         return out
 
+    def replicate(self, n: int) -> "ModelData":
+        """Table sizes for n members side by side (mfexp.population); ids-only models need no more."""
+        return ModelData(self.n_users * n, self.n_items * n, self.global_mean)
+
     def days(self, timestamps: np.ndarray) -> np.ndarray:
         """Day index of unix timestamps, clipped to the training days (later days count as the last)."""
         d = (np.asarray(timestamps, dtype=np.int64) - self.day0) // SECONDS_PER_DAY
@@ -161,10 +165,15 @@ class Recommender:
     # for its best epoch count before the one test evaluation. True where that was measured to help on
     # every fold (BENCHMARKS.md, Across folds); the tutorial's SGD towers moved away from their val RMSE
     refit: ClassVar[bool] = False
-    # True when every trainable parameter is a table indexed by user or item id and the forward pass
-    # takes (users, items) only: then several trials train at once as one network (mfexp.population);
-    # a model without it trains its trials one at a time
+    # True when several trials of this model can train at once as one network (mfexp.population):
+    # `stack` builds it. A model without it trains its trials one at a time
     population: ClassVar[bool] = False
+    # model settings the members of one population may differ in (train.lr, wd, reg, init_scale always
+    # may); every other model setting is shared by a population
+    per_member: ClassVar[tuple[str, ...]] = ()
+    # False where a population was measured slower than its trials one at a time on the CPU: then
+    # sweep.population=auto trains them one at a time there (a GPU, or sweep.population=N, still stacks them)
+    population_on_cpu: ClassVar[bool] = True
 
     settings: ModelSettings
     data: ModelData
@@ -195,6 +204,20 @@ class Recommender:
 
     def towers(self) -> Optional[Towers]:
         return None
+
+    @classmethod
+    def stack(cls, members: list, data: "ModelData", sparse_grad: bool):
+        """The networks of n members (their settings, which differ only in `per_member`) as one
+        HybridBlock: each parameter is the members' own, in the lone
+        network's order, concatenated along axis 0 (member m's rows m*r:(m+1)*r), so that a member's
+        weights are copied in and out by slicing. Its forward takes (users, items, members, dropout):
+        ids (P, B) with member m's ids offset by m times the table's rows, the P active members' numbers
+        (P,), and each one's dropout rate (P, 1, 1; zeros at evaluation); it returns predictions and
+        squared norms flat, (P * B,). This default holds models whose every trainable parameter is a
+        table over users or items: the lone model with n times the rows."""
+        from mfexp.models.layers import TableStack
+
+        return TableStack(cls(members[0], data.replicate(len(members)), sparse_grad))
 
 
 # The tutorial's FeedForward settings: the reference trial of its networks (and of biased MF).

@@ -6,7 +6,7 @@ from typing import Optional
 import mxnet as mx
 import numpy as np
 from mxnet import autograd
-from mxnet.gluon import nn
+from mxnet.gluon import HybridBlock, nn
 
 from mfexp.data.features import Csr
 
@@ -25,6 +25,43 @@ def row_sq(F, x):
 
 def embedding(n: int, k: int, sparse_grad: bool, **kwargs) -> nn.Embedding:
     return nn.Embedding(n, k, sparse_grad=sparse_grad, **kwargs)
+
+
+class TableStack(HybridBlock):
+    """A population of a model whose every parameter is a table over users or items (Recommender.stack):
+    the lone model with n times the rows, fed the members' offset ids flat."""
+
+    def __init__(self, net, **kwargs):
+        super().__init__(**kwargs)
+        self.net = net
+
+    def hybrid_forward(self, F, users, items, members, dropout):
+        return self.net(F.reshape(users, (-1,)), F.reshape(items, (-1,)))
+
+
+class StackedDense(HybridBlock):
+    """n members' Dense(units, in_units) layers as one: weight (n * units, in_units), bias (n * units,),
+    each member's slice its own layer's. Input (P, B, in_units) of the P members `members` names;
+    one batched matrix product."""
+
+    def __init__(self, n: int, units: int, in_units: int, **kwargs):
+        super().__init__(**kwargs)
+        self.n, self.units, self.in_units = n, units, in_units
+        with self.name_scope():
+            self.weight = self.params.get("weight", shape=(n * units, in_units))
+            self.bias = self.params.get("bias", shape=(n * units,), init="zeros")
+
+    def hybrid_forward(self, F, x, members, weight, bias):
+        w = F.take(F.reshape(weight, (self.n, self.units, self.in_units)), members)
+        b = F.expand_dims(F.take(F.reshape(bias, (self.n, self.units)), members), axis=1)
+        return F.broadcast_add(F.batch_dot(x, w, transpose_b=True), b)
+
+
+def member_dropout(F, x, rate):
+    """Inverted dropout at each member's own rate: x (P, B, d), rate (P, 1, 1). A rate of 0 passes x
+    unchanged (evaluation feeds zeros: a traced graph cannot ask whether it is training)."""
+    keep = F.broadcast_greater_equal(F.random.uniform_like(F.stop_gradient(x)), rate)
+    return F.broadcast_div(x * keep, 1.0 - rate)
 
 
 def _nd_csr(c: Csr, ctx: mx.Context):

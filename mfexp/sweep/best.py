@@ -31,7 +31,7 @@ import yaml
 
 from mfexp.config import Config, flatten
 from mfexp.sweep.objective import apply_params
-from mfexp.sweep.results import BEST_EPOCH_ATTR, OVERRIDES_ATTR, VAL_RMSE_ATTR, ModelOutcome
+from mfexp.sweep.results import BEST_EPOCH_ATTR, OVERRIDES_ATTR, POPULATION_ATTR, VAL_RMSE_ATTR, ModelOutcome
 from mfexp.tracking import (
     AVERAGE_SEEDS_TAG,
     BEST_TAG,
@@ -178,8 +178,14 @@ def _test_ranking(model: str, data, into: list):
     return hook
 
 
-def _check_replay(model: str, replayed: Optional[float], val_rmse: float) -> None:
-    if replayed is not None and abs(replayed - val_rmse) > 1e-4:
+def _check_replay(model: str, replayed: Optional[float], val_rmse: float, new_masks: bool = False) -> None:
+    """`new_masks`: the trial trained with dropout in a population, whose masks a lone replay draws anew
+    (mfexp.population): its replay is another draw, as another seed would be, not a sign of trouble."""
+    if replayed is not None and abs(replayed - val_rmse) > 1e-4 and new_masks:
+        log.info("%s: the best trial trained with dropout in a population; its lone replay draws other masks and "
+                 "reached val_rmse %.4f, the trial %.4f; its test RMSE is of the replayed network", model,
+                 replayed, val_rmse)
+    elif replayed is not None and abs(replayed - val_rmse) > 1e-4:
         log.warning("%s: the replayed best trial reached val_rmse %.4f, the trial %.4f: training was not "
                     "deterministic here (threads?); its test RMSE is of the replayed network", model,
                     replayed, val_rmse)
@@ -195,11 +201,12 @@ def evaluate_best(plan, model: str, study: optuna.Study, data, parent_run_id, ou
     from mfexp.tracking import Tracker
 
     cfg, val_rmse, val_pred = best_config(plan, model, study), trial_val_rmse(study), None
+    new_masks = study.best_trial.user_attrs.get(POPULATION_ATTR, 1) > 1 and getattr(cfg.model, "dropout", 0) > 0
     train_cfg, train_data, seeds = cfg, data, plan.sweep.average_seeds
     if refit_data is not None:
         if plan.sweep.ensemble:  # the blend is fit on the holdout: predictions of networks that never saw it
             val_pred, replayed = replayed_val_predictions(cfg, data, seeds)
-            _check_replay(model, replayed, val_rmse)
+            _check_replay(model, replayed, val_rmse, new_masks)
         train_cfg, train_data = refit_config(cfg), refit_data
     tags = {**run_tags(train_cfg, train_data), BEST_TAG: "true", STUDY_TAG: study.study_name,
             TRIAL_TAG: str(study.best_trial.number), REFIT_TAG: str(refit_data is not None).lower()}
@@ -225,7 +232,7 @@ def evaluate_best(plan, model: str, study: optuna.Study, data, parent_run_id, ou
                 np.save(path, val_pred)
                 tracker.log_artifact(path)
     if refit_data is None and seeds == 1:
-        _check_replay(model, result.final_val_rmse, val_rmse)
+        _check_replay(model, result.final_val_rmse, val_rmse, new_masks)
     out.test_rmse, out.best_run_id, out.ranking = result.final_test_rmse, tracker.run_id, ranking
     out.refit, out.average_seeds = refit_data is not None, seeds
     how = "refit on train + holdout for its best epoch count" if refit_data is not None else "at its best epoch"

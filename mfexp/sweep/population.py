@@ -46,7 +46,10 @@ def size_for(plan, model: str, base_cfg: Config) -> int:
     if plan.sweep.objective != "val_rmse" or not pop.model_supports(base_cfg):
         return 1
     if setting == "auto":
-        return pop.auto_size(base_cfg, trial_budget(plan.sweep, model))
+        space = plan.spaces[model]
+        batches = space.extremes().get("train.batch_size") or [space.fixed.get("train.batch_size",
+                                                                                  base_cfg.train.batch_size)]
+        return pop.auto_size(base_cfg, trial_budget(plan.sweep, model), max(batches))
     return int(setting)
 
 
@@ -55,7 +58,7 @@ def ask(study: optuna.Study, size: int, objective, storage: optuna.storages.Base
     overrides, not params: it shares nothing, and waits for no population). The first trial is the
     anchor: each later trial is enqueued with the anchor's values of every searched key a population
     must share (model.k, train.batch_size...) and then asked, so the sampler chooses only what members
-    may differ in (mfexp.population.PER_MEMBER). Without this, independent draws of k and batch size
+    may differ in (mfexp.population.per_member). Without this, independent draws of k and batch size
     would rarely fall into one population. `storage` is the study's (for heartbeats)."""
     trials: list[optuna.Trial] = []
     shared: Optional[dict] = None
@@ -70,7 +73,7 @@ def ask(study: optuna.Study, size: int, objective, storage: optuna.storages.Base
             return trials  # a reference trial (fixed values, no params to share) trains alone, at once
         if shared is None:
             objective.space.suggest(trial)  # the anchor's draw (the objective reads the same values back)
-            shared = {k: v for k, v in trial.params.items() if k not in pop.PER_MEMBER}
+            shared = {k: v for k, v in trial.params.items() if k not in pop.per_member(objective.base)}
             if not shared:
                 shared = None
                 break  # nothing structural is searched: independent draws already share a population
