@@ -93,14 +93,14 @@ class SweepConfig:
     name: str = "default"
     models: list[str] = field(default_factory=lambda: ["plain", "mlp", "dropout", "biased"])
     n_trials: int = 10  # per model; COMPLETE and PRUNED trials already in storage count
-    # model -> its own trial budget, over n_trials (e.g. {plain: 32}: models that train in populations
-    # get more trials for the same minutes)
+    # model -> its own trial budget, over n_trials (e.g. {plain: 32}: models whose trials are cheap, or
+    # train in populations, get more trials for the same minutes)
     model_trials: dict[str, int] = field(default_factory=dict)
     storage: Optional[str] = None  # None: Optuna journal file sweeps/<name>/optuna.journal
     n_workers: int = 1  # worker processes on this machine, sharing the storage
     # trials of one model trained at once as one network (mfexp/population.py): 1 (one trial at a time),
-    # N, or auto (as many as pay on this device, for models that support it: plain, biased; the default
-    # sweep's setting)
+    # N, or auto (where it pays on this device, for models that support it: plain, biased, mlp, dropout;
+    # the default sweep's setting)
     population: Any = 1
     # auto: one worker per GPU MXNet sees when train.device=auto (none: n_workers on the CPU);
     # [0,2]: one worker per listed GPU, on gpu:N; []: n_workers, all on train.device

@@ -170,6 +170,7 @@ def test_auto_stacks_trials_only_where_a_population_pays(make_config, ratings_fi
     (population_on_cpu); on a GPU always, 64 at most; never more than the model's trial budget."""
     from mfexp.sweep.plan import build_plan
     from mfexp.sweep.population import size_for
+    from mfexp.sweep.runner import populations_line
 
     plain = make_config(model="plain", **{"train.batch_size": 64, "train.sparse_grad": True})
     assert pop.auto_size(plain, 100) == 16 and pop.auto_size(plain, 5) == 5
@@ -183,13 +184,20 @@ def test_auto_stacks_trials_only_where_a_population_pays(make_config, ratings_fi
         assert pop.auto_size(on_gpu, 100) == 64
     assert pop.auto_size(make_config(model="svdpp", **{"train.batch_size": 64, "train.sparse_grad": True}), 100) == 1
 
+    def plan(*overrides):
+        return build_plan(["data=file", f"data.path={ratings_file}", "sweep.models=[plain,mlp]",
+                           "sweep.population=auto", "sweep.n_trials=40", "tracking.enabled=false", *overrides])
+
     def size(*overrides):
-        plan = build_plan(["data=file", f"data.path={ratings_file}", "sweep.models=[plain]", "sweep.population=auto",
-                           "sweep.n_trials=40", "tracking.enabled=false", *overrides])
-        return size_for(plan, "plain", plan.bases["plain"])
+        p = plan(*overrides)
+        return size_for(p, "plain", p.bases["plain"])
     assert size() == 1  # plain's default space draws batches of 128 to 512
     assert size("train.batch_size=64") == 16  # the command line's value fixes it for every model
     assert size("train.batch_size=choice(32,64)") == 16 and size("train.batch_size=choice(64,128)") == 1
+    # the console's first line says what auto came to
+    assert populations_line(plan()) == ", population auto: one trial at a time here (docs/sweeps.md, Populations)"
+    assert populations_line(plan("train.batch_size=64")) == ", populations plain 16"
+    assert populations_line(plan("sweep.population=1")) == ""
 
 
 def test_a_sweep_trains_populations_with_exact_counts_and_one_mlflow_run_each(ratings_file, tmp_path, mlflow_uri):

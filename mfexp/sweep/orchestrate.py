@@ -14,7 +14,8 @@ from mfexp.registry import register_sweep_best
 from mfexp.sweep import once
 from mfexp.sweep import storage as st
 from mfexp.sweep.best import evaluate_best
-from mfexp.sweep.runner import SweepPlan, best_config_path, outcome_of, prepare, run_workers, workers_line
+from mfexp.sweep.runner import (SweepPlan, best_config_path, outcome_of, populations_line, prepare, run_workers,
+                                workers_line)
 from mfexp.sweep.results import VAL_RMSE_ATTR, ModelOutcome
 from mfexp.tracking import BEST_MODEL_TAG, COMMAND_TAG, NOTE_TAG, SWEEP_TAG
 
@@ -33,7 +34,7 @@ def run_sweep(plan: SweepPlan) -> list[ModelOutcome]:
     budgets = "".join(f", {m} {n}" for m, n in plan.sweep.model_trials.items() if m in plan.sweep.models)
     print(f"sweep {plan.sweep.name}: models {', '.join(plan.sweep.models)}, {plan.sweep.n_trials} trials each{budgets} "
           f"({', '.join(f'{m} {n} done' for m, n in done.items())}), sampler {plan.sweep.sampler}, "
-          f"pruner {plan.sweep.pruner}, {workers_line(plan)}", flush=True)
+          f"pruner {plan.sweep.pruner}{populations_line(plan)}, {workers_line(plan)}", flush=True)
     # the parent is a container: its trials and best runs carry the system metrics
     tracker = Tracker(replace(plan.tracking, log_model=False, system_metrics=False))
     sweep = {k: v for k, v in vars(plan.sweep).items() if k != "space"}

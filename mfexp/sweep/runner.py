@@ -407,6 +407,19 @@ def workers_line(plan: SweepPlan) -> str:
     return f"{plan.sweep.n_workers} worker(s) on {', '.join(where)}"
 
 
+def populations_line(plan: SweepPlan) -> str:
+    """What sweep.population comes to, for the console's first line: '' at 1, else the models whose
+    trials train at once and how many ('populations plain 16, biased 16'), or that none does here."""
+    if str(plan.sweep.population) == "1":
+        return ""
+    bases = _on_device(plan.bases, worker_device(plan.sweep, 0))
+    sizes = {m: population_size(plan, m, apply_params(bases[m], {})) for m in plan.sweep.models}
+    stacked = [f"{m} {n}" for m, n in sizes.items() if n > 1]
+    if stacked:
+        return f", populations {', '.join(stacked)}"
+    return f", population {plan.sweep.population}: one trial at a time here (docs/sweeps.md, Populations)"
+
+
 def _on_device(bases: dict[str, DictConfig], device: Optional[str]) -> dict[str, DictConfig]:
     if device is None:
         return bases
