@@ -134,15 +134,21 @@ def test_served_fm_takes_an_optional_timestamp(ratings_file, tmp_path, mlflow_ur
 
 @pytest.mark.slow
 def test_refit_trains_the_choice_on_train_plus_holdout_and_blends_on_the_holdout_predictions_of_the_choice(
-        ratings_file, tmp_path, mlflow_uri):
+        ratings_file, tmp_path, mlflow_uri, monkeypatch):
     """sweep.refit=[biased]: biased's best run holds a network trained on train + holdout (its
     params say val_fraction 0) and logs the chosen network's holdout predictions, which are what
-    the blend's weights are fit on; plain is not refit and is evaluated as before."""
+    the blend's weights are fit on; plain is not refit and is evaluated as before. Those predictions
+    are the ones the best trial kept during the search: the choice is not trained a second time."""
     from mfexp.data import load_dataset
     from mfexp.metrics import rmse
     from mfexp.models.ensemble import fit_weights
+    from mfexp.sweep import best as best_module
     from mfexp.sweep.plan import build_plan
     from mfexp.sweep.orchestrate import run_sweep
+
+    def no_replay(*args, **kwargs):
+        raise AssertionError("the chosen configuration was trained again for its holdout predictions")
+    monkeypatch.setattr(best_module, "replayed_val_predictions", no_replay)
 
     plan = build_plan(["data=file", f"data.path={ratings_file}", "sweep=smoke", f"sweep.root={tmp_path / 'sweeps'}",
                        "sweep.models=[plain,biased]", "sweep.refit=[biased]", "train.epochs=3",
@@ -159,6 +165,8 @@ def test_refit_trains_the_choice_on_train_plus_holdout_and_blends_on_the_holdout
                                                dst_path=str(tmp_path / "dl"))
     logged = np.load(path)
     assert logged.shape == (len(data.val),)
+    number = runs["biased"].data.tags["optuna.trial_number"]
+    np.testing.assert_array_equal(logged, np.load(tmp_path / "sweeps" / "smoke" / "val_predictions" / f"biased-{number}.npy"))
     # the logged predictions are of the chosen network: their RMSE is the best trial's val RMSE
     assert rmse(data.val.ratings, np.clip(logged, data.rating_min, data.rating_max)) == \
         pytest.approx(biased.best_val_rmse, abs=1e-4)
@@ -178,6 +186,39 @@ def test_refit_trains_the_choice_on_train_plus_holdout_and_blends_on_the_holdout
     assert not np.allclose(refit_val, logged, atol=1e-3)  # a different network: the blend did not use it
     report = (tmp_path / "sweeps" / "smoke" / "report.md").read_text()
     assert "`biased` (sweep.refit): the chosen configuration was trained again" in report and "`plain`," not in report
+
+
+@pytest.mark.slow
+def test_kept_holdout_predictions_that_are_not_the_trial_s_are_not_used(ratings_file, tmp_path, mlflow_uri,
+                                                                        monkeypatch):
+    """Holdout predictions kept under the best trial's number that do not give its val RMSE (a file left
+    by an earlier study of the same sweep name; here overwritten between sweep.phase=search and
+    select) are not blended: the choice is trained again, and its predictions give the trial's RMSE."""
+    from mfexp.data import load_dataset
+    from mfexp.metrics import rmse
+    from mfexp.sweep import best as best_module
+    from mfexp.sweep.plan import build_plan
+    from mfexp.sweep.orchestrate import run_sweep
+
+    line = ["data=file", f"data.path={ratings_file}", "sweep=smoke", f"sweep.root={tmp_path / 'sweeps'}",
+            "sweep.models=[plain,biased]", "sweep.refit=[biased]", "train.epochs=3", "train.batch_size=256"]
+    run_sweep(build_plan([*line, "sweep.phase=search"]))
+    kept = tmp_path / "sweeps" / "smoke" / "val_predictions"
+    files = sorted(kept.glob("biased-*.npy"))
+    assert files and sorted(kept.glob("plain-*.npy"))  # every complete trial's, both models
+    for path in files:
+        np.save(path, np.full(len(np.load(path)), 3.0, dtype=np.float32))
+    calls = []
+    real = best_module.replayed_val_predictions
+    monkeypatch.setattr(best_module, "replayed_val_predictions", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    plan = build_plan([*line, "sweep.phase=select"])
+    plain, biased, blend = run_sweep(plan)
+    assert [c.model.name for c in calls] == ["biased"]
+    data = load_dataset(plan.bases["biased"].data)
+    logged = np.load(mlflow.artifacts.download_artifacts(f"runs:/{biased.best_run_id}/val_predictions.npy",
+                                                         dst_path=str(tmp_path / "dl")))
+    assert rmse(data.val.ratings, np.clip(logged, data.rating_min, data.rating_max)) == \
+        pytest.approx(biased.best_val_rmse, abs=1e-4)
 
 
 @pytest.mark.slow

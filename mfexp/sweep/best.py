@@ -71,6 +71,31 @@ def seeded(cfg: Config, i: int) -> Config:
     return cfg if i == 0 else replace(cfg, train=replace(cfg.train, seed=cfg.train.seed + i))
 
 
+def searched_val_predictions(plan, model: str, study: optuna.Study, data):
+    """The best trial's holdout predictions as it kept them during the search (Objective.keep_predictions):
+    the network a replay would train, without training it again. None where this machine has none, or
+    where they do not give the trial's val RMSE (a file left by another study of the same name)."""
+    import numpy as np
+
+    from mfexp.metrics import rmse
+    from mfexp.sweep.storage import val_predictions_path
+
+    path = val_predictions_path(plan.sweep, model, study.best_trial.number)
+    try:
+        pred = np.load(path)
+    except (OSError, ValueError):
+        return None
+    if pred.shape != (len(data.val),):
+        return None
+    got = rmse(data.val.ratings, np.clip(pred, float(data.rating_min), float(data.rating_max)))
+    if abs(got - trial_val_rmse(study)) > 1e-4:
+        log.warning("%s: %s gives val_rmse %.4f, not the best trial's %.4f: trained again instead", model, path,
+                    got, trial_val_rmse(study))
+        return None
+    log.info("%s: the blend takes the best trial's holdout predictions kept in %s, not a replay", model, path)
+    return pred
+
+
 def replayed_val_predictions(cfg: Config, data, seeds: int = 1):
     """(holdout predictions, holdout RMSE of the first) of the best trial's network replayed
     untracked; with `seeds` > 1 the average of that many seeds' predictions."""
@@ -205,8 +230,10 @@ def evaluate_best(plan, model: str, study: optuna.Study, data, parent_run_id, ou
     train_cfg, train_data, seeds = cfg, data, plan.sweep.average_seeds
     if refit_data is not None:
         if plan.sweep.ensemble:  # the blend is fit on the holdout: predictions of networks that never saw it
-            val_pred, replayed = replayed_val_predictions(cfg, data, seeds)
-            _check_replay(model, replayed, val_rmse, new_masks)
+            val_pred = searched_val_predictions(plan, model, study, data) if seeds == 1 else None
+            if val_pred is None:  # kept on another machine, or not at its best epoch: trained again
+                val_pred, replayed = replayed_val_predictions(cfg, data, seeds)
+                _check_replay(model, replayed, val_rmse, new_masks)
         train_cfg, train_data = refit_config(cfg), refit_data
     tags = {**run_tags(train_cfg, train_data), BEST_TAG: "true", STUDY_TAG: study.study_name,
             TRIAL_TAG: str(study.best_trial.number), REFIT_TAG: str(refit_data is not None).lower()}

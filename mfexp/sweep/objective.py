@@ -8,9 +8,11 @@ Data is loaded once per worker and handed to the Objective.
 from __future__ import annotations
 
 import copy
+import io
 import os
 import socket
 import time
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import optuna
@@ -89,10 +91,33 @@ def mark_worker(trial: optuna.Trial) -> None:
 class Objective:
     def __init__(self, model: str, base: DictConfig, space: SearchSpace, data, *, study_name: str,
                  experiment: str, parent_run_id: Optional[str], tracking_cfg, objective: str = "val_rmse",
-                 on_report: Optional[Callable[[optuna.Trial, Any], None]] = None):
+                 on_report: Optional[Callable[[optuna.Trial, Any], None]] = None,
+                 predictions: Optional[Callable[[int], Path]] = None):
+        """`predictions(number)`: where a complete trial keeps its holdout predictions (None: nowhere)."""
         self.model, self.base, self.space, self.data = model, base, space, data
         self.study_name, self.experiment, self.parent_run_id = study_name, experiment, parent_run_id
         self.tracking_cfg, self.objective, self.on_report = tracking_cfg, objective, on_report
+        self.predictions = predictions
+
+    def keep_predictions(self, number: int, net, result, cfg: Config) -> None:
+        """Save the trial's holdout predictions where they are the network a replay of it would give:
+        its kept weights are its best epoch's (patience restored them, or the best was the last)."""
+        import numpy as np
+
+        from mfexp.data.movielens import atomic_write
+        from mfexp.train import predict, resolve_device
+
+        if self.predictions is None or not len(self.data.val):
+            return
+        part, path = self.data.val, self.predictions(number)
+        if result.final_val_rmse != result.best_val_rmse:  # its last epoch's, not its best's: a replay differs
+            path.unlink(missing_ok=True)  # (a file of that number left by an earlier study is not this trial's)
+            return
+        pred = predict(net, part.users, part.items, resolve_device(cfg.train.device)[0], part.timestamps)
+        buffer = io.BytesIO()
+        np.save(buffer, pred.astype(np.float32))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, buffer.getvalue())
 
     def __call__(self, trial: optuna.Trial) -> float:
         try:
@@ -120,14 +145,18 @@ class Objective:
                          experiment=self.experiment, killed_on=(optuna.TrialPruned,)):
             if tracker.run_id:
                 trial.set_user_attr(MLFLOW_RUN_ATTR, tracker.run_id)
-            ranked = []  # val_ndcg_at_10: the kept network's ranking quality on the holdout
+            ranked, kept = [], []  # val_ndcg_at_10: the kept network's ranking quality on the holdout
             by_rank = self.objective == "val_ndcg_at_10"
+
+            def trained(t):
+                kept.append(t.net)
+                if by_rank:
+                    ranked.append(ranking_on(t, self.data, "val", coverage=False))
             try:
                 result = train_and_track(
                     cfg, self.data, tracker, eval_test=False, final_test=False,
                     on_epoch=None if by_rank else (lambda report: self.report(trial, report, tracker)),
-                    on_trained=(lambda t: ranked.append(ranking_on(t, self.data, "val", coverage=False)))
-                    if by_rank else None)
+                    on_trained=trained)
             except optuna.TrialPruned:
                 raise
             except BaseException as err:
@@ -141,6 +170,7 @@ class Objective:
             if by_rank:
                 trial.set_user_attr("val_ndcg_at_10", ranked[0].ndcg)
                 tracker.log_metrics(ranked[0].as_metrics("val"))
+            self.keep_predictions(trial.number, kept[0], result, cfg)
             tracker.set_tags({STATE_TAG: "COMPLETE"})
         if tracker.gaps:
             trial.set_user_attr(MLFLOW_GAP_ATTR, tracker.gap_summary())

@@ -318,7 +318,8 @@ def work(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: O
             objective = Objective(model, bases[model], plan.spaces[model], data,
                                   study_name=study.study_name, experiment=plan.experiment,
                                   parent_run_id=parent_run_id, tracking_cfg=replace(plan.tracking, log_model=False),
-                                  objective=plan.sweep.objective, on_report=hooks.on_report)
+                                  objective=plan.sweep.objective, on_report=hooks.on_report,
+                                  predictions=lambda number, m=model: st.val_predictions_path(plan.sweep, m, number))
             if model not in sizes:
                 sizes[model] = population_size(plan, model, apply_params(bases[model], {}))
             finished: list[FrozenTrial] = []

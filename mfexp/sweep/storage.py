@@ -44,6 +44,12 @@ def sweep_dir(sweep: SweepConfig) -> Path:
     return Path(sweep.root) / sweep.name
 
 
+def val_predictions_path(sweep: SweepConfig, model: str, number: int) -> Path:
+    """Where a complete trial's holdout predictions (its kept network's, at its best epoch) are kept:
+    the blend takes the best trial's from here instead of training it again (best.py)."""
+    return sweep_dir(sweep) / "val_predictions" / f"{model}-{number}.npy"
+
+
 def study_name(sweep: SweepConfig, model: str) -> str:
     return f"{sweep.name}-{model}"
 
