@@ -296,6 +296,37 @@ def test_a_trial_whose_store_goes_away_completes_and_records_mlflow_gap(tiny_dat
     assert [m.step for m in mlflow.tracking.MlflowClient().get_metric_history(run.info.run_id, "val_rmse")] == [1, 2]
 
 
+def test_a_trial_whose_holdout_predictions_cannot_be_written_still_completes(tiny_data, tmp_path, mlflow_uri,
+                                                                             caplog):
+    """Keeping a trial's holdout predictions (for the blend) is a saving, not part of its result: where
+    they cannot be written (a full disk; here a file stands where their folder should be) the trial
+    completes, says so once, and the blend would train the choice again."""
+    import logging
+
+    from omegaconf import OmegaConf
+
+    from mfexp.config import Config, TrackingConfig
+    from mfexp.models.plugins import named
+    from mfexp.sweep.objective import Objective
+    from mfexp.sweep.space import parse_space
+
+    base = OmegaConf.structured(Config(model=named("biased", k=8)))
+    base.train.epochs, base.train.progress, base.train.batch_size, base.train.patience = 2, False, 256, 1
+    blocker = tmp_path / "val_predictions"
+    blocker.write_text("not a folder")
+    objective = Objective("biased", base, parse_space({"train.lr": "choice(0.01)"}), tiny_data,
+                          study_name="keep", experiment="mfexp-keep", parent_run_id=None,
+                          tracking_cfg=TrackingConfig(log_model=False),
+                          predictions=lambda number: blocker / f"biased-{number}.npy")
+    study = optuna.create_study()
+    with caplog.at_level(logging.WARNING, logger="mfexp.sweep"):
+        study.optimize(objective, n_trials=1)
+    assert study.trials[0].state == TrialState.COMPLETE
+    assert [r.getMessage() for r in caplog.records if "not kept" in r.getMessage()][0].startswith(
+        "trial 0: its holdout predictions were not kept")
+    assert blocker.read_text() == "not a folder"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_fails_the_trial_kills_its_runs_exits_130_and_resumes(sig, ratings_file, tmp_path, mlflow_uri,

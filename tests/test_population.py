@@ -219,6 +219,17 @@ def test_a_sweep_trains_populations_with_exact_counts_and_one_mlflow_run_each(ra
     assert sorted(sizes) == [1] + [4] * 8  # 4 + 4 + the last one: model.k is drawn once per population
     anchored = [t for t in trials if "population_anchor" in t.user_attrs]
     assert len(anchored) == 6  # three members follow each of two anchors
+    # each complete member kept its holdout predictions (for the blend), and they give its val RMSE
+    from mfexp.data import load_dataset
+    from mfexp.metrics import rmse
+
+    data = load_dataset(plan.bases["plain"].data)
+    kept = tmp_path / "sweeps" / "smoke" / "val_predictions"
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert sorted(p.name for p in kept.glob("plain-*.npy")) == sorted(f"plain-{t.number}.npy" for t in complete)
+    for t in complete:
+        pred = np.clip(np.load(kept / f"plain-{t.number}.npy"), data.rating_min, data.rating_max)
+        assert rmse(data.val.ratings, pred) == pytest.approx(t.value, abs=1e-4)
     for t in anchored:  # sampled: the anchor's k, their own lr and reg
         anchor = next(a for a in trials if a.number == t.user_attrs["population_anchor"])
         assert t.params["model.k"] == anchor.params["model.k"] and t.params["train.lr"] != anchor.params["train.lr"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import io
+import logging
 import os
 import socket
 import time
@@ -36,6 +37,8 @@ from mfexp.sweep.results import (
 )
 from mfexp.sweep.space import SearchSpace
 from mfexp.tracking import FAIL_REASON_TAG, PARENT_TAG, PRUNED_AT_TAG, STATE_TAG, STUDY_TAG, TRIAL_TAG
+
+log = logging.getLogger("mfexp.sweep")
 
 
 def apply_params(base: DictConfig, params: dict[str, Any]) -> Config:
@@ -116,8 +119,12 @@ class Objective:
         pred = predict(net, part.users, part.items, resolve_device(cfg.train.device)[0], part.timestamps)
         buffer = io.BytesIO()
         np.save(buffer, pred.astype(np.float32))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, buffer.getvalue())
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, buffer.getvalue())
+        except OSError as err:  # a full disk costs the blend a replay, not the trial its result
+            log.warning("trial %d: its holdout predictions were not kept (%s); the blend would train it again",
+                        number, err)
 
     def __call__(self, trial: optuna.Trial) -> float:
         try:
@@ -170,7 +177,8 @@ class Objective:
             if by_rank:
                 trial.set_user_attr("val_ndcg_at_10", ranked[0].ndcg)
                 tracker.log_metrics(ranked[0].as_metrics("val"))
-            self.keep_predictions(trial.number, kept[0], result, cfg)
+            if kept:
+                self.keep_predictions(trial.number, kept[0], result, cfg)
             tracker.set_tags({STATE_TAG: "COMPLETE"})
         if tracker.gaps:
             trial.set_user_attr(MLFLOW_GAP_ATTR, tracker.gap_summary())
