@@ -226,11 +226,11 @@ def fit_population(members: Sequence[Member], data, ctx: mx.Context, *, eval_tes
     lone_data = members[0].net.data
     stacked = cls.stack([m.cfg.model for m in members], lone_data, first.train.sparse_grad)
     stacked.initialize(mx.init.Zero(), ctx=ctx)
-    params, lone = list(stacked.collect_params().values()), list(members[0].net.collect_params().values())
-    if len(params) != len(lone):
-        raise ValueError(f"{cls.__name__}.stack: {len(params)} parameters, its lone network has {len(lone)}")
+    params, lones = list(stacked.collect_params().values()), [list(m.net.collect_params().values()) for m in members]
+    if len(params) != len(lones[0]):
+        raise ValueError(f"{cls.__name__}.stack: {len(params)} parameters, its lone network has {len(lones[0])}")
     for j, p in enumerate(params):
-        parts = [list(m.net.collect_params().values())[j].data(ctx) for m in members]
+        parts = [lone[j].data(ctx) for lone in lones]
         if p.shape == parts[0].shape:  # a constant from the data (the global mean), the same in every member
             p.set_data(parts[0])
         elif p.shape[0] == n * parts[0].shape[0] and p.shape[1:] == parts[0].shape[1:]:

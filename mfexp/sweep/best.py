@@ -71,16 +71,16 @@ def seeded(cfg: Config, i: int) -> Config:
     return cfg if i == 0 else replace(cfg, train=replace(cfg.train, seed=cfg.train.seed + i))
 
 
-def searched_val_predictions(plan, model: str, study: optuna.Study, data):
-    """The best trial's holdout predictions as it kept them during the search (Objective.keep_predictions):
+def searched_val_predictions(plan, model: str, number: int, val_rmse: float, data):
+    """Trial `number`'s holdout predictions as it kept them during the search (Objective.keep_predictions):
     the network a replay would train, without training it again. None where this machine has none, or
-    where they do not give the trial's val RMSE (a file left by another study of the same name)."""
+    where they do not give the trial's `val_rmse` (a file left by another study of the same name)."""
     import numpy as np
 
     from mfexp.metrics import rmse
     from mfexp.sweep.storage import val_predictions_path
 
-    path = val_predictions_path(plan.sweep, model, study.best_trial.number)
+    path = val_predictions_path(plan.sweep, model, number)
     try:
         pred = np.load(path)
     except (OSError, ValueError):
@@ -88,9 +88,9 @@ def searched_val_predictions(plan, model: str, study: optuna.Study, data):
     if pred.shape != (len(data.val),):
         return None
     got = rmse(data.val.ratings, np.clip(pred, float(data.rating_min), float(data.rating_max)))
-    if abs(got - trial_val_rmse(study)) > 1e-4:
+    if abs(got - val_rmse) > 1e-4:
         log.warning("%s: %s gives val_rmse %.4f, not the best trial's %.4f: trained again instead", model, path,
-                    got, trial_val_rmse(study))
+                    got, val_rmse)
         return None
     log.info("%s: the blend takes the best trial's holdout predictions kept in %s, not a replay", model, path)
     return pred
@@ -206,11 +206,13 @@ def _test_ranking(model: str, data, into: list):
 def _check_replay(model: str, replayed: Optional[float], val_rmse: float, new_masks: bool = False) -> None:
     """`new_masks`: the trial trained with dropout in a population, whose masks a lone replay draws anew
     (mfexp.population): its replay is another draw, as another seed would be, not a sign of trouble."""
-    if replayed is not None and abs(replayed - val_rmse) > 1e-4 and new_masks:
+    if replayed is None or abs(replayed - val_rmse) <= 1e-4:
+        return
+    if new_masks:
         log.info("%s: the best trial trained with dropout in a population; its lone replay draws other masks and "
                  "reached val_rmse %.4f, the trial %.4f; its test RMSE is of the replayed network", model,
                  replayed, val_rmse)
-    elif replayed is not None and abs(replayed - val_rmse) > 1e-4:
+    else:
         log.warning("%s: the replayed best trial reached val_rmse %.4f, the trial %.4f: training was not "
                     "deterministic here (threads?); its test RMSE is of the replayed network", model,
                     replayed, val_rmse)
@@ -230,7 +232,8 @@ def evaluate_best(plan, model: str, study: optuna.Study, data, parent_run_id, ou
     train_cfg, train_data, seeds = cfg, data, plan.sweep.average_seeds
     if refit_data is not None:
         if plan.sweep.ensemble:  # the blend is fit on the holdout: predictions of networks that never saw it
-            val_pred = searched_val_predictions(plan, model, study, data) if seeds == 1 else None
+            val_pred = (searched_val_predictions(plan, model, study.best_trial.number, val_rmse, data)
+                        if seeds == 1 else None)
             if val_pred is None:  # kept on another machine, or not at its best epoch: trained again
                 val_pred, replayed = replayed_val_predictions(cfg, data, seeds)
                 _check_replay(model, replayed, val_rmse, new_masks)
