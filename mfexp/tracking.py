@@ -514,18 +514,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    import sys
-
-    sys.exit(main())
-
-
 def kill_trial_run(study_name: str, number: int, params: dict, reason: str, *, run_id: Optional[str] = None,
                    headed: Optional[dict] = None) -> None:
-    """Mark the MLflow run of Optuna trial `number` of `study_name`, whose worker died, as that trial now is: tags optuna.trial_state
-    FAIL and the reason, status KILLED. Also when the worker died after ending the run (FINISHED, or
-    KILLED with the PRUNED tag of a pruned trial) but before Optuna recorded the trial, which is FAIL
-    now and retried: the run must not pass for a finished or pruned trial. A run that failed on its
+    """Mark the MLflow run of Optuna trial `number` of `study_name`, whose worker died, as that trial
+    now is: tags optuna.trial_state FAIL and the reason, status KILLED. Also when the worker died after
+    ending the run (FINISHED, or KILLED with the PRUNED tag of a pruned trial) but before Optuna
+    recorded the trial, which is FAIL now and retried: the run must not pass for a finished or pruned
+    trial. A run that failed on its
     own (status FAILED, or the FAIL tag of an interrupted trial) keeps its reason. Without `run_id`
     (its worker died before it recorded one) the run is looked for where it was `headed` ({experiment,
     run_name, parent}), and recorded there, KILLED, if it was never started. MLflow errors are logged,
@@ -579,3 +574,9 @@ def _record_lost_member(client, experiment_id: str, pending: dict, number: int, 
     except Exception as err:  # noqa: BLE001 - an unreachable tracking server must not stop the sweep
         log.warning("could not record the MLflow run of trial %d, lost with its worker: %s: %s", number,
                     type(err).__name__, redact(str(err)).splitlines()[0] if str(err) else "")
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
