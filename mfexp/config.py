@@ -76,7 +76,7 @@ class TrackingConfig:
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     # conf/model/<name>.yaml: _target_ (the model's class), name, and the settings its class types;
-    # validate() turns it into that class's Settings dataclass (mfexp.models.plugins).
+    # mfexp.models.validate() turns it into that class's Settings dataclass (mfexp.models.plugins).
     model: Any = field(default_factory=_plain_model)
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -219,14 +219,12 @@ def validate_data(d: DataConfig) -> DataConfig:
     return d
 
 
-def validate(cfg: Config) -> Config:
+def validate_typed(cfg: Config) -> Config:
+    """Check every key of a config whose model node is already its class's Settings: the model
+    package types it first (mfexp.models.validate is the public entry), since config sits below
+    models and cannot resolve a model's class itself."""
     d, m, t = cfg.data, cfg.model, cfg.train
     validate_data(d)
-    # The one import from config up to models: the model node's schema is its class's own Settings
-    # (mfexp.models.plugins), so validating it needs the class. Late, as models import config.
-    from mfexp.models import to_settings
-
-    cfg.model = m = to_settings(m)
     m.check(_check)
     _check(t.optimizer in OPTIMIZERS, "train.optimizer", f"must be one of {', '.join(OPTIMIZERS)}", t.optimizer)
     _check(t.lr > 0, "train.lr", "must be > 0", t.lr)

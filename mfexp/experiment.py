@@ -19,8 +19,9 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from mfexp.config import ALL_FOLDS, Config, flatten, fold_names, validate
+from mfexp.config import ALL_FOLDS, Config, flatten, fold_names
 from mfexp.metrics import mean_sd
+from mfexp.models import validate
 from mfexp.tracking import DEVICE_TAG, FOLD_TAG, FOLDS_TAG, MODEL_TAG
 
 log = logging.getLogger("mfexp.run")

@@ -104,7 +104,7 @@ def compose(overrides: Sequence[str]):
     from omegaconf.errors import OmegaConfBaseException
 
     from mfexp import cli
-    from mfexp.config import validate
+    from mfexp.models import validate
     from mfexp.errors import ConfigError
 
     cli.register_schema()

@@ -4,8 +4,9 @@ import dataclasses
 import optuna
 import pytest
 
-from mfexp.config import Config, flatten, validate
+from mfexp.config import Config, flatten
 from mfexp.errors import ConfigError
+from mfexp.models import validate
 
 BAD = [("train", "lr", 0.0), ("train", "batch_size", 0), ("train", "epochs", 0),
        ("train", "optimizer", "sgdd"), ("train", "device", "tpu"), ("data", "val_fraction", 1.0),

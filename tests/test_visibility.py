@@ -145,7 +145,7 @@ def test_runs_record_system_metrics_by_default(mlflow_uri):
 
 
 def test_system_metrics_interval_is_validated(cfg):
-    from mfexp.config import validate
+    from mfexp.models import validate
     from mfexp.errors import ConfigError
 
     cfg.tracking.system_metrics_interval = 0

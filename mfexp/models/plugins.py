@@ -14,6 +14,7 @@ from typing import Any, Mapping
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from mfexp.config import Config, validate_typed
 from mfexp.errors import ConfigError
 from mfexp.models.base import ModelData, ModelSettings, Recommender
 
@@ -75,6 +76,13 @@ def to_settings(node: Any) -> ModelSettings:
 
 
 CONF_MODELS = Path(__file__).resolve().parents[2] / "conf" / "model"
+
+
+def validate(cfg: Config) -> Config:
+    """The whole config checked, its model node typed as its class's Settings (in place and returned);
+    a bad key is a ConfigError that names it."""
+    cfg.model = to_settings(cfg.model)
+    return validate_typed(cfg)
 
 
 def named(name: str, **values: Any) -> ModelSettings:

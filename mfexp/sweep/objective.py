@@ -20,8 +20,9 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from mfexp.config import Config, flatten, validate
+from mfexp.config import Config, flatten
 from mfexp.errors import ConfigError
+from mfexp.models import validate
 from mfexp.sweep.results import (
     BEST_EPOCH_ATTR,
     DURATION_ATTR,

@@ -15,9 +15,9 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from mfexp import cli
-from mfexp.config import Config, SweepAppConfig, sweep_folds, validate, validate_sweep
+from mfexp.config import Config, SweepAppConfig, sweep_folds, validate_sweep
 from mfexp.errors import ConfigError
-from mfexp.models import model_class, to_settings, typed_node
+from mfexp.models import model_class, to_settings, typed_node, validate
 
 log = logging.getLogger("mfexp.sweep")
 PROG = "python -m mfexp.sweep"
