@@ -14,13 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from hydra import compose as hydra_compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from mfexp.config import Config
+from mfexp.config import Config, flatten
 from mfexp.errors import ConfigError
+from mfexp.models import to_settings, typed_node
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 CONFIG_FILES = "--config-dir DIR --config-name NAME"
@@ -40,8 +43,6 @@ def register_schema(name: str = "mfexp_schema", node: Any = Config) -> None:
 def to_object(dcfg: DictConfig) -> Any:
     """The composed config as its dataclass (Config, or SweepAppConfig for sweeps), with the model
     node as its class's typed settings (unknown keys and wrong types refused, naming the key)."""
-    from mfexp.models import to_settings
-
     obj = typed(dcfg)
     obj.model = to_settings(obj.model)
     return obj
@@ -135,9 +136,6 @@ def compose(config_name: str, overrides: Sequence[str], prog: str, schema: type 
             config_dir: Optional[str] = None) -> DictConfig:
     """conf/<config_name>.yaml (or <config_dir>/<config_name>.yaml, with conf/ on the search path)
     with the overrides, checked against `schema`: every problem is a ConfigError naming the key."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
     overrides = list(overrides)
     root = CONF_DIR
     if config_dir:
@@ -196,8 +194,6 @@ def _quoted(text: str) -> str:
 
 
 def schema_keys(schema: type = Config) -> list[str]:
-    from mfexp.config import flatten
-
     return sorted(flatten(OmegaConf.to_container(OmegaConf.structured(schema))))
 
 
@@ -235,7 +231,6 @@ def check_known_keys(dcfg: DictConfig, prog: str, schema: type = Config) -> None
         key = str(err.full_key or _quoted(str(err)))
         node = OmegaConf.select(OmegaConf.create(plain), key, default=None)
         if isinstance(node, DictConfig) and len(node) == 1:  # +trian.lr=3: name the key as written
-            from mfexp.config import flatten
 
             key = f"{key}.{next(iter(flatten(OmegaConf.to_container(node))))}"
         raise ConfigError(unknown_key(key, prog, schema)) from None
@@ -245,8 +240,6 @@ def check_known_keys(dcfg: DictConfig, prog: str, schema: type = Config) -> None
 
 def print_config(dcfg: DictConfig) -> None:
     """--cfg job: the composed config as YAML, the model node with every setting of its class."""
-    from mfexp.models import typed_node
-
     dcfg = dcfg.copy()
     if "model" in dcfg:
         dcfg.model = typed_node(dcfg.model)
@@ -256,8 +249,6 @@ def print_config(dcfg: DictConfig) -> None:
 def apply_overrides(schema: type, overrides: Sequence[str], prog: str) -> tuple[DictConfig, set[str]]:
     """For commands without config groups (mfexp.recommend): `schema`'s defaults with the
     overrides, parsed by Hydra's own parser. Returns the config and the keys given."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     cfg = OmegaConf.structured(schema)
     given: set[str] = set()
     for text in overrides:
@@ -319,32 +310,3 @@ def quiet_libraries() -> None:
 
     warnings.filterwarnings("ignore", message=".*Integer columns in Python cannot represent missing.*")
     warnings.filterwarnings("ignore", category=FutureWarning)
-    quiet_mxnet()
-
-
-def quiet_mxnet() -> None:
-    """Say MXNet's "Optimizer with lazy_update = True detected ..." note once, to /dev/null.
-
-    It is not a Python warning but a C++ LOG(INFO) that libmxnet writes to stderr once per engine
-    thread (common::LogOnce, MXNet 1.9.1), in the middle of the first sparse-gradient trial. One
-    tiny sparse SGD step with stderr pointed at /dev/null uses up that once for the CPU engine
-    thread (one per process unless MXNET_CPU_WORKER_NTHREADS says more); no random numbers drawn."""
-    import mxnet as mx
-    from mxnet import autograd, gluon
-
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        emb = gluon.nn.Embedding(2, 1, sparse_grad=True)
-        emb.initialize(mx.init.Zero(), ctx=mx.cpu())
-        trainer = gluon.Trainer(emb.collect_params(), "sgd", {"learning_rate": 0.1, "momentum": 0.9})
-        with autograd.record():
-            loss = emb(mx.nd.array([0])).sum()
-        loss.backward()
-        trainer.step(1)
-        mx.nd.waitall()
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)

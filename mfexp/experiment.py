@@ -19,17 +19,20 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
+from mfexp import model_io
 from mfexp.config import ALL_FOLDS, Config, flatten, fold_names
+from mfexp.data import load_dataset
 from mfexp.metrics import mean_sd
 from mfexp.models import validate
-from mfexp.tracking import DEVICE_TAG, FOLD_TAG, FOLDS_TAG, MODEL_TAG
+from mfexp.models.plugins import code_paths
+from mfexp.tracking import (DEVICE_TAG, FOLDS_TAG, FOLD_TAG, MODEL_TAG, Tracker, check_reachable, git_commit,
+                            run_link, tracking_uri)
+from mfexp.train import build_net, fit, resolve_device
 
 log = logging.getLogger("mfexp.run")
 
 
 def run_tags(cfg: Config, data) -> dict[str, str]:
-    from mfexp.tracking import git_commit
-
     return {"dataset": data.name, "split": data.split, "git_commit": git_commit(),
             MODEL_TAG: cfg.model.name}
 
@@ -38,8 +41,6 @@ def train_and_track(cfg: Config, data, tracker, *, eval_test: bool = True, final
                     on_epoch=None, on_trained=None):
     """Train inside an active tracker run: per-epoch metrics, summary, config and model.
     `on_trained(trained)` sees the trained model (model_io.TrainedModel) before it is logged."""
-    from mfexp.train import build_net, fit, resolve_device
-
     ctx, device = resolve_device(cfg.train.device)
     track_start(cfg, data, tracker, device, test=eval_test or final_test)
     net = build_net(cfg, data, ctx)
@@ -75,9 +76,6 @@ def track_end(cfg: Config, data, tracker, net, result, *, eval_test: bool, on_tr
 
 def log_trained(tracker, net, data, cfg: Config, on_trained=None) -> None:
     """Log a trained `net` as the run's model (with an input example); `on_trained` sees it first."""
-    from mfexp import model_io
-    from mfexp.models.plugins import code_paths
-
     trained = model_io.from_training(net, data)
     if on_trained is not None:
         on_trained(trained)
@@ -89,9 +87,6 @@ def log_trained(tracker, net, data, cfg: Config, on_trained=None) -> None:
 
 def run(cfg: Config, data=None) -> dict:
     """Validate, load data, train, track. Returns the run's summary (RMSEs, run id)."""
-    from mfexp.data import load_dataset
-    from mfexp.tracking import Tracker, check_reachable
-
     validate(cfg)
     check_reachable(cfg.tracking)
     if data is None and cfg.data.split == ALL_FOLDS:  # each fold in turn
@@ -121,8 +116,6 @@ class Interrupted(KeyboardInterrupt):
 
 
 def _print_summary(cfg: Config, summary: dict) -> None:
-    from mfexp.tracking import tracking_uri
-
     parts = [f"model={cfg.model.name}", f"epochs={summary['epochs']}", f"test_rmse={summary['test_rmse']:.4f}"]
     if summary["val_rmse"] is not None:
         parts.append(f"val_rmse={summary['val_rmse']:.4f}")
@@ -130,8 +123,6 @@ def _print_summary(cfg: Config, summary: dict) -> None:
             parts.append(f"(lowest val_rmse {summary['best_val_rmse']:.4f} at epoch {summary['best_epoch']})")
     print("done: " + "  ".join(parts))
     if cfg.tracking.enabled:
-        from mfexp.tracking import run_link
-
         print(f"MLflow run {summary['run_id']} in {tracking_uri()} (make ui): {run_link(summary['run_id'])}")
 
 
@@ -159,9 +150,6 @@ def fold_config(cfg: Config, fold: str) -> Config:
 def cross_validate(cfg: Config) -> dict:
     """Train and evaluate `cfg` (validated, data.split=all) on each fold; print the table and the mean
     ± sd; returns the summary (per-fold runs, mean, sd, the parent run id)."""
-    from mfexp.data import load_dataset
-    from mfexp.tracking import Tracker
-
     folds = fold_names(cfg.data)
     started = time.perf_counter()
     parent = Tracker(replace(cfg.tracking, log_model=False, system_metrics=False))
@@ -216,7 +204,5 @@ def fold_table(cfg: Config, runs: list[FoldRun], summary: dict) -> str:
 
 def _print_link(cfg: Config, run_id: Optional[str]) -> None:
     if cfg.tracking.enabled:
-        from mfexp.tracking import run_link, tracking_uri
-
         print(f"MLflow parent run {run_id} (one child run per fold) in {tracking_uri()} (make ui): "
               f"{run_link(run_id)}")

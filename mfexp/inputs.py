@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mlflow.data.dataset_source import DatasetSource
+from mlflow.data.meta_dataset import MetaDataset
 import numpy as np
 
 
@@ -43,9 +45,6 @@ def dataset_parts(data, data_cfg, test: bool) -> list[tuple[str, str, str, Any]]
 
 def _mlflow_dataset(name: str, source: str, digest: str, rows: int):
     """A metadata-only MLflow dataset: name, digest, where it comes from, its row count."""
-    from mlflow.data.dataset_source import DatasetSource
-    from mlflow.data.meta_dataset import MetaDataset
-
     class RatingsSource(DatasetSource):
         """A description of where ratings come from (a GroupLens fold, a file and its split)."""
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from mfexp.models import ModelData, ModelSettings, build_model, to_settings
 from mfexp.models.plugins import settings_dict
+from mfexp.train import predict
 
 FORMAT_VERSION = 2  # 1: before models were plugins (no _target_, no inputs.npz); still loads
 
@@ -97,8 +98,6 @@ def predict_ids(trained: TrainedModel, user_ids: np.ndarray, item_ids: np.ndarra
     best guess the training data allows: the known side's mean rating, else the global mean.
     `timestamps` (unix seconds) matter to models that read the rating's day; without them a
     known user's last training day is used."""
-    from mfexp.train import predict
-
     u = _lookup(trained.user_ids, np.asarray(user_ids))
     i = _lookup(trained.item_ids, np.asarray(item_ids))
     known_u, known_i = u >= 0, i >= 0

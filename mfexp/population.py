@@ -40,9 +40,11 @@ from mfexp import interrupt
 from mfexp.config import Config
 from mfexp.errors import TrainingDiverged
 from mfexp.metrics import rmse
+from mfexp.models import model_class
 from mfexp.models.base import ModelData
 from mfexp.train import (EVAL_BATCH, SYNC_EVERY, EpochReport, FitResult, FusedUpdate, _check_finite, epoch_order,
                           evaluate, make_trainer)
+from mfexp.train import build_net
 
 OPTIMIZERS = ("sgd", "adam")
 # On 2 CPU cores, 16 members of plain MF train 1.86x the trials/hour of one at a time at batch 64 and
@@ -53,8 +55,6 @@ PER_MEMBER = ("train.lr", "train.wd", "train.reg", "train.init_scale")  # what m
 
 def per_member(cfg: Config) -> tuple[str, ...]:
     """The dotted keys members of one population may differ in, for this configuration's model."""
-    from mfexp.models import model_class
-
     return PER_MEMBER + tuple(getattr(model_class(cfg.model._target_), "per_member", ()))
 
 
@@ -70,8 +70,6 @@ def key(cfg: Config) -> tuple:
 
 def model_supports(cfg: Config) -> bool:
     """Whether this configuration's model can hold populations (`Recommender.population`)."""
-    from mfexp.models import model_class
-
     cls = model_class(cfg.model._target_)
     return bool(getattr(cls, "population", False)) and not cls.needs_for(cfg.model)
 
@@ -89,8 +87,6 @@ def auto_size(cfg: Config, n_trials: int, largest_batch: Optional[int] = None) -
     CPU_BATCH_MAX (`largest_batch`, else cfg's own), when they train with dense gradients (every step
     then updates every member's whole tables: 0.5x, BENCHMARKS.md trial_cost), or when the model says
     populations do not pay on the CPU (`Recommender.population_on_cpu`)."""
-    from mfexp.models import model_class
-
     if not model_supports(cfg):
         return 1
     on_gpu = str(cfg.train.device).startswith("gpu")
@@ -213,9 +209,6 @@ def fit_population(members: Sequence[Member], data, ctx: mx.Context, *, eval_tes
     one. A hook that raises stops its member only (kept in `Member.error`); KeyboardInterrupt stops
     all. `on_done(member)` is called as each member leaves (pruned, stopped early, diverged, or at
     the end), so that its trial can be told at once."""
-    from mfexp.models import model_class
-    from mfexp.train import build_net
-
     first = members[0].cfg
     if any(key(m.cfg) != key(first) for m in members) or not supports(first):
         raise ValueError("a population's members must share its key and support populations")

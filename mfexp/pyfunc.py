@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
+from mfexp import model_io
+
 USER_COL, ITEM_COL, TIME_COL = "user_id", "movie_id", "timestamp"  # timestamp: optional, unix seconds
 
 
@@ -26,13 +28,9 @@ class MFModel(PythonModel):
         self._trained = None
 
     def load_context(self, context) -> None:
-        from mfexp import model_io
-
         self._trained = model_io.load(context.artifacts["mfexp_model"])
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> np.ndarray:
-        from mfexp import model_io
-
         if self._trained is None:
             self.load_context(context)
         missing = {USER_COL, ITEM_COL} - set(model_input.columns)

@@ -22,8 +22,12 @@ import sys
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
+from omegaconf import OmegaConf
+
+from mfexp import cli
 from mfexp.errors import ConfigError, friendly_errors
 from mfexp.scoring import Recommendation, index_of, load_run, rated_items, recommend, resolve_run, similar
+from mfexp.tracking import use_store
 
 PROG = "python -m mfexp.recommend"
 
@@ -52,10 +56,6 @@ class RecommendArgs:
 
 
 def parse_args(argv: Sequence[str]) -> RecommendArgs:
-    from omegaconf import OmegaConf
-
-    from mfexp import cli
-
     cfg, given = cli.apply_overrides(RecommendArgs, argv, PROG)
     args: RecommendArgs = OmegaConf.to_object(cfg)
     if args.run_id and given & {"model", "sweep.name"}:
@@ -79,22 +79,16 @@ def format_lines(recs: list[Recommendation], value: str) -> list[str]:
 
 @friendly_errors
 def main(argv: Sequence[str] | None = None) -> int:
-    from mfexp import cli
-
     line = cli.parse_command_line(argv, PROG)
     if line.help:
         print(cli.help_text(PROG, __doc__))
         return 0
     opts = parse_args(line.overrides)
     if line.cfg_job:
-        from omegaconf import OmegaConf
-
         print(OmegaConf.to_yaml(OmegaConf.structured(opts)), end="")
         return 0
     cli.quiet_libraries()
     if opts.tracking.uri:
-        from mfexp.tracking import use_store
-
         use_store(opts.tracking.uri)
     run_id = opts.run_id or resolve_run(opts.sweep.name, opts.model)
     loaded = load_run(run_id)

@@ -29,6 +29,12 @@ import io
 import logging
 from typing import TYPE_CHECKING, Optional
 
+import mlflow
+
+from mlflow.exceptions import MlflowException
+
+from mlflow.tracking import MlflowClient
+
 from mfexp.tracking import MODEL_TAG, SWEEP_TAG
 
 if TYPE_CHECKING:  # annotations only: the sweep's outcomes are what the registry is given, it needs none
@@ -61,10 +67,6 @@ def register_sweep_best(sweep_name: str, outcomes: list[ModelOutcome]) -> dict[s
     mfexp-<sweep>-champion when a champion was elected. Outcomes without a best run (no
     complete trial, or tracking disabled) are skipped.
     """
-    import mlflow
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
     client = MlflowClient()
     versions: dict[str, int] = {}
     for out in outcomes:
@@ -130,8 +132,6 @@ def _quiet_logged_model_note(record: logging.LogRecord) -> bool:
 
 
 def _drop_alias(client, name: str) -> None:
-    from mlflow.exceptions import MlflowException
-
     try:
         if CHAMPION in client.get_registered_model(name).aliases:
             client.delete_registered_model_alias(name, CHAMPION)

@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 from mfexp import cli, interrupt
 from mfexp.errors import friendly_errors
 from mfexp.experiment import run
+from mfexp.train import quiet_mxnet
 
 
 def interrupted_line(err: KeyboardInterrupt, seconds: float) -> str:
@@ -48,6 +49,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         cli.log_to_stdout()
         cli.quiet_libraries()
+        quiet_mxnet()
         run(cli.to_object(dcfg))
     except KeyboardInterrupt as err:
         newline = "\n" if sys.stderr.isatty() else ""  # past a progress bar

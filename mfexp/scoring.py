@@ -10,11 +10,21 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Optional
 
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+import mxnet as mx
 import numpy as np
+import yaml
 
+from mfexp import model_io
+from mfexp.config import DataConfig
+from mfexp.data import load_dataset
 from mfexp.errors import ConfigError, MfexpError
 from mfexp.models.base import Towers
-from mfexp.tracking import BEST_TAG, MODEL_TAG
+from mfexp.registry import CHAMPION, registered_name
+from mfexp.tracking import BEST_TAG, MODEL_TAG, tracking_uri
+from mfexp.train import predict
 
 
 class UnknownSweep(MfexpError):
@@ -63,8 +73,6 @@ class Loaded:
 
 # --- which run ---------------------------------------------------------------------------------
 def _best_runs(sweep_name: str, model: Optional[str] = None) -> list:
-    import mlflow
-
     exp = mlflow.get_experiment_by_name(f"mfexp-sweep-{sweep_name}")
     if exp is None:
         raise UnknownSweep(f"no sweep named {sweep_name!r} in {_uri()} (no MLflow experiment "
@@ -100,11 +108,6 @@ def resolve_run(sweep_name: str = "default", model: Optional[str] = None) -> str
 
 
 def _champion_run(sweep_name: str) -> Optional[str]:
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    from mfexp.registry import CHAMPION, registered_name
-
     try:
         return MlflowClient().get_model_version_by_alias(registered_name(sweep_name, CHAMPION), CHAMPION).run_id
     except MlflowException:
@@ -112,22 +115,12 @@ def _champion_run(sweep_name: str) -> Optional[str]:
 
 
 def _uri() -> str:
-    from mfexp.tracking import tracking_uri
-
     return tracking_uri()
 
 
 # --- the model and its data ----------------------------------------------------------------------
 def load_run(run_id: str) -> Loaded:
     """The run's model (artifact model/artifacts/mfexp_model) and the data its config names."""
-    import mlflow
-    import yaml
-    from mlflow.exceptions import MlflowException
-
-    from mfexp import model_io
-    from mfexp.config import DataConfig
-    from mfexp.data import load_dataset
-
     try:
         run = mlflow.get_run(run_id)
     except MlflowException as err:
@@ -175,10 +168,6 @@ def score_all(trained, user_index: int, tw: Optional[Towers] = None) -> np.ndarr
     if tw is not None:
         scores = tw.items @ tw.users[user_index] + tw.item_bias + tw.user_bias[user_index]
     else:
-        import mxnet as mx
-
-        from mfexp.train import predict
-
         n_items = len(trained.item_ids)
         scores = predict(trained.net, np.full(n_items, user_index, dtype=np.int32),
                          np.arange(n_items, dtype=np.int32), mx.cpu())

@@ -20,11 +20,16 @@ from typing import Any, Iterator, Optional
 from urllib.parse import urlsplit
 
 import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from mlflow.types.schema import ColSpec, Schema
 import yaml
 
 from mfexp import interrupt
 from mfexp.config import TrackingConfig
 from mfexp.errors import ConfigError, clause
+from mfexp.inputs import mlflow_inputs
+from mfexp.pyfunc import MFModel
 
 log = logging.getLogger("mfexp.tracking")
 
@@ -149,8 +154,6 @@ def run_link(run_id: Optional[str]) -> str:
 
 def set_experiment(name: str):
     """mlflow.set_experiment, tagging the experiment as model training (once) for the UI."""
-    from mlflow.exceptions import MlflowException
-
     exp = mlflow.set_experiment(name)
     if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
         try:
@@ -366,8 +369,6 @@ class Tracker:
 
     @staticmethod
     def _log_datasets(data, data_cfg, test: bool) -> None:
-        from mfexp.inputs import mlflow_inputs
-
         datasets, contexts = mlflow_inputs(data, data_cfg, test)
         if datasets:
             mlflow.log_inputs(datasets=datasets, contexts=contexts, tags_list=[None] * len(datasets))
@@ -388,10 +389,6 @@ class Tracker:
 
     @staticmethod
     def _log_model(save_to_folder, example, code_paths: tuple[str, ...] = ()) -> None:
-        from mlflow.models import infer_signature
-
-        from mfexp.pyfunc import MFModel
-
         with tempfile.TemporaryDirectory() as tmp:
             folder = save_to_folder(Path(tmp) / "mfexp_model")
             model = MFModel()
@@ -399,7 +396,6 @@ class Tracker:
             signature = infer_signature(example, model.predict(None, example))
             # an optional rating time (unix seconds) for models that read the day; absent: each
             # user's last training day
-            from mlflow.types.schema import ColSpec, Schema
 
             signature.inputs = Schema([*signature.inputs.inputs, ColSpec("long", "timestamp", required=False)])
             mlflow.pyfunc.log_model(

@@ -20,6 +20,7 @@ from typing import Callable, Optional
 import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
+from tqdm import tqdm
 
 from mfexp import interrupt
 from mfexp.config import Config, TrainConfig, parse_device
@@ -114,6 +115,31 @@ def resolve_device(device: str) -> tuple[mx.Context, str]:
 
 def resolve_context(device: str) -> mx.Context:
     return resolve_device(device)[0]
+
+
+def quiet_mxnet() -> None:
+    """Say MXNet's "Optimizer with lazy_update = True detected ..." note once, to /dev/null.
+
+    It is not a Python warning but a C++ LOG(INFO) that libmxnet writes to stderr once per engine
+    thread (common::LogOnce, MXNet 1.9.1), in the middle of the first sparse-gradient trial. One
+    tiny sparse SGD step with stderr pointed at /dev/null uses up that once for the CPU engine
+    thread (one per process unless MXNET_CPU_WORKER_NTHREADS says more); no random numbers drawn."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        emb = gluon.nn.Embedding(2, 1, sparse_grad=True)
+        emb.initialize(mx.init.Zero(), ctx=mx.cpu())
+        trainer = gluon.Trainer(emb.collect_params(), "sgd", {"learning_rate": 0.1, "momentum": 0.9})
+        with autograd.record():
+            loss = emb(mx.nd.array([0])).sum()
+        loss.backward()
+        trainer.step(1)
+        mx.nd.waitall()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def seed_everything(seed: int) -> None:
@@ -274,7 +300,6 @@ class _ImperativeStep(gluon.Block):
 def _progress(total: int, desc: str, enabled: bool):
     if not (enabled and sys.stderr.isatty()):
         return None
-    from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="rating", unit_scale=True, leave=False, mininterval=0.25)
 

@@ -68,7 +68,7 @@ def no_gpu_reason() -> Optional[str]:
     import mxnet as mx
 
     from mfexp.errors import ConfigError
-    from mfexp.train import visible_gpus
+    from mfexp.train import quiet_mxnet, visible_gpus
 
     try:
         if visible_gpus() > 0:
@@ -290,6 +290,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     cli.quiet_libraries()
+    quiet_mxnet()
     checks = run_checks(args, visible_gpus())
     failed = [c.name for c in checks if not c.ok]
     print(f"gpu-check: {len(checks) - len(failed)} of {len(checks)} checks passed"

@@ -218,10 +218,12 @@ def test_a_model_trained_on_another_context_is_logged_and_served_on_the_cpu(cfg,
     """A run whose device resolves to mx.cpu(1) (standing in for gpu:0): its logged MLflow model loads
     on cpu(0), as on a serving host without a GPU (a net left on cpu(1) would refuse cpu(0) inputs),
     and predicts what the same model predicts on the device."""
+    import mfexp.experiment
     import mfexp.train
     from ops.gpu_check import check_serving
 
-    monkeypatch.setattr(mfexp.train, "resolve_device", lambda device: (mx.cpu(1), "cpu:1"))
+    for module in (mfexp.experiment, mfexp.train):  # where the run and the check look it up
+        monkeypatch.setattr(module, "resolve_device", lambda device: (mx.cpu(1), "cpu:1"))
     check = check_serving(cfg, tiny_data, "auto", tmp_path)
     assert check.ok, check.line()
     assert "trained on cpu:1; predictions served on cpu vs on cpu:1: max diff 0.0e+00" in check.detail

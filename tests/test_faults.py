@@ -222,12 +222,12 @@ def test_diverging_trials_fail_with_a_reason_and_max_failures_stops_the_sweep(ra
 
 def test_max_failures_names_the_real_cause_and_blames_train_lr_only_for_a_divergence(ratings_file, tmp_path,
                                                                                     mlflow_uri, monkeypatch):
-    import mfexp.experiment
+    import mfexp.sweep.objective
 
     def broken(*args, **kwargs):
         raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
 
-    monkeypatch.setattr(mfexp.experiment, "train_and_track", broken)
+    monkeypatch.setattr(mfexp.sweep.objective, "train_and_track", broken)  # where a trial looks it up
     # one trial at a time: a population's members do not train through train_and_track
     plan = build_plan(_args(ratings_file, tmp_path, "sweep.enqueue_tutorial=false", "sweep.max_failures=2",
                             "sweep.population=1"))

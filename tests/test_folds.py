@@ -145,12 +145,12 @@ def test_sweep_folds_trains_each_choice_on_the_other_fold_apart_and_reports_the_
     """A two-fold sweep chosen on f1: every network trained on f2 sees f2's training part only (its
     implicit feedback too); the report's and the best runs' mean are those of the runs; a resumed sweep
     reads the fold figures back instead of training again."""
-    import mfexp.train
+    import mfexp.sweep.folds
     from mfexp.sweep.plan import build_plan
     from mfexp.sweep.orchestrate import run_sweep
 
     trained: list[tuple] = []
-    real_fit = mfexp.train.fit
+    real_fit = mfexp.sweep.folds.fit
 
     def spy(net, data, *args, **kwargs):
         implicit = net.data.user_items
@@ -158,7 +158,7 @@ def test_sweep_folds_trains_each_choice_on_the_other_fold_apart_and_reports_the_
                         None if implicit is None else _csr_pairs(data, implicit)))
         return real_fit(net, data, *args, **kwargs)
 
-    monkeypatch.setattr(mfexp.train, "fit", spy)
+    monkeypatch.setattr(mfexp.sweep.folds, "fit", spy)  # where the other folds' training looks it up
     plan = build_plan(["data=file", f"data.path={ratings_file}", "data.folds=2", "data.split=f1", "sweep=smoke",
                        f"sweep.root={tmp_path / 'sweeps'}", "sweep.models=[biased,svdpp]", "sweep.folds=all",
                        "sweep.n_trials=1", "train.epochs=2", "train.batch_size=256"])

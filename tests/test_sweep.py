@@ -202,7 +202,6 @@ def test_workers_that_count_at_the_same_moment_never_run_more_trials_than_the_bu
     import threading
     import time
 
-    import mfexp.data
     from mfexp.sweep import runner
 
     plan = build_plan(_args(ratings_file, tmp_path, "sweep.n_trials=6", "sweep.enqueue_tutorial=false",
@@ -225,7 +224,7 @@ def test_workers_that_count_at_the_same_moment_never_run_more_trials_than_the_bu
 
     monkeypatch.setattr(runner, "_next_model", slow_count)
     monkeypatch.setattr(runner, "Objective", Trivial)
-    monkeypatch.setattr(mfexp.data, "load_dataset", lambda cfg: None)
+    monkeypatch.setattr(runner, "load_dataset", lambda cfg: None)  # where the worker looks it up
     errors = []
 
     def worker(index):
@@ -355,7 +354,6 @@ def _work_trivially(plan, monkeypatch) -> float:
     minute away; returns the seconds it took."""
     import time
 
-    import mfexp.data
     from mfexp.sweep import runner
 
     class Trivial:
@@ -366,7 +364,7 @@ def _work_trivially(plan, monkeypatch) -> float:
             return trial.suggest_float("x", 0.0, 1.0)
 
     monkeypatch.setattr(runner, "Objective", Trivial)
-    monkeypatch.setattr(mfexp.data, "load_dataset", lambda cfg: None)
+    monkeypatch.setattr(runner, "load_dataset", lambda cfg: None)  # where the worker looks it up
     started = time.time()
     runner.work(plan, 0, None, started + 60)
     return time.time() - started

@@ -268,7 +268,7 @@ def test_mxnet_lazy_update_note_is_kept_out_of_the_console(quiet):
     import subprocess
     import sys
 
-    code = SPARSE_STEP.format(quiet="from mfexp.cli import quiet_libraries; quiet_libraries()" if quiet else "")
+    code = SPARSE_STEP.format(quiet="from mfexp.train import quiet_mxnet; quiet_mxnet()" if quiet else "")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0 and "stepped" in out.stdout, out.stderr
     assert ("lazy_update = True detected" in out.stderr) is not quiet  # a C++ LOG(INFO) on stderr, once
@@ -293,23 +293,23 @@ def test_each_best_reports_its_top10_quality_on_the_test_part(swept):
 def test_ranking_on_the_holdout_leaves_only_training_items_out(tiny_data, monkeypatch):
     """On the holdout ("val") only the train part's items are left out of a user's top 10; on the
     test part the train part's and the holdout's both are. Hits: the part's items rated >= 4."""
-    import mfexp.metrics
-    import mfexp.scoring as rec
+    import mfexp.sweep.objective
     from mfexp.sweep.objective import ranking_on
 
     rng = np.random.default_rng(0)
     users, items = rng.normal(size=(tiny_data.n_users, 3)), rng.normal(size=(tiny_data.n_items, 3))
     scored = []  # the scorer recommend uses, on made-up user and item vectors
-    monkeypatch.setattr(rec, "towers", lambda trained: None)
-    monkeypatch.setattr(rec, "score_all", lambda trained, u, tw=None: scored.append(u) or items @ users[u])
+    monkeypatch.setattr(mfexp.sweep.objective, "towers", lambda trained: None)  # where ranking_on looks them up
+    monkeypatch.setattr(mfexp.sweep.objective, "score_all",
+                        lambda trained, u, tw=None: scored.append(u) or items @ users[u])
     asked = []  # what ranking_on hands the ranking: the (user, item) pairs left out, and the hits
-    real = mfexp.metrics.ranking_quality
+    real = mfexp.sweep.objective.ranking_quality
 
     def recording(scores_for, n_users, n_items, seen, relevant, **kw):
         asked.append(tuple({(u, i) for u, i in zip(us.tolist(), its.tolist())} for us, its in (seen, relevant)))
         return real(scores_for, n_users, n_items, seen, relevant, **kw)
 
-    monkeypatch.setattr(mfexp.metrics, "ranking_quality", recording)
+    monkeypatch.setattr(mfexp.sweep.objective, "ranking_quality", recording)  # where ranking_on looks it up
 
     def pairs(*parts, liked=False):
         return {(u, i) for p in parts for u, i, r in zip(p.users.tolist(), p.items.tolist(), p.ratings.tolist())

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+from omegaconf import OmegaConf
 
+from mfexp import cli
 from mfexp.config import ML100K_SPLITS, DataConfig, validate_data
 from mfexp.errors import ConfigError, DataError, friendly_errors
 from mfexp.data.loader import load_with_origin
@@ -111,8 +113,6 @@ def split_arguments(command: str, overrides: Sequence[str]) -> tuple[list[str], 
 
 def data_config(overrides: Sequence[str]):
     """conf/'s data group with the overrides: (DataConfig, its composed node)."""
-    from mfexp import cli
-
     cli.register_schema()
     dcfg = cli.compose("config", overrides, PROG)
     dc = cli.typed(dcfg.data, PROG)
@@ -123,8 +123,6 @@ def data_config(overrides: Sequence[str]):
 
 @friendly_errors
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from mfexp import cli
-
     args = list(sys.argv[1:] if argv is None else argv)
     command = args.pop(0) if args and args[0] in COMMANDS else None
     line = cli.parse_command_line(args, PROG)
@@ -137,8 +135,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     overrides, extra = split_arguments(command, line.overrides)
     dc, node = data_config(overrides)
     if line.cfg_job:
-        from omegaconf import OmegaConf
-
         print(OmegaConf.to_yaml({"data": node, **extra}), end="")
         return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import NamedTuple, Optional
 
 import numpy as np
+import pandas as pd
 
 from mfexp.errors import DataError
 
@@ -116,8 +117,6 @@ def _sniff(path: Path) -> _Layout:
 
 def _fast(path: Path, lay: _Layout) -> Optional[RawRatings]:
     """pandas C parser; None when the result needs the slow pass (an error or a broken rule)."""
-    import pandas as pd
-
     src: object = path
     sep = lay.sep
     if sep == "::":  # single-char separators keep pandas on its C engine

@@ -213,11 +213,12 @@ class Recommender:
         weights are copied in and out by slicing. Its forward takes (users, items, members, dropout):
         ids (P, B) with member m's ids offset by m times the table's rows, the P active members' numbers
         (P,), and each one's dropout rate (P, 1, 1; zeros at evaluation); it returns predictions and
-        squared norms flat, (P * B,). This default holds models whose every trainable parameter is a
-        table over users or items: the lone model with n times the rows."""
-        from mfexp.models.layers import TableStack
-
-        return TableStack(cls(members[0], data.replicate(len(members)), sparse_grad))
+        squared norms flat, (P * B,). A model whose every trainable parameter is a table over users or
+        items inherits it from `mfexp.models.layers.Tables` (the lone model with n times the rows);
+        mfexp/models/towers.py writes its own."""
+        raise NotImplementedError(f"{cls.__name__} sets population = True but has no stack(): inherit "
+                                  "mfexp.models.layers.Tables (every parameter a table over users or items) "
+                                  "or write stack() (mfexp/models/base.py says its contract)")
 
 
 # The tutorial's FeedForward settings: the reference trial of its networks (and of biased MF).

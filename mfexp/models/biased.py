@@ -7,7 +7,7 @@ import mxnet as mx
 from mxnet.gluon import HybridBlock
 
 from mfexp.models.base import TUTORIAL_TRAIN, ModelSettings, Recommender, Towers
-from mfexp.models.layers import embedding, row_sq, rowdot
+from mfexp.models.layers import Tables, embedding, row_sq, rowdot
 
 
 @dataclass
@@ -18,9 +18,8 @@ class BiasedSettings(ModelSettings):
         fail(self.k > 0, "model.k", "must be > 0", self.k)
 
 
-class BiasedMF(Recommender, HybridBlock):
+class BiasedMF(Tables, Recommender, HybridBlock):
     Settings = BiasedSettings
-    population = True  # every trainable parameter is a table over users or items (mfexp.population)
     space = {"model.k": "choice(16,32,64,128)", "train.reg": "tag(log, interval(1e-3, 0.3))",
              "train.optimizer": "adam", "train.lr": "tag(log, interval(5e-4, 2e-2))",
              "train.batch_size": "choice(128,256,512)"}

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from mxnet.gluon import HybridBlock
 
 from mfexp.models.base import TUTORIAL_TRAIN, ModelSettings, Recommender, Towers
-from mfexp.models.layers import embedding, row_sq, rowdot
+from mfexp.models.layers import Tables, embedding, row_sq, rowdot
 
 
 @dataclass
@@ -17,9 +17,8 @@ class DotSettings(ModelSettings):
         fail(self.k > 0, "model.k", "must be > 0", self.k)
 
 
-class DotProduct(Recommender, HybridBlock):
+class DotProduct(Tables, Recommender, HybridBlock):
     Settings = DotSettings
-    population = True  # every trainable parameter is a table over users or items (mfexp.population)
     space = {"model.k": "choice(16,32,64,128)", "train.reg": "tag(log, interval(1e-3, 0.3))",
              "train.optimizer": "adam", "train.lr": "tag(log, interval(5e-4, 2e-2))",
              "train.batch_size": "choice(128,256,512)"}

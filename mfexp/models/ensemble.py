@@ -17,7 +17,7 @@ import numpy as np
 from mxnet.gluon import Block
 
 from mfexp.models.base import ModelSettings, Recommender, Towers
-from mfexp.models.plugins import build_model, model_class, to_settings
+from mfexp.models.plugins import build_model, model_class, settings_dict, to_settings
 
 
 @dataclass
@@ -90,8 +90,6 @@ class Ensemble(Recommender, Block):
 
 
 def _plain(settings) -> dict:
-    from mfexp.models.plugins import settings_dict
-
     return settings_dict(settings)
 
 

@@ -39,6 +39,16 @@ class TableStack(HybridBlock):
         return self.net(F.reshape(users, (-1,)), F.reshape(items, (-1,)))
 
 
+class Tables:
+    """Mixin (before Recommender in the bases) for a model whose every trainable parameter is a table
+    over users or items: its trials can train as one population, the lone model with n times the rows."""
+    population = True
+
+    @classmethod
+    def stack(cls, members: list, data, sparse_grad: bool) -> TableStack:
+        return TableStack(cls(members[0], data.replicate(len(members)), sparse_grad))
+
+
 class StackedDense(HybridBlock):
     """n members' Dense(units, in_units) layers as one: weight (n * units, in_units), bias (n * units,),
     each member's slice its own layer's. Input (P, B, in_units) of the P members `members` names;

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+import yaml
 
 from mfexp.config import Config, validate_typed
 from mfexp.errors import ConfigError
@@ -87,8 +88,6 @@ def validate(cfg: Config) -> Config:
 
 def named(name: str, **values: Any) -> ModelSettings:
     """The settings of conf/model/<name>.yaml with `values` on top (for tests, benchmarks, notebooks)."""
-    import yaml
-
     path = CONF_MODELS / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(f"no model named {name!r}: {path} does not exist.")

@@ -23,7 +23,9 @@ from omegaconf import DictConfig
 
 from mfexp import cli, interrupt
 from mfexp.errors import friendly_errors
+from mfexp.sweep.orchestrate import run_sweep
 from mfexp.sweep.plan import PROG, compose_plan
+from mfexp.train import quiet_mxnet
 
 GROUPS = ("data", "model", "train", "tracking", "sweep")
 
@@ -41,8 +43,6 @@ def print_plan(root: DictConfig, raws: dict) -> None:
 
 @friendly_errors
 def main(argv: Sequence[str] | None = None) -> int:
-    from mfexp.sweep.orchestrate import run_sweep
-
     line = cli.parse_command_line(argv, PROG)
     if line.help:
         print(cli.help_text(PROG, __doc__, GROUPS))
@@ -50,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("mfexp.train").setLevel(logging.WARNING)  # one line per trial, not per epoch
     cli.quiet_libraries()
+    quiet_mxnet()  # MXNet's lazy_update note (the select phase trains here)
     plan, root, raws = compose_plan(line.overrides)
     if line.cfg_job:
         print_plan(root, raws)

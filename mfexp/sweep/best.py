@@ -26,12 +26,20 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Optional
 
+import mxnet as mx
+import numpy as np
 import optuna
 import yaml
 
 from mfexp.config import Config, flatten
-from mfexp.sweep.objective import apply_params
+from mfexp.experiment import log_trained, run_tags, train_and_track
+from mfexp.metrics import rmse
+from mfexp.models import ModelData
+from mfexp.models.base import NEEDS
+from mfexp.models.ensemble import Ensemble
+from mfexp.sweep.objective import apply_params, ranking_on
 from mfexp.sweep.results import BEST_EPOCH_ATTR, OVERRIDES_ATTR, POPULATION_ATTR, VAL_RMSE_ATTR, ModelOutcome
+from mfexp.sweep.storage import val_predictions_path
 from mfexp.tracking import (
     AVERAGE_SEEDS_TAG,
     BEST_TAG,
@@ -42,6 +50,8 @@ from mfexp.tracking import (
     STUDY_TAG,
     TRIAL_TAG,
 )
+from mfexp.tracking import Tracker, redacted
+from mfexp.train import build_net, evaluate, fit, predict, resolve_device
 
 log = logging.getLogger("mfexp.sweep")
 
@@ -75,11 +85,6 @@ def searched_val_predictions(plan, model: str, number: int, val_rmse: float, dat
     """Trial `number`'s holdout predictions as it kept them during the search (Objective.keep_predictions):
     the network a replay would train, without training it again. None where this machine has none, or
     where they do not give the trial's `val_rmse` (a file left by another study of the same name)."""
-    import numpy as np
-
-    from mfexp.metrics import rmse
-    from mfexp.sweep.storage import val_predictions_path
-
     path = val_predictions_path(plan.sweep, model, number)
     try:
         pred = np.load(path)
@@ -99,11 +104,6 @@ def searched_val_predictions(plan, model: str, number: int, val_rmse: float, dat
 def replayed_val_predictions(cfg: Config, data, seeds: int = 1):
     """(holdout predictions, holdout RMSE of the first) of the best trial's network replayed
     untracked; with `seeds` > 1 the average of that many seeds' predictions."""
-    import numpy as np
-
-    from mfexp.train import build_net
-    from mfexp.train import fit, predict, resolve_device
-
     ctx, _ = resolve_device(cfg.train.device)
     part, preds, first = data.val, [], None
     for i in range(seeds):
@@ -119,15 +119,6 @@ def train_seed_average(cfg: Config, data, tracker, seeds: int, on_trained=None):
     """train_and_track for `seeds` copies of `cfg` (train.seed + i): the first's epochs are logged,
     the average of all their predictions is the model logged (an Ensemble of equal weights named
     after the model) and evaluated. Returns (the first's FitResult, its final_test_rmse the average's)."""
-    import mxnet as mx
-
-    from mfexp.models import ModelData
-    from mfexp.models.base import NEEDS
-    from mfexp.models.ensemble import Ensemble
-    from mfexp.experiment import log_trained
-    from mfexp.train import build_net
-    from mfexp.train import evaluate, fit, resolve_device
-
     ctx, device = resolve_device(cfg.train.device)
     tracker.set_tags({DEVICE_TAG: device, AVERAGE_SEEDS_TAG: str(seeds)})
     tracker.log_yaml(asdict(cfg), "config.yaml")
@@ -155,8 +146,6 @@ def train_seed_average(cfg: Config, data, tracker, seeds: int, on_trained=None):
 
 def write_replay_yaml(cfg: Config, path: Path, header: str) -> Path:
     """A primary Hydra config holding every value: --config-dir <folder> --config-name <stem>."""
-    from mfexp.tracking import redacted
-
     doc = {"defaults": ["mfexp_schema", "_self_", {"override hydra/job_logging": "stdout"}],
            "hydra": {"run": {"dir": "."}, "output_subdir": None, "job": {"chdir": False}},
            # no password in it: a tracking.uri that had one must be given again to replay (config.py says so)
@@ -193,8 +182,6 @@ def best_description(plan, model: str, study: optuna.Study, result, yaml_path: P
 
 def _test_ranking(model: str, data, into: list):
     """on_trained hook: the trained network's top-10 quality on the test part, or a warning."""
-    from mfexp.sweep.objective import ranking_on
-
     def hook(trained) -> None:
         try:
             into.append(ranking_on(trained, data, "test").as_metrics("test"))
@@ -222,11 +209,6 @@ def evaluate_best(plan, model: str, study: optuna.Study, data, parent_run_id, ou
                   yaml_path: Path, refit_data=None) -> ModelOutcome:
     """`refit_data` (sweep.refit): the data set with no holdout, which the chosen configuration is
     trained on again before its one test evaluation."""
-    import numpy as np
-
-    from mfexp.experiment import run_tags, train_and_track
-    from mfexp.tracking import Tracker
-
     cfg, val_rmse, val_pred = best_config(plan, model, study), trial_val_rmse(study), None
     new_masks = study.best_trial.user_attrs.get(POPULATION_ATTR, 1) > 1 and getattr(cfg.model, "dropout", 0) > 0
     train_cfg, train_data, seeds = cfg, data, plan.sweep.average_seeds

@@ -15,7 +15,10 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+import optuna_dashboard
+
 from mfexp.errors import ConfigError, friendly_errors
+from mfexp.tracking import redact
 
 
 def storage_of(sweep: str, root: str = "sweeps", storage: Optional[str] = None) -> str:
@@ -32,8 +35,6 @@ def storage_of(sweep: str, root: str = "sweeps", storage: Optional[str] = None) 
 
 @friendly_errors
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from mfexp.tracking import redact
-
     parser = argparse.ArgumentParser(prog="python -m mfexp.sweep.dashboard", description=__doc__.splitlines()[0])
     parser.add_argument("--sweep", default="default", help="the sweep's name (sweep.name; default %(default)s)")
     parser.add_argument("--root", default="sweeps", help="the sweeps' folder (sweep.root; default %(default)s)")
@@ -42,7 +43,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--port", type=int, default=8080)
     args = parser.parse_args(argv)
     storage = storage_of(args.sweep, args.root, args.storage)
-    import optuna_dashboard
 
     shown = "127.0.0.1" if args.host == "0.0.0.0" else args.host
     print(f"optuna-dashboard: http://{shown}:{args.port}/dashboard  (storage: {redact(storage)}; Ctrl-C stops it)",

@@ -15,18 +15,27 @@ import tempfile
 from dataclasses import asdict, replace
 from typing import Optional
 
+import mxnet as mx
 import numpy as np
+import pandas as pd
 
+from mfexp import model_io
+from mfexp.config import refits
+from mfexp.metrics import rmse
+from mfexp.models import ModelData
+from mfexp.models.base import NEEDS
+from mfexp.models.ensemble import Ensemble, cross_validated_rmse, fit_weights
+from mfexp.models.plugins import code_paths, settings_dict
+from mfexp.sweep.best import VAL_PREDICTIONS
 from mfexp.sweep.results import ModelOutcome
-from mfexp.tracking import BEST_TAG, MODEL_TAG, PARENT_TAG, download
+from mfexp.tracking import BEST_TAG, MODEL_TAG, PARENT_TAG, Tracker, download, git_commit
+from mfexp.train import predict
 
 log = logging.getLogger("mfexp.sweep")
 NAME = "ensemble"
 
 
 def _member(run_id: str):
-    from mfexp import model_io
-
     with tempfile.TemporaryDirectory() as tmp:
         folder = download(run_id, "model/artifacts/mfexp_model", tmp)
         return model_io.load(folder)
@@ -34,8 +43,6 @@ def _member(run_id: str):
 
 def _logged_val_predictions(run_id: str) -> Optional[np.ndarray]:
     """The holdout predictions a refit best run logged of the network chosen before it was refit."""
-    from mfexp.sweep.best import VAL_PREDICTIONS
-
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = download(run_id, VAL_PREDICTIONS, tmp)
@@ -45,10 +52,6 @@ def _logged_val_predictions(run_id: str) -> Optional[np.ndarray]:
 
 
 def _predictions(nets, part) -> np.ndarray:
-    import mxnet as mx
-
-    from mfexp.train import predict
-
     return np.column_stack([predict(net, part.users, part.items, mx.cpu(), part.timestamps) for net in nets])
 
 
@@ -59,17 +62,6 @@ def build_ensemble(plan, outcomes: list[ModelOutcome], data, data_cfg, parent_ru
     With sweep.refit, a member's best run holds the network trained on train + holdout: the weights
     are fit on the holdout predictions it logged of the network chosen before (never on predictions
     of a network that saw the holdout), and the blend is of the refit networks, on `refit_data`."""
-    import pandas as pd
-
-    from mfexp import model_io
-    from mfexp.config import refits
-    from mfexp.metrics import rmse
-    from mfexp.models import ModelData
-    from mfexp.models.base import NEEDS
-    from mfexp.models.ensemble import Ensemble, cross_validated_rmse, fit_weights
-    from mfexp.models.plugins import code_paths, settings_dict
-    from mfexp.tracking import Tracker, git_commit
-
     chosen = [o for o in outcomes if o.best_run_id and o.model != NAME]
     if len(chosen) < 2:
         log.info("ensemble: needs the logged best runs of two models or more; skipped")

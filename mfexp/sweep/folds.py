@@ -23,9 +23,17 @@ import numpy as np
 import optuna
 
 from mfexp.config import Config, flatten, refits, sweep_folds
+from mfexp.data import load_dataset
 from mfexp.errors import TrainingDiverged
+from mfexp.experiment import run_tags
+from mfexp.metrics import rmse
+from mfexp.models.ensemble import fit_weights
+from mfexp.sweep.best import best_config, refit_config, seeded
+from mfexp.sweep.ensemble import NAME
+from mfexp.sweep.once import evaluation_suffix
 from mfexp.sweep.results import FoldFigures, ModelOutcome
-from mfexp.tracking import FOLDS_TAG, FOLD_TAG, MODEL_TAG
+from mfexp.tracking import FOLDS_TAG, FOLD_TAG, MODEL_TAG, Tracker
+from mfexp.train import build_net, fit, predict, resolve_device
 
 log = logging.getLogger("mfexp.sweep")
 ATTR = "mfexp.fold.{fold}.{what}"  # study user attr: one fold's figure, recorded once
@@ -47,9 +55,6 @@ def fit_on_fold(cfg: Config, data, refit_data=None, seeds: int = 1, on_epoch=Non
     """Train `cfg` on `data` (one fold) as a sweep's best run trains: `seeds` networks (train.seed + i)
     whose predictions are averaged; with `refit_data` (the fold without a holdout) the test figure is of
     networks trained again on train + holdout, the holdout predictions still of those that never saw it."""
-    from mfexp.metrics import rmse
-    from mfexp.sweep.best import refit_config
-
     started = time.perf_counter()
     nets, epochs = _train(cfg, data, seeds, on_epoch)
     val_pred = _average(nets, data.val)
@@ -63,10 +68,6 @@ def fit_on_fold(cfg: Config, data, refit_data=None, seeds: int = 1, on_epoch=Non
 
 
 def _train(cfg: Config, data, seeds: int, on_epoch) -> tuple[list, int]:
-    from mfexp.train import build_net
-    from mfexp.sweep.best import seeded
-    from mfexp.train import fit, resolve_device
-
     ctx, _ = resolve_device(cfg.train.device)
     nets, epochs = [], 0
     for i in range(seeds):
@@ -79,8 +80,6 @@ def _train(cfg: Config, data, seeds: int, on_epoch) -> tuple[list, int]:
 
 
 def _average(nets, part) -> np.ndarray:
-    from mfexp.train import predict
-
     if len(part) == 0:
         return np.zeros(0, dtype=np.float32)
     return np.mean([predict(net, part.users, part.items, ctx, part.timestamps) for net, ctx in nets], axis=0)
@@ -90,8 +89,6 @@ def _average(nets, part) -> np.ndarray:
 def evaluate_folds(plan, outcomes: list[ModelOutcome], studies: dict[str, optuna.Study], data_cfg) -> float:
     """Fill `outcome.folds` of each evaluated model (and the blend) for the folds sweep.folds lists;
     returns the wall time it took. Runs once per sweep command, after the test evaluations and the blend."""
-    from mfexp.sweep.ensemble import NAME
-
     folds = sweep_folds(plan.sweep, data_cfg)
     if not folds:
         return 0.0
@@ -113,8 +110,6 @@ def evaluate_folds(plan, outcomes: list[ModelOutcome], studies: dict[str, optuna
 def _one_fold(plan, fold: str, models: list[ModelOutcome], blend: Optional[ModelOutcome], studies, data_cfg) -> None:
     """Every model's choice, then the blend, on one fold; a figure recorded earlier is read back (its
     networks are trained again, untracked, only when the blend of this fold still needs them)."""
-    from mfexp.data import load_dataset
-
     data = load_dataset(replace(data_cfg, split=fold))
     refit = any(refits(plan.sweep, o.model) for o in models)
     refit_data = load_dataset(replace(data_cfg, split=fold, val_fraction=0.0)) if refit else None
@@ -152,8 +147,6 @@ def _one_fold(plan, fold: str, models: list[ModelOutcome], blend: Optional[Model
 
 def fold_config(plan, model: str, study: optuna.Study, fold: str) -> Config:
     """The model's chosen configuration (its best run's) on `fold`."""
-    from mfexp.sweep.best import best_config
-
     cfg = best_config(plan, model, study)
     return replace(cfg, data=replace(cfg.data, split=fold),
                    tracking=replace(cfg.tracking, log_model=False, run_name=f"{model}-{fold}"))
@@ -161,9 +154,6 @@ def fold_config(plan, model: str, study: optuna.Study, fold: str) -> Config:
 
 def _tracked_fit(plan, o: ModelOutcome, cfg: Config, data, refit_data, fold: str) -> FoldFit:
     """fit_on_fold in an MLflow run under the model's best run: per-epoch metrics, the figures."""
-    from mfexp.experiment import run_tags
-    from mfexp.tracking import Tracker
-
     tags = {**run_tags(cfg, data), FOLD_TAG: fold}
     with Tracker(cfg.tracking).reopen(o.best_run_id):
         tracker = Tracker(cfg.tracking)
@@ -185,10 +175,6 @@ def _tracked_fit(plan, o: ModelOutcome, cfg: Config, data, refit_data, fold: str
 def _blend_on_fold(plan, blend: ModelOutcome, fits: dict[str, FoldFit], data, fold: str) -> Optional[dict]:
     """The blend of this fold's networks, its weights fit on this fold's holdout (as on the selection
     fold), evaluated once on this fold's test part, in a run under the blend's best run."""
-    from mfexp.metrics import rmse
-    from mfexp.models.ensemble import fit_weights
-    from mfexp.tracking import Tracker
-
     members = [m for m in blend.best_params if m in fits]
     if len(members) < 2:
         log.warning("sweep.folds: the blend needs two members with networks on %s, has %s; skipped", fold, members)
@@ -220,8 +206,6 @@ def _add(o: ModelOutcome, fold: str, record: dict) -> None:
 
 def _log_mean_sd(plan, o: ModelOutcome) -> None:
     """The mean and sd over the folds (the selection fold's figure included) on the model's best run."""
-    from mfexp.tracking import Tracker
-
     if o.folds is None or len(o.folds.rmse) < 2:
         return
     mean, sd = o.folds.mean_sd
@@ -237,8 +221,6 @@ def _key(plan, fold: str, model: str, trial: int) -> str:
 
 
 def _member(plan, model: str, trial: int) -> str:
-    from mfexp.sweep.once import evaluation_suffix
-
     return f"{model}.{trial}{evaluation_suffix(plan, model)}"
 
 

@@ -16,13 +16,18 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import numpy as np
 import optuna
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from mfexp.config import Config, flatten
+from mfexp.data.movielens import atomic_write
 from mfexp.errors import ConfigError
+from mfexp.experiment import run_tags, train_and_track
+from mfexp.metrics import liked, ranking_quality
 from mfexp.models import validate
+from mfexp.scoring import score_all, towers
 from mfexp.sweep.results import (
     BEST_EPOCH_ATTR,
     DURATION_ATTR,
@@ -37,7 +42,8 @@ from mfexp.sweep.results import (
     WORKER_ATTR,
 )
 from mfexp.sweep.space import SearchSpace
-from mfexp.tracking import FAIL_REASON_TAG, PARENT_TAG, PRUNED_AT_TAG, STATE_TAG, STUDY_TAG, TRIAL_TAG
+from mfexp.tracking import FAIL_REASON_TAG, PARENT_TAG, PRUNED_AT_TAG, STATE_TAG, STUDY_TAG, TRIAL_TAG, Tracker, redact
+from mfexp.train import predict, resolve_device
 
 log = logging.getLogger("mfexp.sweep")
 
@@ -65,11 +71,6 @@ def ranking_on(trained, data, part: str, coverage: bool = True):
     """Top-10 quality (mfexp.metrics.RankingQuality) of a trained model on the `part` "test" (items
     rated in the train part or the holdout left out) or "val" (items rated in the train part left
     out); hits are the part's items rated >= 4."""
-    import numpy as np
-
-    from mfexp.metrics import liked, ranking_quality
-    from mfexp.scoring import score_all, towers
-
     target = data.test if part == "test" else data.val
     known = [p for p in ((data.train, data.val) if part == "test" else (data.train,)) if p is not None and len(p)]
     seen = (np.concatenate([p.users for p in known]), np.concatenate([p.items for p in known]))
@@ -80,8 +81,6 @@ def ranking_on(trained, data, part: str, coverage: bool = True):
 
 def fail_reason(err: BaseException) -> str:
     """Why a trial failed, as its user attr and its run's tag keep it (and the console shows it)."""
-    from mfexp.tracking import redact
-
     return "interrupted" if isinstance(err, KeyboardInterrupt) else redact(f"{type(err).__name__}: {err}")[:1000]
 
 
@@ -106,11 +105,6 @@ class Objective:
     def keep_predictions(self, number: int, net, result, cfg: Config) -> None:
         """Save the trial's holdout predictions where they are the network a replay of it would give:
         its kept weights are its best epoch's (patience restored them, or the best was the last)."""
-        import numpy as np
-
-        from mfexp.data.movielens import atomic_write
-        from mfexp.train import predict, resolve_device
-
         if self.predictions is None or not len(self.data.val):
             return
         part, path = self.data.val, self.predictions(number)
@@ -137,9 +131,6 @@ class Objective:
             raise
 
     def _run(self, trial: optuna.Trial) -> float:
-        from mfexp.experiment import run_tags, train_and_track
-        from mfexp.tracking import Tracker
-
         started = time.perf_counter()
         fixed = trial.user_attrs.get(OVERRIDES_ATTR)  # a reference trial: values given, not sampled
         cfg = apply_params(self.base, {**self.space.fixed, **fixed} if fixed else self.space.suggest(trial))

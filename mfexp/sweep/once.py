@@ -19,6 +19,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from mfexp.config import refits
+from mfexp.sweep.best import best_config, refit_config, write_replay_yaml
 from mfexp.sweep.results import ModelOutcome
 
 ATTR = "mfexp.evaluated.{}"
@@ -27,8 +29,6 @@ ATTR = "mfexp.evaluated.{}"
 def evaluation_suffix(plan, model: str) -> str:
     """What else than the trial an evaluation depends on: another refit or seed count is another
     evaluation (a sweep resumed with new end settings evaluates its bests again, once)."""
-    from mfexp.config import refits
-
     return ((".refit" if refits(plan.sweep, model) else "")
             + (f".seeds{plan.sweep.average_seeds}" if plan.sweep.average_seeds > 1 else ""))
 
@@ -40,8 +40,6 @@ def _key(plan, model: str, trial) -> str:
 def settled(plan, model: str, study: optuna.Study, out: ModelOutcome, yaml_path: Path) -> bool:
     """True when this command must not evaluate `model`'s best: evaluated already (`out` is filled
     from the record and the replay YAML written here too), or still being searched elsewhere."""
-    from mfexp.config import refits
-
     record = study.user_attrs.get(_key(plan, model, out.best_trial))
     if record is not None:
         out.test_rmse, out.best_run_id = record.get("test_rmse"), record.get("run_id")
@@ -74,9 +72,6 @@ def record(plan, model: str, study: optuna.Study, out: ModelOutcome) -> None:
 
 
 def _replay_yaml(plan, model: str, study: optuna.Study, record: dict, yaml_path: Path) -> Path:
-    from mfexp.config import refits
-    from mfexp.sweep.best import best_config, refit_config, write_replay_yaml
-
     header = (f"best {model} of sweep {plan.sweep.name} (trial {study.best_trial.number}, val RMSE "
               f"{study.best_value:.4f}), at its best epoch: test RMSE {_fmt(record.get('test_rmse'))} (MLflow run "
               f"{record.get('run_id')}). Replay: python -m mfexp.run --config-dir {yaml_path.parent} "

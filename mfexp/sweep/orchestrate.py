@@ -3,6 +3,8 @@ model's best evaluated once on the test part, the report and the console summary
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from dataclasses import replace
 
@@ -10,21 +12,27 @@ import optuna
 from optuna.trial import TrialState
 
 from mfexp.config import flatten, refits, trial_budget
+from mfexp.data import load_dataset
+from mfexp.errors import ConfigError
 from mfexp.registry import register_sweep_best
 from mfexp.sweep import once
 from mfexp.sweep import storage as st
 from mfexp.sweep.best import evaluate_best
+from mfexp.sweep.ensemble import NAME, build_ensemble
+from mfexp.sweep.folds import evaluate_folds
+from mfexp.sweep.objective import DIRECTIONS, apply_params
+from mfexp.sweep.once import evaluation_suffix
+from mfexp.sweep.report import fold_summary, overall_best, run_description, summary_table, write_report
 from mfexp.sweep.runner import (SweepPlan, best_config_path, outcome_of, populations_line, prepare, run_workers,
                                 workers_line)
 from mfexp.sweep.results import VAL_RMSE_ATTR, ModelOutcome
-from mfexp.tracking import BEST_MODEL_TAG, COMMAND_TAG, NOTE_TAG, SWEEP_TAG
+from mfexp.tracking import (BEST_MODEL_TAG, COMMAND_TAG, NOTE_TAG, SWEEP_TAG, Tracker, check_reachable,
+                            experiment_link_by_name, git_commit, tracking_uri)
 
 log = logging.getLogger("mfexp.sweep")
 
 
 def run_sweep(plan: SweepPlan) -> list[ModelOutcome]:
-    from mfexp.tracking import Tracker, check_reachable, git_commit, tracking_uri
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     started = time.time()
     check_reachable(plan.tracking)  # before any storage is written or trial trained
@@ -62,14 +70,11 @@ def run_sweep(plan: SweepPlan) -> list[ModelOutcome]:
             if tracker.run_id:  # each model's best in the MLflow model registry, the val winner aliased champion
                 register_sweep_best(plan.sweep.name, outcomes)
             if plan.sweep.folds:  # the choice on other folds: they report, they do not choose (sweep/folds.py)
-                from mfexp.sweep.folds import evaluate_folds
 
                 evaluate_folds(plan, outcomes, studies, data_cfg)
         wall = time.time() - started
         paths = _report(plan, outcomes, studies, wall)
         if tracker.run_id:
-            from mfexp.sweep.report import overall_best, run_description
-
             tracker.set_tags({NOTE_TAG: run_description(plan.sweep.name, outcomes, wall, plan.command)})
             for path in paths:
                 tracker.log_artifact(path, artifact_path="report")
@@ -108,9 +113,6 @@ def _unfinished(plan: SweepPlan, studies: dict[str, optuna.Study]) -> None:
 
 def _check_objective(plan: SweepPlan, studies: dict[str, optuna.Study]) -> None:
     """A resumed sweep must keep its objective: Optuna reopens a study with its first direction."""
-    from mfexp.errors import ConfigError
-    from mfexp.sweep.objective import DIRECTIONS
-
     for study in studies.values():
         if study.direction.name.lower() != DIRECTIONS[plan.sweep.objective]:
             raise ConfigError(f"study {study.study_name} was searched to {study.direction.name.lower()} its "
@@ -122,9 +124,6 @@ def _check_objective(plan: SweepPlan, studies: dict[str, optuna.Study]) -> None:
 def _sweep_data(plan: SweepPlan):
     """(DataConfig, Dataset, Dataset without a holdout or None) of the sweep: loaded once for the
     test evaluations and the blend; the third only when sweep.refit asks for it."""
-    from mfexp.data import load_dataset
-    from mfexp.sweep.objective import apply_params
-
     data_cfg = apply_params(plan.bases[plan.sweep.models[0]], {}).data
     refit = any(refits(plan.sweep, m) for m in plan.sweep.models)
     return data_cfg, load_dataset(data_cfg), load_dataset(replace(data_cfg, val_fraction=0.0)) if refit else None
@@ -158,11 +157,8 @@ def _ensemble(plan: SweepPlan, outcomes: list[ModelOutcome], studies, parent_run
               refit_data=None):
     """The blend of the models' best runs, built once per set of best trials across worker
     commands (a record in the first model's study says it was, as once.py does per model)."""
-    from mfexp.sweep.ensemble import NAME, build_ensemble
-
     members = sorted(f"{o.model}:{o.best_trial}" for o in outcomes if o.best_run_id)
     holder = studies[plan.sweep.models[0]]
-    from mfexp.sweep.once import evaluation_suffix
 
     key = "mfexp.ensemble." + ",".join(m + evaluation_suffix(plan, m.split(":")[0]) for m in members)
     record = holder.user_attrs.get(key)
@@ -174,9 +170,6 @@ def _ensemble(plan: SweepPlan, outcomes: list[ModelOutcome], studies, parent_run
                             best_params=record["weights"], n_complete=len(members))
     out = build_ensemble(plan, outcomes, data, data_cfg, parent_run_id, refit_data)
     if out is not None and out.best_run_id:
-        import os
-        import socket
-
         holder.set_user_attr(key, {"run_id": out.best_run_id, "val_rmse": out.best_val_rmse,
                                    "test_rmse": out.test_rmse, "weights": out.best_params,
                                    "by": f"{socket.gethostname()}:{os.getpid()}"})
@@ -184,24 +177,17 @@ def _ensemble(plan: SweepPlan, outcomes: list[ModelOutcome], studies, parent_run
 
 
 def _report(plan, outcomes, studies, wall):
-    from mfexp.sweep.report import write_report
-
     return write_report(st.sweep_dir(plan.sweep), plan.sweep.name, outcomes, studies, wall, plan.command)
 
 
 def _print_summary(plan, outcomes, paths, wall, uri) -> None:
-    from mfexp.sweep.report import summary_table
-
     print(f"\nsweep {plan.sweep.name} finished in {wall:.0f}s\n")
     print(summary_table(outcomes))
     if any(o.folds for o in outcomes):  # sweep.folds
-        from mfexp.sweep.report import fold_summary
 
         print("\n" + fold_summary(outcomes))
     print(f"\nreport: {paths[0]}" if paths else "")
     if uri:
-        from mfexp.tracking import experiment_link_by_name
-
         link = experiment_link_by_name(plan.experiment)
         where = f": {link}" if link else ""
         print(f"MLflow experiment {plan.experiment} in {uri} (make ui){where}")

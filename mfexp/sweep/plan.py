@@ -18,6 +18,11 @@ from mfexp import cli
 from mfexp.config import Config, SweepAppConfig, sweep_folds, validate_sweep
 from mfexp.errors import ConfigError
 from mfexp.models import model_class, to_settings, typed_node, validate
+from mfexp.sweep.objective import apply_params
+from mfexp.sweep.runner import SweepPlan, assign_devices
+from mfexp.sweep.search import make_pruner, make_sampler
+from mfexp.sweep.space import GRAMMAR_HINT, merge_space_overrides, parse_space
+from mfexp.tracking import redact
 
 log = logging.getLogger("mfexp.sweep")
 PROG = "python -m mfexp.sweep"
@@ -31,8 +36,6 @@ def split_overrides(args: Sequence[str]) -> tuple[list[str], list[str]]:
         try:
             parsed = parser.parse_overrides([arg])[0]
         except HydraException as err:
-            from mfexp.sweep.space import GRAMMAR_HINT
-
             raise ConfigError(f"cannot parse an override ({cli.parse_detail(err)}) in {arg!r}. Write key=value; "
                               f"for the search space, {GRAMMAR_HINT} Quote the whole override for the "
                               "shell.") from err
@@ -52,9 +55,6 @@ def build_plan(args: Sequence[str]):
 
 def compose_plan(args: Sequence[str]):
     """(the plan, the composed config, each model's space as written): everything checked, nothing run."""
-    from mfexp.sweep.runner import SweepPlan, assign_devices
-    from mfexp.sweep.space import merge_space_overrides, parse_space
-
     plain, space_overrides = split_overrides(args)
     root = compose_config(plain)
     app: SweepAppConfig = cli.to_object(root)
@@ -62,7 +62,6 @@ def compose_plan(args: Sequence[str]):
     validate(app)
     sweep_folds(sweep, app.data)  # sweep.folds must name folds of the data, besides the one chosen on
     assign_devices(sweep, app.train.device)  # auto: one worker per GPU MXNet sees
-    from mfexp.sweep.search import make_pruner, make_sampler
 
     make_pruner(sweep, app.train.epochs)  # the pruner and the sampler must exist and take their args before
     make_sampler(sweep)                   # anything runs
@@ -113,7 +112,6 @@ def compose_plan(args: Sequence[str]):
     for key, where in replaced.items():
         log.info("%s=%s from the command line replaces the search space's %s in %s: every sampled trial uses %s.",
                  key, given[key], key, ", ".join(where), given[key])
-    from mfexp.tracking import redact
 
     # recorded in the parent run's tag and description and in report.md: never with a password
     command = redact("python -m mfexp.sweep " + " ".join(shlex.quote(a) for a in args)).strip()
@@ -138,8 +136,6 @@ def command_line_values(plain: Sequence[str]) -> dict[str, str]:
 def check_space_values(base: DictConfig, space, raw: dict, where: str) -> None:
     """Every value a space can give (each choice, each end of a range) must fit the config's types
     and rules: a bad one fails here, naming the key, not in every trial until sweep.max_failures."""
-    from mfexp.sweep.objective import apply_params
-
     try:
         apply_params(base, {})
     except ConfigError as err:

@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 from mfexp import population as pop
 from mfexp.config import Config, flatten, trial_budget
 from mfexp.errors import ConfigError
+from mfexp.experiment import run_tags, track_end, track_start
 from mfexp.sweep import storage as st
 from mfexp.sweep.objective import apply_params, mark_worker
 from mfexp.sweep.results import (
@@ -36,7 +37,9 @@ from mfexp.sweep.results import (
     PRUNED_AT_ATTR,
     VAL_RMSE_ATTR,
 )
-from mfexp.tracking import FAIL_REASON_TAG, PARENT_TAG, POPULATION_TAG, PRUNED_AT_TAG, STATE_TAG, STUDY_TAG, TRIAL_TAG
+from mfexp.tracking import (FAIL_REASON_TAG, PARENT_TAG, POPULATION_TAG, PRUNED_AT_TAG, STATE_TAG, STUDY_TAG,
+                            TRIAL_TAG, Tracker)
+from mfexp.train import resolve_device
 
 
 def size_for(plan, model: str, base_cfg: Config) -> int:
@@ -206,10 +209,6 @@ def _run_alone(study, trial: optuna.Trial, objective, announce) -> FrozenTrial:
 
 
 def _train_population(plan, model, study, members, objective, data, announce) -> list[FrozenTrial]:
-    from mfexp.experiment import run_tags, track_end, track_start
-    from mfexp.tracking import Tracker
-    from mfexp.train import resolve_device
-
     started = time.perf_counter()
     ctx, device = resolve_device(members[0][1].train.device)
     trials = {id(cfg): trial for trial, cfg in members}
@@ -283,9 +282,6 @@ class _Cut(Exception):
 def _record_cut(members, model, study, objective, data, err: BaseException, size: int) -> None:
     """An MLflow run, KILLED, for each member a stopped population had not recorded yet: as a lone
     trial's run is, so that every trial Optuna knows has its run."""
-    from mfexp.experiment import run_tags
-    from mfexp.tracking import Tracker
-
     reason = "interrupted" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {err}"
     for trial, cfg in members:
         tags = {**run_tags(cfg, data), STUDY_TAG: study.study_name,

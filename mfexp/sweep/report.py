@@ -12,9 +12,16 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import matplotlib
+import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
+import numpy as np
 import optuna
 
-from mfexp.sweep.results import REFERENCE_ATTR, TUTORIAL_RMSE, ModelOutcome
+from mfexp.metrics import mean_sd
+from mfexp.sweep.ensemble import NAME
+from mfexp.sweep.results import (ModelOutcome, PEER_FOLDS_SOURCE, PEER_FOLD_RMSE, PEER_RMSE, REFERENCE_ATTR,
+                                 TUTORIAL_RMSE)
 
 log = logging.getLogger(__name__)
 
@@ -147,8 +154,6 @@ def _budget_lines(outcomes: list[ModelOutcome]) -> list[str]:
 
 
 def _peer_lines() -> list[str]:
-    from mfexp.sweep.results import PEER_RMSE
-
     return ["## Other systems on u1 (quoted, not run by mfexp)", "",
             "| system | u1.test RMSE | source |", "|---|---|---|",
             *[f"| {name} | {rmse:.4f} | {source} |" for name, rmse, source in PEER_RMSE], "",
@@ -175,16 +180,12 @@ def _fold_header(o: ModelOutcome) -> list[str]:
 
 
 def _mean_sd(values) -> str:
-    from mfexp.metrics import mean_sd
-
     mean, sd = mean_sd(values)
     return f"{mean:.4f} ± {sd:.4f}"
 
 
 def _peer_fold_rows(folds: list[str]) -> list[list[str]]:
     """The peers' figures on the same folds, their mean over those folds; none off ML-100K's folds."""
-    from mfexp.sweep.results import PEER_FOLD_RMSE
-
     if not all(f in PEER_FOLD_RMSE[0][1] for f in folds):
         return []
     return [[name, *[f"{rmse[f]:.4f}" for f in folds], _mean_sd(rmse[f] for f in folds)]
@@ -192,8 +193,6 @@ def _peer_fold_rows(folds: list[str]) -> list[list[str]]:
 
 
 def _fold_cost(o: ModelOutcome, others: list[str]) -> str:
-    from mfexp.sweep.ensemble import NAME
-
     if o.model == NAME:
         return (f"Cost: {duration(o.folds.cost_s)} fitting its weights on each fold's holdout and predicting; its "
                 "members' trainings are counted under their models.")
@@ -206,7 +205,6 @@ def fold_lines(outcomes: list[ModelOutcome]) -> list[str]:
     done = [o for o in outcomes if o.folds is not None]
     if not done:
         return []
-    from mfexp.sweep.results import PEER_FOLDS_SOURCE
 
     esc = lambda cells: "| " + " | ".join(c.replace("|", r"\|") for c in cells) + " |"  # noqa: E731
     selection = done[0].folds.selection
@@ -274,9 +272,7 @@ def _write_atomic(path: Path, text: str) -> None:
 def _save_plot(path: Path, draw: Callable[[], Any]) -> Optional[Path]:
     """Run `draw` (makes pyplot figures; may return its Axes), save to `path`, close all it made.
     Any exception is logged and the plot skipped: a plot never fails the report."""
-    import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     before = set(plt.get_fignums())
     try:  # rc_context undoes optuna's global plt.style.use("ggplot") afterwards
@@ -340,8 +336,6 @@ def _model_plots(folder: Path, model: str, study: optuna.Study, objective: str =
 def _trial_axis(ax) -> None:
     """Whole trial numbers on the x axis, however few trials. MaxNLocator(integer=True) gives up on
     integers when fewer than 2 are in view: one trial per model got ticks at -0.045 ... 0.045."""
-    from matplotlib.ticker import MaxNLocator
-
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     lo, hi = ax.get_xlim()
     if hi - lo < 1:  # a single trial number: give it a trial's width, not a sliver
@@ -356,8 +350,6 @@ def _draw_history(model: str, study: optuna.Study, objective: str = "val_rmse") 
     """Every finished trial of one model: complete ones at their objective, pruned ones at the value
     they had when stopped, the reference trial apart, and the best so far as a step line. (Optuna's
     own history plot shows complete trials only, on fractional trial ticks.)"""
-    import matplotlib.pyplot as plt
-
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
     trials = sorted(study.get_trials(deepcopy=False, states=FINISHED), key=lambda t: t.number)
     groups: dict[str, tuple[list[int], list[float]]] = {"complete": ([], []), "reference": ([], []),
@@ -406,8 +398,6 @@ def _outlier_edge(values: list[float], maximize: bool) -> Optional[float]:
     """Where to cut the history plot's scale on the bad side: None when the values are not spread by a
     few bad ones; else a bit beyond the worst of the best 90%, so the trials near the best stay
     readable (the cut ones are drawn at the edge)."""
-    import numpy as np
-
     if len(values) < 5:
         return None
     v = -np.asarray(values) if maximize else np.asarray(values)
@@ -432,8 +422,6 @@ def best_so_far(study: optuna.Study) -> tuple[list[int], list[float]]:
 
 
 def _draw_best_so_far(studies: dict[str, optuna.Study], objective: str = "val_rmse") -> Any:
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(8, 5))
     for i, (model, study) in enumerate(studies.items()):
         color = f"C{i % 10}"

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from mfexp.metrics import mean_sd
+
 # The tutorial's published u1.test RMSEs after 10 epochs (its dropout network was never trained;
 # ~0.95 is the figure its text gives for the last cell).
 TUTORIAL_RMSE = {"plain": 1.017, "mlp": 0.963, "dropout": 0.95}
@@ -94,8 +96,6 @@ class FoldFigures:
 
     @property
     def mean_sd(self) -> tuple[float, float]:
-        from mfexp.metrics import mean_sd
-
         return mean_sd(self.rmse.values())
 
 

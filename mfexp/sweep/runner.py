@@ -25,12 +25,15 @@ from optuna.trial import FrozenTrial, TrialState
 
 from mfexp import interrupt
 from mfexp.config import SweepConfig, TrackingConfig, trial_budget
-from mfexp.errors import ConfigError, MfexpError, clause
+from mfexp.data import load_dataset
+from mfexp.errors import ConfigError, MfexpError, clause, full_disk_behind
+from mfexp.models import model_class, to_settings
 from mfexp.sweep import storage as st
 from mfexp.sweep.objective import DIRECTIONS, Objective, apply_params, mark_worker
 from mfexp.sweep.population import ask as ask_population
 from mfexp.sweep.population import run_trials
 from mfexp.sweep.population import size_for as population_size
+from mfexp.sweep.progress import SweepProgress
 from mfexp.sweep.results import (
     BEST_EPOCH_ATTR,
     EPOCHS_BUDGET_ATTR,
@@ -44,6 +47,8 @@ from mfexp.sweep.results import (
 )
 from mfexp.sweep.search import make_pruner, make_sampler
 from mfexp.sweep.space import SearchSpace
+from mfexp.sweep.warm import warm_start
+from mfexp.train import quiet_mxnet, resolve_device, visible_gpus
 
 log = logging.getLogger("mfexp.sweep")
 
@@ -135,8 +140,6 @@ def prepare(plan: SweepPlan) -> Studies:
 
 
 def _warm_start(plan: SweepPlan, studies: dict[str, optuna.Study]) -> None:
-    from mfexp.sweep.warm import warm_start
-
     counts = warm_start(plan, studies)
     if counts:
         print(f"warm start from sweep {plan.sweep.warm_start}: enqueued its best "
@@ -174,8 +177,6 @@ def reference_missing(study: optuna.Study) -> bool:
 
 def reference_trial(plan: SweepPlan, model: str) -> Optional[tuple[str, dict]]:
     """(label, fixed values) of the model's reference configuration, or None if it has none."""
-    from mfexp.models import model_class, to_settings
-
     settings = to_settings(plan.bases[model].model)
     cls = model_class(settings._target_)
     overrides = cls.reference(settings)
@@ -279,11 +280,8 @@ def _short(value) -> str:
 def work(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: Optional[float],
          hooks: Optional[Hooks] = None) -> None:
     """One worker: load data once, then run trials until every model has its budget (or `deadline`)."""
-    from mfexp.data import load_dataset
-
     interrupt.install()  # SIGTERM (a scheduler's stop) as Ctrl-C: the trial FAIL, its runs KILLED
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line per trial says it
-    from mfexp.sweep.progress import SweepProgress
 
     studies = _open_studies(plan, worker)
     progress = SweepProgress(studies, {m: trial_budget(plan.sweep, m) for m in studies}, deadline)
@@ -375,8 +373,6 @@ def assign_devices(sweep: SweepConfig, train_device: str) -> SweepConfig:
     """Resolve sweep.devices against the GPUs MXNet sees, before any worker starts. auto: one
     worker per GPU when train.device=auto and there are GPUs, else [] (n_workers as set, on
     train.device: the CPU on a CPU host); a list must name only GPUs MXNet sees."""
-    from mfexp.train import visible_gpus
-
     devices = sweep.devices
     if devices == "auto":
         devices = list(range(visible_gpus())) if train_device == "auto" else []
@@ -400,8 +396,6 @@ def worker_device(sweep: SweepConfig, worker: int) -> Optional[str]:
 
 def workers_line(plan: SweepPlan) -> str:
     """'4 worker(s) on gpu:0, gpu:1, gpu:2, gpu:3' or '1 worker(s) on cpu': the console's first line."""
-    from mfexp.train import resolve_device
-
     where = [worker_device(plan.sweep, w) for w in range(plan.sweep.n_workers)]
     if None in where:  # every worker on the config's train.device
         where = [resolve_device(str(plan.bases[plan.sweep.models[0]].train.device))[1]]
@@ -471,7 +465,6 @@ def run_workers(plan: SweepPlan, parent_run_id: Optional[str], hooks: Optional[H
 
 def _work_entry(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: Optional[float]) -> None:
     logging.basicConfig(level=logging.WARNING, format=f"[worker {worker}] %(message)s")
-    from mfexp.cli import quiet_mxnet
 
     quiet_mxnet()  # MXNet's lazy_update note, once per process
     try:
@@ -479,7 +472,6 @@ def _work_entry(plan: SweepPlan, worker: int, parent_run_id: Optional[str], dead
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as caught:  # noqa: BLE001 - a user error, or a full disk behind another one
-        from mfexp.errors import full_disk_behind
 
         err = caught if isinstance(caught, MfexpError) else full_disk_behind(caught)
         if err is None:

@@ -26,10 +26,14 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 import optuna
+from optuna.storages.journal import JournalRedisBackend
 from optuna.trial import TrialState
+from sqlalchemy import text
+import sqlalchemy.exc
 
 from mfexp.config import SweepConfig
 from mfexp.errors import ConfigError
+from mfexp.sweep import journal
 from mfexp.sweep.results import FAIL_REASON_ATTR, MLFLOW_RUN_ATTR, PENDING_RUN_ATTR, WORKER_ATTR
 from mfexp.tracking import kill_trial_run, redact
 
@@ -65,7 +69,6 @@ def open_storage(sweep: SweepConfig) -> optuna.storages.BaseStorage:
         except OSError as err:
             raise ConfigError(f"cannot write the sweep's storage in {folder}/ ({err.strerror}). Make the "
                               "folder writable, or set sweep.root=<folder> or sweep.storage=<URL>.") from err
-        from mfexp.sweep import journal
 
         journal.repair(path)  # a torn last record (a worker killed mid-write) would stop every start;
                               # a journal unreadable from its first record is refused, left as it is
@@ -104,8 +107,6 @@ def _create_rdb_storage(url: str, heartbeat: int) -> optuna.storages.RDBStorage:
     Optuna's create_all / version row / alembic stamp then collide (UniqueViolation on pg_type,
     DuplicateTable, duplicate version row); once the winner has committed, a retry finds the
     tables and goes through."""
-    import sqlalchemy.exc
-
     for attempt in range(1, CREATE_ATTEMPTS + 1):
         try:
             with warnings.catch_warnings():
@@ -190,8 +191,6 @@ def exclusive(sweep: SweepConfig, storage: optuna.storages.BaseStorage) -> Itera
     engine = getattr(storage, "engine", None)
     name = f"mfexp.sweep:{sweep.name}"
     if engine is not None and engine.dialect.name in ("postgresql", "mysql", "mariadb"):
-        from sqlalchemy import text
-
         pg = engine.dialect.name == "postgresql"
         key = {"k": zlib.crc32(name.encode()) if pg else name[:64]}
         with engine.connect() as conn:
@@ -262,7 +261,6 @@ def _open_tier(url: str) -> optuna.storages.BaseStorage:
         return optuna.storages.GrpcStorageProxy(host=host, port=int(port))
     _needs("redis", "sweep.storage=redis://...", "make install (the redis extra), or pip install redis (into .venv)")
     import redis
-    from optuna.storages.journal import JournalRedisBackend
 
     try:
         redis.Redis.from_url(url, socket_connect_timeout=10).ping()
