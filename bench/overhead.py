@@ -15,7 +15,17 @@ import os
 import time
 from typing import Optional, Sequence
 
+import optuna
+
+import mfexp.experiment
+import mfexp.model_io
+import mfexp.sweep.objective
+import mfexp.sweep.runner
+import mfexp.tracking
+import mfexp.train
 from bench import common
+from mfexp.sweep.plan import build_plan
+from mfexp.sweep.runner import prepare, work
 
 SECTION = "overhead"
 TARGET_S = 0.3
@@ -58,16 +68,9 @@ TIMERS = Timers()
 
 
 def install(timers: Timers) -> None:
-    """Wrap the functions a trial calls. Each is looked up on its module at call time."""
-    import mfexp.data
-    import mfexp.model_io
-    import mfexp.run
-    import mfexp.sweep.objective
-    import mfexp.tracking
-    import mfexp.train
-    import optuna
-
-    load = mfexp.data.load_dataset
+    """Wrap the functions a trial calls, each in the module that looks it up when a trial calls it
+    (the sweep's worker loads the data; experiment.train_and_track builds the net and fits it)."""
+    load = mfexp.sweep.runner.load_dataset
 
     def load_once(*args, **kwargs):
         start = time.perf_counter()
@@ -76,12 +79,12 @@ def install(timers: Timers) -> None:
         timers.worker["load_dataset_calls"] += 1
         return out
 
-    mfexp.data.load_dataset = load_once
+    mfexp.sweep.runner.load_dataset = load_once
     timers.wrap(mfexp.sweep.objective, "apply_params", "config")
-    timers.wrap(mfexp.run, "build_net", "model_build")
+    timers.wrap(mfexp.experiment, "build_net", "model_build")
     timers.wrap(mfexp.train, "evaluate", "evaluate")
     timers.wrap(mfexp.model_io, "from_training", "model_export")
-    fit = mfexp.train.fit
+    fit = mfexp.experiment.fit
 
     def timed_fit(*args, **kwargs):
         timers.current["in_fit"] = True
@@ -94,7 +97,7 @@ def install(timers: Timers) -> None:
         timers.current["epochs"] = [h.epoch_time_s for h in result.history]
         return result
 
-    mfexp.train.fit = timed_fit
+    mfexp.experiment.fit = timed_fit
     for method in ("set_tags", "log_yaml", "log_model"):
         timers.wrap(mfexp.tracking.Tracker, method, f"tracking.{method}")
     log_metrics = mfexp.tracking.Tracker.log_metrics
@@ -149,8 +152,6 @@ def install(timers: Timers) -> None:
 
 
 def sweep_plan(name: str, n_trials: int, tracking: bool, epochs: int):
-    from mfexp.sweep.plan import build_plan
-
     return build_plan([
         "sweep.models=[plain]", f"sweep.n_trials={n_trials}", f"sweep.name={name}",
         # one trial at a time, n_trials of them: the overhead of a lone trial (not the default sweep's populations)
@@ -190,8 +191,6 @@ def per_trial(timers: Timers, end: float) -> list[dict]:
 
 
 def measure(n_trials: int, tracking: bool, epochs: int = 2) -> dict:
-    from mfexp.sweep.runner import prepare, work
-
     timers = TIMERS
     timers.reset()
     plan = sweep_plan(f"overhead-{'tracked' if tracking else 'untracked'}", n_trials, tracking, epochs)
