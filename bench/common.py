@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from bench.sections import module_of
+from mlflow import MlflowClient
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -205,8 +206,6 @@ def mlflow_store(name: str) -> str:
     folder = scratch()
     template = folder / "mlflow-template.db"
     if not template.exists():
-        from mlflow import MlflowClient
-
         MlflowClient(f"sqlite:///{template}").search_experiments()
     db = folder / f"{name}.db"
     shutil.copyfile(template, db)

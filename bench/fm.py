@@ -21,7 +21,18 @@ from dataclasses import replace
 from typing import Optional, Sequence
 
 from bench import common, throughput
-from bench.synthetic import ML25M_ITEMS, ML25M_USERS
+from bench.scaling import guard, one_epoch
+from bench.synthetic import ML25M_ITEMS, ML25M_USERS, describe, ml25m_like_dataset
+import mxnet as mx
+import numpy as np
+
+from mfexp.config import Config, TrainConfig
+
+from mfexp.models import layers
+
+from mfexp.models.plugins import model_class, named
+
+from mfexp.train import build_net, epoch_order
 
 SECTION = "fm"
 MODELS = ("fm", "svdpp")
@@ -41,9 +52,6 @@ SYNTHETIC_RUNS = (("fm", "none"), ("svdpp", "none"), ("svdpp", "user"))
 def reference_config(model: str, batch: int, epochs: int, sparse_grad: bool = False):
     """The model's reference settings (its class's `reference`: optimizer, lr, reg, k, ...) at
     another batch size: what a study of this model trains first."""
-    from mfexp.config import Config, TrainConfig
-    from mfexp.models.plugins import model_class, named
-
     settings = named(model)
     ref = model_class(settings._target_).reference(settings) or {}
     part = {p: {k.split(".", 1)[1]: v for k, v in ref.items() if k.startswith(p + ".")} for p in ("model", "train")}
@@ -55,8 +63,6 @@ def reference_config(model: str, batch: int, epochs: int, sparse_grad: bool = Fa
 def sparse_path(path: str):
     """Force SparseBlock's way to a batch's rows: "all" rows then gather, the batch's distinct
     "rows" only, or "auto" (its own rule)."""
-    from mfexp.models import layers
-
     saved = layers.GATHER_RATIO
     layers.GATHER_RATIO = {"all": float("inf"), "rows": 0, "auto": saved}[path]
     try:
@@ -81,13 +87,6 @@ def child(n_ratings: int, batch: int, budget_s: float, n_users: int = ML25M_USER
           model: str = "fm", group_by: str = "none", group_size: int = 0) -> dict:
     """One epoch of `model` (reference settings, sparse grads, batches grouped by `group_by`) on
     `n_ratings` synthetic ML-25M-shaped ratings."""
-    import mxnet as mx
-    import numpy as np
-
-    from bench.scaling import guard, one_epoch
-    from bench.synthetic import describe, ml25m_like_dataset
-    from mfexp.train import build_net
-
     t = time.perf_counter()
     data = ml25m_like_dataset(n_ratings, n_users=n_users, n_items=n_items)
     gen_s = time.perf_counter() - t
@@ -122,10 +121,6 @@ def _distinct_row_nnz(train, blocks: dict, batch: int, group_by: str, group_size
     """Mean entries in the feature rows of a batch's distinct users and items (the first batches of
     an epoch ordered as training orders it): what one batch multiplies, whichever path it takes.
     Also "_first_<side>": the first batch's row ids of that side."""
-    import numpy as np
-
-    from mfexp.train import epoch_order
-
     order = epoch_order(train, group_by, np.random.default_rng(0), group_size)
     out = {}
     for side, ids in (("_users", train.users), ("_items", train.items)):

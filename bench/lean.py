@@ -23,6 +23,19 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+from bench import common
+import mxnet as mx
+
+import mfexp
+
+from mfexp.config import Config, DataConfig, TrainConfig
+
+from mfexp.data import load_dataset
+
+from mfexp.models.plugins import model_class, named
+
+from mfexp.train import build_net, fit
+
 SECTION = "lean"
 BASE = "481ff21"  # the commit before the lean step (FusedUpdate, one host sum per SYNC_EVERY batches)
 MODELS = ("plain", "mlp", "dropout", "biased", "svdpp", "fm", "autorec")
@@ -40,15 +53,6 @@ def _configs(quick: bool) -> list[tuple[str, str, dict]]:
 def child(label: str, model: str, overrides: dict, epochs: int) -> dict:
     """Train one configuration for `epochs` epochs in this process; mfexp is whichever tree is first
     on sys.path."""
-    import mxnet as mx
-
-    import mfexp
-    from mfexp.config import Config, DataConfig, TrainConfig
-    from mfexp.data import load_dataset
-    from mfexp.models.plugins import model_class, named
-    from mfexp.train import build_net
-    from mfexp.train import fit
-
     settings = named(model)
     ref = model_class(settings._target_).reference(settings) or {}
     train = {k[len("train."):]: v for k, v in ref.items() if k.startswith("train.")}
@@ -84,8 +88,6 @@ def _run_child(tree: Path, config: tuple, epochs: int) -> dict:
 
 
 def measure(base: str, quick: bool, rounds: int) -> list[dict]:
-    from bench import common
-
     epochs = 2 if quick else 3
     folder = Path(tempfile.mkdtemp(prefix="mfexp-lean-"))
     worktree = folder / "base"
@@ -113,8 +115,6 @@ def measure(base: str, quick: bool, rounds: int) -> list[dict]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from bench import common
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="three models, two epochs, one round")
     parser.add_argument("--out", type=Path, help="result file (default bench/results/lean.json)")

@@ -17,6 +17,16 @@ import time
 from typing import Optional, Sequence
 
 from bench import common
+from bench.synthetic import describe, ml25m_like_dataset
+import mxnet as mx
+
+from mfexp.config import Config, TrainConfig
+
+from mfexp.models.plugins import named
+
+import mfexp.train
+
+from mfexp.train import build_net, fit
 
 SECTION = "scaling"
 FULL_SIZES = (1_000_000, 10_000_000, 25_000_000)
@@ -35,10 +45,6 @@ def guard(budget_s: float, state: dict, every: int = 32):
     """Within the block, mfexp.train.make_trainer's trainers stop the epoch after `budget_s` seconds of
     training (the clock is read every `every` steps, after a sync); restored on leaving, so that an
     in-process caller (a test) leaves training as it found it."""
-    import mxnet as mx
-
-    import mfexp.train
-
     make = mfexp.train.make_trainer
 
     class Guarded:
@@ -67,10 +73,6 @@ def guard(budget_s: float, state: dict, every: int = 32):
 def one_epoch(net, data, train_cfg, n_ratings: int, state: dict) -> tuple[float, float, bool]:
     """(epoch seconds, samples/s, extrapolated) of one training epoch under guard(): an epoch over
     the budget is extrapolated from the batches it did."""
-    import mxnet as mx
-
-    from mfexp.train import fit
-
     try:
         report = fit(net, data, train_cfg, mx.cpu(), eval_test=False, final_test=False).history[0]
         return report.epoch_time_s, report.samples_per_sec, False
@@ -80,13 +82,6 @@ def one_epoch(net, data, train_cfg, n_ratings: int, state: dict) -> tuple[float,
 
 
 def child(n_ratings: int, batch: int, budget_s: float) -> dict:
-    import mxnet as mx
-
-    from bench.synthetic import describe, ml25m_like_dataset
-    from mfexp.config import Config, TrainConfig
-    from mfexp.models.plugins import named
-    from mfexp.train import build_net
-
     t = time.perf_counter()
     data = ml25m_like_dataset(n_ratings)
     gen_s = time.perf_counter() - t

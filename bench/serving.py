@@ -11,6 +11,23 @@ import time
 from typing import Optional, Sequence
 
 from bench import common
+import mlflow
+import numpy as np
+import pandas as pd
+
+from mfexp import model_io
+
+from mfexp.config import Config, DataConfig, TrackingConfig, TrainConfig
+
+from mfexp.data import load_dataset
+
+from mfexp.experiment import run_tags, train_and_track
+
+from mfexp.models.plugins import named
+
+from mfexp.scoring import score_all, towers
+
+from mfexp.tracking import Tracker
 
 SECTION = "serving"
 MODELS = ("plain", "mlp", "dropout", "biased")
@@ -28,17 +45,6 @@ def _timed_ms(call, reps: int) -> float:
 
 
 def measure(model: str, data, reps: int) -> dict:
-    import mlflow
-    import numpy as np
-    import pandas as pd
-
-    from mfexp import model_io
-    from mfexp.config import Config, TrackingConfig, TrainConfig
-    from mfexp.models.plugins import named
-    from mfexp.scoring import score_all, towers
-    from mfexp.experiment import run_tags, train_and_track
-    from mfexp.tracking import Tracker
-
     cfg = Config(model=named(model, k=64), train=TrainConfig(epochs=1, batch_size=1024, progress=False),
                  tracking=TrackingConfig(experiment="bench-serving"))
     tracker = Tracker(cfg.tracking)
@@ -62,8 +68,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out = (args.out or common.RESULTS / f"{SECTION}.json").resolve()
     os.chdir(common.scratch())
     os.environ["MLFLOW_TRACKING_URI"] = common.mlflow_store(SECTION)
-    from mfexp.config import DataConfig
-    from mfexp.data import load_dataset
 
     started = time.perf_counter()
     data = load_dataset(DataConfig(val_fraction=0.0))

@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -42,7 +43,17 @@ import time
 from typing import Optional, Sequence, Union
 
 from bench import common
+import matplotlib
+import matplotlib.pyplot as plt
+from mlflow import MlflowClient
+import optuna
+from mfexp.data import load_dataset
+from mfexp.sweep.objective import apply_params
+from mfexp.sweep.plan import build_plan
+from mfexp.sweep.runner import Hooks, epoch_budget, prepare, run_workers
+from mfexp.sweep.search import make_pruner, make_sampler
 from mfexp.tracking import TRIAL_TAG
+from mfexp.train import build_net, fit, resolve_device
 
 SECTION = "sweep_efficiency"
 # the default sweep's models (conf/sweep/default.yaml); autorec's 180 s arms hold 4-5 of its trials
@@ -54,11 +65,6 @@ NEAR = 0.001  # the looser bar reported beside the target's: within this much va
 
 
 def child(arm: str, model: str, seed: int, budget: float, extra: Sequence[str], epochs: Optional[int] = None) -> dict:
-    import optuna
-
-    from mfexp.sweep.plan import build_plan
-    from mfexp.sweep.runner import Hooks, prepare, run_workers
-
     name = f"eff-{arm}-{model}-{seed}"
     os.environ["MLFLOW_TRACKING_URI"] = common.mlflow_store(name)
     plan = build_plan([*_arm_args(arm, model, seed, budget, extra), f"sweep.name={name}",
@@ -97,8 +103,6 @@ def tracked_reports(experiment: str, started_at: float, budget: float) -> list[t
     seconds since `started_at`, those within `budget` only, in time order: an arm's reports when several
     workers ran it (each a process that logs its own epochs; the sweep's timeout stops new trials at the
     budget, and the epochs the last ones ran after it do not count)."""
-    from mlflow import MlflowClient
-
     client = MlflowClient()
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id], max_results=10_000) if exp else []
@@ -124,8 +128,6 @@ def _arm_args(arm: str, model: str, seed: int, budget: float, extra: Sequence[st
 
 def _random_plan(model: str, seed: int, extra: Sequence[str]):
     """The random arm's plan, to draw and train from (it opens no storage)."""
-    from mfexp.sweep.plan import build_plan
-
     return build_plan(_arm_args("random", model, seed, 1, extra))
 
 
@@ -133,10 +135,6 @@ def random_draws(model: str, seed: int, n: int, extra: Sequence[str], plan=None)
     """The first `n` configurations the random arm drew for this model and seed. Random search's draws
     do not depend on how its trials went, so the same sampler, seed and space give them again without
     training anything."""
-    import optuna
-
-    from mfexp.sweep.search import make_sampler
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     plan = plan or _random_plan(model, seed, extra)
     study = optuna.create_study(sampler=make_sampler(plan.sweep))
@@ -153,11 +151,6 @@ def retrain(model: str, seed: int, trial: int, train_seeds: Sequence[int], extra
     """Random search's trial `trial` of this model and seed, trained again, untracked, once per training
     seed (train.seed; every trial of a sweep trains with seed 0, so seed 0 repeats the recorded run).
     epochs: at most this many epochs, for a trial whose run the arm's budget cut short."""
-    from mfexp.data import load_dataset
-    from mfexp.train import build_net
-    from mfexp.sweep.objective import apply_params
-    from mfexp.train import fit, resolve_device
-
     plan = _random_plan(model, seed, extra)
     params = random_draws(model, seed, trial + 1, extra, plan)[trial]
     base = plan.bases[model]
@@ -333,8 +326,6 @@ def replay(reports: list, target: float, make_pruner) -> Optional[float]:
     Optuna does. Exact for random search's trials (its draws do not depend on which trials were
     pruned), up to the machine's noise: random search with that pruner. None: it pruned the trial
     that reaches `target`."""
-    import optuna
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(pruner=make_pruner())
     clock = 0.0
@@ -391,10 +382,6 @@ def budget_ratios(rows: list[dict], curves: dict, budget: float, steps: int = 6)
 def default_pruner(overrides: Sequence[str], model: str):
     """The default arm's pruner for `model`, as the sweep would make it (conf/sweep/default.yaml +
     overrides; its horizon is the model's epoch budget)."""
-    from mfexp.sweep.plan import build_plan
-    from mfexp.sweep.runner import epoch_budget
-    from mfexp.sweep.search import make_pruner
-
     plan = build_plan([f"sweep.models=[{model}]", *overrides])
     return lambda: make_pruner(plan.sweep, epoch_budget(plan, model))
 
@@ -421,10 +408,7 @@ def summed(rows: list[dict], budget: float) -> dict[int, dict]:
 
 def plot(curves: dict, budget: float, path) -> None:
     """Best val RMSE so far against seconds, one panel per model, one line per arm and seed."""
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     models = list(curves)
     cols = min(3, len(models))
@@ -572,7 +556,6 @@ def finish(rows: list[dict], curves: dict, models: Sequence[str], seeds: Sequenc
     os.makedirs(os.path.dirname(str(png)), exist_ok=True)
     plot(curves, budget, png)
     if not quick and not out:  # the figure BENCHMARKS.md shows, kept in git (bench/results is not)
-        import shutil
 
         shutil.copyfile(png, common.REPO / "docs" / PNG)
     worse = [m for m in models

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mfexp.data import Dataset, Ratings
+
 ML25M_USERS = 162_541
 ML25M_ITEMS = 59_047
 CHUNK = 1 << 20  # draw in chunks: no 25M-long float64 temporaries
@@ -47,8 +49,6 @@ def ml25m_like(n_ratings: int, seed: int = 0, n_users: int = ML25M_USERS, n_item
 def ml25m_like_dataset(n_ratings: int, seed: int = 0, n_users: int = ML25M_USERS, n_items: int = ML25M_ITEMS):
     """An mfexp Dataset whose train part holds all `n_ratings` (val and test empty): what one
     training epoch at that scale costs. Timestamps are zeros (np.zeros: no resident pages)."""
-    from mfexp.data import Dataset, Ratings
-
     users, items, ratings = ml25m_like(n_ratings, seed, n_users, n_items)
     train = Ratings(users, items, ratings, np.zeros(n_ratings, np.int64))
     return Dataset(name=f"synthetic-ml25m-{n_ratings}", split="random", train=train, val=Ratings.empty(),

@@ -10,6 +10,17 @@ from dataclasses import replace
 from typing import Callable, Optional, Sequence
 
 from bench import common
+import mxnet as mx
+from mxnet import autograd
+import numpy as np
+
+from mfexp.config import Config, DataConfig, TrainConfig
+
+from mfexp.data import load_dataset
+
+from mfexp.models.plugins import named
+
+from mfexp.train import _TrainStep, build_net, fit, make_trainer
 
 SECTION = "throughput"
 MODELS = ("plain", "mlp", "dropout", "biased")
@@ -19,11 +30,6 @@ TARGET_SAMPLES = 1.3e6  # plain k=64, batch >= 1024
 
 def u1_train_only(quick: bool):
     """ML-100K u1 as the tutorial trains on it: all of u1.base (no holdout). Quick: 16k of it."""
-    import numpy as np
-
-    from mfexp.config import DataConfig
-    from mfexp.data import load_dataset
-
     data = load_dataset(DataConfig(val_fraction=0.0))
     if quick:
         keep = np.sort(np.random.default_rng(0).choice(len(data.train), 12_000, replace=False))
@@ -34,9 +40,6 @@ def u1_train_only(quick: bool):
 def train_config(model: str, batch_size: int, epochs: int, k: int = 64, sparse_grad: bool = False):
     """The tutorial's training settings (conf/train/tutorial.yaml) at another batch size;
     `sparse_grad`: row-sparse embedding gradients (train.sparse_grad, the sweeps' default)."""
-    from mfexp.config import Config, TrainConfig
-    from mfexp.models.plugins import named
-
     return Config(model=named(model, k=k), train=TrainConfig(batch_size=batch_size, epochs=epochs,
                                                                           progress=False, sparse_grad=sparse_grad))
 
@@ -48,11 +51,6 @@ def measure(data, models: Sequence[str] = MODELS, batch_sizes: Sequence[int] = B
     (median of the epochs after the first, whose time includes building the graph). Batches of 1024
     and more get two epochs more: their epochs are short. `config(model, batch, epochs, sparse_grad)`
     gives the Config (default: the tutorial's settings at k=64)."""
-    import mxnet as mx
-
-    from mfexp.train import build_net
-    from mfexp.train import fit
-
     rows = []
     for model, batch, sparse_grad in [(m, b, sp) for sp in sparse for m in models for b in batch_sizes]:
         cfg = config(model, batch, epochs + (2 if batch >= 1024 else 0), sparse_grad=sparse_grad)
@@ -72,13 +70,6 @@ def measure(data, models: Sequence[str] = MODELS, batch_sizes: Sequence[int] = B
 def batch_breakdown(data, batch: int = 64, n_batches: int = 200, reps: int = 3) -> dict[str, float]:
     """Microseconds per batch of fit's loop body, cumulatively: slice, + forward, + backward,
     + trainer.step, + the loss sum (the whole body). Best of `reps` (least disturbed by others)."""
-    import mxnet as mx
-    import numpy as np
-    from mxnet import autograd
-
-    from mfexp.train import build_net
-    from mfexp.train import _TrainStep, make_trainer
-
     cfg = train_config("plain", batch, 1)
     ctx = mx.cpu()
     net = build_net(cfg, data, ctx)

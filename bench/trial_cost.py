@@ -17,6 +17,19 @@ import time
 from typing import Optional, Sequence
 
 from bench import common
+import mxnet as mx
+
+from mfexp.data import load_dataset
+
+from mfexp.models.base import TUTORIAL_TRAIN
+
+from mfexp.population import Member, auto_size, fit_population
+
+from mfexp.sweep.objective import apply_params
+
+from mfexp.sweep.plan import build_plan
+
+from mfexp.train import build_net, fit
 
 SECTION = "trial_cost"
 MODELS = ("plain", "biased", "mlp", "dropout")  # the models that hold populations (Recommender.population)
@@ -27,9 +40,6 @@ TUTORIAL_TARGET = 3.0
 
 
 def _median_config(model: str, epochs: int):
-    from mfexp.sweep.plan import build_plan
-    from mfexp.sweep.objective import apply_params
-
     plan = build_plan([f"sweep.models=[{model}]", "tracking.enabled=false", "train.device=cpu"])
     space = plan.spaces[model]
     cfg = apply_params(plan.bases[model], {**space.fixed, **space.center(), "train.epochs": epochs,
@@ -38,8 +48,6 @@ def _median_config(model: str, epochs: int):
 
 
 def _tutorial_config(model: str, epochs: int):
-    from mfexp.models.base import TUTORIAL_TRAIN
-
     cfg = _median_config(model, epochs)
     for key, value in {**TUTORIAL_TRAIN, "model.k": 64}.items():
         section, name = key.split(".")
@@ -69,11 +77,6 @@ def _spread(cfg, n: int, vary_lr: bool = True) -> list:
 
 
 def _lone(cfgs, data) -> tuple[float, list[float]]:
-    import mxnet as mx
-
-    from mfexp.train import build_net
-    from mfexp.train import fit
-
     started, vals = time.perf_counter(), []
     for cfg in cfgs:
         net = build_net(cfg, data, mx.cpu())
@@ -82,10 +85,6 @@ def _lone(cfgs, data) -> tuple[float, list[float]]:
 
 
 def _population(cfgs, data) -> tuple[float, list[float]]:
-    import mxnet as mx
-
-    from mfexp.population import Member, fit_population
-
     started = time.perf_counter()
     members = fit_population([Member(c) for c in cfgs], data, mx.cpu())
     return time.perf_counter() - started, [m.result.best_val_rmse for m in members]
@@ -112,8 +111,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = common.section_args(__doc__.splitlines()[0], argv)
     common.quiet_logs()
     started = time.perf_counter()
-    from mfexp.data import load_dataset
-    from mfexp.population import auto_size
 
     data = load_dataset(_median_config("plain", 1).data)
     epochs = 1 if args.quick else 3

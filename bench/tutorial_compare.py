@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from bench import common
+from mlflow import MlflowClient
 
 SECTION = "tutorial"
 TUTORIAL = Path(__file__).with_name("tutorial.py")
@@ -46,8 +47,6 @@ def run_mfexp(epochs: int, uri: str) -> dict:
     test = re.search(r"test_rmse=([\d.]+)", proc.stdout)
     row["test_rmse"] = float(test.group(1)) if test else None
     if match:
-        from mlflow import MlflowClient
-
         history = MlflowClient(uri).get_metric_history(match.group(1), "samples_per_sec")
         spe = [m.value for m in sorted(history, key=lambda m: m.step)]
         row["per_epoch"] = [round(s) for s in spe]

@@ -18,6 +18,12 @@ from typing import Optional, Sequence
 
 from bench import common
 
+from mfexp.sweep.plan import build_plan
+
+from mfexp.sweep.results import WORKER_ATTR
+
+from mfexp.sweep.runner import prepare, run_workers
+
 SECTION = "workers"
 # (workers, MXNet/OpenMP threads per worker); None: MXNet's defaults (OpenMP on every core)
 FULL_CONFIGS = ((1, None), (1, 1), (2, 1), (2, 2))
@@ -25,10 +31,6 @@ QUICK_CONFIGS = ((1, None), (2, 1))
 
 
 def child(workers: int, n_trials: int, epochs: int) -> dict:
-    from mfexp.sweep.plan import build_plan
-    from mfexp.sweep.results import WORKER_ATTR
-    from mfexp.sweep.runner import prepare, run_workers
-
     name = f"workers-{workers}-{os.environ.get('OMP_NUM_THREADS', 'default')}"
     os.environ["MLFLOW_TRACKING_URI"] = common.mlflow_store(name)
     plan = build_plan([

@@ -35,7 +35,25 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from mfexp.errors import friendly_errors
+from hydra import compose as hydra_compose, initialize_config_dir
+from hydra.errors import HydraException
+import mlflow
+import mxnet as mx
+import numpy as np
+from omegaconf.errors import OmegaConfBaseException
+import pandas as pd
+
+from mfexp import cli, model_io
+from mfexp.data import load_dataset
+from mfexp.errors import ConfigError, friendly_errors
+from mfexp.experiment import run
+from mfexp.metrics import rmse
+from mfexp.models import validate
+from mfexp.population import Member, fit_population, supports
+from mfexp.sweep.plan import build_plan
+from mfexp.sweep.runner import workers_line
+from mfexp.tracking import _requirements
+from mfexp.train import build_net, fit, quiet_mxnet, resolve_device, visible_gpus
 
 REPO = Path(__file__).resolve().parent.parent
 TOLERANCE = 0.01  # |test RMSE on gpu - on cpu| after one epoch: summation order differs, not the maths
@@ -65,11 +83,6 @@ def models() -> list[str]:
 
 def no_gpu_reason() -> Optional[str]:
     """None when MXNet sees a GPU; else one line saying why not and what to do."""
-    import mxnet as mx
-
-    from mfexp.errors import ConfigError
-    from mfexp.train import quiet_mxnet, visible_gpus
-
     try:
         if visible_gpus() > 0:
             return None
@@ -98,15 +111,6 @@ def _nvidia_smi_gpus() -> int:
 
 def compose(overrides: Sequence[str]):
     """The run config (conf/config.yaml) with one epoch, no progress bar, no tracking, and `overrides`."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from mfexp import cli
-    from mfexp.models import validate
-    from mfexp.errors import ConfigError
-
     cli.register_schema()
     try:
         with initialize_config_dir(config_dir=cli.CONF_DIR, version_base="1.3"):
@@ -119,9 +123,6 @@ def compose(overrides: Sequence[str]):
 
 def train_once(cfg, data, ctx):
     """(net, FitResult) of one seeded training on `ctx`."""
-    from mfexp.train import build_net
-    from mfexp.train import fit
-
     net = build_net(cfg, data, ctx)
     return net, fit(net, data, cfg.train, ctx)
 
@@ -143,8 +144,6 @@ def check_training(cfg, data, accel, host, label: str) -> Check:
 def check_population(cfg, data, accel, host) -> Check:
     """Four members of `cfg` (lr and reg spread x0.5..x2) trained as one population on `accel` and
     on `host`: each member's test RMSE on both within TOLERANCE (a member on the GPU agrees with the CPU)."""
-    from mfexp.population import Member, fit_population
-
     members = []
     for f in (0.5, 0.8, 1.25, 2.0):
         c = copy.deepcopy(cfg)
@@ -163,16 +162,6 @@ def check_serving(cfg, data, device: str, store: Path) -> Check:
     does (pyfunc, on the CPU) and also on `device` (model_io, the same code): their predictions on the
     test part must agree. The served test RMSE is shown beside the one measured at training (pyfunc
     input has no timestamps, so time-aware models may differ there by design)."""
-    import mlflow
-    import numpy as np
-    import pandas as pd
-
-    from mfexp import model_io
-    from mfexp.metrics import rmse
-    from mfexp.experiment import run
-    from mfexp.tracking import _requirements
-    from mfexp.train import resolve_device
-
     mlflow.set_tracking_uri(f"sqlite:///{store / 'mlflow.db'}")
     cfg = replace(cfg, train=replace(cfg.train, device=device),
                   tracking=replace(cfg.tracking, enabled=True, uri=mlflow.get_tracking_uri(), log_model=True,
@@ -199,10 +188,6 @@ def check_serving(cfg, data, device: str, store: Path) -> Check:
 
 
 def check_auto(overrides: Sequence[str], gpus: int, workdir: Path) -> Check:
-    from mfexp.sweep.plan import build_plan
-    from mfexp.sweep.runner import workers_line
-    from mfexp.train import resolve_device
-
     device = resolve_device("auto")[1]
     plan = build_plan([*overrides, "sweep=smoke", f"sweep.root={workdir / 'sweeps'}"])
     ok = device == "gpu:0" and plan.sweep.devices == list(range(gpus))
@@ -211,8 +196,6 @@ def check_auto(overrides: Sequence[str], gpus: int, workdir: Path) -> Check:
 
 def check_two_gpu_sweep(overrides: Sequence[str], workdir: Path) -> Check:
     """A tiny sweep (2 models x 2 trials, one epoch) on gpu:0 and gpu:1; every trial on a GPU, both used."""
-    import mlflow
-
     uri = f"sqlite:///{workdir / 'sweep-mlflow.db'}"
     cmd = [sys.executable, "-m", "mfexp.sweep", *overrides, "sweep=smoke", "sweep.name=gpu-check",
            f"sweep.root={workdir / 'sweeps'}", "sweep.models=[plain,biased]", "sweep.n_trials=2",
@@ -236,11 +219,6 @@ def check_two_gpu_sweep(overrides: Sequence[str], workdir: Path) -> Check:
 
 
 def run_checks(overrides: Sequence[str], gpus: int, say: Callable[[str], None] = print) -> list[Check]:
-    import mxnet as mx
-
-    from mfexp.data import load_dataset
-    from mfexp.population import supports
-
     base = compose(overrides)
     data = load_dataset(base.data)
     say(f"gpu-check: {gpus} GPU(s), mxnet {mx.__version__}, data {data.name} {data.split} "
@@ -283,10 +261,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if reason is not None:
         print(reason, file=sys.stderr)
         return NO_GPU_EXIT
-    import mlflow  # noqa: F401  (before quiet_libraries: importing MLflow resets its loggers)
 
-    from mfexp import cli
-    from mfexp.train import visible_gpus
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     cli.quiet_libraries()

@@ -35,6 +35,14 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from bench import common
+from mlflow.tracking import MlflowClient
+from ops import pgserver
+from ops.pgserver import free_port
+import optuna
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from mfexp.sweep.results import MLFLOW_GAP_ATTR, REFERENCE_ATTR, WORKER_ATTR
 
 SECTION = "load"
 BACKENDS = ("journal", "postgres")
@@ -70,8 +78,6 @@ class MlflowServer:
     in a process group of its own (uvicorn and its workers), stopped as a group."""
 
     def __init__(self, folder: Path, backend: str, workers: int):
-        from ops.pgserver import free_port
-
         self.folder, self.backend, self.workers = folder, backend, workers
         self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
@@ -191,10 +197,6 @@ def scan_output(paths: Sequence[Path], patterns: dict[str, str]) -> dict:
 # --- what the stores hold -------------------------------------------------------------------------
 def optuna_facts(study, pids: Sequence[int]) -> dict:
     """Trial counts by state, numbering, who ran what, repeated configurations, timing."""
-    from optuna.trial import TrialState
-
-    from mfexp.sweep.results import MLFLOW_GAP_ATTR, REFERENCE_ATTR, WORKER_ATTR
-
     trials = study.get_trials(deepcopy=False)
     states = Counter(t.state.name for t in trials)
     numbers = [t.number for t in trials]
@@ -247,8 +249,6 @@ def _all_runs(client, experiment_id: str) -> list:
 def mlflow_facts(tracking_uri: str, sweep_name: str, study_name: str, optuna: dict) -> dict:
     """The sweep's experiment: its trial runs against the Optuna trials, duplicates, runs left
     RUNNING, the parent and best runs, the registry."""
-    from mlflow.tracking import MlflowClient
-
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(f"mfexp-sweep-{sweep_name}")
     runs = _all_runs(client, exp.experiment_id) if exp else []
@@ -289,10 +289,6 @@ def sweep_args(name: str, n_trials: int, epochs: int, root: Path, *extra: str) -
 
 
 def run_journal(folder: Path, n_trials: int, workers: int, epochs: int, timeout: float) -> dict:
-    import optuna
-    from mlflow.tracking import MlflowClient
-    from optuna.storages.journal import JournalFileBackend
-
     name = f"load-journal-{os.getpid()}"
     db = folder / "mlflow.db"
     uri = f"sqlite:///{db}"
@@ -346,10 +342,6 @@ def _outputs(folder: Path, workers: int) -> list[Path]:
 
 def run_postgres(folder: Path, n_trials: int, workers: int, epochs: int, timeout: float,
                  server_workers: int) -> dict:
-    import optuna
-
-    from ops import pgserver
-
     bindir = pgserver.find_bindir()
     if bindir is None:
         return {"backend": "postgres", "skipped": pgserver.NOT_INSTALLED}

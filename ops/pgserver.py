@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import glob
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -22,6 +23,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
+
+import psycopg
 
 START_TIMEOUT_S = 60
 NOT_INSTALLED = ("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb, no initdb and pg_ctl on "
@@ -73,8 +76,6 @@ class PostgresServer:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
 
     def connect(self, db: str = "postgres"):
-        import psycopg
-
         return psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname={db}",
                                autocommit=True, connect_timeout=10)
 
@@ -98,7 +99,6 @@ def start(bindir: Path, max_connections: int = 200) -> PostgresServer:
     root = Path(tempfile.mkdtemp(prefix="mfexp-pg-"))
     as_user: list[str] = []
     if os.geteuid() == 0:  # initdb refuses to run as root: the cluster belongs to `postgres`
-        import pwd
 
         try:
             owner = pwd.getpwnam("postgres")

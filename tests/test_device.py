@@ -219,10 +219,10 @@ def test_a_model_trained_on_another_context_is_logged_and_served_on_the_cpu(cfg,
     on cpu(0), as on a serving host without a GPU (a net left on cpu(1) would refuse cpu(0) inputs),
     and predicts what the same model predicts on the device."""
     import mfexp.experiment
-    import mfexp.train
+    import ops.gpu_check
     from ops.gpu_check import check_serving
 
-    for module in (mfexp.experiment, mfexp.train):  # where the run and the check look it up
+    for module in (mfexp.experiment, ops.gpu_check):  # where the run and the check look it up
         monkeypatch.setattr(module, "resolve_device", lambda device: (mx.cpu(1), "cpu:1"))
     check = check_serving(cfg, tiny_data, "auto", tmp_path)
     assert check.ok, check.line()
