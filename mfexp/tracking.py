@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -573,6 +574,4 @@ def _record_lost_member(client, experiment_id: str, pending: dict, number: int, 
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(main())

