@@ -42,7 +42,12 @@ def _graph() -> dict[str, set[str]]:
         parts = name.split(".")
         return next((".".join(parts[:i]) for i in range(len(parts), 0, -1) if ".".join(parts[:i]) in modules), None)
 
-    return {m: {r for r in map(resolve, _imports(p)) if r and r != m} for m, p in modules.items()}
+    def with_packages(name: str) -> set[str]:  # importing a.b.c first runs a/__init__ and a/b/__init__
+        parts = name.split(".")
+        return {".".join(parts[:i]) for i in range(2, len(parts) + 1)} & set(modules)
+
+    return {m: {p for r in map(resolve, _imports(path)) if r for p in with_packages(r)
+                if p != m and not m.startswith(p + ".")} for m, path in modules.items()}
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -79,6 +84,39 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_no_import_cycle_among_mfexps_modules():
     assert _cycles(_graph()) == []
+
+
+def _function_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of each import inside a function body (outside a try block's body, where an
+    import guarded by its own message may sit)."""
+    out = []
+
+    def visit(node, in_function: bool):
+        for field, value in ast.iter_fields(node):
+            for child in value if isinstance(value, list) else [value]:
+                if not isinstance(child, ast.AST):
+                    continue
+                if isinstance(child, (ast.Import, ast.ImportFrom)):
+                    if in_function and not (isinstance(node, ast.Try) and field == "body"):
+                        out.append((child.lineno, child.module if isinstance(child, ast.ImportFrom)
+                                    else child.names[0].name))
+                else:
+                    visit(child, in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)))
+
+    visit(ast.parse(path.read_text()), False)
+    return out
+
+
+# imports that stay inside a function: optional extras, imported only where they are used
+LATE_IMPORTS = {("mfexp.sweep.storage", "redis")}
+
+
+def test_imports_sit_at_the_top_of_each_module_but_optional_extras():
+    roots = [MFEXP, MFEXP.parent / "bench", MFEXP.parent / "ops"]
+    late = [(f"{path.relative_to(MFEXP.parent)}:{line}", module) for root in roots for path in sorted(root.rglob("*.py"))
+            for line, module in _function_imports(path)
+            if (".".join(path.relative_to(MFEXP.parent).with_suffix("").parts), module) not in LATE_IMPORTS]
+    assert late == []
 
 
 def test_the_check_finds_a_cycle_when_there_is_one():
