@@ -21,7 +21,7 @@ import mfexp.experiment
 import mfexp.model_io
 import mfexp.sweep.objective
 import mfexp.sweep.runner
-import mfexp.tracking
+import mfexp.track.tracker
 import mfexp.train
 from bench import common
 from mfexp.sweep.plan import build_plan
@@ -99,8 +99,8 @@ def install(timers: Timers) -> None:
 
     mfexp.experiment.fit = timed_fit
     for method in ("set_tags", "log_yaml", "log_model"):
-        timers.wrap(mfexp.tracking.Tracker, method, f"tracking.{method}")
-    log_metrics = mfexp.tracking.Tracker.log_metrics
+        timers.wrap(mfexp.track.tracker.Tracker, method, f"tracking.{method}")
+    log_metrics = mfexp.track.tracker.Tracker.log_metrics
 
     def timed_log_metrics(self, *args, **kwargs):
         start = time.perf_counter()
@@ -112,8 +112,8 @@ def install(timers: Timers) -> None:
             if timers.current.get("in_fit"):  # the epoch hook's MLflow half
                 timers.add("hook_tracking", seconds)
 
-    mfexp.tracking.Tracker.log_metrics = timed_log_metrics
-    run_cm = mfexp.tracking.Tracker.run
+    mfexp.track.tracker.Tracker.log_metrics = timed_log_metrics
+    run_cm = mfexp.track.tracker.Tracker.run
 
     @contextlib.contextmanager
     def timed_run(self, **kwargs):
@@ -133,7 +133,7 @@ def install(timers: Timers) -> None:
             cm.__exit__(None, None, None)
             timers.add("tracking.end_run", time.perf_counter() - start)
 
-    mfexp.tracking.Tracker.run = timed_run
+    mfexp.track.tracker.Tracker.run = timed_run
     timers.wrap(mfexp.sweep.objective.Objective, "__call__", "objective")
     timers.wrap(mfexp.sweep.objective.Objective, "report", "optuna_report")  # the epoch hook's Optuna half
     optimize = optuna.study.Study.optimize

@@ -27,7 +27,7 @@ from mfexp.models.plugins import named
 
 from mfexp.scoring import score_all, towers
 
-from mfexp.tracking import Tracker
+from mfexp.track.tracker import Tracker
 
 SECTION = "serving"
 MODELS = ("plain", "mlp", "dropout", "biased")

@@ -52,7 +52,7 @@ from mfexp.sweep.objective import apply_params
 from mfexp.sweep.plan import build_plan
 from mfexp.sweep.runner import Hooks, epoch_budget, prepare, run_workers
 from mfexp.sweep.search import make_pruner, make_sampler
-from mfexp.tracking import TRIAL_TAG
+from mfexp.track.tracker import TRIAL_TAG
 from mfexp.train import build_net, fit, resolve_device
 
 SECTION = "sweep_efficiency"

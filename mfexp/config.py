@@ -318,7 +318,7 @@ def sweep_folds(sweep: SweepConfig, d: DataConfig) -> list[str]:
 
 def _check_no_hidden_password(key: str, url: Optional[str], elsewhere: str = "") -> None:
     """A URL copied from something mfexp wrote (a report's Command line, a best-<model>.yaml) has
-    *** where its password was (mfexp.tracking.redact): say so, rather than log in with '***'."""
+    *** where its password was (mfexp.track.tracker.redact): say so, rather than log in with '***'."""
     if url and (":***@" in url or "password=***" in url.lower()):
         raise ConfigError(f"{key}={url} has *** where its password was: mfexp never records a password, so a "
                           f"command or config copied from its records lacks it. Give {key} with the real "

@@ -25,7 +25,7 @@ from mfexp.data import load_dataset
 from mfexp.metrics import mean_sd
 from mfexp.models import validate
 from mfexp.models.plugins import code_paths
-from mfexp.tracking import (DEVICE_TAG, FOLDS_TAG, FOLD_TAG, MODEL_TAG, Tracker, check_reachable, git_commit,
+from mfexp.track.tracker import (DEVICE_TAG, FOLDS_TAG, FOLD_TAG, MODEL_TAG, Tracker, check_reachable, git_commit,
                             run_link, tracking_uri)
 from mfexp.train import build_net, fit, resolve_device
 

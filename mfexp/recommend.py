@@ -8,7 +8,7 @@
 Keys: sweep.name (default: default), model, run_id, user, n (default 10), similar,
 tracking.uri (default: $MLFLOW_TRACKING_URI, else MLflow's default store).
 
-The champion is `models:/mfexp-<sweep>-champion@champion` (see mfexp.registry); for a sweep
+The champion is `models:/mfexp-<sweep>-champion@champion` (see mfexp.track.registry); for a sweep
 recorded before the registry, the best run (tag mfexp.best=true) with the lowest validation RMSE.
 The user's rated items are those of the training data the run used (its train part and
 validation holdout), re-loaded from the run's logged config.yaml; the model scores every item
@@ -27,7 +27,7 @@ from omegaconf import OmegaConf
 from mfexp import cli
 from mfexp.errors import ConfigError, friendly_errors
 from mfexp.scoring import Recommendation, index_of, load_run, rated_items, recommend, resolve_run, similar
-from mfexp.tracking import use_store
+from mfexp.track.tracker import use_store
 
 PROG = "python -m mfexp.recommend"
 

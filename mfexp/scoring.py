@@ -22,8 +22,8 @@ from mfexp.config import DataConfig
 from mfexp.data import load_dataset
 from mfexp.errors import ConfigError, MfexpError
 from mfexp.models.base import Towers
-from mfexp.registry import CHAMPION, registered_name
-from mfexp.tracking import BEST_TAG, MODEL_TAG, tracking_uri
+from mfexp.track.registry import CHAMPION, registered_name
+from mfexp.track.tracker import BEST_TAG, MODEL_TAG, tracking_uri
 from mfexp.train import predict
 
 

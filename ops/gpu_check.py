@@ -52,7 +52,7 @@ from mfexp.models import validate
 from mfexp.population import Member, fit_population, supports
 from mfexp.sweep.plan import build_plan
 from mfexp.sweep.runner import workers_line
-from mfexp.tracking import _requirements
+from mfexp.track.tracker import _requirements
 from mfexp.train import build_net, fit, quiet_mxnet, resolve_device, visible_gpus
 
 REPO = Path(__file__).resolve().parent.parent

@@ -232,7 +232,7 @@ def test_a_model_trained_on_another_context_is_logged_and_served_on_the_cpu(cfg,
 def test_a_logged_model_requires_the_installed_mxnet_build(monkeypatch):
     import importlib.metadata as md
 
-    from mfexp.tracking import _requirements
+    from mfexp.track.tracker import _requirements
 
     assert _requirements()[0] == f"mxnet=={md.version('mxnet')}"  # this host: the CPU build
     installed = {"mxnet-cu112": "1.9.1", "numpy": "1.23.5", "pandas": "2.0.3", "mlflow": "3.1.0"}

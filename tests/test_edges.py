@@ -162,7 +162,7 @@ def test_a_tracker_records_again_once_the_store_answers_and_says_exactly_what_it
     import mlflow
 
     from mfexp.experiment import train_and_track
-    from mfexp.tracking import Tracker
+    from mfexp.track.tracker import Tracker
 
     monkeypatch.setenv("MFEXP_TRACKING_RETRY_S", "0")  # try again at the next call
     real = mlflow.log_metrics
@@ -189,8 +189,8 @@ def test_a_store_race_with_another_command_is_tried_again_not_left_as_a_gap(cfg,
     an error that is not such a race still leaves its gap at once."""
     import mlflow
 
-    from mfexp import tracking
-    from mfexp.tracking import Tracker
+    from mfexp.track import tracker as tracking
+    from mfexp.track.tracker import Tracker
 
     monkeypatch.setattr(tracking, "RETRY_DELAYS_S", (0.0, 0.0, 0.0))
     real, calls = mlflow.log_inputs, []
@@ -357,7 +357,7 @@ def test_a_sweep_folder_that_fills_stops_cleanly_and_the_same_command_resumes(tm
 
 def _check_gaps_are_exact(trials, client, runs):
     """Every trial's MLflow record plus what its mlflow_gap names is exactly what it ran."""
-    from mfexp.tracking import _ranges
+    from mfexp.track.tracker import _ranges
 
     by_number = {int(r.data.tags["optuna.trial_number"]): r for r in runs}
     for t in trials:
@@ -852,7 +852,7 @@ def test_a_call_the_store_carried_out_whose_answer_was_lost_is_not_counted_as_mi
     import mlflow
 
     from mfexp.experiment import train_and_track
-    from mfexp.tracking import Tracker
+    from mfexp.track.tracker import Tracker
 
     monkeypatch.setenv("MFEXP_TRACKING_RETRY_S", "0")
     real = mlflow.log_metrics

@@ -76,7 +76,7 @@ def test_a_diverging_run_ends_failed_never_finished_with_nan(cfg, tiny_data, mlf
     ("postgresql://alice@db.example/optuna and http://h:5000/#/x", "postgresql://alice@db.example/optuna and http://h:5000/#/x"),
 ])
 def test_redact_hides_the_password_of_every_url_in_a_text(text, shown):
-    from mfexp.tracking import redact
+    from mfexp.track.tracker import redact
 
     assert redact(text) == shown
 

@@ -19,7 +19,7 @@ import pytest
 from conftest import fresh_mlflow_store
 from mlflow.tracking import MlflowClient
 
-from mfexp.registry import CHAMPION, champion_uri, register_sweep_best, registered_name
+from mfexp.track.registry import CHAMPION, champion_uri, register_sweep_best, registered_name
 from mfexp.sweep.results import ModelOutcome
 
 VENV_BIN = Path(sys.executable).parent
@@ -126,7 +126,7 @@ def test_champion_is_chosen_on_validation_rmse_never_on_test(in_store, trained, 
                 ModelOutcome("mlp", "pick-mlp")]  # no complete trial: nothing to register
     assert register_sweep_best("pick", outcomes) == {"plain": 1, "biased": 1, CHAMPION: 1}
     # MLflow's own notes on registering (its logger mlflow.tracking._model_registry.fluent, filtered by
-    # name: the one private name mfexp/registry.py relies on) give way to mfexp's one summary line
+    # name: the one private name mfexp/track/registry.py relies on) give way to mfexp's one summary line
     printed = capfd.readouterr()
     assert "registry: " in printed.out and "based on models:/" not in printed.out + printed.err, printed
     assert not [r for r in caplog.records if "based on models:/" in r.getMessage()]

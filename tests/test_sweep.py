@@ -303,7 +303,7 @@ def test_a_two_model_sweep_gives_equal_budgets_one_report_row_each_and_the_real_
     """sweep.timeout cuts a sweep with a budget it cannot finish: the models take turns."""
     from mlflow.tracking import MlflowClient
 
-    from mfexp.registry import registered_name
+    from mfexp.track.registry import registered_name
 
     plan = build_plan(_args(ratings_file, tmp_path, "sweep.models=[plain,biased]", "sweep.n_trials=1000",
                             "sweep.timeout=20", "train.epochs=2"))

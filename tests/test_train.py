@@ -217,7 +217,7 @@ def test_a_signal_during_a_database_store_call_stops_the_process_only_once_the_c
 
     from mfexp import interrupt
     from mfexp.config import TrackingConfig
-    from mfexp.tracking import Tracker
+    from mfexp.track.tracker import Tracker
 
     monkeypatch.setattr(interrupt, "_pending", [])
     old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}

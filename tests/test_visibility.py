@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mfexp.config import TrackingConfig
-from mfexp.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, Tracker, experiment_link, ui_base, ui_links
+from mfexp.track.tracker import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, Tracker, experiment_link, ui_base, ui_links
 
 
 ROOT = Path(__file__).resolve().parent.parent  # subprocesses import this checkout's mfexp
@@ -39,7 +39,7 @@ def test_links_open_the_runs_of_the_experiment():
 
 
 def test_make_ui_links_tag_older_experiments_and_name_each(mlflow_uri, capsys):
-    from mfexp.tracking import main
+    from mfexp.track.tracker import main
 
     old = mlflow.create_experiment("mfexp-sweep-old")  # recorded before mfexp tagged experiments
     mlflow.create_experiment("someone-else")
@@ -100,7 +100,7 @@ def test_dataset_sources_name_the_grouplens_fold_or_the_file(tiny_data):
     from dataclasses import replace
 
     from mfexp.config import DataConfig
-    from mfexp.inputs import dataset_parts
+    from mfexp.track.datasets import dataset_parts
 
     ml = replace(tiny_data, name="ml100k", split="u3")
     parts = {c: (name, source) for c, name, source, _ in dataset_parts(ml, DataConfig(split="u3"), test=True)}
@@ -430,7 +430,7 @@ def test_a_locked_store_at_a_trials_end_never_ends_the_sweeps_parent_run(mlflow_
     the retry must end the trial's run, not pop and end the parent with the trial's status."""
     from mlflow import MlflowClient
 
-    from mfexp import tracking
+    from mfexp.track import tracker as tracking
 
     monkeypatch.setattr(tracking, "RETRY_DELAYS_S", (0.0, 0.0))
     real = MlflowClient.set_terminated

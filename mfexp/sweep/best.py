@@ -40,7 +40,7 @@ from mfexp.models.ensemble import Ensemble
 from mfexp.sweep.objective import apply_params, ranking_on
 from mfexp.sweep.results import BEST_EPOCH_ATTR, OVERRIDES_ATTR, POPULATION_ATTR, VAL_RMSE_ATTR, ModelOutcome
 from mfexp.sweep.storage import val_predictions_path
-from mfexp.tracking import (
+from mfexp.track.tracker import (
     AVERAGE_SEEDS_TAG,
     BEST_TAG,
     DEVICE_TAG,
@@ -50,7 +50,7 @@ from mfexp.tracking import (
     STUDY_TAG,
     TRIAL_TAG,
 )
-from mfexp.tracking import Tracker, redacted
+from mfexp.track.tracker import Tracker, redacted
 from mfexp.train import build_net, evaluate, fit, predict, resolve_device
 
 log = logging.getLogger("mfexp.sweep")

@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 import optuna_dashboard
 
 from mfexp.errors import ConfigError, friendly_errors
-from mfexp.tracking import redact
+from mfexp.track.tracker import redact
 
 
 def storage_of(sweep: str, root: str = "sweeps", storage: Optional[str] = None) -> str:

@@ -28,7 +28,7 @@ from mfexp.models.ensemble import Ensemble, cross_validated_rmse, fit_weights
 from mfexp.models.plugins import code_paths, settings_dict
 from mfexp.sweep.best import VAL_PREDICTIONS
 from mfexp.sweep.results import ModelOutcome
-from mfexp.tracking import BEST_TAG, MODEL_TAG, PARENT_TAG, Tracker, download, git_commit
+from mfexp.track.tracker import BEST_TAG, MODEL_TAG, PARENT_TAG, Tracker, download, git_commit
 from mfexp.train import predict
 
 log = logging.getLogger("mfexp.sweep")

@@ -32,7 +32,7 @@ from mfexp.sweep.best import best_config, refit_config, seeded
 from mfexp.sweep.ensemble import NAME
 from mfexp.sweep.once import evaluation_suffix
 from mfexp.sweep.results import FoldFigures, ModelOutcome
-from mfexp.tracking import FOLDS_TAG, FOLD_TAG, MODEL_TAG, Tracker
+from mfexp.track.tracker import FOLDS_TAG, FOLD_TAG, MODEL_TAG, Tracker
 from mfexp.train import build_net, fit, predict, resolve_device
 
 log = logging.getLogger("mfexp.sweep")

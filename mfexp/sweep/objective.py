@@ -42,7 +42,7 @@ from mfexp.sweep.results import (
     WORKER_ATTR,
 )
 from mfexp.sweep.space import SearchSpace
-from mfexp.tracking import FAIL_REASON_TAG, PARENT_TAG, PRUNED_AT_TAG, STATE_TAG, STUDY_TAG, TRIAL_TAG, Tracker, redact
+from mfexp.track.tracker import FAIL_REASON_TAG, PARENT_TAG, PRUNED_AT_TAG, STATE_TAG, STUDY_TAG, TRIAL_TAG, Tracker, redact
 from mfexp.train import predict, resolve_device
 
 log = logging.getLogger("mfexp.sweep")

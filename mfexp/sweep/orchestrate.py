@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from mfexp.config import flatten, refits, trial_budget
 from mfexp.data import load_dataset
 from mfexp.errors import ConfigError
-from mfexp.registry import register_sweep_best
+from mfexp.track.registry import register_sweep_best
 from mfexp.sweep import once
 from mfexp.sweep import storage as st
 from mfexp.sweep.best import evaluate_best
@@ -26,7 +26,7 @@ from mfexp.sweep.report import fold_summary, overall_best, run_description, summ
 from mfexp.sweep.runner import (SweepPlan, best_config_path, outcome_of, populations_line, prepare, run_workers,
                                 workers_line)
 from mfexp.sweep.results import VAL_RMSE_ATTR, ModelOutcome
-from mfexp.tracking import (BEST_MODEL_TAG, COMMAND_TAG, NOTE_TAG, SWEEP_TAG, Tracker, check_reachable,
+from mfexp.track.tracker import (BEST_MODEL_TAG, COMMAND_TAG, NOTE_TAG, SWEEP_TAG, Tracker, check_reachable,
                             experiment_link_by_name, git_commit, tracking_uri)
 
 log = logging.getLogger("mfexp.sweep")

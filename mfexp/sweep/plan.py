@@ -22,7 +22,7 @@ from mfexp.sweep.objective import apply_params
 from mfexp.sweep.runner import SweepPlan, assign_devices
 from mfexp.sweep.search import make_pruner, make_sampler
 from mfexp.sweep.space import GRAMMAR_HINT, merge_space_overrides, parse_space
-from mfexp.tracking import redact
+from mfexp.track.tracker import redact
 
 log = logging.getLogger("mfexp.sweep")
 PROG = "python -m mfexp.sweep"

@@ -35,7 +35,7 @@ from mfexp.config import SweepConfig
 from mfexp.errors import ConfigError
 from mfexp.sweep import journal
 from mfexp.sweep.results import FAIL_REASON_ATTR, MLFLOW_RUN_ATTR, PENDING_RUN_ATTR, WORKER_ATTR
-from mfexp.tracking import kill_trial_run, redact
+from mfexp.track.tracker import kill_trial_run, redact
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)  # toward sweep.n_trials; FAIL does not count
 HEARTBEAT_S = 30  # default; MFEXP_HEARTBEAT_S=<seconds> overrides it (tests use 1-2 s)

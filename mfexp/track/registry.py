@@ -35,12 +35,12 @@ from mlflow.exceptions import MlflowException
 
 from mlflow.tracking import MlflowClient
 
-from mfexp.tracking import MODEL_TAG, SWEEP_TAG
+from mfexp.track.tracker import MODEL_TAG, SWEEP_TAG
 
 if TYPE_CHECKING:  # annotations only: the sweep's outcomes are what the registry is given, it needs none
     from mfexp.sweep.results import ModelOutcome
 
-log = logging.getLogger("mfexp.registry")
+log = logging.getLogger("mfexp.track.registry")
 
 CHAMPION = "champion"
 

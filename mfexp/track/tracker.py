@@ -29,10 +29,11 @@ import yaml
 from mfexp import interrupt
 from mfexp.config import TrackingConfig
 from mfexp.errors import ConfigError, clause
-from mfexp.inputs import mlflow_inputs
+from mfexp.track.datasets import mlflow_inputs
 from mfexp.pyfunc import MFModel
 
-log = logging.getLogger("mfexp.tracking")
+log = logging.getLogger("mfexp.track.tracker")
+PACKAGE = Path(__file__).resolve().parents[1]  # mfexp/: the code every logged model carries
 
 # The MLflow tags mfexp writes and reads, in one place: a trial's run links to its Optuna trial by the
 # first three (as optuna's MLflowCallback names them); the rest are mfexp's own.
@@ -91,9 +92,8 @@ def redacted(value: Any) -> Any:
 
 
 def git_commit() -> str:
-    here = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PACKAGE, capture_output=True, text=True, timeout=5)
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -400,9 +400,9 @@ class Tracker:
 
             signature.inputs = Schema([*signature.inputs.inputs, ColSpec("long", "timestamp", required=False)])
             mlflow.pyfunc.log_model(
-                name="model", python_model=str(Path(__file__).with_name("pyfunc_entry.py")), artifacts={"mfexp_model": str(folder)},
+                name="model", python_model=str(PACKAGE / "pyfunc_entry.py"), artifacts={"mfexp_model": str(folder)},
                 signature=signature, input_example=example,
-                code_paths=[str(Path(__file__).resolve().parent), *code_paths],
+                code_paths=[str(PACKAGE), *code_paths],
                 pip_requirements=_requirements())
 
 
@@ -496,8 +496,8 @@ def ui_links(base: str) -> list[str]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """`python -m mfexp.tracking links [BASE]`: the direct links `make ui` prints."""
-    parser = argparse.ArgumentParser(prog="python -m mfexp.tracking")
+    """`python -m mfexp.track.tracker links [BASE]`: the direct links `make ui` prints."""
+    parser = argparse.ArgumentParser(prog="python -m mfexp.track.tracker")
     parser.add_argument("command", choices=["links"])
     parser.add_argument("base", nargs="?", default=DEFAULT_UI, help="the UI's address (default %(default)s)")
     args = parser.parse_args(argv)
