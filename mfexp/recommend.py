@@ -26,7 +26,8 @@ from omegaconf import OmegaConf
 
 from mfexp import cli
 from mfexp.errors import ConfigError, friendly_errors
-from mfexp.scoring import Recommendation, index_of, load_run, rated_items, recommend, resolve_run, similar
+from mfexp.scoring import Recommendation, index_of, rated_items, recommend, similar
+from mfexp.track.runs import load_run, resolve_run
 from mfexp.track.tracker import use_store
 
 PROG = "python -m mfexp.recommend"

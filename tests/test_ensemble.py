@@ -68,7 +68,8 @@ def test_ensemble_predicts_the_weighted_sum_and_its_towers_agree(tiny_data):
 def test_sweep_ensemble_is_logged_registered_served_and_recommends(ratings_file, tmp_path, mlflow_uri):
     from mlflow.tracking import MlflowClient
 
-    from mfexp.scoring import load_run, recommend, resolve_run
+    from mfexp.scoring import recommend
+    from mfexp.track.runs import load_run, resolve_run
     from mfexp.sweep.plan import build_plan
     from mfexp.sweep.orchestrate import run_sweep
 

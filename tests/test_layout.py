@@ -5,9 +5,9 @@ import ast
 from pathlib import Path
 
 MFEXP = Path(__file__).resolve().parents[1] / "mfexp"
-# where `import mlflow` may appear: mfexp/track/, and beside it the served model (mfexp.pyfunc and its
-# models-from-code entry: every logged model names those modules) and scoring (loads a logged model)
-MLFLOW_MODULES = {"mfexp.pyfunc", "mfexp.pyfunc_entry", "mfexp.scoring"}
+# where `import mlflow` may appear besides mfexp/track/: the served model (mfexp.pyfunc and its
+# models-from-code entry), which every logged model names, so they stay where logged models find them
+MLFLOW_MODULES = {"mfexp.pyfunc", "mfexp.pyfunc_entry"}
 
 
 def _modules() -> dict[str, Path]:

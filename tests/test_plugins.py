@@ -27,7 +27,8 @@ def test_plugin_model_composes_into_its_own_typed_settings(ratings_file):
 
 @pytest.mark.slow
 def test_plugin_model_trains_sweeps_logs_serves_and_recommends(ratings_file, tmp_path, mlflow_uri):
-    from mfexp.scoring import load_run, recommend
+    from mfexp.scoring import recommend
+    from mfexp.track.runs import load_run
     from mfexp.sweep.plan import build_plan
     from mfexp.sweep.orchestrate import run_sweep
 

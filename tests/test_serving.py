@@ -178,7 +178,8 @@ def test_sweep_registers_its_best_and_recommend_skips_rated_items(in_smoke_store
     from mfexp.config import DataConfig
     from mfexp.data import load_dataset
     from mfexp.recommend import main
-    from mfexp.scoring import load_run, recommend, resolve_run
+    from mfexp.scoring import recommend
+    from mfexp.track.runs import load_run, resolve_run
 
     (outcome,) = in_smoke_store.outcomes  # the session's smoke sweep of biased (conftest.py)
     client = MlflowClient()
