@@ -20,18 +20,15 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Optional, Sequence
 
-from bench import common, throughput
-from bench.scaling import guard, one_epoch
-from bench.synthetic import ML25M_ITEMS, ML25M_USERS, describe, ml25m_like_dataset
 import mxnet as mx
 import numpy as np
 
+from bench import common, throughput
+from bench.scaling import guard, one_epoch
+from bench.synthetic import ML25M_ITEMS, ML25M_USERS, describe, ml25m_like_dataset
 from mfexp.config import Config, TrainConfig
-
 from mfexp.models import layers
-
 from mfexp.models.plugins import model_class, named
-
 from mfexp.train import build_net, epoch_order
 
 SECTION = "fm"

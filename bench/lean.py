@@ -23,17 +23,13 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from bench import common
 import mxnet as mx
 
+from bench import common
 import mfexp
-
 from mfexp.config import Config, DataConfig, TrainConfig
-
 from mfexp.data import load_dataset
-
 from mfexp.models.plugins import model_class, named
-
 from mfexp.train import build_net, fit
 
 SECTION = "lean"

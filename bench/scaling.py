@@ -16,16 +16,13 @@ import json
 import time
 from typing import Optional, Sequence
 
-from bench import common
-from bench.synthetic import describe, ml25m_like_dataset
 import mxnet as mx
 
+from bench import common
+from bench.synthetic import describe, ml25m_like_dataset
 from mfexp.config import Config, TrainConfig
-
 from mfexp.models.plugins import named
-
 import mfexp.train
-
 from mfexp.train import build_net, fit
 
 SECTION = "scaling"

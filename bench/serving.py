@@ -10,23 +10,17 @@ import os
 import time
 from typing import Optional, Sequence
 
-from bench import common
 import mlflow
 import numpy as np
 import pandas as pd
 
+from bench import common
 from mfexp import model_io
-
 from mfexp.config import Config, DataConfig, TrackingConfig, TrainConfig
-
 from mfexp.data import load_dataset
-
 from mfexp.experiment import run_tags, train_and_track
-
 from mfexp.models.plugins import named
-
 from mfexp.scoring import score_all, towers
-
 from mfexp.track.tracker import Tracker
 
 SECTION = "serving"

@@ -42,11 +42,12 @@ import sys
 import time
 from typing import Optional, Sequence, Union
 
-from bench import common
 import matplotlib
 import matplotlib.pyplot as plt
 from mlflow import MlflowClient
 import optuna
+
+from bench import common
 from mfexp.data import load_dataset
 from mfexp.sweep.objective import apply_params
 from mfexp.sweep.plan import build_plan

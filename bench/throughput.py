@@ -9,17 +9,14 @@ import time
 from dataclasses import replace
 from typing import Callable, Optional, Sequence
 
-from bench import common
 import mxnet as mx
 from mxnet import autograd
 import numpy as np
 
+from bench import common
 from mfexp.config import Config, DataConfig, TrainConfig
-
 from mfexp.data import load_dataset
-
 from mfexp.models.plugins import named
-
 from mfexp.train import _TrainStep, build_net, fit, make_trainer
 
 SECTION = "throughput"

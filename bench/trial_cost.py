@@ -16,19 +16,14 @@ import copy
 import time
 from typing import Optional, Sequence
 
-from bench import common
 import mxnet as mx
 
+from bench import common
 from mfexp.data import load_dataset
-
 from mfexp.models.base import TUTORIAL_TRAIN
-
 from mfexp.population import Member, auto_size, fit_population
-
 from mfexp.sweep.objective import apply_params
-
 from mfexp.sweep.plan import build_plan
-
 from mfexp.train import build_net, fit
 
 SECTION = "trial_cost"

@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from bench import common
 from mlflow import MlflowClient
+
+from bench import common
 
 SECTION = "tutorial"
 TUTORIAL = Path(__file__).with_name("tutorial.py")

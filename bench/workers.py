@@ -19,9 +19,7 @@ from typing import Optional, Sequence
 from bench import common
 
 from mfexp.sweep.plan import build_plan
-
 from mfexp.sweep.results import WORKER_ATTR
-
 from mfexp.sweep.runner import prepare, run_workers
 
 SECTION = "workers"

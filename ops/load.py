@@ -34,14 +34,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from bench import common
 from mlflow.tracking import MlflowClient
-from ops import pgserver
-from ops.pgserver import free_port
 import optuna
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
+from bench import common
+from ops import pgserver
+from ops.pgserver import free_port
 from mfexp.sweep.results import MLFLOW_GAP_ATTR, REFERENCE_ATTR, WORKER_ATTR
 
 SECTION = "load"
