@@ -47,8 +47,8 @@ from mfexp.train import (EVAL_BATCH, SYNC_EVERY, EpochReport, FitResult, FusedUp
 from mfexp.train import build_net
 
 OPTIMIZERS = ("sgd", "adam")
-# On 2 CPU cores, 16 members of plain MF train 1.86x the trials/hour of one at a time at batch 64 and
-# 0.71x at 256 (BENCHMARKS.md, trial_cost): above this batch, sweep.population=auto is 1 on the CPU
+# Above this batch a population of plain MF measured slower on the CPU than its trials one at a time
+# (BENCHMARKS.md, trial_cost): there sweep.population=auto is 1 on the CPU
 CPU_BATCH_MAX = 64
 PER_MEMBER = ("train.lr", "train.wd", "train.reg", "train.init_scale")  # what members of one population may differ in
 

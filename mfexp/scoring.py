@@ -62,8 +62,8 @@ def rated_items(data, user_index: int) -> np.ndarray:
 def towers(trained) -> Optional[Towers]:
     """The model's user and item vectors with biases (`Recommender.towers`), or None for a model
     without them: then every item is scored through the network. Read once, they score every item
-    for a user as one matrix-vector product (~0.05-0.2 ms for ML-100K, where the MXNet graph takes
-    4-10 ms); tests/test_serving.py checks they equal the network's output."""
+    for a user as one matrix-vector product, far cheaper than the MXNet graph (BENCHMARKS.md,
+    serving); tests/test_serving.py checks they equal the network's output."""
     return trained.net.towers()
 
 

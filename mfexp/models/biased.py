@@ -44,7 +44,7 @@ class BiasedMF(Tables, Recommender, HybridBlock):
         return pred, sq
 
     # the tutorial's regime (SGD, dense wd, batch 64) is still improving at the default sweep's 30
-    # epochs (val 0.9187); the guide's measure: 60 epochs reach 0.9068
+    # epochs, and better at 60 (BENCHMARKS.md, The default sweep, Before populations)
     reference_epochs = 2.0
 
     @classmethod

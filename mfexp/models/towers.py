@@ -28,8 +28,8 @@ class TowerMLP(Recommender, HybridBlock):
     Settings = TowerSettings
     population = True  # its Dense layers batched per member (StackedDense), dropout at each member's rate
     per_member = ("model.dropout",)
-    # 16 mlp members train at 0.71x the trials/hour of one at a time on 2 CPU cores at batch 64, 0.53x at
-    # 128 (BENCHMARKS.md trial_cost): the batched Dense products are arithmetic, not MXNet's fixed cost
+    # on the CPU a population trains fewer trials/hour than one at a time (BENCHMARKS.md, trial_cost):
+    # the batched Dense products are arithmetic, not MXNet's fixed cost per batch
     population_on_cpu = False
     # The towers overfit fast with Adam; SGD with momentum at small batches generalizes better.
     space = {"model.k": "choice(16,32,64,128)", "train.reg": "tag(log, interval(1e-3, 0.3))",
