@@ -27,7 +27,7 @@ from mfexp.models import validate
 from mfexp.models.plugins import code_paths
 from mfexp.track.tracker import (DEVICE_TAG, FOLDS_TAG, FOLD_TAG, MODEL_TAG, Tracker, check_reachable, git_commit,
                             run_link, tracking_uri)
-from mfexp.train import build_net, fit, resolve_device
+from mfexp.train import FitResult, build_net, evaluate, fit, resolve_device
 
 log = logging.getLogger("mfexp.run")
 
@@ -52,6 +52,19 @@ def train_and_track(cfg: Config, data, tracker, *, eval_test: bool = True, final
 
     result = fit(net, data, cfg.train, ctx, eval_test=eval_test, final_test=final_test, on_epoch=hook)
     track_end(cfg, data, tracker, net, result, eval_test=eval_test, on_trained=on_trained)
+    return result
+
+
+def track_kept(cfg: Config, data, tracker, net, best_epoch: int, on_trained=None) -> FitResult:
+    """Record an already trained `net` (a trial's kept network) inside an active tracker run, as
+    train_and_track records one it trains: its holdout and test RMSE, summary, config and model."""
+    ctx, device = resolve_device(cfg.train.device)
+    track_start(cfg, data, tracker, device, test=True)
+    scale = (float(data.rating_min), float(data.rating_max))
+    val = evaluate(net, data.val, ctx, scale)
+    result = FitResult(best_epoch=best_epoch, best_val_rmse=val, final_val_rmse=val,
+                       final_test_rmse=evaluate(net, data.test, ctx, scale))
+    track_end(cfg, data, tracker, net, result, eval_test=False, on_trained=on_trained)
     return result
 
 

@@ -223,6 +223,45 @@ def test_kept_holdout_predictions_that_are_not_the_trial_s_are_not_used(ratings_
 
 
 @pytest.mark.slow
+def test_the_test_evaluation_loads_the_network_the_best_trial_kept(ratings_file, tmp_path, mlflow_uri, monkeypatch):
+    """A model evaluated as it was searched (no refit, one seed) is not trained again after the search:
+    its best trial's network, kept by the search, is loaded and evaluated once, and its test figures
+    equal those of the replay it replaces, exactly. A kept file that does not give the trial's val RMSE
+    (biased's here, altered between sweep.phase=search and select) is trained again instead. The kept
+    networks are removed once the evaluation is recorded."""
+    import mxnet as mx
+
+    from mfexp.sweep import best as best_module
+    from mfexp.sweep.orchestrate import run_sweep
+    from mfexp.sweep.plan import build_plan
+
+    def line(root):
+        return ["data=file", f"data.path={ratings_file}", "sweep=smoke", f"sweep.root={root}",
+                "sweep.models=[plain,biased]", "train.epochs=3", "train.batch_size=256"]
+
+    run_sweep(build_plan([*line(tmp_path / "kept"), "sweep.phase=search"]))
+    networks = tmp_path / "kept" / "smoke" / "networks"
+    assert sorted(networks.glob("plain-*.params")) and sorted(networks.glob("biased-*.params"))
+    for path in networks.glob("biased-*.params"):  # not the trials' networks any more
+        mx.nd.save(str(path), {name: value + 0.5 for name, value in mx.nd.load(str(path)).items()})
+    trained = []
+    real = best_module.train_and_track
+    monkeypatch.setattr(best_module, "train_and_track", lambda cfg, *a, **k: trained.append(cfg.model.name)
+                        or real(cfg, *a, **k))
+    kept = {o.model: o for o in run_sweep(build_plan([*line(tmp_path / "kept"), "sweep.phase=select"]))}
+    assert trained == ["biased"]  # plain loaded its kept network; biased's file was refused
+    assert not list(networks.glob("*.params"))
+
+    monkeypatch.setattr(best_module, "kept_network", lambda *a, **k: None)  # the same sweep, every best replayed
+    replayed = {o.model: o for o in run_sweep(build_plan(line(tmp_path / "replayed")))}
+    for model in ("plain", "biased"):
+        assert kept[model].test_rmse == replayed[model].test_rmse
+        assert kept[model].ranking == replayed[model].ranking
+    description = mlflow.get_run(kept["plain"].best_run_id).data.tags["mlflow.note.content"]
+    assert "network was kept by the search at its best epoch" in description
+
+
+@pytest.mark.slow
 def test_average_seeds_logs_the_average_of_that_many_seeds_and_the_blend_flattens_it(ratings_file, tmp_path,
                                                                                     mlflow_uri):
     """sweep.average_seeds=2: each best run's model is an equal-weight average of two networks

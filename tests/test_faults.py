@@ -298,9 +298,10 @@ def test_a_trial_whose_store_goes_away_completes_and_records_mlflow_gap(tiny_dat
 
 def test_a_trial_whose_holdout_predictions_cannot_be_written_still_completes(tiny_data, tmp_path, mlflow_uri,
                                                                              caplog):
-    """Keeping a trial's holdout predictions (for the blend) is a saving, not part of its result: where
-    they cannot be written (a full disk; here a file stands where their folder should be) the trial
-    completes, says so once, and the blend would train the choice again."""
+    """Keeping a trial's holdout predictions (for the blend) and network (for the test evaluation) is a
+    saving, not part of its result: where they cannot be written (a full disk; here a file stands where
+    their folder should be) the trial completes, says so once, and the select phase would train the
+    choice again."""
     import logging
 
     from omegaconf import OmegaConf
@@ -317,13 +318,14 @@ def test_a_trial_whose_holdout_predictions_cannot_be_written_still_completes(tin
     objective = Objective("biased", base, parse_space({"train.lr": "choice(0.01)"}), tiny_data,
                           study_name="keep", experiment="mfexp-keep", parent_run_id=None,
                           tracking_cfg=TrackingConfig(log_model=False),
-                          predictions=lambda number: blocker / f"biased-{number}.npy")
+                          predictions=lambda number: blocker / f"biased-{number}.npy",
+                          networks=lambda number: blocker / f"biased-{number}.params")
     study = optuna.create_study()
     with caplog.at_level(logging.WARNING, logger="mfexp.sweep"):
         study.optimize(objective, n_trials=1)
     assert study.trials[0].state == TrialState.COMPLETE
     assert [r.getMessage() for r in caplog.records if "not kept" in r.getMessage()][0].startswith(
-        "trial 0: its holdout predictions were not kept")
+        "trial 0: its holdout predictions or network were not kept")
     assert blocker.read_text() == "not a folder"
 
 

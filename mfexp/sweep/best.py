@@ -32,14 +32,14 @@ import optuna
 import yaml
 
 from mfexp.config import Config, flatten
-from mfexp.experiment import log_trained, run_tags, train_and_track
+from mfexp.experiment import log_trained, run_tags, track_kept, train_and_track
 from mfexp.metrics import rmse
 from mfexp.models import ModelData
 from mfexp.models.base import NEEDS
 from mfexp.models.ensemble import Ensemble
 from mfexp.sweep.objective import apply_params, ranking_on
 from mfexp.sweep.results import BEST_EPOCH_ATTR, OVERRIDES_ATTR, POPULATION_ATTR, VAL_RMSE_ATTR, ModelOutcome
-from mfexp.sweep.storage import val_predictions_path
+from mfexp.sweep.storage import kept_network_path, val_predictions_path
 from mfexp.track.tracker import (
     AVERAGE_SEEDS_TAG,
     BEST_TAG,
@@ -99,6 +99,29 @@ def searched_val_predictions(plan, model: str, number: int, val_rmse: float, dat
         return None
     log.info("%s: the blend takes the best trial's holdout predictions kept in %s, not a replay", model, path)
     return pred
+
+
+def kept_network(plan, model: str, number: int, cfg: Config, data, val_rmse: float):
+    """Trial `number`'s network as it kept it during the search (Objective.keep), built from `cfg` and
+    loaded on its device: the network a replay would train, without training it again. None where this
+    machine has none, or where it does not give the trial's `val_rmse` (a file left by another study)."""
+    path = kept_network_path(plan.sweep, model, number)
+    if not path.exists():
+        return None
+    ctx, _ = resolve_device(cfg.train.device)
+    net = build_net(cfg, data, ctx)
+    try:
+        net.load_parameters(str(path), ctx=ctx)
+    except (OSError, AssertionError, mx.base.MXNetError) as err:  # Gluon asserts on a parameter it lacks
+        log.warning("%s: %s could not be loaded (%s): trained again instead", model, path, str(err).splitlines()[0])
+        return None
+    got = evaluate(net, data.val, ctx, (float(data.rating_min), float(data.rating_max)))
+    if got is None or abs(got - val_rmse) > 1e-4:
+        log.warning("%s: %s gives val_rmse %s, not the best trial's %.4f: trained again instead", model, path,
+                    got, val_rmse)
+        return None
+    log.info("%s: evaluated on the test part as the best trial kept it in %s, not a replay", model, path)
+    return net
 
 
 def replayed_val_predictions(cfg: Config, data, seeds: int = 1):
@@ -167,14 +190,15 @@ def trial_val_rmse(study: optuna.Study) -> float:
 
 
 def best_description(plan, model: str, study: optuna.Study, result, yaml_path: Path,
-                     ranking: Optional[dict] = None, refit: bool = False) -> str:
+                     ranking: Optional[dict] = None, refit: bool = False, kept: bool = False) -> str:
     """The best run's MLflow description: which trial it is, and that the test part judged it once."""
     best = study.best_trial
     top = (", " + ", ".join(f"{k.removeprefix('test_')} {v:.4f}" for k, v in ranking.items())) if ranking else ""
     return (f"**The best `{model}` of sweep `{plan.sweep.name}`**: trial {best.number} of study "
             f"`{study.study_name}`, chosen on the validation holdout ({_chosen_by(plan, study)}). Its "
             + (f"configuration was trained again on train + holdout for its best epoch count ({result.best_epoch}) "
-               if refit else f"configuration was replayed to its best epoch ({result.best_epoch}) ")
+               if refit else f"network was kept by the search at its best epoch ({result.best_epoch}) "
+               if kept else f"configuration was replayed to its best epoch ({result.best_epoch}) ")
             + f"and evaluated **once** on the "
             f"test part: test RMSE {result.final_test_rmse:.4f}{top}. The test part chose nothing.\n\n"
             f"Replay: `python -m mfexp.run --config-dir {yaml_path.parent} --config-name {yaml_path.stem}`")
@@ -212,6 +236,8 @@ def evaluate_best(plan, model: str, study: optuna.Study, data, parent_run_id, ou
     cfg, val_rmse, val_pred = best_config(plan, model, study), trial_val_rmse(study), None
     new_masks = study.best_trial.user_attrs.get(POPULATION_ATTR, 1) > 1 and getattr(cfg.model, "dropout", 0) > 0
     train_cfg, train_data, seeds = cfg, data, plan.sweep.average_seeds
+    kept = (kept_network(plan, model, study.best_trial.number, cfg, data, val_rmse)
+            if refit_data is None and seeds == 1 else None)
     if refit_data is not None:
         if plan.sweep.ensemble:  # the blend is fit on the holdout: predictions of networks that never saw it
             val_pred = (searched_val_predictions(plan, model, study.best_trial.number, val_rmse, data)
@@ -228,7 +254,11 @@ def evaluate_best(plan, model: str, study: optuna.Study, data, parent_run_id, ou
     ranked = []
     with tracker.run(run_name=train_cfg.tracking.run_name, params=flatten(train_cfg), tags=tags,
                      experiment=plan.experiment):
-        if seeds > 1:
+        if kept is not None:
+            result = track_kept(train_cfg, train_data, tracker, kept,
+                                int(study.best_trial.user_attrs.get(BEST_EPOCH_ATTR) or 0),
+                                on_trained=_test_ranking(model, train_data, ranked))
+        elif seeds > 1:
             result = train_seed_average(train_cfg, train_data, tracker, seeds, _test_ranking(model, train_data, ranked))
         else:
             result = train_and_track(train_cfg, train_data, tracker, eval_test=False,
@@ -237,13 +267,14 @@ def evaluate_best(plan, model: str, study: optuna.Study, data, parent_run_id, ou
         tracker.log_metrics({"test_rmse": result.final_test_rmse, "best_val_rmse_search": val_rmse, **ranking},
                             step=len(result.history))
         tracker.set_tags({NOTE_TAG: best_description(plan, model, study, result, yaml_path, ranking,
-                                                                  refit=refit_data is not None)})
+                                                                  refit=refit_data is not None,
+                                                                  kept=kept is not None)})
         if val_pred is not None:
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / VAL_PREDICTIONS
                 np.save(path, val_pred)
                 tracker.log_artifact(path)
-    if refit_data is None and seeds == 1:
+    if refit_data is None and seeds == 1 and kept is None:
         _check_replay(model, result.final_val_rmse, val_rmse, new_masks)
     out.test_rmse, out.best_run_id, out.ranking = result.final_test_rmse, tracker.run_id, ranking
     out.refit, out.average_seeds = refit_data is not None, seeds

@@ -95,31 +95,44 @@ class Objective:
     def __init__(self, model: str, base: DictConfig, space: SearchSpace, data, *, study_name: str,
                  experiment: str, parent_run_id: Optional[str], tracking_cfg, objective: str = "val_rmse",
                  on_report: Optional[Callable[[optuna.Trial, Any], None]] = None,
-                 predictions: Optional[Callable[[int], Path]] = None):
-        """`predictions(number)`: where a complete trial keeps its holdout predictions (None: nowhere)."""
+                 predictions: Optional[Callable[[int], Path]] = None,
+                 networks: Optional[Callable[[int], Path]] = None):
+        """`predictions(number)`: where a complete trial keeps its holdout predictions; `networks(number)`:
+        where it keeps its network's weights (None: nowhere)."""
         self.model, self.base, self.space, self.data = model, base, space, data
         self.study_name, self.experiment, self.parent_run_id = study_name, experiment, parent_run_id
         self.tracking_cfg, self.objective, self.on_report = tracking_cfg, objective, on_report
-        self.predictions = predictions
+        self.predictions, self.networks = predictions, networks
 
-    def keep_predictions(self, number: int, net, result, cfg: Config) -> None:
-        """Save the trial's holdout predictions where they are the network a replay of it would give:
-        its kept weights are its best epoch's (patience restored them, or the best was the last)."""
-        if self.predictions is None or not len(self.data.val):
+    def keep(self, number: int, net, result, cfg: Config) -> None:
+        """Save the trial's holdout predictions and its network's weights where they are what a replay of
+        it would give: its kept weights are its best epoch's (patience restored them, or the best was the
+        last). A full disk costs the select phase a replay, not the trial its result."""
+        paths = [p(number) for p in (self.predictions, self.networks) if p is not None]
+        if not paths or not len(self.data.val):
             return
-        part, path = self.data.val, self.predictions(number)
         if result.final_val_rmse != result.best_val_rmse:  # its last epoch's, not its best's: a replay differs
-            path.unlink(missing_ok=True)  # (a file of that number left by an earlier study is not this trial's)
+            for path in paths:  # (a file of that number left by an earlier study is not this trial's)
+                path.unlink(missing_ok=True)
             return
-        pred = predict(net, part.users, part.items, resolve_device(cfg.train.device)[0], part.timestamps)
-        buffer = io.BytesIO()
-        np.save(buffer, pred.astype(np.float32))
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, buffer.getvalue())
-        except OSError as err:  # a full disk costs the blend a replay, not the trial its result
-            log.warning("trial %d: its holdout predictions were not kept (%s); the blend would train it again",
-                        number, err)
+            if self.predictions is not None:
+                part = self.data.val
+                pred = predict(net, part.users, part.items, resolve_device(cfg.train.device)[0], part.timestamps)
+                buffer = io.BytesIO()
+                np.save(buffer, pred.astype(np.float32))
+                path = self.predictions(number)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(path, buffer.getvalue())
+            if self.networks is not None:
+                path = self.networks(number)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                partial = path.with_name(path.name + ".partial")
+                net.save_parameters(str(partial))  # Gluon's own format; best.kept_network loads it
+                os.replace(partial, path)
+        except OSError as err:
+            log.warning("trial %d: its holdout predictions or network were not kept (%s); the select phase "
+                        "would train it again", number, err)
 
     def __call__(self, trial: optuna.Trial) -> float:
         try:
@@ -170,7 +183,7 @@ class Objective:
                 trial.set_user_attr("val_ndcg_at_10", ranked[0].ndcg)
                 tracker.log_metrics(ranked[0].as_metrics("val"))
             if kept:
-                self.keep_predictions(trial.number, kept[0], result, cfg)
+                self.keep(trial.number, kept[0], result, cfg)
             tracker.set_tags({STATE_TAG: "COMPLETE"})
         if tracker.gaps:
             trial.set_user_attr(MLFLOW_GAP_ATTR, tracker.gap_summary())

@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 from mfexp.config import refits
 from mfexp.sweep.best import best_config, refit_config, write_replay_yaml
 from mfexp.sweep.results import ModelOutcome
+from mfexp.sweep.storage import drop_kept_networks
 
 ATTR = "mfexp.evaluated.{}"
 
@@ -69,6 +70,7 @@ def record(plan, model: str, study: optuna.Study, out: ModelOutcome) -> None:
         "run_id": out.best_run_id, "test_rmse": out.test_rmse, "ranking": out.ranking, "refit": out.refit,
         "average_seeds": out.average_seeds,
         "by": f"{socket.gethostname()}:{os.getpid()}"})
+    drop_kept_networks(plan.sweep, model)
 
 
 def _replay_yaml(plan, model: str, study: optuna.Study, record: dict, yaml_path: Path) -> Path:

@@ -143,7 +143,7 @@ def _evaluate(plan: SweepPlan, studies: dict[str, optuna.Study], tracker, data_c
         if out.n_complete and not once.settled(plan, model, study, out, best_config_path(plan, model)):
             again = refits(plan.sweep, model)
             how = ("trained again on train + holdout for its best epoch count (sweep.refit)" if again else
-                   "replayed to its best epoch")
+                   "its network at its best epoch (as the search kept it, else replayed)")
             print(f"[{model:>7}] best trial {out.best_trial} ({out.objective} {best.value:.4f}): {how}, then one "
                   "evaluation on the test part", flush=True)
             evaluate_best(plan, model, study, data, parent_run_id, out, best_config_path(plan, model),

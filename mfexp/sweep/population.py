@@ -248,7 +248,7 @@ def _train_population(plan, model, study, members, objective, data, announce) ->
                     tracker.set_tags({FAIL_REASON_TAG: str(error)[:1000]})
                     raise error
                 track_end(cfg, data, tracker, member.net, result, eval_test=False)
-                objective.keep_predictions(trial.number, member.net, result, cfg)
+                objective.keep(trial.number, member.net, result, cfg)
         except optuna.TrialPruned:
             told.append(_tell(study, trial, announce, state=TrialState.PRUNED))
             return

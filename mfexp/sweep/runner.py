@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
 from mfexp import interrupt
-from mfexp.config import SweepConfig, TrackingConfig, trial_budget
+from mfexp.config import SweepConfig, TrackingConfig, refits, trial_budget
 from mfexp.data import load_dataset
 from mfexp.errors import ConfigError, MfexpError, clause, full_disk_behind
 from mfexp.models import model_class, to_settings
@@ -317,7 +317,9 @@ def work(plan: SweepPlan, worker: int, parent_run_id: Optional[str], deadline: O
                                   study_name=study.study_name, experiment=plan.experiment,
                                   parent_run_id=parent_run_id, tracking_cfg=replace(plan.tracking, log_model=False),
                                   objective=plan.sweep.objective, on_report=hooks.on_report,
-                                  predictions=lambda number, m=model: st.val_predictions_path(plan.sweep, m, number))
+                                  predictions=lambda number, m=model: st.val_predictions_path(plan.sweep, m, number),
+                                  networks=(None if refits(plan.sweep, model) or plan.sweep.average_seeds > 1 else
+                                            lambda number, m=model: st.kept_network_path(plan.sweep, m, number)))
             if model not in sizes:
                 sizes[model] = population_size(plan, model, apply_params(bases[model], {}))
             finished: list[FrozenTrial] = []

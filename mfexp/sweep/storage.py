@@ -54,6 +54,20 @@ def val_predictions_path(sweep: SweepConfig, model: str, number: int) -> Path:
     return sweep_dir(sweep) / "val_predictions" / f"{model}-{number}.npy"
 
 
+def kept_network_path(sweep: SweepConfig, model: str, number: int) -> Path:
+    """Where a complete trial keeps its network's weights at its best epoch, for a model evaluated on
+    the test part as it was searched (no refit, one seed): its test evaluation loads them instead of
+    training it again (best.py). Removed once that model's evaluation is recorded."""
+    return sweep_dir(sweep) / "networks" / f"{model}-{number}.params"
+
+
+def drop_kept_networks(sweep: SweepConfig, model: str) -> None:
+    """Remove `model`'s kept networks (1-2 MB each) once its evaluation is recorded: its best is logged
+    in MLflow by then, and a later best is a new trial, which keeps its own."""
+    for path in (sweep_dir(sweep) / "networks").glob(f"{model}-*.params"):
+        path.unlink(missing_ok=True)
+
+
 def study_name(sweep: SweepConfig, model: str) -> str:
     return f"{sweep.name}-{model}"
 
