@@ -56,7 +56,7 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-sweep: $(STAMP) ## the default sweep: the seven models compared on u1, then blended (8-12 min on 2 cores; sweeps/default/)
+sweep: $(STAMP) ## the default sweep: the seven models compared on u1, then blended (7-12 min on 2 cores; sweeps/default/)
 	$(PY) -m mfexp.sweep $(ARGS)
 
 run: $(STAMP) ## one training run: make run ARGS="model=mlp"
