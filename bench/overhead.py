@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 import optuna
 
 import mfexp.experiment
-import mfexp.model_io
+import mfexp.models.io
 import mfexp.sweep.objective
 import mfexp.sweep.runner
 import mfexp.track.tracker
@@ -83,7 +83,7 @@ def install(timers: Timers) -> None:
     timers.wrap(mfexp.sweep.objective, "apply_params", "config")
     timers.wrap(mfexp.experiment, "build_net", "model_build")
     timers.wrap(mfexp.train, "evaluate", "evaluate")
-    timers.wrap(mfexp.model_io, "from_training", "model_export")
+    timers.wrap(mfexp.models.io, "from_training", "model_export")
     fit = mfexp.experiment.fit
 
     def timed_fit(*args, **kwargs):

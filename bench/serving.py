@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from bench import common
-from mfexp import model_io
+from mfexp.models import io as model_io
 from mfexp.config import Config, DataConfig, TrackingConfig, TrainConfig
 from mfexp.data import load_dataset
 from mfexp.experiment import run_tags, train_and_track

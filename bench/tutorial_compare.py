@@ -57,7 +57,7 @@ def run_mfexp(epochs: int, uri: str) -> dict:
 
 def startup_costs(epochs: int) -> dict:
     """What mfexp.run pays before and after training that the tutorial's script does not."""
-    imports = "import mxnet, mlflow, pandas, hydra, mfexp.run, mfexp.track.tracker, mfexp.model_io, " \
+    imports = "import mxnet, mlflow, pandas, hydra, mfexp.run, mfexp.track.tracker, mfexp.models.io, " \
               "mlflow.store.tracking.sqlalchemy_store"
     out = {"import_mxnet_s": round(common.run_child(["-c", "import mxnet"])[0], 2),
            "import_mfexp_run_s": round(common.run_child(["-c", imports])[0], 2)}

@@ -19,7 +19,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from mfexp import model_io
+from mfexp.models import io as model_io
 from mfexp.config import ALL_FOLDS, Config, flatten, fold_names
 from mfexp.data import load_dataset
 from mfexp.metrics import mean_sd

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
-from mfexp import model_io
+from mfexp.models import io as model_io
 
 USER_COL, ITEM_COL, TIME_COL = "user_id", "movie_id", "timestamp"  # timestamp: optional, unix seconds
 

@@ -38,7 +38,7 @@ class Loaded:
     """A run's trained model together with the data it was trained on."""
 
     run_id: str
-    trained: object  # mfexp.model_io.TrainedModel
+    trained: object  # mfexp.models.io.TrainedModel
     data: object  # mfexp.data.Dataset
     _towers: Optional["Towers"] = field(default=None, repr=False)
 

@@ -43,7 +43,8 @@ import numpy as np
 from omegaconf.errors import OmegaConfBaseException
 import pandas as pd
 
-from mfexp import cli, model_io
+from mfexp import cli
+from mfexp.models import io as model_io
 from mfexp.data import load_dataset
 from mfexp.errors import ConfigError, friendly_errors
 from mfexp.experiment import run

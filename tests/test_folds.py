@@ -107,7 +107,7 @@ def test_run_with_split_all_trains_each_fold_apart_and_prints_the_mean_of_its_ru
     """Two folds of a tiny file, with SVD++ (implicit feedback): each fold's logged model holds the
     implicit feedback of that fold's training part, none of its test part; the parent's and the printed
     mean and sd are those of the fold runs."""
-    from mfexp import model_io
+    from mfexp.models import io as model_io
     from mfexp.models import to_settings
     from mfexp.experiment import run
 

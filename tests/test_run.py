@@ -245,7 +245,7 @@ def test_a_ratings_file_with_four_items_trains_and_logs_its_model(cfg, tmp_path,
     import numpy as np
     import pandas as pd
 
-    from mfexp import model_io
+    from mfexp.models import io as model_io
     from mfexp.train import predict
 
     users, items = np.array([1, 4, 2, 6]), np.array([2, 4, 3, 1])

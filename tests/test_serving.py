@@ -147,7 +147,7 @@ def test_champion_is_chosen_on_validation_rmse_never_on_test(in_store, trained, 
 def test_recommend_scores_every_item_exactly_as_the_network_does(name, tiny_data, tmp_path):
     import mxnet as mx
 
-    from mfexp import model_io
+    from mfexp.models import io as model_io
     from mfexp.models import build_for_data
     from mfexp.models.plugins import named
     from mfexp.scoring import score_all, towers
@@ -174,7 +174,7 @@ def test_recommend_scores_every_item_exactly_as_the_network_does(name, tiny_data
 
 # --- a tiny sweep -> registry -> recommend ------------------------------------------------------
 def test_sweep_registers_its_best_and_recommend_skips_rated_items(in_smoke_store, capsys):
-    from mfexp import model_io
+    from mfexp.models import io as model_io
     from mfexp.config import DataConfig
     from mfexp.data import load_dataset
     from mfexp.recommend import main
@@ -254,7 +254,7 @@ def _network_outputs(run_id, users, items, tmp_path):
     parameters in this process (not through the pyfunc model that serving uses)."""
     import mxnet as mx
 
-    from mfexp import model_io
+    from mfexp.models import io as model_io
     from mfexp.train import predict
 
     folder = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model/artifacts/mfexp_model",

@@ -19,7 +19,7 @@ import mxnet as mx
 import numpy as np
 import pandas as pd
 
-from mfexp import model_io
+from mfexp.models import io as model_io
 from mfexp.config import refits
 from mfexp.metrics import rmse
 from mfexp.models import ModelData

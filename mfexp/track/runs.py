@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 import numpy as np
 import yaml
 
-from mfexp import model_io
+from mfexp.models import io as model_io
 from mfexp.config import DataConfig
 from mfexp.data import load_dataset
 from mfexp.errors import ConfigError, MfexpError
