@@ -1,7 +1,9 @@
 """The house's shape, read from the code's own imports (every import, in functions too): no import
-cycle among mfexp's modules, mlflow imported only by the tracking modules, optuna only under
-mfexp/sweep/, and the data layer needing neither."""
+cycle among mfexp's modules (package inits included), no import inside a function but an optional
+extra's, mlflow imported only under mfexp/track/ (and by the served model), optuna only under
+mfexp/sweep/, the data layer needing neither; and README's Layout naming every folder."""
 import ast
+import subprocess
 from pathlib import Path
 
 MFEXP = Path(__file__).resolve().parents[1] / "mfexp"
@@ -131,3 +133,14 @@ def test_each_framework_is_imported_on_its_own_side():
     assert all(m.startswith("mfexp.sweep") for m in optuna), optuna
     data = [m for m in by_module if m.startswith("mfexp.data")]
     assert not [m for m in data if any(n.split(".")[0] in ("mlflow", "optuna", "mxnet") for n in by_module[m])]
+
+
+def test_the_readmes_layout_names_every_folder_in_git_and_no_other():
+    """README's Layout section has one line per folder that git holds files in (issue 27)."""
+    root = MFEXP.parent
+    files = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True).stdout.split()
+    folders = {str(Path(f).parent) for f in files} - {"."}
+    readme = (root / "README.md").read_text()
+    block = readme.split("## Layout", 1)[1].split("```", 2)[1]
+    named = {line.split()[0].rstrip("/") for line in block.splitlines() if line and not line[0].isspace()}
+    assert named == folders
