@@ -74,7 +74,7 @@ test-fast: $(STAMP) ## the fast tests only: no end-to-end sweeps, no servers, no
 	$(PY) -m pytest -n $(TEST_WORKERS) -m "not slow and not ml100k" $(PYTEST_ARGS)
 
 ui: $(STAMP) ## the MLflow UI on http://127.0.0.1:5000, with a direct link to each experiment's runs (HOST=, PORT=)
-	@MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" $(PY) -m mfexp.track.tracker links http://$(HOST):$(PORT) \
+	@MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" $(PY) -m mfexp.track links http://$(HOST):$(PORT) \
 	  || echo "MLflow UI: http://$(HOST):$(PORT)  (store: $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db})"
 	$(QUIET_SERVER) $(VENV)/bin/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" --host $(HOST) --port $(PORT)
 

@@ -39,7 +39,7 @@ def test_links_open_the_runs_of_the_experiment():
 
 
 def test_make_ui_links_tag_older_experiments_and_name_each(mlflow_uri, capsys):
-    from mfexp.track.tracker import main
+    from mfexp.track.__main__ import main
 
     old = mlflow.create_experiment("mfexp-sweep-old")  # recorded before mfexp tagged experiments
     mlflow.create_experiment("someone-else")

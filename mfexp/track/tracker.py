@@ -5,7 +5,6 @@ store is MLflow's own (sqlite:///mlflow.db in the working directory).
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib.metadata
 import importlib.util
@@ -13,7 +12,6 @@ import logging
 import os
 import re
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -495,22 +493,6 @@ def ui_links(base: str) -> list[str]:
     return lines
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    """`python -m mfexp.track.tracker links [BASE]`: the direct links `make ui` prints."""
-    parser = argparse.ArgumentParser(prog="python -m mfexp.track.tracker")
-    parser.add_argument("command", choices=["links"])
-    parser.add_argument("base", nargs="?", default=DEFAULT_UI, help="the UI's address (default %(default)s)")
-    args = parser.parse_args(argv)
-    for name in ("mlflow", "alembic"):  # creating a fresh store's tables is not news
-        logging.getLogger(name).setLevel(logging.WARNING)
-    base = args.base.replace("://0.0.0.0", "://127.0.0.1")  # bound to all interfaces: open it locally
-    lines = ui_links(base)
-    print(f"MLflow UI: {base}  (store: {tracking_uri()})")
-    print("\n".join(["the runs of each experiment:", *lines]) if lines
-          else "no mfexp experiment yet: make sweep or make run records one")
-    return 0
-
-
 def kill_trial_run(study_name: str, number: int, params: dict, reason: str, *, run_id: Optional[str] = None,
                    headed: Optional[dict] = None) -> None:
     """Mark the MLflow run of Optuna trial `number` of `study_name`, whose worker died, as that trial
@@ -572,6 +554,3 @@ def _record_lost_member(client, experiment_id: str, pending: dict, number: int, 
         log.warning("could not record the MLflow run of trial %d, lost with its worker: %s: %s", number,
                     type(err).__name__, redact(str(err)).splitlines()[0] if str(err) else "")
 
-
-if __name__ == "__main__":
-    sys.exit(main())
