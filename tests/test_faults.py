@@ -329,6 +329,35 @@ def test_a_trial_whose_holdout_predictions_cannot_be_written_still_completes(tin
     assert blocker.read_text() == "not a folder"
 
 
+def test_a_trial_whose_network_cannot_be_written_still_completes_and_leaves_no_partial_file(tiny_data, tmp_path,
+                                                                                            mlflow_uri, caplog):
+    """MXNet's own writer fails with MXNetError, not OSError (here a file name longer than the file system
+    allows): the trial still completes, says so, and leaves neither a partial nor a kept file."""
+    import logging
+
+    from omegaconf import OmegaConf
+
+    from mfexp.config import Config, TrackingConfig
+    from mfexp.models.plugins import named
+    from mfexp.sweep.objective import Objective
+    from mfexp.sweep.space import parse_space
+
+    base = OmegaConf.structured(Config(model=named("biased", k=8)))
+    base.train.epochs, base.train.progress, base.train.batch_size, base.train.patience = 2, False, 256, 1
+    folder = tmp_path / "networks"
+    objective = Objective("biased", base, parse_space({"train.lr": "choice(0.01)"}), tiny_data,
+                          study_name="keep", experiment="mfexp-keep", parent_run_id=None,
+                          tracking_cfg=TrackingConfig(log_model=False),
+                          networks=lambda number: folder / f"{'x' * 300}-{number}.params")
+    study = optuna.create_study()
+    with caplog.at_level(logging.WARNING, logger="mfexp.sweep"):
+        study.optimize(objective, n_trials=1)
+    assert study.trials[0].state == TrialState.COMPLETE
+    assert any(r.getMessage().startswith("trial 0: its holdout predictions or network were not kept")
+               for r in caplog.records)
+    assert list(folder.iterdir()) == []
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_fails_the_trial_kills_its_runs_exits_130_and_resumes(sig, ratings_file, tmp_path, mlflow_uri,

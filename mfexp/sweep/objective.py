@@ -7,6 +7,7 @@ Data is loaded once per worker and handed to the Objective.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import logging
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
+from mxnet.base import MXNetError
 import optuna
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -128,9 +130,14 @@ class Objective:
                 path = self.networks(number)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 partial = path.with_name(path.name + ".partial")
-                net.save_parameters(str(partial))  # Gluon's own format; best.kept_network loads it
-                os.replace(partial, path)
-        except OSError as err:
+                try:
+                    net.save_parameters(str(partial))  # Gluon's own format; best.kept_network loads it
+                    os.replace(partial, path)
+                except BaseException:
+                    with contextlib.suppress(OSError):  # nothing half-written is left behind
+                        partial.unlink(missing_ok=True)
+                    raise
+        except (OSError, MXNetError) as err:  # MXNet's own writer raises MXNetError when the disk is full
             log.warning("trial %d: its holdout predictions or network were not kept (%s); the select phase "
                         "would train it again", number, err)
 
