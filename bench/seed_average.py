@@ -18,10 +18,9 @@ from mfexp.config import Config
 from mfexp.data import load_dataset
 from mfexp.metrics import rmse
 from mfexp.models.plugins import typed_node
-from mfexp.train import build_net
 from mfexp.sweep.plan import compose_config
 from mfexp.sweep.objective import apply_params
-from mfexp.train import fit, predict
+from mfexp.train import build_net, fit, predict
 
 
 def main(argv: list[str]) -> int:

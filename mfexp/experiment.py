@@ -19,14 +19,13 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from mfexp.models import io as model_io
 from mfexp.config import ALL_FOLDS, Config, flatten, fold_names
 from mfexp.data import load_dataset
 from mfexp.metrics import mean_sd
-from mfexp.models import validate
+from mfexp.models import io as model_io, validate
 from mfexp.models.plugins import code_paths
 from mfexp.track.tracker import (DEVICE_TAG, FOLDS_TAG, FOLD_TAG, MODEL_TAG, Tracker, check_reachable, git_commit,
-                            run_link, tracking_uri)
+                                 run_link, tracking_uri)
 from mfexp.train import FitResult, build_net, evaluate, fit, resolve_device
 
 log = logging.getLogger("mfexp.run")

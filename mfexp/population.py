@@ -43,8 +43,7 @@ from mfexp.metrics import rmse
 from mfexp.models import model_class
 from mfexp.models.base import ModelData
 from mfexp.train import (EVAL_BATCH, SYNC_EVERY, EpochReport, FitResult, FusedUpdate, _check_finite, epoch_order,
-                          evaluate, make_trainer)
-from mfexp.train import build_net
+                         build_net, evaluate, make_trainer)
 
 OPTIMIZERS = ("sgd", "adam")
 # Above this batch a population of plain MF measured slower on the CPU than its trials one at a time

@@ -44,12 +44,11 @@ from omegaconf.errors import OmegaConfBaseException
 import pandas as pd
 
 from mfexp import cli
-from mfexp.models import io as model_io
 from mfexp.data import load_dataset
 from mfexp.errors import ConfigError, friendly_errors
 from mfexp.experiment import run
 from mfexp.metrics import rmse
-from mfexp.models import validate
+from mfexp.models import io as model_io, validate
 from mfexp.population import Member, fit_population, supports
 from mfexp.sweep.plan import build_plan
 from mfexp.sweep.runner import workers_line

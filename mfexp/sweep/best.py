@@ -49,8 +49,9 @@ from mfexp.track.tracker import (
     REFIT_TAG,
     STUDY_TAG,
     TRIAL_TAG,
+    Tracker,
+    redacted,
 )
-from mfexp.track.tracker import Tracker, redacted
 from mfexp.train import build_net, evaluate, fit, predict, resolve_device
 
 log = logging.getLogger("mfexp.sweep")
@@ -81,8 +82,18 @@ def seeded(cfg: Config, i: int) -> Config:
     return cfg if i == 0 else replace(cfg, train=replace(cfg.train, seed=cfg.train.seed + i))
 
 
+def _gives_trial_rmse(model: str, path: Path, got: Optional[float], val_rmse: float) -> bool:
+    """Whether what the search kept in `path` gives the best trial's val RMSE (else it is another study's
+    file, left under the same sweep name, and the choice is trained again)."""
+    if got is not None and abs(got - val_rmse) <= 1e-4:
+        return True
+    log.warning("%s: %s gives val_rmse %s, not the best trial's %.4f: trained again instead", model, path,
+                "none" if got is None else f"{got:.4f}", val_rmse)
+    return False
+
+
 def searched_val_predictions(plan, model: str, number: int, val_rmse: float, data):
-    """Trial `number`'s holdout predictions as it kept them during the search (Objective.keep_predictions):
+    """Trial `number`'s holdout predictions as it kept them during the search (Objective.keep):
     the network a replay would train, without training it again. None where this machine has none, or
     where they do not give the trial's `val_rmse` (a file left by another study of the same name)."""
     path = val_predictions_path(plan.sweep, model, number)
@@ -92,10 +103,8 @@ def searched_val_predictions(plan, model: str, number: int, val_rmse: float, dat
         return None
     if pred.shape != (len(data.val),):
         return None
-    got = rmse(data.val.ratings, np.clip(pred, float(data.rating_min), float(data.rating_max)))
-    if abs(got - val_rmse) > 1e-4:
-        log.warning("%s: %s gives val_rmse %.4f, not the best trial's %.4f: trained again instead", model, path,
-                    got, val_rmse)
+    if not _gives_trial_rmse(model, path, rmse(data.val.ratings, np.clip(pred, float(data.rating_min),
+                                                                         float(data.rating_max))), val_rmse):
         return None
     log.info("%s: the blend takes the best trial's holdout predictions kept in %s, not a replay", model, path)
     return pred
@@ -115,10 +124,8 @@ def kept_network(plan, model: str, number: int, cfg: Config, data, val_rmse: flo
     except (OSError, AssertionError, mx.base.MXNetError) as err:  # Gluon asserts on a parameter it lacks
         log.warning("%s: %s could not be loaded (%s): trained again instead", model, path, str(err).splitlines()[0])
         return None
-    got = evaluate(net, data.val, ctx, (float(data.rating_min), float(data.rating_max)))
-    if got is None or abs(got - val_rmse) > 1e-4:
-        log.warning("%s: %s gives val_rmse %s, not the best trial's %.4f: trained again instead", model, path,
-                    got, val_rmse)
+    if not _gives_trial_rmse(model, path, evaluate(net, data.val, ctx, (float(data.rating_min),
+                                                                        float(data.rating_max))), val_rmse):
         return None
     log.info("%s: evaluated on the test part as the best trial kept it in %s, not a replay", model, path)
     return net

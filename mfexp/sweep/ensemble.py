@@ -19,10 +19,9 @@ import mxnet as mx
 import numpy as np
 import pandas as pd
 
-from mfexp.models import io as model_io
 from mfexp.config import refits
 from mfexp.metrics import rmse
-from mfexp.models import ModelData
+from mfexp.models import io as model_io, ModelData
 from mfexp.models.base import NEEDS
 from mfexp.models.ensemble import Ensemble, cross_validated_rmse, fit_weights
 from mfexp.models.plugins import code_paths, settings_dict

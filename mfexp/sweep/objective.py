@@ -44,7 +44,8 @@ from mfexp.sweep.results import (
     WORKER_ATTR,
 )
 from mfexp.sweep.space import SearchSpace
-from mfexp.track.tracker import FAIL_REASON_TAG, PARENT_TAG, PRUNED_AT_TAG, STATE_TAG, STUDY_TAG, TRIAL_TAG, Tracker, redact
+from mfexp.track.tracker import (FAIL_REASON_TAG, PARENT_TAG, PRUNED_AT_TAG, STATE_TAG, STUDY_TAG, TRIAL_TAG,
+                                 Tracker, redact)
 from mfexp.train import predict, resolve_device
 
 log = logging.getLogger("mfexp.sweep")
@@ -110,29 +111,28 @@ class Objective:
         """Save the trial's holdout predictions and its network's weights where they are what a replay of
         it would give: its kept weights are its best epoch's (patience restored them, or the best was the
         last). A full disk costs the select phase a replay, not the trial its result."""
-        paths = [p(number) for p in (self.predictions, self.networks) if p is not None]
-        if not paths or not len(self.data.val):
+        predictions = self.predictions(number) if self.predictions is not None else None
+        network = self.networks(number) if self.networks is not None else None
+        if (predictions is None and network is None) or not len(self.data.val):
             return
         if result.final_val_rmse != result.best_val_rmse:  # its last epoch's, not its best's: a replay differs
-            for path in paths:  # (a file of that number left by an earlier study is not this trial's)
-                path.unlink(missing_ok=True)
+            for path in filter(None, (predictions, network)):  # (a file of that number left by an earlier
+                path.unlink(missing_ok=True)                    # study is not this trial's)
             return
         try:
-            if self.predictions is not None:
+            if predictions is not None:
                 part = self.data.val
                 pred = predict(net, part.users, part.items, resolve_device(cfg.train.device)[0], part.timestamps)
                 buffer = io.BytesIO()
                 np.save(buffer, pred.astype(np.float32))
-                path = self.predictions(number)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write(path, buffer.getvalue())
-            if self.networks is not None:
-                path = self.networks(number)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                partial = path.with_name(path.name + ".partial")
+                predictions.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(predictions, buffer.getvalue())
+            if network is not None:
+                network.parent.mkdir(parents=True, exist_ok=True)
+                partial = network.with_name(network.name + ".partial")
                 try:
                     net.save_parameters(str(partial))  # Gluon's own format; best.kept_network loads it
-                    os.replace(partial, path)
+                    os.replace(partial, network)
                 except BaseException:
                     with contextlib.suppress(OSError):  # nothing half-written is left behind
                         partial.unlink(missing_ok=True)

@@ -27,7 +27,7 @@ from mfexp.sweep.runner import (SweepPlan, best_config_path, outcome_of, populat
                                 workers_line)
 from mfexp.sweep.results import VAL_RMSE_ATTR, ModelOutcome
 from mfexp.track.tracker import (BEST_MODEL_TAG, COMMAND_TAG, NOTE_TAG, SWEEP_TAG, Tracker, check_reachable,
-                            experiment_link_by_name, git_commit, tracking_uri)
+                                 experiment_link_by_name, git_commit, tracking_uri)
 
 log = logging.getLogger("mfexp.sweep")
 

@@ -38,7 +38,7 @@ from mfexp.sweep.results import (
     VAL_RMSE_ATTR,
 )
 from mfexp.track.tracker import (FAIL_REASON_TAG, PARENT_TAG, POPULATION_TAG, PRUNED_AT_TAG, STATE_TAG, STUDY_TAG,
-                            TRIAL_TAG, Tracker)
+                                 TRIAL_TAG, Tracker)
 from mfexp.train import resolve_device
 
 
