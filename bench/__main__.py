@@ -3,8 +3,8 @@ write bench/results/<section>.json, regenerate BENCHMARKS.md from every result p
 
 Sections (bench/sections.py): throughput, trial_cost, tutorial, overhead, scaling, workers, load, serving,
 sweep_efficiency, fm. Each runs in its own process (and starts its own children where isolation
-matters). The longest sections of the full run on 2 cores: sweep_efficiency, over an hour (7 models x 3
-seeds x 180 s, two arms side by side; its own timeout is 7200 s), fm's 25M epoch, and load about 8
+matters). The longest sections of the full run on 2 cores: sweep_efficiency, hours (random search's 60
+trials of 7 models x 3 seeds, two arms side by side; its own timeout is 12 h), fm's 25M epoch, and load about 8
 minutes (4 worker commands x 400 trials, on two backends); --quick uses
 tiny sizes (about 5 minutes) and only checks that the benchmark works.
 

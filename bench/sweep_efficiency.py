@@ -1,34 +1,30 @@
-"""Section sweep_efficiency: how much sooner the default search (its sampler and pruner) finds
-what random search without pruning finds, per model of the default sweep, over several seeds.
+"""Section sweep_efficiency: how much sooner the default search (its sampler and pruner) reaches what
+random search without pruning reaches in N trials, per model of the default sweep, over several seeds.
 
-For each model and seed, two arms run mfexp's own worker loop in fresh processes, side by side
-with one core (one MXNet/OpenMP thread) each, so that both see the same machine, on u1 with the default sweep's space, epochs and early stopping, and no reference trial
-(a tuned starting point would measure earlier tuning, not the search):
+For each model and seed, two arms run mfexp's own worker loop in fresh processes, side by side with one
+core (one MXNet/OpenMP thread) each, so that both see the same machine; on u1 with the default sweep's
+space, epochs, early stopping and population size, and no reference trial (a tuned starting point
+would measure earlier tuning, not the search):
 
-1. random search without pruning, for a wall-time budget B: R = the best val RMSE it reached, and
-   t_random = when it first reached it;
-2. the default sampler and pruner (conf/sweep/default.yaml), same space, data, seed and budget B:
-   t_default = when it first reached val RMSE <= R (not reached within B: the ratio is at most
-   t_random / B, and B stands in for t_default in the sums, so they are upper bounds).
+1. random search without pruning, for N trials (--trials, 60): R = its best val RMSE; it ran W seconds;
+2. the default sampler and pruner (conf/sweep/default.yaml), same space, data and seed, for the same
+   W seconds: it stops when the random arm ends.
 
-ratio = t_random / t_default per model and seed; the section's figure is, per seed,
-sum(t_random) / sum(t_default) over the models, and its median over the seeds. Also each arm's best
-val RMSE at equal wall time (B), and the curves (best so far against seconds) as a PNG.
-Every epoch's val RMSE is time-stamped as the objective reports it to Optuna; time counts from the
-start of the worker loop (the data load and imports included, the same for both arms).
+The bar is T = R + sd, where sd is the model's seed sd: random search's best configuration of each seed
+trained again with each --train-seeds seed (every trial of a sweep trains with train.seed 0), the sd
+of its val RMSE over those seeds and 0, median over the arms' seeds. Neither arm is scored on one
+seed's luck. Per model and seed, t = the seconds until an arm's val RMSE first came to T or below (the
+default arm's: W where it never did, so that seed's sum is an upper bound). The figure: per seed,
+sum(t random) / sum(t default) over the models; its median over the seeds (target >= 3x, milestone
+2x). Beside it: the same at R itself; pruning's ceiling and hindsight on random search's own curves
+(what no pruner, and no search without prior knowledge, can beat on those draws); and the anytime
+check, each arm's best val RMSE at equal wall time every 30 s from 60 s on, per model (median over
+seeds), with the curves as a PNG. Every epoch's val RMSE is stamped as the objective reports it to
+Optuna; time counts from the start of the worker loop (data load included, the same in both arms).
 
-Budget 180 s: at 60 s random search's best came within its first few trials, and pruning's ceiling
-(below) was 1.9x, so no pruner could reach the 3x target there; at 180 s it was 3.5x over the six
-models before autorec, 2.8x with it (autorec's 180 s hold 4-5 trials, its best among the first).
-The figures are also cut at shorter budgets from the same runs (`budget_ratios`).
-
-    python -m bench.sweep_efficiency [--quick] [--models biased fm] [--seeds 0 1 2] [--budget 180]
-    python -m bench.sweep_efficiency --child ARM --model M --seed S --budget B [overrides...]
-    python -m bench.sweep_efficiency --noise RESULT_JSON [--train-seeds 1 2 3] [--out OUT_JSON]
-
---noise: how much of R is the training seed's luck (every trial of a sweep trains with train.seed 0):
-random search's best trial of each model and seed, redrawn from its sampler and seed, trained again
-with seeds 0 (the recorded run), 1, 2, 3.
+    python -m bench.sweep_efficiency [--quick] [--models biased plain] [--seeds 0 1 2] [--trials 60]
+    python -m bench.sweep_efficiency --random-from RESULT_JSON --default-arm OVERRIDE ... (a lever)
+    python -m bench.sweep_efficiency --reanalyse RESULT_JSON ... [--out OUT_JSON]
 """
 from __future__ import annotations
 
@@ -40,7 +36,8 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Optional, Sequence, Union
+from pathlib import Path
+from typing import Optional, Sequence
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -57,53 +54,58 @@ from mfexp.track.tracker import TRIAL_TAG
 from mfexp.train import build_net, fit, resolve_device
 
 SECTION = "sweep_efficiency"
-# the default sweep's models (conf/sweep/default.yaml); autorec's 180 s arms hold 4-5 of its trials
-MODELS = ("plain", "mlp", "dropout", "biased", "svdpp", "fm", "autorec")
+MODELS = ("plain", "mlp", "dropout", "biased", "svdpp", "fm", "autorec")  # the default sweep's
 ARMS = {"default": [], "random": ["sweep.sampler=random", "sweep.pruner=none", "sweep.start=sampler"]}
+TRIALS = 60  # random search's budget per model and seed
+CAP = 4 * 3600.0  # seconds: a safety cap on either arm (the random arm is meant to finish its trials)
 QUICK_OVERRIDES = ["train.epochs=2", "train.batch_size=choice(512)"]
 PNG = "sweep_efficiency.png"
-NEAR = 0.001  # the looser bar reported beside the target's: within this much val RMSE of R
+ANYTIME_FROM, ANYTIME_STEP = 60.0, 30.0  # the anytime check: equal wall time, every 30 s from 60 s on
 
 
-def child(arm: str, model: str, seed: int, budget: float, extra: Sequence[str], epochs: Optional[int] = None) -> dict:
+def child(arm: str, model: str, seed: int, trials: int, cap: float, stop: Optional[str], extra: Sequence[str]) -> dict:
+    """One arm in this process. The random arm runs `trials` trials; either arm stops at `cap` seconds
+    or once the file `stop` exists (the parent's signal that the random arm has ended): the trial running
+    then is stopped at its next epoch report and no other starts."""
     name = f"eff-{arm}-{model}-{seed}"
     os.environ["MLFLOW_TRACKING_URI"] = common.mlflow_store(name)
-    plan = build_plan([*_arm_args(arm, model, seed, budget, extra), f"sweep.name={name}",
+    plan = build_plan([*_arm_args(arm, model, seed, trials, cap, extra), f"sweep.name={name}",
                        f"sweep.root={common.sweep_root(name)}"])
     reports: list[tuple[float, int, int, float]] = []
-    start, spent = 0.0, False
+    start, spent = time.perf_counter(), False
 
-    def clock() -> float:  # the worker loop's: past its deadline once the budget is spent
-        return float("inf") if spent else time.time()
+    def over() -> bool:
+        return time.perf_counter() - start > cap or (stop is not None and os.path.exists(stop))
+
+    def clock() -> float:  # the worker loop's: past its deadline once the arm is over
+        return float("inf") if spent or over() else time.time()
 
     def stamped(trial, epoch_report) -> None:
         nonlocal spent
-        now = time.perf_counter() - start
-        if now > budget or (epochs is not None and len(reports) >= epochs):  # the budget is spent: the trial
-            spent = True  # running at its end stops there, and no other starts
-            raise optuna.TrialPruned("the bench's budget is spent")
-        reports.append((now, trial.number, epoch_report.epoch, epoch_report.val_rmse))
+        if over():
+            spent = True
+            raise optuna.TrialPruned("the bench's arm is over")
+        reports.append((time.perf_counter() - start, trial.number, epoch_report.epoch, epoch_report.val_rmse))
 
     studies = prepare(plan)
     start, started_at = time.perf_counter(), time.time()
     run_workers(plan, None, Hooks(on_report=stamped, clock=clock) if plan.sweep.n_workers == 1 else None)
     wall = time.perf_counter() - start
     if plan.sweep.n_workers > 1:  # the workers are processes of their own, which the stamps above do not reach
-        reports = tracked_reports(plan.experiment, started_at, budget)
-    trials = studies[model].get_trials(deepcopy=False)
-    states = [t.state.name for t in trials]
+        reports = tracked_reports(plan.experiment, started_at, cap)
+    trials_run = studies[model].get_trials(deepcopy=False)
+    states = [t.state.name for t in trials_run]
     return {"arm": arm, "model": model, "seed": seed, "sampler": plan.sweep.sampler, "pruner": plan.sweep.pruner,
-            "wall_s": round(wall, 2), "trials": len(trials), "pruned": states.count("PRUNED"),
-            "failed": states.count("FAIL"), "epochs_trained": len(reports),
-            "params": [t.params for t in sorted(trials, key=lambda t: t.number)],
+            "population": plan.sweep.population, "wall_s": round(wall, 2), "cut": spent,
+            "trials": len(trials_run), "pruned": states.count("PRUNED"), "failed": states.count("FAIL"),
+            "epochs_trained": len(reports), "params": [t.params for t in sorted(trials_run, key=lambda t: t.number)],
             "reports": [[round(t, 2), n, e, round(v, 5)] for t, n, e, v in reports]}
 
 
 def tracked_reports(experiment: str, started_at: float, budget: float) -> list[tuple[float, int, int, float]]:
     """Every trial's val RMSE per epoch from the MLflow store (the trial runs' metric history), stamped in
     seconds since `started_at`, those within `budget` only, in time order: an arm's reports when several
-    workers ran it (each a process that logs its own epochs; the sweep's timeout stops new trials at the
-    budget, and the epochs the last ones ran after it do not count)."""
+    workers ran it (each a process that logs its own epochs)."""
     client = MlflowClient()
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id], max_results=10_000) if exp else []
@@ -117,19 +119,18 @@ def tracked_reports(experiment: str, started_at: float, budget: float) -> list[t
     return sorted(reports)
 
 
-def _arm_args(arm: str, model: str, seed: int, budget: float, extra: Sequence[str]) -> list[str]:
-    """An arm's sweep overrides (its sweep.name and sweep.root aside)."""
-    # sweep.population=1: both arms one trial at a time, as the recorded figures were measured (a population
-    # changes how the default arm samples; re-measuring with populations is the search-efficiency issue's)
-    return [f"sweep.models=[{model}]", "sweep.n_trials=100000", f"sweep.timeout={budget}", f"sweep.seed={seed}",
-            "sweep.enqueue_tutorial=false", "sweep.ensemble=false", "sweep.population=1",
-            f"sweep.model_trials={{{model}:100000}}",  # over the default sweep's own budget for the model
+def _arm_args(arm: str, model: str, seed: int, trials: int, cap: float, extra: Sequence[str]) -> list[str]:
+    """An arm's sweep overrides (its sweep.name and sweep.root aside); the population size is the
+    default sweep's in both."""
+    n = trials if arm == "random" else 100_000  # the default arm runs until the random arm ends
+    return [f"sweep.models=[{model}]", f"sweep.n_trials={n}", f"sweep.timeout={cap}", f"sweep.seed={seed}",
+            "sweep.enqueue_tutorial=false", "sweep.ensemble=false", f"sweep.model_trials={{{model}:{n}}}",
             *ARMS[arm], *extra]
 
 
 def _random_plan(model: str, seed: int, extra: Sequence[str]):
     """The random arm's plan, to draw and train from (it opens no storage)."""
-    return build_plan(_arm_args("random", model, seed, 1, extra))
+    return build_plan(_arm_args("random", model, seed, 1, CAP, extra))
 
 
 def random_draws(model: str, seed: int, n: int, extra: Sequence[str], plan=None) -> list[dict]:
@@ -151,7 +152,7 @@ def retrain(model: str, seed: int, trial: int, train_seeds: Sequence[int], extra
             epochs: Optional[int] = None) -> dict:
     """Random search's trial `trial` of this model and seed, trained again, untracked, once per training
     seed (train.seed; every trial of a sweep trains with seed 0, so seed 0 repeats the recorded run).
-    epochs: at most this many epochs, for a trial whose run the arm's budget cut short."""
+    epochs: at most this many epochs, for a trial whose run the arm's cap cut short."""
     plan = _random_plan(model, seed, extra)
     params = random_draws(model, seed, trial + 1, extra, plan)[trial]
     base = plan.bases[model]
@@ -169,64 +170,72 @@ def retrain(model: str, seed: int, trial: int, train_seeds: Sequence[int], extra
     return {"model": model, "seed": seed, "trial": trial, "params": params, "epochs_cap": epochs, "runs": runs}
 
 
-def _spawn(args: Sequence[str]) -> subprocess.Popen:
-    """`python -m bench.sweep_efficiency ARGS` in the scratch folder, one MXNet/OpenMP thread."""
-    return subprocess.Popen([sys.executable, "-m", "bench.sweep_efficiency", *args], env=common.child_env(threads=1),
-                            cwd=common.scratch(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _spawn(args: Sequence[str], log: Path) -> subprocess.Popen:
+    """`python -m bench.sweep_efficiency ARGS` in the scratch folder, one MXNet/OpenMP thread; its output
+    to `log` (a pipe nobody reads while the other arm is awaited would fill and stall it)."""
+    with open(log, "w") as out:
+        return subprocess.Popen([sys.executable, "-m", "bench.sweep_efficiency", *args], env=common.child_env(threads=1),
+                                cwd=common.scratch(), stdout=out, stderr=subprocess.STDOUT, text=True)
 
 
-def _collect(proc: subprocess.Popen, what: str) -> dict:
+def _collect(proc: subprocess.Popen, log: Path, what: str) -> dict:
     """A child's result (its last JSON line); its output's tail in the error if it failed."""
-    out, err = proc.communicate()
+    proc.wait()
+    out = log.read_text()
     if proc.returncode != 0:
-        tail = "\n".join((out + err).strip().splitlines()[-15:])
+        tail = "\n".join(out.strip().splitlines()[-15:])
         raise RuntimeError(f"{what} exited with {proc.returncode}:\n{tail}")
     return common.last_json_line(out)
 
 
-def noise(path: str, out: Optional[str], train_seeds: Sequence[int], models: Sequence[str],
-          seeds: Sequence[int]) -> int:
-    """How much of R is its training seed's luck: random search's best trial of each model and seed
-    (from an earlier result) trained again with train.seed 0 (the recorded run) and `train_seeds`, two
-    at a time, one thread each. The figures go into that result (or --out) as `noise`; a later
-    --reanalyse of it keeps them."""
-    result = load_result(path)
-    f = result["figures"]
+def run_arms(model: str, seed: int, trials: int, cap: float, extra: Sequence[str], default_arm: Sequence[str],
+             earlier: Optional[dict] = None) -> dict[str, dict]:
+    """Both arms of one model and seed, side by side, one core each; the default arm stops when the random
+    arm ends. `earlier`: a random arm already run (a lever's run): the default arm alone, for its wall time."""
+    scratch = common.scratch()
+    common.mlflow_store("ready")  # the migrated template, made once here: two children at once would race
+    stop = scratch / f"stop-{model}-{seed}-{os.getpid()}"
+    stop.unlink(missing_ok=True)
+    common_args = ["--model", model, "--seed", str(seed), "--trials", str(trials), *extra]
+    logs = {arm: scratch / f"{arm}-{model}-{seed}-{os.getpid()}.log" for arm in ARMS}
+    procs = {"default": _spawn(["--child", "default", "--stop", str(stop), *common_args, *default_arm,
+                                "--cap", str(earlier["wall_s"] if earlier else cap)], logs["default"])}
+    if earlier is None:
+        procs["random"] = _spawn(["--child", "random", "--cap", str(cap), *common_args], logs["random"])
+    arms = {"random": earlier} if earlier else {"random": _collect(procs["random"], logs["random"], f"random arm of {model} seed {seed}")}
+    stop.touch()
+    arms["default"] = _collect(procs["default"], logs["default"], f"default arm of {model} seed {seed}")
+    stop.unlink(missing_ok=True)
+    return arms
+
+
+def measure_noise(rows: list[dict], curves: dict, train_seeds: Sequence[int], extra: Sequence[str]) -> list[dict]:
+    """Seed luck: random search's best trial of each model and seed trained again with train.seed 0 (the
+    recorded run) and `train_seeds`, two at a time, one thread each."""
     todo = []
-    for r in f["rows"]:
-        if r["R"] is None or r["model"] not in models or r["seed"] not in seeds:
-            continue
-        reports = f["curves"][r["model"]][f"random:{r['seed']}"]
+    for r in rows:
+        reports = curves[r["model"]][("random", r["seed"])]
         trial = next(n for _, n, _, v in reports if v <= r["R"] + 1e-12)
-        todo.append((r["model"], r["seed"], trial, r["R"], budget_cut(reports, trial)))
+        todo.append((r["model"], r["seed"], trial, r["R"], budget_cut(reports, trial) if r["random"].get("cut") else None))
     found = []
     for i in range(0, len(todo), 2):
-        procs = [(job, _spawn(["--child", "retrain", "--model", job[0], "--seed", str(job[1]), "--trial", str(job[2]),
-                               *(["--epochs-cap", str(job[4])] if job[4] else []),
-                               "--train-seeds", "0", *map(str, train_seeds),
-                               "--", *f.get("overrides", [])]))  # "--": the overrides are not more seeds
-                 for job in todo[i:i + 2]]
-        for (model, seed, trial, R, _), proc in procs:
-            got = _collect(proc, f"retraining {model} seed {seed} trial {trial}")
-            got["R"] = R
+        procs = []
+        for model, seed, trial, R, cap in todo[i:i + 2]:
+            log = common.scratch() / f"retrain-{model}-{seed}-{os.getpid()}.log"
+            procs.append(((model, seed, trial, R), log, _spawn(
+                ["--child", "retrain", "--model", model, "--seed", str(seed), "--trial", str(trial),
+                 *(["--epochs-cap", str(cap)] if cap else []), "--train-seeds", "0", *map(str, train_seeds),
+                 "--", *extra], log)))  # "--": the overrides are not more seeds
+        for (model, seed, trial, R), log, proc in procs:
+            got = {**_collect(proc, log, f"retraining {model} seed {seed} trial {trial}"), "R": R}
             found.append(got)
             common.say(SECTION, f"{model} seed {seed}: random's best (trial {trial}, R {R}) retrained: "
                                 + ", ".join(f"seed {x['train_seed']} {x['val_rmse']}" for x in got["runs"]))
-    redone = {(n["model"], n["seed"]) for n in found}  # rows of other models and seeds are kept
-    order = {(r["model"], r["seed"]): i for i, r in enumerate(f["rows"])}  # the rows' order, as the table shows them
-    f["noise"] = sorted([n for n in f.get("noise", []) if (n["model"], n["seed"]) not in redone] + found,
-                        key=lambda n: order[(n["model"], n["seed"])])
-    result["notes"] = [n for n in result.get("notes", []) if not n.startswith("Seed noise:")] + [
-        f"Seed noise: `python -m bench.sweep_efficiency --noise {path} --train-seeds "
-        f"{' '.join(map(str, train_seeds))}` ({time.strftime('%Y-%m-%d')})."]
-    with open(out or path, "w") as fh:
-        json.dump(result, fh, indent=1)
-    common.say(SECTION, f"noise figures written to {out or path}")
-    return 0
+    return found
 
 
 def budget_cut(reports: list, trial: int) -> Optional[int]:
-    """The epochs `trial` ran if the arm's budget may have cut it short (it is the arm's last trial):
+    """The epochs `trial` ran if the arm's cap may have cut it short (it is the arm's last trial):
     retrained with more, it would reach what the recorded run never had the time to. None otherwise."""
     last = max(n for _, n, _, _ in reports)
     return max(e for _, n, e, _ in reports if n == trial) if trial == last else None
@@ -236,22 +245,20 @@ def seed_sd(noise_rows: list[dict]) -> dict[str, float]:
     """Per model, the median over its retrained trials of the val RMSE's sd over the training seeds."""
     out = {}
     for model in dict.fromkeys(n["model"] for n in noise_rows):
-        sd = noise_summary([n for n in noise_rows if n["model"] == model])["median_sd"]
-        if sd is not None:
-            out[model] = sd
+        spreads = [statistics.stdev(x["val_rmse"] for x in n["runs"]) for n in noise_rows
+                   if n["model"] == model and len(n["runs"]) > 1]
+        if spreads:
+            out[model] = round(common.median(spreads), 5)
     return out
 
 
-def noise_summary(noise_rows: list[dict], tol: float = NEAR) -> dict:
+def noise_summary(noise_rows: list[dict]) -> dict:
     """What the retrained best trials say: whether seed 0 repeated the recorded R, and how often
-    another training seed of random's own best configuration reaches R (and R + tol)."""
+    another training seed of random's own best configuration reaches R."""
     others = [(n["R"], x["val_rmse"]) for n in noise_rows for x in n["runs"] if x["train_seed"] != 0]
     repeats = [abs(x["val_rmse"] - n["R"]) for n in noise_rows for x in n["runs"] if x["train_seed"] == 0]
-    spreads = [statistics.stdev(x["val_rmse"] for x in n["runs"]) for n in noise_rows if len(n["runs"]) > 1]
     return {"retrained": len(others), "reach_R": sum(v <= R + 1e-12 for R, v in others),
-            "reach_near": sum(v <= R + tol + 1e-12 for R, v in others),
             "mean_above_R": round(sum(v - R for R, v in others) / len(others), 5) if others else None,
-            "median_sd": round(common.median(spreads), 5) if spreads else None,
             "max_repeat_diff": round(max(repeats), 5) if repeats else None}
 
 
@@ -264,33 +271,67 @@ def best_by(reports: list, seconds: float) -> Optional[float]:
     return min((v for t, _, _, v in reports if t <= seconds), default=None)
 
 
-def compare(rnd: dict, dft: dict, budget: float) -> dict:
-    """The figures of one model and seed from its two arms' reports."""
+def compare(rnd: dict, dft: dict, sd: float = 0.0) -> dict:
+    """The figures of one model and seed from its two arms' reports: the times to T = R + sd and to R,
+    within the random arm's wall time W (the default arm's reports after it do not count)."""
+    wall = rnd["wall_s"]
+    dft_reports = [r for r in dft["reports"] if r[0] <= wall]
     R = best_by(rnd["reports"], float("inf"))
-    t_random = first_reach(rnd["reports"], R) if R is not None else None
-    t_default = first_reach(dft["reports"], R) if R is not None else None
-    # the same in epochs trained (a load-independent check of the seconds)
-    e_random = next((i + 1 for i, r in enumerate(rnd["reports"]) if r[3] <= R + 1e-12), None) if R else None
-    e_default = next((i + 1 for i, r in enumerate(dft["reports"]) if r[3] <= R + 1e-12), None) if R else None
-    ratio = bound = None
-    if t_random is not None:
-        if t_default is not None:
-            ratio = t_random / max(t_default, 1e-9)
-        else:
-            bound = t_random / budget  # the default would need more than the budget: the ratio is below this
-    return {"model": rnd["model"], "seed": rnd["seed"], "R": R, "t_random_s": t_random, "t_default_s": t_default,
-            "epochs_random": e_random, "epochs_default": e_default,
-            "ratio": None if ratio is None else round(ratio, 3), "ratio_below": None if bound is None else round(bound, 3),
-            "best_random_at_budget": best_by(rnd["reports"], budget),
-            "best_default_at_budget": best_by(dft["reports"], budget),
-            "random": {k: v for k, v in rnd.items() if k != "reports"},
-            "default": {k: v for k, v in dft.items() if k != "reports"}}
+    row = {"model": rnd["model"], "seed": rnd["seed"], "R": R, "sd": sd, "T": None if R is None else round(R + sd, 6),
+           "wall_s": wall, "best_random": R, "best_default": best_by(dft_reports, wall),
+           "random": {k: v for k, v in rnd.items() if k != "reports"},
+           "default": {k: v for k, v in dft.items() if k != "reports"}}
+    for suffix, bar in (("", sd), ("_R", 0.0)):
+        t_random = first_reach(rnd["reports"], R + bar) if R is not None else None
+        t_default = first_reach(dft_reports, R + bar) if R is not None else None
+        row[f"t_random{suffix}_s"], row[f"t_default{suffix}_s"] = t_random, t_default
+        if not suffix:
+            row["ratio"] = round(t_random / max(t_default, 1e-9), 3) if None not in (t_random, t_default) else None
+            # the default would need more than W: the ratio is below this
+            row["ratio_below"] = round(t_random / wall, 3) if t_random is not None and t_default is None else None
+    return row
+
+
+def summed(rows: list[dict], t_random: str = "t_random_s", t_default: str = "t_default_s") -> dict[int, dict]:
+    """Per seed: the sum of random's times over the models / the sum of the default's (W where it never
+    got there: an upper bound)."""
+    out = {}
+    for seed in sorted({r["seed"] for r in rows}):
+        mine = [r for r in rows if r["seed"] == seed and r.get(t_random) is not None]
+        t_r = sum(r[t_random] for r in mine)
+        t_d = sum(r[t_default] if r.get(t_default) is not None else r["wall_s"] for r in mine)
+        out[seed] = {"t_random_s": round(t_r, 2), "t_default_s": round(t_d, 2),
+                     "ratio": round(t_r / t_d, 3) if t_d > 0 else None,
+                     "upper_bound": any(r.get(t_default) is None for r in mine)}
+    return out
+
+
+def anytime(rows: list[dict], curves: dict, start: float = ANYTIME_FROM, step: float = ANYTIME_STEP) -> dict[str, dict]:
+    """Per model: at each budget b from `start` by `step` up to the shortest W over its seeds, the median
+    over seeds of (the default's best val RMSE by b - random's); `behind`, the budgets where that is
+    above 0 (a default with nothing by b where random has something is behind)."""
+    out = {}
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == model]
+        wall = min(r["wall_s"] for r in mine)
+        budgets = [start + i * step for i in range(int((wall - start) // step) + 1)] if wall >= start else []
+        gaps = {}
+        for b in budgets:
+            diffs = []
+            for r in mine:
+                rnd, dft = (best_by(curves[model][(arm, r["seed"])], b) for arm in ("random", "default"))
+                if rnd is not None:
+                    diffs.append(float("inf") if dft is None else dft - rnd)
+            if diffs:
+                gaps[b] = round(common.median(diffs), 5)
+        out[model] = {"budgets": budgets, "gaps": gaps, "behind": [b for b, g in gaps.items() if g > 0]}
+    return out
 
 
 def trial_spans(reports: list) -> list[list[tuple[float, int, float]]]:
     """Per trial, in the order they ran: [(seconds since the trial started, epoch, val RMSE)]. One worker
-    runs its trials one after another, so a trial starts when the one before it last reported (its
-    start-up, and the end of the trial before, count as its own)."""
+    with populations of one runs its trials one after another, so a trial starts when the one before it
+    last reported (its start-up, and the end of the trial before, count as its own)."""
     by_trial: dict[int, list] = {}
     for t, n, e, v in reports:
         by_trial.setdefault(n, []).append((t, e, v))
@@ -316,9 +357,8 @@ def pruning_ceiling(reports: list, target: float) -> Optional[float]:
 
 def hindsight(reports: list, target: float) -> Optional[float]:
     """Seconds to `target` for a search that knew random search's winner (the first of its trials to
-    reach `target`) and tried it first, alone: that trial's own time to `target`. A bound on the
-    sampler's side beside pruning_ceiling's: a search gets past it only with a configuration that
-    reaches R sooner than random search's winner does."""
+    reach `target`) and tried it first, alone: that trial's own time to `target`. A search gets past it
+    only with a configuration that reaches `target` sooner than random search's winner does."""
     return next((dt for span in trial_spans(reports) for dt, _, v in span if v <= target + 1e-12), None)
 
 
@@ -348,38 +388,6 @@ def replay(reports: list, target: float, make_pruner) -> Optional[float]:
     return None
 
 
-def near_ratios(rows: list[dict], curves: dict, budget: float,
-                tol: Union[float, dict[str, float]] = NEAR) -> dict[int, Optional[float]]:
-    """Per seed, the section's ratio with the bar at R + `tol` instead of R: random's time to come
-    within `tol` of its own best over the default's, summed over the models. A looser reading beside
-    the target's: an arm that stops 0.0001 short of R counts as the whole budget there. `tol` may be
-    per model ({model: tol}; models without one are left out)."""
-    bar = (lambda m: tol.get(m)) if isinstance(tol, dict) else (lambda m: tol)
-    derived = [{"seed": r["seed"],
-                "t_random_s": first_reach(curves[r["model"]][("random", r["seed"])], r["R"] + bar(r["model"])),
-                "t_default_s": first_reach(curves[r["model"]][("default", r["seed"])], r["R"] + bar(r["model"]))}
-               for r in rows if r["R"] is not None and bar(r["model"]) is not None]
-    return {seed: v["ratio"] for seed, v in summed(derived, budget).items()}
-
-
-def budget_ratios(rows: list[dict], curves: dict, budget: float, steps: int = 6) -> dict[float, dict[int, dict]]:
-    """Per shorter budget b = B/steps, 2B/steps, ..., B: the section's ratio per seed had both arms been
-    stopped at b, from the same runs (R_b = random's best within b). Says whether the default search
-    gains on random search as the budget grows, without running again."""
-    out = {}
-    for i in range(1, steps + 1):
-        b = round(budget * i / steps, 2)
-        derived = []
-        for r in rows:
-            R = best_by(curves[r["model"]][("random", r["seed"])], b)
-            if R is not None:
-                t_default = first_reach(curves[r["model"]][("default", r["seed"])], R)
-                derived.append({"seed": r["seed"], "t_random_s": first_reach(curves[r["model"]][("random", r["seed"])], R),
-                                "t_default_s": t_default if t_default is not None and t_default <= b else None})
-        out[b] = {seed: {"ratio": v["ratio"], "upper_bound": v["upper_bound"]} for seed, v in summed(derived, b).items()}
-    return out
-
-
 def default_pruner(overrides: Sequence[str], model: str):
     """The default arm's pruner for `model`, as the sweep would make it (conf/sweep/default.yaml +
     overrides; its horizon is the model's epoch budget)."""
@@ -387,51 +395,34 @@ def default_pruner(overrides: Sequence[str], model: str):
     return lambda: make_pruner(plan.sweep, epoch_budget(plan, model))
 
 
-def _ratios_as_if(rows: list[dict], key: str, budget: float, seeds) -> dict[int, Optional[float]]:
-    """Per seed, the section's ratio had the default arm taken each row's `key` seconds (a bound or
-    a replay derived from random search's curves; rows without R have none and are left out)."""
-    per = summed([{**r, "t_default_s": r[key]} for r in rows if key in r], budget)
-    return {seed: per.get(seed, {}).get("ratio") for seed in seeds}
-
-
-def summed(rows: list[dict], budget: float) -> dict[int, dict]:
-    """Per seed: sum of t_random over the models / sum of t_default (the budget where not reached)."""
-    out = {}
-    for seed in sorted({r["seed"] for r in rows}):
-        mine = [r for r in rows if r["seed"] == seed and r["t_random_s"] is not None]
-        t_r = sum(r["t_random_s"] for r in mine)
-        t_d = sum(r["t_default_s"] if r["t_default_s"] is not None else budget for r in mine)
-        out[seed] = {"t_random_s": round(t_r, 2), "t_default_s": round(t_d, 2),
-                     "ratio": round(t_r / t_d, 3) if t_d > 0 else None,
-                     "upper_bound": any(r["t_default_s"] is None for r in mine)}
-    return out
-
-
-def plot(curves: dict, budget: float, path) -> None:
-    """Best val RMSE so far against seconds, one panel per model, one line per arm and seed."""
+def plot(rows: list[dict], curves: dict, path) -> None:
+    """Best val RMSE so far against seconds, one panel per model, one line per arm and seed, each up to
+    its W; the dotted line is T of the first seed."""
     matplotlib.use("Agg")
-
-    models = list(curves)
+    models = list(dict.fromkeys(r["model"] for r in rows))
     cols = min(3, len(models))
-    rows = (len(models) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
+    nrows = (len(models) + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(5 * cols, 3.6 * nrows), squeeze=False)
     colors = {"random": "tab:blue", "default": "tab:orange"}
     for ax, model in zip(axes.flat, models):
-        lows = []
-        for (arm, seed), reports in sorted(curves[model].items()):
-            xs, ys, best = [], [], float("inf")
-            for t, _, _, v in reports:
-                if v < best:
-                    best = v
-                    xs.append(t)
-                    ys.append(v)
-            if xs:
-                xs.append(budget), ys.append(best)
-                lows.append(best)
-                ax.step(xs, ys, where="post", color=colors[arm], alpha=0.8, lw=1.2,
-                        label=f"{arm}" if seed == min(s for a, s in curves[model] if a == arm) else None)
+        mine = [r for r in rows if r["model"] == model]
+        for r in mine:
+            for arm in ("random", "default"):
+                xs, ys, best = [], [], float("inf")
+                for t, _, _, v in curves[model][(arm, r["seed"])]:
+                    if t <= r["wall_s"] and v < best:
+                        best = v
+                        xs.append(t)
+                        ys.append(v)
+                if xs:
+                    xs.append(r["wall_s"]), ys.append(best)
+                    ax.step(xs, ys, where="post", color=colors[arm], alpha=0.8, lw=1.2,
+                            label=arm if r is mine[0] else None)
+        lows = [r["R"] for r in mine if r["R"] is not None]
         if lows:
-            ax.set_ylim(min(lows) - 0.005, min(lows) + 0.06)
+            ax.set_ylim(min(lows) - 0.005, min(lows) + 0.04)
+            ax.axhline(mine[0]["T"], color="grey", ls=":", lw=1)
+        ax.axvline(ANYTIME_FROM, color="grey", lw=0.6, alpha=0.5)
         ax.set_title(model)
         ax.set_xlabel("seconds")
         ax.set_ylabel("best val RMSE so far")
@@ -454,21 +445,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--budget", type=float, default=180.0, help="wall seconds per arm, model and seed")
-    parser.add_argument("--budget-epochs", type=int, help="development: a budget of epochs trained per arm "
-                                                           "(load-independent) on top of --budget")
+    parser.add_argument("--trials", type=int, default=TRIALS, help="random search's trials per model and seed")
+    parser.add_argument("--cap", type=float, default=CAP, help="seconds: the most either arm runs")
+    parser.add_argument("--stop", help="(--child) a file whose existence ends the arm")
     parser.add_argument("--default-arm", action="append", default=[],
-                        help="development: an override for the default arm only (a lever to try)")
-    parser.add_argument("--random-from", help="an earlier result JSON of this section: reuse its random arms "
-                                                "(same models, seeds and budget) and run only the default arms")
+                        help="an override for the default arm only (a lever to try)")
+    parser.add_argument("--random-from", help="an earlier result JSON of this section: reuse its random arms and "
+                                                "their seed sd (same trials), run only the default arms")
     parser.add_argument("--reanalyse", metavar="RESULT_JSON", nargs="+",
-                        help="run nothing: re-derive the figures of earlier results of this section (their rows "
-                             "and curves; several with the same budget are merged) with this version's analysis, "
-                             "into --out or bench/results")
-    parser.add_argument("--noise", metavar="RESULT_JSON",
-                        help="run no arms: train random search's best trial of each model and seed of that result "
-                             "again with train.seed 0 and --train-seeds; the figures go into it (or --out)")
-    parser.add_argument("--train-seeds", nargs="+", type=int, default=[1, 2, 3])
+                        help="run nothing: re-derive the figures of earlier results of this section (several with "
+                             "the same trials merge) with this version's analysis, into --out or bench/results")
+    parser.add_argument("--train-seeds", nargs="+", type=int, default=[1, 2, 3],
+                        help="the seeds random search's best configurations train again with (the seed sd)")
     parser.add_argument("--trial", type=int, help="(--child retrain) the random arm's trial number")
     parser.add_argument("--epochs-cap", type=int, help="(--child retrain) train at most this many epochs")
     parser.add_argument("overrides", nargs="*")
@@ -477,180 +465,145 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.child == "retrain":
         print(json.dumps(retrain(args.model, args.seed, args.trial, args.train_seeds, args.overrides, args.epochs_cap)))
         return 0
-    if args.noise:
-        return noise(args.noise, args.out, args.train_seeds, args.models, args.seeds)
     if args.child:
-        print(json.dumps(child(args.child, args.model, args.seed, args.budget, args.overrides, args.budget_epochs)))
+        print(json.dumps(child(args.child, args.model, args.seed, args.trials, args.cap, args.stop, args.overrides)))
         return 0
     started = time.perf_counter()
     if args.reanalyse:
         return reanalyse(args.reanalyse, args.out, args.default_arm, started)
-    models, seeds, budget, extra = ((["biased"], [0], 15.0, QUICK_OVERRIDES) if args.quick else
-                                    (args.models, args.seeds, args.budget, args.overrides))
-    common.scratch()
-    common.mlflow_store("ready")  # the migrated template, made once here: two children at once would race
-    rows, curves = [], {}
-    earlier = {}
+    models, seeds, trials, extra, train_seeds = (
+        (["biased"], [0], 4, QUICK_OVERRIDES, [1]) if args.quick else
+        (args.models, args.seeds, args.trials, args.overrides, args.train_seeds))
+    earlier, noise_rows = {}, []
     if args.random_from:
-        old = json.loads(open(args.random_from).read())["figures"]
+        old = load_result(args.random_from)["figures"]
+        if old["trials"] != trials:
+            raise SystemExit(f"{args.random_from}: its random arms ran {old['trials']} trials, not {trials}")
         earlier = {(r["model"], r["seed"]): {**r["random"], "reports": old["curves"][r["model"]][f"random:{r['seed']}"]}
-                   for r in old["rows"] if old["budget_s"] == budget}
+                   for r in old["rows"]}
+        noise_rows = [n for n in old.get("noise", []) if (n["model"], n["seed"]) in earlier]
+    rows, curves = [], {}
     for model in models:
         for seed in seeds:
-            arms = {}
-            if (model, seed) in earlier:
-                arms["random"] = earlier[(model, seed)]
-                curves.setdefault(model, {})[("random", seed)] = arms["random"]["reports"]
-            todo = [a for a in ("random", "default") if a not in arms]
-            # side by side, one core each: both arms see the same machine, whatever else runs on it
-            procs = {arm: _spawn(["--child", arm, "--model", model, "--seed", str(seed), "--budget", str(budget),
-                                  *extra, *(args.default_arm if arm == "default" else []),
-                                  *(["--budget-epochs", str(args.budget_epochs)] if args.budget_epochs else [])])
-                     for arm in todo}
-            for arm, proc in procs.items():
-                arms[arm] = _collect(proc, f"{arm} arm of {model} seed {seed}")
-                curves.setdefault(model, {})[(arm, seed)] = arms[arm]["reports"]
-            row = compare(arms["random"], arms["default"], budget)
+            arms = run_arms(model, seed, trials, args.cap, extra, args.default_arm, earlier.get((model, seed)))
+            for arm, got in arms.items():
+                curves.setdefault(model, {})[(arm, seed)] = got["reports"]
+            row = compare(arms["random"], arms["default"])
             rows.append(row)
-            reached = (f"default reached it after {row['t_default_s']:.1f}s: {row['ratio']:.2f}x"
-                       if row["t_default_s"] is not None else
-                       f"default never reached it in {budget:.0f}s (ratio < {row['ratio_below']})")
-            common.say(SECTION, f"{model} seed {seed}: random best {row['R']} after {row['t_random_s']}s "
-                                f"({arms['random']['trials']} trials); {reached}; at {budget:.0f}s random "
-                                f"{row['best_random_at_budget']}, default {row['best_default_at_budget']} "
-                                f"({arms['default']['trials']} trials, {arms['default']['pruned']} pruned)")
-    return finish(rows, curves, models, seeds, budget, extra, args.default_arm, started, args.quick, args.out,
-                  argv=list(sys.argv[1:] if argv is None else argv))
+            common.say(SECTION, f"{model} seed {seed}: random's best {row['R']} after {row['t_random_R_s']} s of "
+                                f"{row['wall_s']:.0f} ({arms['random']['trials']} trials); the default's best "
+                                f"{row['best_default']} ({arms['default']['trials']} trials, "
+                                f"{arms['default']['pruned']} pruned), R reached after {row['t_default_R_s']} s")
+    done = {(n["model"], n["seed"]) for n in noise_rows}
+    noise_rows += measure_noise([r for r in rows if (r["model"], r["seed"]) not in done and r["R"] is not None],
+                                curves, train_seeds, extra)
+    return finish(rows, curves, models, seeds, trials, extra, args.default_arm, started, args.quick, args.out,
+                  argv=list(sys.argv[1:] if argv is None else argv), noise_rows=noise_rows)
 
 
-def finish(rows: list[dict], curves: dict, models: Sequence[str], seeds: Sequence[int], budget: float,
+def finish(rows: list[dict], curves: dict, models: Sequence[str], seeds: Sequence[int], trials: int,
            extra: Sequence[str], default_arm: Sequence[str], started: float, quick: bool, out,
            reanalysed: Optional[dict] = None, argv: Optional[Sequence[str]] = None,
-           noise_rows: Optional[list] = None) -> int:
-    """The section's figures from its rows and curves: ratios per seed, what pruning alone could
-    gain on random search's own draws, the PNG, the targets; the result file."""
-    per_seed = summed(rows, budget)
-    ratios = [s["ratio"] for s in per_seed.values() if s["ratio"] is not None]
-    ratio = common.median(ratios)
-    # what pruning alone can do with random search's draws (TPE's first trials are those same draws)
+           noise_rows: Sequence[dict] = ()) -> int:
+    """The section's figures from its arms' curves and the seed sd: ratios per seed, what pruning alone
+    and hindsight make of random search's draws, the anytime check, the PNG, the targets; the result."""
+    sd = seed_sd(list(noise_rows))
+    rows = [compare({**r["random"], "reports": curves[r["model"]][("random", r["seed"])]},
+                    {**r["default"], "reports": curves[r["model"]][("default", r["seed"])]}, sd.get(r["model"], 0.0))
+            for r in rows]
     pruners = {m: default_pruner([*extra, *default_arm], m) for m in dict.fromkeys(r["model"] for r in rows)}
     for row in rows:
         reports = curves[row["model"]][("random", row["seed"])]
-        if row["R"] is not None:
-            row["t_ceiling_s"] = _round(pruning_ceiling(reports, row["R"]))
-            row["t_hindsight_s"] = _round(hindsight(reports, row["R"]))
-            row["t_random_default_pruner_s"] = _round(replay(reports, row["R"], pruners[row["model"]]))
-    ceiling, known, pruned_random = (_ratios_as_if(rows, key, budget, per_seed)
-                                     for key in ("t_ceiling_s", "t_hindsight_s", "t_random_default_pruner_s"))
-    near = near_ratios(rows, curves, budget)
-    for seed, s in per_seed.items():
-        s["ceiling_ratio"] = ceiling[seed]
-        s["hindsight_ratio"] = known[seed]
-        s["random_with_default_pruner_ratio"] = pruned_random[seed]
-        s["near_ratio"] = near.get(seed)
-    near_median = common.median([v for v in near.values() if v is not None])
-    by_budget = budget_ratios(rows, curves, budget)
-    budget_medians = {b: common.median([v["ratio"] for v in per.values() if v["ratio"] is not None])
-                      for b, per in by_budget.items()}
-    half = min(budget_medians, key=lambda b: abs(b - budget / 2))
-    png = (common.RESULTS / PNG) if not out else (os.path.dirname(os.path.abspath(out)) + "/" + PNG)
-    os.makedirs(os.path.dirname(str(png)), exist_ok=True)
-    plot(curves, budget, png)
+        if row["T"] is not None:
+            row["t_ceiling_s"] = _round(pruning_ceiling(reports, row["T"]))
+            row["t_hindsight_s"] = _round(hindsight(reports, row["T"]))
+            row["t_random_default_pruner_s"] = _round(replay(reports, row["T"], pruners[row["model"]]))
+    per_seed = summed(rows)
+    for key, t_random, t_default in (("ratio_R", "t_random_R_s", "t_default_R_s"),
+                                     ("ceiling_ratio", "t_random_s", "t_ceiling_s"),
+                                     ("hindsight_ratio", "t_random_s", "t_hindsight_s"),
+                                     ("random_with_default_pruner_ratio", "t_random_s", "t_random_default_pruner_s")):
+        for seed, s in summed([r for r in rows if r["T"] is not None], t_random, t_default).items():
+            per_seed[seed][key] = s["ratio"]
+    medians = {key: common.median([s.get(key) for s in per_seed.values()])
+               for key in ("ratio", "ratio_R", "ceiling_ratio", "hindsight_ratio", "random_with_default_pruner_ratio")}
+    ratio = medians["ratio"]
+    times = anytime(rows, curves)
+    behind = [m for m, a in times.items() if a["behind"]]
+    png = (common.RESULTS / PNG) if not out else Path(os.path.abspath(out)).parent / PNG
+    png.parent.mkdir(parents=True, exist_ok=True)
+    plot(rows, curves, png)
     if not quick and not out:  # the figure BENCHMARKS.md shows, kept in git (bench/results is not)
-
         shutil.copyfile(png, common.REPO / "docs" / PNG)
-    worse = [m for m in models
-             if (common.median([r["best_default_at_budget"] - r["best_random_at_budget"] for r in rows
-                                if r["model"] == m and None not in (r["best_default_at_budget"],
-                                                                    r["best_random_at_budget"])]) or 0) > 0]
     bounded = any(s["upper_bound"] for s in per_seed.values())
-    ceiling_median = common.median([c for c in ceiling.values() if c is not None])
-    known_median = common.median([c for c in known.values() if c is not None])
+    each = lambda key: ", ".join(f"{s}: {v.get(key)}x" for s, v in per_seed.items())  # noqa: E731
+    ns = noise_summary(list(noise_rows))
     targets = [
-        common.target("time to random search's best: random, no pruning / default search, summed over the models, "
-                      "median over seeds", ">= 3x", ratio, "x", common.at_least(ratio, 3.0),
-                      "per seed: " + ", ".join(f"{s}: {v['ratio']}x" for s, v in per_seed.items())
-                      + (" (upper bounds: the default missed R in some model)" if bounded else "")
-                      + f"; the most any pruner could make of random's draws: {ceiling_median}x"),
-        common.target("models where the default search's best val RMSE at equal wall time is above random's "
-                      "(median over seeds)", "0", len(worse), "models", len(worse) == 0,
-                      ", ".join(worse) if worse else ""),
-        common.target("pruning's ceiling: the same ratio had every trial of random search that misses R stopped at its "
-                      "first epoch (a pruner that knew the future), median over seeds", "report", ceiling_median, "x",
-                      None, "per seed: " + ", ".join(f"{s}: {c}x" for s, c in ceiling.items())
-                      + "; random search with the default pruner (replayed): "
-                      + ", ".join(f"{s}: {v['random_with_default_pruner_ratio']}x" for s, v in per_seed.items())),
-        common.target("hindsight: the same ratio for a search that knew random search's winner and tried it first "
-                      "(its own time to R, nothing before it), median over seeds", "report", known_median, "x", None,
-                      "per seed: " + ", ".join(f"{s}: {c}x" for s, c in known.items())
-                      + "; beyond it only a configuration that reaches R sooner than random's winner"),
-        common.target(f"the same ratio to within {NEAR} of R (a looser bar, beside the target's), median over seeds",
-                      "report", near_median, "x", None,
-                      "per seed: " + ", ".join(f"{s}: {v}x" for s, v in near.items())),
-        common.target(f"the same ratio had both arms stopped at {half:g} s (cut from the same runs), median over seeds",
-                      "report", budget_medians[half], "x", None,
-                      "at each budget: " + ", ".join(f"{b:g} s: {m}x" for b, m in budget_medians.items()))]
-    if noise_rows:
-        ns, sd = noise_summary(noise_rows), seed_sd(noise_rows)
-        by_sd = near_ratios(rows, curves, budget, tol=sd)
-        targets.append(common.target(
-            "seed luck in R: random search's own best configuration, trained again with another train.seed, "
-            "reaches R", "report", ns["reach_R"], f"of {ns['retrained']} runs", None,
-            f"within {NEAR} of R: {ns['reach_near']}; on average {ns['mean_above_R']} above R; median sd over "
-            f"the seeds {ns['median_sd']}; seed 0 repeats the recorded run to {ns['max_repeat_diff']}"))
-        targets.append(common.target(
-            "the same ratio to within one seed sd of R (each model's median sd over the training seeds), median "
-            "over seeds", "report", common.median([v for v in by_sd.values() if v is not None]), "x", None,
-            "per seed: " + ", ".join(f"{s}: {v}x" for s, v in by_sd.items()) + "; sd per model: "
-            + ", ".join(f"{m} {v}" for m, v in sd.items())))
-    default_sampler = rows[0]["default"] if rows else {}
-    notes = [f"Budget B = {budget:.0f} s of wall time per arm, model and seed; seeds {list(seeds)}; the two arms run side "
-             "by side, one process and one thread each; MLflow "
-             "tracking on (a ready sqlite store); the default sweep's space, train.epochs and patience; no "
+        common.target(f"time to R + one seed sd (R: random search's best of {trials} trials, no pruning): random / "
+                      "default search, summed over the models, median over seeds", ">= 3x", ratio, "x",
+                      common.at_least(ratio, 3.0), "per seed: " + each("ratio")
+                      + (" (upper bounds: the default missed T in some model)" if bounded else "")
+                      + f"; milestone 2x {'met' if common.at_least(ratio, 2.0) else 'missed'}"),
+        common.target("models where the default's best val RMSE at equal wall time is above random's at some budget "
+                      f"from {ANYTIME_FROM:.0f} s on (median over seeds)", "0", len(behind), "models", len(behind) == 0,
+                      "; ".join(f"{m} at {', '.join(f'{b:.0f}' for b in times[m]['behind'])} s" for m in behind)),
+        common.target("the same ratio to R itself, median over seeds", "report", medians["ratio_R"], "x", None,
+                      "per seed: " + each("ratio_R")),
+        common.target("pruning's ceiling: the ratio had every random trial that misses T stopped at its first epoch "
+                      "(a pruner that knew the future), median over seeds", "report", medians["ceiling_ratio"], "x",
+                      None, "per seed: " + each("ceiling_ratio") + "; random search with the default pruner (replayed): "
+                      + each("random_with_default_pruner_ratio")),
+        common.target("hindsight: the ratio for a search that tried random search's winner first, alone, median over "
+                      "seeds", "report", medians["hindsight_ratio"], "x", None, "per seed: " + each("hindsight_ratio")),
+        common.target("seed sd of val RMSE per model (random's best configuration, train.seed 0 and "
+                      + " ".join(str(s) for s in sorted({x["train_seed"] for n in noise_rows for x in n["runs"]} - {0}))
+                      + "), median over seeds", "report", common.median(list(sd.values())), "", None,
+                      ", ".join(f"{m} {v}" for m, v in sd.items()) + f"; other seeds reach R in {ns['reach_R']} of "
+                      f"{ns['retrained']} runs, {ns['mean_above_R']} above it on average; seed 0 repeats the "
+                      f"recorded run to {ns['max_repeat_diff']}")]
+    arm = rows[0]["default"] if rows else {}
+    notes = [f"Random search runs {trials} trials per model and seed without pruning; the default arm runs beside it, "
+             "one process and one thread each, and stops when it ends (W, per model and seed); MLflow tracking on "
+             "(a ready sqlite store); the default sweep's space, train.epochs, patience and population size; no "
              "reference trial in either arm.",
-             f"The default arm: sampler {default_sampler.get('sampler')}, pruner {default_sampler.get('pruner')} "
-             "(conf/sweep/default.yaml, conf/sweep.yaml, mfexp/sweep/search.py).",
-             "Pruning's ceiling and the replay come from random search's recorded curves (bench/sweep_efficiency.py "
-             "pruning_ceiling, replay): its trials in the order they ran, each epoch's duration as measured. TPE's "
-             "first 5 trials are random search's own draws (same seed); pruning alone, on random's draws, cannot take "
-             "the ratio past the ceiling: beyond it only a sampler that proposes better than random can go.",
-             f"Curves: bench/results/{PNG}; every epoch's report is in the JSON (`curves`)."] + \
-        ([f"Run as `python -m bench.sweep_efficiency {' '.join(argv)}`" + (
-            " (the random arms reused from that earlier run, so each default arm ran beside another default arm or "
-            "alone, not beside its random arm)" if "--random-from" in argv else "") + "."] if argv else []) + \
-        ["The levers tried on the default search, each with its figure: BENCHMARKS.md, Search levers."] + \
-        ([f"quick overrides: {' '.join(extra)}"] if quick else []) + \
-        ([f"Figures re-derived (`--reanalyse`) from the run(s) `{reanalysed['command']}` (finished "
-          f"{reanalysed['finished']}, {reanalysed['wall_s']:.0f} s of wall time summed over them), whose rows and "
-          "curves are kept as they were."] if reanalysed else [])
+             f"The default arm: sampler {arm.get('sampler')}, pruner {arm.get('pruner')}, population "
+             f"{arm.get('population')} (conf/sweep/default.yaml, conf/sweep.yaml, mfexp/sweep/search.py)"
+             + (f", with {' '.join(default_arm)}" if default_arm else "") + ".",
+             f"Curves: bench/results/{PNG} (docs/{PNG} from a full run); every epoch's report is in the JSON."]
+    if argv:
+        notes.append(f"Run as `python -m bench.sweep_efficiency {' '.join(argv)}`" + (
+            " (the random arms and their seed sd reused from that earlier run)" if "--random-from" in argv else "") + ".")
+    if quick:
+        notes.append(f"quick overrides: {' '.join(extra)}")
+    if reanalysed:
+        notes.append(f"Figures re-derived (`--reanalyse`) from the run(s) `{reanalysed['command']}` (finished "
+                     f"{reanalysed['finished']}, {reanalysed['wall_s']:.0f} s of wall time summed over them).")
     common.write_result(out or common.RESULTS / f"{SECTION}.json", SECTION, quick, started,
-                        {"models": list(models), "seeds": list(seeds), "budget_s": budget,
-                         "overrides": list(extra), "argv": list(argv or []), "rows": rows,
-                         "per_seed": {str(k): v for k, v in per_seed.items()}, "ratio": ratio,
-                         "ceiling_ratio": ceiling_median, "hindsight_ratio": known_median, "near": NEAR, "near_ratio": near_median,
-                         "budget_ratios": {f"{b:g}": {str(s): v for s, v in per.items()} for b, per in by_budget.items()},
-                         "png": PNG, **({"noise": noise_rows} if noise_rows else {}),
-                         "curves": {m: {f"{a}:{s}": r for (a, s), r in c.items()}
-                                    for m, c in curves.items()}},
+                        {"models": list(models), "seeds": list(seeds), "trials": trials, "overrides": list(extra),
+                         "default_arm": list(default_arm), "argv": list(argv or []), "rows": rows,
+                         "per_seed": {str(k): v for k, v in per_seed.items()}, **medians, "sd": sd,
+                         "anytime": {m: {"gaps": {f"{b:g}": g for b, g in a["gaps"].items()}, "behind": a["behind"]}
+                                     for m, a in times.items()},
+                         "png": PNG, "noise": list(noise_rows),
+                         "curves": {m: {f"{a}:{s}": r for (a, s), r in c.items()} for m, c in curves.items()}},
                         targets, notes, run=reanalysed)
     return 0
 
 
 def reanalyse(paths: Sequence[str], out, default_arm: Sequence[str], started: float) -> int:
-    """Re-derive the figures of earlier results (several: runs of other models or seeds, same budget,
+    """Re-derive the figures of earlier results (several: runs of other models or seeds, same trials,
     merged) with this version's analysis."""
     olds = [load_result(path) for path in paths]
-    if len({old["figures"]["budget_s"] for old in olds}) > 1:
-        raise SystemExit(f"{', '.join(paths)}: their budgets differ; only runs with the same budget merge")
+    if len({old["figures"]["trials"] for old in olds}) > 1:
+        raise SystemExit(f"{', '.join(paths)}: their random arms ran different numbers of trials; only runs "
+                         "with the same --trials merge")
     rows, curves, models, seeds, noise_rows = [], {}, [], [], []
     for old in olds:
         f = old["figures"]
         noise_rows += f.get("noise", [])
         for m, c in f["curves"].items():
             curves.setdefault(m, {}).update({(k.split(":")[0], int(k.split(":")[1])): r for k, r in c.items()})
-        rows += [compare({**r["random"], "reports": curves[r["model"]][("random", r["seed"])]},
-                         {**r["default"], "reports": curves[r["model"]][("default", r["seed"])]}, f["budget_s"])
-                 for r in f["rows"]]
+        rows += f["rows"]
         models += [m for m in f["models"] if m not in models]
         seeds += [s for s in f["seeds"] if s not in seeds]
     pairs = [(r["model"], r["seed"]) for r in rows]
@@ -661,9 +614,9 @@ def reanalyse(paths: Sequence[str], out, default_arm: Sequence[str], started: fl
                 for old in olds]
     run = {**first, "command": "; ".join(dict.fromkeys(commands)),
            "finished": max(old["finished"] for old in olds), "wall_s": sum(old["wall_s"] for old in olds)}
-    return finish(rows, curves, models, sorted(seeds), first["figures"]["budget_s"],
-                  first["figures"].get("overrides", []), default_arm, started, first.get("quick", False), out,
-                  reanalysed=run, noise_rows=noise_rows)
+    return finish(rows, curves, models, sorted(seeds), first["figures"]["trials"],
+                  first["figures"].get("overrides", []), default_arm or first["figures"].get("default_arm", []),
+                  started, first.get("quick", False), out, reanalysed=run, noise_rows=noise_rows)
 
 
 def load_result(path: str) -> dict:
@@ -672,8 +625,9 @@ def load_result(path: str) -> dict:
         result = json.loads(open(path).read())
     except (OSError, ValueError) as err:
         raise SystemExit(f"{path}: cannot read it as a result of the {SECTION} section ({err})") from None
-    if not isinstance(result, dict) or result.get("section") != SECTION or "rows" not in result.get("figures", {}):
-        raise SystemExit(f"{path}: not a result of the {SECTION} section with rows and curves")
+    if not isinstance(result, dict) or result.get("section") != SECTION or "trials" not in result.get("figures", {}):
+        raise SystemExit(f"{path}: not a result of the {SECTION} section with a trial budget, rows and curves "
+                         "(results from before the trial budget cannot be re-derived: run the section again)")
     return result
 
 
@@ -691,61 +645,42 @@ def _v(value) -> str:
 
 def render(result: dict) -> list[str]:
     f = result["figures"]
-    if "rows" not in f:  # a result of the earlier, one-model form of this section
+    if "trials" not in f:  # a result of an earlier form of this section
         return ["(an earlier form of this section's result: re-run python -m bench.sweep_efficiency)"]
-    lines = [f"Budget {f['budget_s']:.0f} s per arm, model and seed; R = random search's best val RMSE "
-             "within it; t = seconds until an arm first reached R; ceiling = the same for random search's trials "
-             "had each one that misses R stopped at its first epoch (no pruner does better on those draws); "
-             "hindsight = random's winner tried first, alone (its own time to R).", "",
-             "| model | seed | R (random's best) | t random (s) | t default (s) | ratio | t ceiling (s) | t hindsight (s) | "
-             "best at B: random | best at B: default | default trials (pruned) | random trials |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [f"Random search: {f['trials']} trials per model and seed, no pruning; R = its best val RMSE, W = its "
+             "wall time (the default arm ran beside it for the same W); sd = the model's seed sd; T = R + sd; "
+             "t = seconds until an arm first reached T; ceiling = random's trials had each one that misses T "
+             "stopped at its first epoch; hindsight = random's winner tried first, alone.", "",
+             "| model | seed | R | sd | W (s) | t random (s) | t default (s) | ratio | t to R: random / default (s) "
+             "| t ceiling (s) | t hindsight (s) | best at W: random / default | default trials (pruned) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in f["rows"]:
         ratio = f"{r['ratio']:.2f}x" if r["ratio"] is not None else (
             f"< {r['ratio_below']:.2f}x" if r["ratio_below"] is not None else "-")
-        lines.append(f"| {r['model']} | {r['seed']} | {_v(r['R'])} | {_s(r['t_random_s'])} | "
-                     f"{_s(r['t_default_s']) if r['t_default_s'] is not None else 'not reached'} | {ratio} | "
+        reached = _s(r["t_default_s"]) if r["t_default_s"] is not None else "not reached"
+        lines.append(f"| {r['model']} | {r['seed']} | {_v(r['R'])} | {r['sd']:.5f} | {r['wall_s']:.0f} | "
+                     f"{_s(r['t_random_s'])} | {reached} | {ratio} | {_s(r['t_random_R_s'])} / {_s(r['t_default_R_s'])} | "
                      f"{_s(r.get('t_ceiling_s'))} | {_s(r.get('t_hindsight_s'))} | "
-                     f"{_v(r['best_random_at_budget'])} | {_v(r['best_default_at_budget'])} | "
-                     f"{r['default']['trials']} ({r['default']['pruned']}) | {r['random']['trials']} |")
-    near = f.get("near", NEAR)
-    lines += ["", "| seed | sum t random (s) | sum t default (s) | ratio | pruning's ceiling | hindsight | "
-              f"random + default pruner (replayed) | ratio to within {near} of R |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                     f"{_v(r['best_random'])} / {_v(r['best_default'])} | "
+                     f"{r['default']['trials']} ({r['default']['pruned']}) |")
+    lines += ["", "| seed | sum t random (s) | sum t default (s) | ratio | ratio to R | pruning's ceiling | hindsight | "
+              "random + default pruner (replayed) |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    x = lambda v: "-" if v is None else f"{v}x"  # noqa: E731
     for seed, s in f["per_seed"].items():
-        ceiling, replayed, loose = s.get("ceiling_ratio"), s.get("random_with_default_pruner_ratio"), s.get("near_ratio")
-        known = s.get("hindsight_ratio")
         lines.append(f"| {seed} | {s['t_random_s']:.1f} | {s['t_default_s']:.1f} | "
-                     f"{'<= ' if s['upper_bound'] else ''}{s['ratio']}x | "
-                     f"{'-' if ceiling is None else f'{ceiling}x'} | {'-' if known is None else f'{known}x'} | "
-                     f"{'-' if replayed is None else f'{replayed}x'} | "
-                     f"{'-' if loose is None else f'{loose}x'} |")
-    lines += ["", f"Median over seeds: **{f['ratio']}x**."]
-    if f.get("budget_ratios"):
-        seeds = sorted({s for per in f["budget_ratios"].values() for s in per}, key=int)
-        lines += ["", "The same ratio had both arms been stopped sooner (cut from the same runs: R is random's best "
-                  "within that budget):", "", "| budget (s) | " + " | ".join(f"seed {s}" for s in seeds) + " | median |",
-                  "|---:|" + "---:|" * (len(seeds) + 1)]
-        for b, per in f["budget_ratios"].items():
-            cells = [("<= " if per[s]["upper_bound"] else "") + f"{per[s]['ratio']}x" if s in per and per[s]["ratio"]
-                     is not None else "-" for s in seeds]
-            lines.append(f"| {b} | " + " | ".join(cells) + " | "
-                         + f"{common.median([v['ratio'] for v in per.values() if v['ratio'] is not None])}x |")
+                     f"{'<= ' if s['upper_bound'] else ''}{s['ratio']}x | {x(s.get('ratio_R'))} | "
+                     f"{x(s.get('ceiling_ratio'))} | {x(s.get('hindsight_ratio'))} | "
+                     f"{x(s.get('random_with_default_pruner_ratio'))} |")
+    lines += ["", f"Median over seeds: **{f['ratio']}x**.", "",
+              f"Anytime: the default's best val RMSE minus random's at equal wall time, median over seeds, every "
+              f"{ANYTIME_STEP:.0f} s from {ANYTIME_FROM:.0f} s to the model's shortest W (above 0: the default is behind):", "",
+              "| model | budgets (s) | largest gap | behind at (s) |", "|---|---|---:|---|"]
+    for model, a in f["anytime"].items():
+        gaps = a["gaps"]
+        span = f"{min(gaps, key=float)}-{max(gaps, key=float)}" if gaps else "-"
+        lines.append(f"| {model} | {span} | {max(gaps.values()):+.4f} | "
+                     f"{', '.join(f'{b:g}' for b in a['behind']) or 'never'} |" if gaps else f"| {model} | - | - | - |")
     lines += ["", f"![best val RMSE so far](docs/{f['png']})"]
-    if f.get("noise"):
-        seeds = sorted({x["train_seed"] for n in f["noise"] for x in n["runs"]})
-        lines += ["", "Seed luck in R: random search's best trial of each model and seed trained again, untracked, with "
-                  "each train.seed (every trial of a sweep trains with seed 0: seed 0 repeats it; a trial the arm's "
-                  "budget cut is retrained for the epochs it had):", "",
-                  "| model | seed | trial | R | " + " | ".join(f"train.seed {s}" for s in seeds)
-                  + " | other seeds at or below R |",
-                  "|---|---:|---:|---:|" + "---:|" * len(seeds) + "---:|"]
-        for n in f["noise"]:
-            by = {x["train_seed"]: x["val_rmse"] for x in n["runs"]}
-            others = [v for s, v in by.items() if s != 0]
-            trial = f"{n['trial']}" + (f" (cut at epoch {n['epochs_cap']})" if n.get("epochs_cap") else "")
-            lines.append(f"| {n['model']} | {n['seed']} | {trial} | {_v(n['R'])} | "
-                         + " | ".join(_v(by.get(s)) for s in seeds)
-                         + f" | {sum(v <= n['R'] + 1e-12 for v in others)} of {len(others)} |")
     return lines
 
 

@@ -235,69 +235,49 @@ def test_load_quick_gives_exact_counts_and_no_lock_errors(backend, tmp_path, ml1
     assert f"| {backend} | 12 / 12 | COMPLETE 12 |" in md
 
 
-def test_sweep_efficiency_compares_the_time_each_arm_first_reaches_random_searchs_best():
+def test_sweep_efficiency_compares_the_time_each_arm_first_reaches_random_searchs_best_plus_a_seed_sd():
     from bench.sweep_efficiency import compare, summed
 
-    def arm(name, reports, seed=0):
-        return {"arm": name, "model": "m", "seed": seed, "trials": 3, "pruned": 0, "reports": reports}
+    def arm(name, reports, seed=0, wall=60.0):
+        return {"arm": name, "model": "m", "seed": seed, "trials": 3, "pruned": 0, "wall_s": wall, "reports": reports}
 
-    # (seconds, trial, epoch, val RMSE): random's best 0.90 comes at 30 s; the default has it at 10 s
-    rnd = arm("random", [[5.0, 0, 1, 0.95], [30.0, 1, 1, 0.90], [50.0, 2, 1, 0.92]])
-    dft = arm("default", [[4.0, 0, 1, 0.96], [10.0, 1, 1, 0.899], [20.0, 2, 1, 0.88]])
-    row = compare(rnd, dft, budget=60.0)
-    assert row["R"] == 0.90 and row["t_random_s"] == 30.0 and row["t_default_s"] == 10.0 and row["ratio"] == 3.0
-    assert (row["epochs_random"], row["epochs_default"]) == (2, 2)
-    assert (row["best_random_at_budget"], row["best_default_at_budget"]) == (0.90, 0.88)
-    # a default that never reaches R within the budget: the ratio is only bounded, and the sums say so
-    late = compare(rnd, arm("default", [[4.0, 0, 1, 0.93]]), budget=60.0)
-    assert late["ratio"] is None and late["ratio_below"] == 0.5 and late["t_default_s"] is None
-    per_seed = summed([row, {**late, "seed": 1}], budget=60.0)
-    assert per_seed[0] == {"t_random_s": 30.0, "t_default_s": 10.0, "ratio": 3.0, "upper_bound": False}
+    # (seconds, trial, epoch, val RMSE): random's best R = 0.90 at 30 s, 0.9008 already at 20 s; the
+    # default has 0.9005 at 10 s and R only at 40 s; a report after random's wall time W does not count
+    rnd = arm("random", [[5.0, 0, 1, 0.95], [20.0, 1, 1, 0.9008], [30.0, 2, 1, 0.90], [50.0, 3, 1, 0.92]])
+    dft = arm("default", [[4.0, 0, 1, 0.96], [10.0, 1, 1, 0.9005], [40.0, 2, 1, 0.90], [61.0, 3, 1, 0.85]])
+    row = compare(rnd, dft, sd=0.001)
+    assert row["R"] == 0.90 and row["T"] == 0.901 and row["wall_s"] == 60.0
+    assert row["t_random_s"] == 20.0 and row["t_default_s"] == 10.0 and row["ratio"] == 2.0  # to T = R + sd
+    assert row["t_random_R_s"] == 30.0 and row["t_default_R_s"] == 40.0  # to R itself
+    assert (row["best_random"], row["best_default"]) == (0.90, 0.90)  # 0.85 came after W
+    # without the seed sd the bar is R: the default gets there later than random
+    assert compare(rnd, dft)["ratio"] == 0.75
+    # a default that never reaches T within W: the ratio is only bounded, and the sums count W and say so
+    late = compare(rnd, arm("default", [[4.0, 0, 1, 0.93]]), sd=0.001)
+    assert late["ratio"] is None and late["ratio_below"] == round(20.0 / 60.0, 3) and late["t_default_s"] is None
+    per_seed = summed([row, {**late, "seed": 1}])
+    assert per_seed[0] == {"t_random_s": 20.0, "t_default_s": 10.0, "ratio": 2.0, "upper_bound": False}
     assert per_seed[1]["t_default_s"] == 60.0 and per_seed[1]["upper_bound"] is True
+    assert summed([row], "t_random_R_s", "t_default_R_s")[0]["ratio"] == 0.75
 
 
-def test_sweep_efficiency_reads_the_same_curves_at_a_looser_bar_beside_the_targets():
-    from bench.sweep_efficiency import compare, near_ratios
+def test_sweep_efficiency_anytime_check_finds_the_budgets_where_the_default_is_behind():
+    from bench.sweep_efficiency import anytime
 
-    def arm(name, reports):
-        return {"arm": name, "model": "m", "seed": 0, "trials": 3, "pruned": 0, "reports": reports}
+    def row(seed, wall):
+        return {"model": "m", "seed": seed, "wall_s": wall}
 
-    # random's best 0.900 at 40 s, 0.9008 already at 20 s; the default stops at 0.9005 (10 s), short of R
-    rnd = arm("random", [[20.0, 0, 1, 0.9008], [40.0, 1, 1, 0.900]])
-    dft = arm("default", [[10.0, 0, 1, 0.9005], [30.0, 1, 1, 0.901]])
-    row = compare(rnd, dft, budget=60.0)
-    assert row["t_default_s"] is None  # the target's bar: not reached, the whole budget counts
-    curves = {"m": {("random", 0): rnd["reports"], ("default", 0): dft["reports"]}}
-    assert near_ratios([row], curves, 60.0, tol=0.001) == {0: 2.0}  # within 0.001: 20 s against 10 s
-    assert near_ratios([row], curves, 60.0, tol=0.0) == {0: round(40.0 / 60.0, 3)}  # the target's own bar
-    # a bar per model (each model's seed sd): models without one are left out of the sums
-    assert near_ratios([row], curves, 60.0, tol={"m": 0.0008}) == {0: 2.0}
-    assert near_ratios([row], curves, 60.0, tol={"m": 0.0004}) == {0: round(40.0 / 60.0, 3)}
-    assert near_ratios([row], curves, 60.0, tol={"other": 0.001}) == {}
-
-
-def test_sweep_efficiency_cuts_both_arms_at_shorter_budgets_from_the_same_runs():
-    from bench.sweep_efficiency import budget_ratios, compare
-
-    def arm(name, reports):
-        return {"arm": name, "model": "m", "seed": 0, "trials": 3, "pruned": 0, "reports": reports}
-
-    # random: 0.95 at 10 s, 0.92 at 25 s, 0.90 at 50 s; default: 0.95 at 5 s, 0.91 at 20 s, 0.89 at 55 s
-    rnd = arm("random", [[10.0, 0, 1, 0.95], [25.0, 1, 1, 0.92], [50.0, 2, 1, 0.90]])
-    dft = arm("default", [[5.0, 0, 1, 0.95], [20.0, 1, 1, 0.91], [55.0, 2, 1, 0.89]])
-    row = compare(rnd, dft, budget=60.0)
-    curves = {"m": {("random", 0): rnd["reports"], ("default", 0): dft["reports"]}}
-    by = budget_ratios([row], curves, 60.0, steps=3)
-    assert list(by) == [20.0, 40.0, 60.0]
-    # at 20 s R is 0.95: random 10 s against 5 s; at 40 s R is 0.92: 25 s against 20 s
-    assert by[20.0][0] == {"ratio": 2.0, "upper_bound": False}
-    assert by[40.0][0] == {"ratio": 1.25, "upper_bound": False}
-    # at 60 s, the budget itself: the section's own figure (50 s against 55 s)
-    assert by[60.0][0]["ratio"] == round(50.0 / 55.0, 3) == row["ratio"]
-    # a default arm that never gets there within the shorter budget counts it whole, as an upper bound
-    late = arm("default", [[15.0, 0, 1, 0.96], [35.0, 1, 1, 0.90]])
-    curves["m"][("default", 0)] = late["reports"]
-    assert budget_ratios([row], curves, 60.0, steps=3)[20.0][0] == {"ratio": 0.5, "upper_bound": True}
+    # seed 0: the default leads until random's 0.89 at 100 s; seed 1: the default has nothing before 70 s
+    curves = {"m": {("random", 0): [[10.0, 0, 1, 0.95], [100.0, 1, 1, 0.89]],
+                    ("default", 0): [[10.0, 0, 1, 0.93], [130.0, 1, 1, 0.88]],
+                    ("random", 1): [[50.0, 0, 1, 0.92]],
+                    ("default", 1): [[70.0, 0, 1, 0.91]]}}
+    got = anytime([row(0, 160.0), row(1, 150.0)], curves, start=60.0, step=30.0)["m"]
+    assert got["budgets"] == [60.0, 90.0, 120.0, 150.0]  # up to the shortest wall time
+    # 60 s: seed 0 -0.02, seed 1 inf (nothing yet): median inf; 90 s: -0.02, -0.01; 120 s: +0.04, -0.01
+    assert got["gaps"][90.0] == -0.015 and got["gaps"][120.0] == 0.015 and got["gaps"][150.0] == -0.01
+    assert got["behind"] == [60.0, 120.0]
+    assert anytime([row(0, 50.0)], curves)["m"] == {"budgets": [], "gaps": {}, "behind": []}  # W under 60 s
 
 
 def test_sweep_efficiency_reads_a_multi_worker_arms_epochs_from_the_mlflow_store(tmp_path, monkeypatch):
@@ -349,43 +329,56 @@ def test_sweep_efficiency_bounds_what_pruning_can_make_of_random_searchs_own_tri
     assert replay(reports, 0.90, lambda: optuna.pruners.ThresholdPruner(upper=0.955)) is None
 
 
-def test_sweep_efficiency_reanalyse_merges_runs_and_derives_the_ceiling(tmp_path):
+def test_sweep_efficiency_reanalyse_merges_runs_and_scores_them_at_R_plus_the_seed_sd(tmp_path):
     from bench import sweep_efficiency as se
 
-    def result(seed):
-        rnd = [[3.0, 0, 1, 1.00], [5.0, 0, 2, 0.95], [8.0, 1, 1, 1.10], [10.0, 1, 2, 0.90]]
+    def result(seed, noise=()):
+        rnd = [[3.0, 0, 1, 1.00], [5.0, 0, 2, 0.9012], [8.0, 1, 1, 1.10], [10.0, 1, 2, 0.90]]
         dft = [[3.0, 0, 1, 1.00], [5.0, 0, 2, 0.95], [8.0, 1, 1, 0.90]]
         arm = lambda name: {"arm": name, "model": "plain", "seed": seed, "trials": 2, "pruned": 0,  # noqa: E731
-                            "sampler": "tpe", "pruner": "median"}
-        row = se.compare({**arm("random"), "reports": rnd}, {**arm("default"), "reports": dft}, 60.0)
+                            "sampler": "tpe", "pruner": "median", "wall_s": 60.0}
+        row = se.compare({**arm("random"), "reports": rnd}, {**arm("default"), "reports": dft})
         return {"section": se.SECTION, "quick": False, "command": "python -m bench.sweep_efficiency",
                 "finished": f"2026-12-0{seed + 1}T00:00:00+0000", "wall_s": 100.0, "machine": {"cores": 2},
-                "figures": {"models": ["plain"], "seeds": [seed], "budget_s": 60.0, "overrides": [], "rows": [row],
-                            "curves": {"plain": {f"random:{seed}": rnd, f"default:{seed}": dft}}}}
+                "figures": {"models": ["plain"], "seeds": [seed], "trials": 2, "overrides": [], "rows": [row],
+                            "noise": list(noise), "curves": {"plain": {f"random:{seed}": rnd, f"default:{seed}": dft}}}}
 
-    paths = []
-    for seed in (0, 1):
-        paths.append(tmp_path / f"r{seed}.json")
-        paths[-1].write_text(json.dumps(result(seed)))
-    out = tmp_path / "out" / "sweep_efficiency.json"
-    assert se.main(["--reanalyse", *map(str, paths), "--out", str(out)]) == 0
-    merged = json.loads(out.read_text())
+    def reanalysed(*results):
+        paths = []
+        for i, r in enumerate(results):
+            paths.append(tmp_path / f"r{i}.json")
+            paths[-1].write_text(json.dumps(r))
+        out = tmp_path / "out" / "sweep_efficiency.json"
+        assert se.main(["--reanalyse", *map(str, paths), "--out", str(out)]) == 0
+        return json.loads(out.read_text())
+
+    merged = reanalysed(result(0), result(1))
     f = merged["figures"]
-    assert f["seeds"] == [0, 1] and [r["seed"] for r in f["rows"]] == [0, 1]
-    # random reached 0.90 at 10 s; the default at 8 s; stopping trial 0 at its first epoch: 3 + 5 s
+    assert f["seeds"] == [0, 1] and [r["seed"] for r in f["rows"]] == [0, 1] and f["sd"] == {}
+    # no seed sd measured: T = R; random reached 0.90 at 10 s, the default at 8 s; stopping trial 0 at
+    # its first epoch: 3 + 5 s; random's winner (trial 1) alone reaches it in its own 10 - 5 s
     assert f["per_seed"]["0"]["ratio"] == 1.25 and f["rows"][0]["t_ceiling_s"] == 8.0 and f["ceiling_ratio"] == 1.25
-    # random's winner (trial 1) alone reaches 0.90 in its own 10 - 5 s
-    assert f["rows"][0]["t_hindsight_s"] == 5.0 and f["per_seed"]["0"]["hindsight_ratio"] == 2.0
-    assert f["hindsight_ratio"] == 2.0 and any(t["name"].startswith("hindsight") for t in merged["targets"])
+    assert f["rows"][0]["t_hindsight_s"] == 5.0 and f["hindsight_ratio"] == 2.0
+    assert any(t["name"].startswith("hindsight") for t in merged["targets"])
     assert merged["wall_s"] == 200.0 and merged["finished"] == "2026-12-02T00:00:00+0000"  # the runs', not now
     assert any("re-derived" in n for n in merged["notes"])
-    assert f["budget_ratios"]["60"]["0"] == {"ratio": 1.25, "upper_bound": False}  # at the full budget: the same
+    # random's best configuration trained again: sd over seeds 0.90 / 0.902 = 0.00141, T = 0.90141, which
+    # random's trial 0 reached at 5 s, the default only at 8 s
+    noise = [{"model": "plain", "seed": 0, "trial": 1, "R": 0.90,
+              "runs": [{"train_seed": 0, "val_rmse": 0.90}, {"train_seed": 1, "val_rmse": 0.902}]}]
+    f = reanalysed(result(0, noise), result(1))["figures"]
+    assert f["sd"] == {"plain": 0.00141} and f["rows"][1]["T"] == 0.90141
+    assert f["per_seed"]["1"]["ratio"] == 0.625 and f["ratio"] == 0.625 and f["ratio_R"] == 1.25
     with pytest.raises(SystemExit, match="more than one"):
-        se.main(["--reanalyse", str(paths[0]), str(paths[0]), "--out", str(out)])
+        reanalysed(result(0), result(0))
+    old = result(0)
+    del old["figures"]["trials"]  # a result from before the trial budget
+    with pytest.raises(SystemExit, match="trial budget"):
+        reanalysed(old)
 
 
 def test_sweep_efficiency_seed_luck_summary_counts_other_seeds_against_R():
-    from bench.sweep_efficiency import noise_summary
+    from bench.sweep_efficiency import noise_summary, seed_sd
 
     rows = [{"model": "m", "seed": 0, "trial": 3, "R": 0.900,
              "runs": [{"train_seed": 0, "val_rmse": 0.900}, {"train_seed": 1, "val_rmse": 0.902},
@@ -393,11 +386,14 @@ def test_sweep_efficiency_seed_luck_summary_counts_other_seeds_against_R():
             {"model": "m", "seed": 1, "trial": 0, "R": 0.910,
              "runs": [{"train_seed": 0, "val_rmse": 0.9101}, {"train_seed": 1, "val_rmse": 0.9105},
                       {"train_seed": 2, "val_rmse": 0.913}]}]
-    s = noise_summary(rows, tol=0.001)
-    # seed 0 is the recorded run, not counted; of the other four runs one reaches R, two come within 0.001
-    assert (s["retrained"], s["reach_R"], s["reach_near"]) == (4, 1, 2)
+    s = noise_summary(rows)
+    # seed 0 is the recorded run, not counted; of the other four runs one reaches R
+    assert (s["retrained"], s["reach_R"]) == (4, 1)
     assert s["mean_above_R"] == round((0.002 - 0.0005 + 0.0005 + 0.003) / 4, 5)
     assert s["max_repeat_diff"] == 0.0001
+    # the model's seed sd: the median of the two rows' sds over their three seeds
+    sds = [0.0013228757, 0.0015716234]
+    assert seed_sd(rows) == {"m": round(sum(sds) / 2, 5)}
 
 
 def test_sweep_efficiency_retrains_a_trial_the_budget_cut_for_the_epochs_it_had():
@@ -437,22 +433,37 @@ def test_sweep_efficiency_redraws_exactly_what_the_random_arm_tried(ml100k_cache
     env = {**os.environ, "MFEXP_BENCH_TMP": str(tmp_path)}
     extra = ["train.epochs=1", "train.batch_size=choice(512,1024)"]
     out = subprocess.run([sys.executable, "-m", "bench.sweep_efficiency", "--child", "random", "--model", "biased",
-                          "--seed", "4", "--budget", "120", "--budget-epochs", "4", *extra],
+                          "--seed", "4", "--trials", "4", *extra],
                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)  # its ./mlruns
     assert out.returncode == 0, out.stderr[-2000:]
     ran = common.last_json_line(out.stdout)["params"]
-    assert len(ran) >= 4 and ran[0]
+    assert len(ran) == 4 and ran[0]
     drawn = se.random_draws("biased", 4, len(ran), extra)
     assert [{k: d[k] for k in r} for r, d in zip(ran, drawn)] == ran
     assert se.random_draws("biased", 5, len(ran), extra)[:2] != drawn[:2]  # the seed matters
 
 
+@pytest.mark.slow
+@pytest.mark.ml100k
+def test_sweep_efficiency_stops_the_default_arm_when_the_random_arm_ends(ml100k_cache, tmp_path, monkeypatch):
+    """Both arms get the same wall time W: the random arm runs its trials, and the default arm beside it
+    stops when it ends (capped at 120 s here: without the stop it would run on to the cap)."""
+    from bench import sweep_efficiency as se
+
+    monkeypatch.setenv("MFEXP_BENCH_TMP", str(tmp_path))
+    arms = se.run_arms("biased", 4, 8, 120.0, se.QUICK_OVERRIDES, [])  # W: a few seconds
+    rnd, dft = arms["random"], arms["default"]
+    assert rnd["trials"] == 8 and rnd["cut"] is False and rnd["reports"]
+    assert dft["cut"] is True and dft["reports"]
+    assert dft["reports"][-1][0] < rnd["wall_s"] + 15.0 < 120.0  # started together, stopped soon after W
+    assert not list(tmp_path.glob("stop-*"))
+
+
 def test_sweep_efficiencys_full_run_fits_its_section_timeout():
     from bench.sections import DEFAULT_TIMEOUT, timeout_of
-    from bench.sweep_efficiency import MODELS
+    from bench.sweep_efficiency import CAP
 
-    # its budget alone: every model x 3 seeds x 180 s of wall time (the two arms run side by side)
-    assert timeout_of("sweep_efficiency") > len(MODELS) * 3 * 180.0 > DEFAULT_TIMEOUT
+    # an arm runs at most CAP seconds; the section's full run (BENCHMARKS.md, sweep_efficiency) needs hours
+    assert timeout_of("sweep_efficiency") >= CAP > DEFAULT_TIMEOUT
     assert timeout_of("throughput") == DEFAULT_TIMEOUT
     assert timeout_of("sweep_efficiency", 60.0) == 60.0  # --timeout wins
-
