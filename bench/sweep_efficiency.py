@@ -202,8 +202,11 @@ def run_arms(model: str, seed: int, trials: int, cap: float, extra: Sequence[str
                                 "--cap", str(earlier["wall_s"] if earlier else cap)], logs["default"])}
     if earlier is None:
         procs["random"] = _spawn(["--child", "random", "--cap", str(cap), *common_args], logs["random"])
-    arms = {"random": earlier} if earlier else {"random": _collect(procs["random"], logs["random"], f"random arm of {model} seed {seed}")}
-    stop.touch()
+    if earlier is None:
+        arms = {"random": _collect(procs["random"], logs["random"], f"random arm of {model} seed {seed}")}
+        stop.touch()
+    else:
+        arms = {"random": earlier}
     arms["default"] = _collect(procs["default"], logs["default"], f"default arm of {model} seed {seed}")
     stop.unlink(missing_ok=True)
     return arms
@@ -541,7 +544,7 @@ def finish(rows: list[dict], curves: dict, models: Sequence[str], seeds: Sequenc
     targets = [
         common.target(f"time to R + one seed sd (R: random search's best of {trials} trials, no pruning): random / "
                       "default search, summed over the models, median over seeds", ">= 3x", ratio, "x",
-                      common.at_least(ratio, 3.0), "per seed: " + each("ratio")
+                      common.at_least(ratio, 3.0), f"models: {', '.join(models)}; per seed: " + each("ratio")
                       + (" (upper bounds: the default missed T in some model)" if bounded else "")
                       + f"; milestone 2x {'met' if common.at_least(ratio, 2.0) else 'missed'}"),
         common.target("models where the default's best val RMSE at equal wall time is above random's at some budget "
@@ -555,8 +558,8 @@ def finish(rows: list[dict], curves: dict, models: Sequence[str], seeds: Sequenc
                       + each("random_with_default_pruner_ratio")),
         common.target("hindsight: the ratio for a search that tried random search's winner first, alone, median over "
                       "seeds", "report", medians["hindsight_ratio"], "x", None, "per seed: " + each("hindsight_ratio")),
-        common.target("seed sd of val RMSE per model (random's best configuration, train.seed 0 and "
-                      + " ".join(str(s) for s in sorted({x["train_seed"] for n in noise_rows for x in n["runs"]} - {0}))
+        common.target("seed sd of val RMSE per model (random's best configuration trained with train.seed "
+                      + ", ".join(str(s) for s in sorted({x["train_seed"] for n in noise_rows for x in n["runs"]}))
                       + "), median over seeds", "report", common.median(list(sd.values())), "", None,
                       ", ".join(f"{m} {v}" for m, v in sd.items()) + f"; other seeds reach R in {ns['reach_R']} of "
                       f"{ns['retrained']} runs, {ns['mean_above_R']} above it on average; seed 0 repeats the "
@@ -569,7 +572,8 @@ def finish(rows: list[dict], curves: dict, models: Sequence[str], seeds: Sequenc
              f"The default arm: sampler {arm.get('sampler')}, pruner {arm.get('pruner')}, population "
              f"{arm.get('population')} (conf/sweep/default.yaml, conf/sweep.yaml, mfexp/sweep/search.py)"
              + (f", with {' '.join(default_arm)}" if default_arm else "") + ".",
-             f"Curves: bench/results/{PNG} (docs/{PNG} from a full run); every epoch's report is in the JSON."]
+             f"Curves: bench/results/{PNG} (docs/{PNG} from a full run); every epoch's report is in the JSON.",
+             "The levers tried on the default search, each with its figure: BENCHMARKS.md, Search levers."]
     if argv:
         notes.append(f"Run as `python -m bench.sweep_efficiency {' '.join(argv)}`" + (
             " (the random arms and their seed sd reused from that earlier run)" if "--random-from" in argv else "") + ".")
