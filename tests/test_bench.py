@@ -454,12 +454,12 @@ def test_sweep_efficiency_stops_the_default_arm_when_the_random_arm_ends(ml100k_
     arms = se.run_arms("biased", 4, 8, 120.0, se.QUICK_OVERRIDES, [])  # W: a few seconds
     rnd, dft = arms["random"], arms["default"]
     assert rnd["trials"] == 8 and rnd["cut"] is False and rnd["reports"]
-    assert dft["cut"] is True and dft["reports"]
+    assert dft["reports"]  # (its last trial may or may not be cut: the stop can come between two trials)
     assert dft["reports"][-1][0] < rnd["wall_s"] + 15.0 < 120.0  # started together, stopped soon after W
     assert not list(tmp_path.glob("stop-*"))
     # a lever's run reuses that random arm: the default arm alone, for the random arm's W
     again = se.run_arms("biased", 4, 8, 120.0, se.QUICK_OVERRIDES, [], earlier=rnd)
-    assert again["random"] is rnd and again["default"]["cut"] is True
+    assert again["random"] is rnd
     assert rnd["wall_s"] - 3.0 < again["default"]["reports"][-1][0] < rnd["wall_s"] + 15.0
 
 
